@@ -1,0 +1,35 @@
+"""paramcalc: a model's shapes, parameters, FLOPs and pitfalls, before you build or train it.
+
+>>> import paramcalc
+>>> model = paramcalc.Sequential(
+...     [paramcalc.Dense(300, activation="relu"), paramcalc.Flatten(), paramcalc.Dense(1)],
+...     input_shape=("n", 1))
+>>> est = paramcalc.estimate(model)
+>>> est.params
+Sym('300*n + 901')
+>>> est.subs(n=100).params
+30901
+
+``import paramcalc`` imports no framework: Keras and torch are used only when you hand in their models.
+"""
+
+from .dims import Dim, Sym, symbol
+from .errors import (DimensionError, LayerConfigError, ParamcalcError, ShapeError, SpecError,
+                     UnknownLayerError)
+from .estimate import Assumption, Estimate, LayerRow, estimate
+from .graph import Sequential
+from .layers import (Activation, Dense, Dropout, Flatten, Identity, Layer, Permute, Reshape, Unflatten,
+                     Weight)
+from .registry import layer_kinds, register_keras_layer, register_layer, register_torch_module
+from .seed import SEED_VARIANTS, seed_model
+from .spec import TensorSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "Assumption", "Dense", "Dim", "DimensionError", "Dropout", "Estimate", "Flatten",
+    "Identity", "Layer", "LayerConfigError", "LayerRow", "ParamcalcError", "Permute", "Reshape",
+    "SEED_VARIANTS", "Sequential", "ShapeError", "SpecError", "Sym", "TensorSpec", "Unflatten",
+    "UnknownLayerError", "Weight", "estimate", "layer_kinds", "register_keras_layer", "register_layer",
+    "register_torch_module", "seed_model", "symbol",
+]

@@ -1,0 +1,232 @@
+"""Rules that read a propagated Estimate and explain its pitfalls.
+
+Each rule has a stable code, and each finding names the layer, says what happens with the model's own
+numbers, and gives a one-line fix. ``RULES`` lists every rule, so tests and docs can enumerate them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .dims import Dim, dominates, equal, exact_div, format_count, is_positive, prod
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding. ``severity``: "warning" (likely a mistake) or "info" (worth knowing)."""
+
+    code: str
+    severity: str
+    layer: str | None
+    message: str
+    fix: str
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "severity": self.severity, "layer": self.layer,
+                "message": self.message, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    summary: str
+    check: Callable[..., Iterator[Diagnostic]]
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(code: str, summary: str):
+    def decorate(check):
+        RULES[code] = Rule(code, summary, check)
+        return check
+    return decorate
+
+
+def diagnose(est) -> list[Diagnostic]:
+    found: list[Diagnostic] = []
+    for r in RULES.values():
+        found.extend(r.check(est))
+    return found
+
+
+def _percent(part: int, total: int) -> str:
+    """An exact percentage to three decimals, from ints (no float rounding surprises)."""
+    thousandths = part * 100_000 // total
+    return f"{thousandths // 1000}.{thousandths % 1000:03d}%"
+
+
+def _is_per_position_dense(row) -> bool:
+    return row.kind == "dense" and len(row.input_shapes[0]) >= 3
+
+
+def _dense_word(est) -> str:
+    return "Linear" if est.framework == "torch" else "Dense"
+
+
+@rule("dense-per-position",
+      "A Dense/Linear layer on an input of rank >= 3 acts on the last axis only, once per position.")
+def _dense_per_position(est) -> Iterator[Diagnostic]:
+    rows = est.layers
+    i = 0
+    while i < len(rows):
+        row = rows[i]
+        if not _is_per_position_dense(row):
+            i += 1
+            continue
+        # One finding per run of per-position Dense layers: the first explains, the rest are counted.
+        run_end = i + 1
+        while run_end < len(rows) and (_is_per_position_dense(rows[run_end])
+                                       or not rows[run_end].weights):
+            run_end += 1
+        later = [r.name for r in rows[i + 1:run_end] if _is_per_position_dense(r)]
+        in_shape = row.input_shapes[0]
+        features = in_shape[-1]
+        positions = prod(in_shape[1:-1])
+        units = row.output_shape[-1]
+        word = _dense_word(est)
+        message = (f"{word} '{row.name}' receives {est.format_shape(in_shape)}, an input of rank "
+                   f"{len(in_shape)}: {word} acts on the last axis only, so its ({est.format_dim(features)}, "
+                   f"{est.format_dim(units)}) kernel is applied to each of the {format_count(positions)} "
+                   f"positions separately and outputs {est.format_shape(row.output_shape)}.")
+        single = equal(features, 1) is True
+        if single:
+            message += (" The last axis has size 1: each position sees a single feature, so no unit "
+                        "ever combines two features.")
+        if later:
+            message += f" {len(later)} later {word} layer(s) act per position too ({', '.join(later)})."
+        if run_end >= len(rows) and len(est.output_shape) >= 3:
+            message += (f" The model's output stays per position: {est.format_shape(est.output_shape)}, "
+                        "one prediction per position rather than per sample.")
+        features_total = prod(in_shape[1:])
+        mix = f"to mix all {format_count(features_total)} features in one layer"
+        if est.framework == "torch":
+            fix = (f"{mix}, feed a 2-D input (x.reshape(len(x), -1)) or put nn.Flatten() before "
+                   f"'{row.name}'; if per-position is intended, nothing to change")
+        else:
+            fix = (f"{mix}, feed 2-D data of shape (samples, {est.format_dim(features_total)}) or put "
+                   f"Flatten() before '{row.name}'; if per-position is intended, nothing to change")
+        yield Diagnostic("dense-per-position", "warning" if single else "info", row.name, message, fix)
+        i = run_end
+
+
+@rule("flatten-explosion",
+      "A Flatten feeds a layer that then holds most of the model's parameters.")
+def _flatten_explosion(est) -> Iterator[Diagnostic]:
+    rows = est.layers
+    for i, row in enumerate(rows):
+        if row.kind != "flatten":
+            continue
+        consumer = next((r for r in rows[i + 1:] if r.weights), None)
+        if consumer is None or consumer.kind != "dense" or consumer.shared_with:
+            continue
+        if not dominates(consumer.params, est.params):
+            continue
+        in_shape = row.input_shapes[0]
+        if len(in_shape) < 3:
+            continue  # nothing was merged: Flatten on (batch, d) changes nothing
+        last = in_shape[-1]
+        units = consumer.output_shape[-1]
+        per_axis = units * (last + (1 if consumer.layer is not None and consumer.layer.use_bias else 0))
+        features = row.output_shape[-1]
+        message = (f"Flatten '{row.name}' turns {est.format_shape(in_shape)} into {format_count(features)} "
+                   f"features per sample, so the next layer '{consumer.name}' ({consumer.type} "
+                   f"{est.format_dim(units)}) holds {format_count(consumer.params)} parameters")
+        if type(consumer.params) is int and type(est.params) is int and est.params:
+            message += f", {_percent(consumer.params, est.params)} of the model"
+        if type(per_axis) is int and type(consumer.params) is int and per_axis:
+            message += (f" and {format_count(consumer.params // per_axis)}x the {format_count(per_axis)} it "
+                        f"would hold on the unflattened last axis ({format_count(last)} features)")
+        else:
+            message += (f", against {format_count(per_axis)} on the unflattened last axis "
+                        f"({format_count(last)} features)")
+        message += "."
+        widened = _widening_dense(rows[:i])
+        if widened is not None:
+            before = widened.input_shapes[0][-1]
+            ratio = exact_div(features, prod(est.input_shape))
+            message += (f" The flattened axis was widened from {format_count(before)} to "
+                        f"{format_count(widened.output_shape[-1])} features per position by "
+                        f"'{widened.name}', a {widened.type} acting per position")
+            if ratio is not None and is_positive(ratio - 1):
+                message += (f": the model flattens {format_count(ratio)}x as many features as its input "
+                            f"has ({format_count(prod(est.input_shape))})")
+            message += "."
+        fix = ("flatten (or reshape) the input before the first Dense instead, so it sees "
+               f"{format_count(prod(est.input_shape))} features once; or shrink the positions before "
+               "Flatten (pooling, a strided convolution, fewer units per position)")
+        yield Diagnostic("flatten-explosion", "warning", row.name, message, fix)
+
+
+def _widening_dense(rows):
+    """The per-position Dense closest before a Flatten that made its last axis wider, if any."""
+    for row in reversed(rows):
+        if row.weights:
+            if _is_per_position_dense(row) and is_positive(row.output_shape[-1] - row.input_shapes[0][-1]):
+                return row
+            return None
+    return None
+
+
+@rule("loss-broadcast",
+      "The model's output per sample does not match target_shape; a loss would broadcast them silently.")
+def _loss_broadcast(est) -> Iterator[Diagnostic]:
+    if est.target_shape is None or not est.layers:
+        return
+    out = tuple(est.output_shape[1:])
+    target = tuple(est.target_shape)
+    if _same_shape(out, target):
+        return
+    last = est.layers[-1].name
+    out_s = est.format_shape(est.output_shape)
+    tgt_s = est.format_shape((est.output_shape[0],) + target)
+    trailing_one = ((len(out) == len(target) + 1 and _same_shape(out[:-1], target) and equal(out[-1], 1))
+                    or (len(target) == len(out) + 1 and _same_shape(target[:-1], out)
+                        and equal(target[-1], 1)))
+    if trailing_one:
+        if est.framework == "keras":
+            return  # Keras squeezes the trailing 1 before computing the loss: no broadcasting
+        n = est.format_dim(est.output_shape[0])
+        # Keras squeezes the trailing 1 (handled above); torch does not. Unknown framework: worth knowing.
+        yield Diagnostic(
+            "loss-broadcast", "warning" if est.framework == "torch" else "info", last,
+            f"the output {out_s} and the target {tgt_s} differ by a trailing axis of size 1: torch's "
+            f"mse_loss and l1_loss broadcast them to ({n}, {n}) with only a UserWarning, comparing every "
+            "prediction with every target of the batch.",
+            "squeeze the output (output.squeeze(-1)) or give the target the same shape (y.unsqueeze(-1))",
+        )
+        return
+    extra = prod(out) if not target else None
+    message = (f"the output {out_s} does not match the target {tgt_s}: a loss such as MSE broadcasts "
+               "them without an error (Keras silently, torch with only a UserWarning)")
+    if extra is not None and is_positive(extra - 1):
+        message += (f", so each of the {format_count(extra)} output values per sample is fit to the same "
+                    "target instead of one prediction per sample")
+    message += "."
+    yield Diagnostic("loss-broadcast", "warning", last, message,
+                     "end the model in the target's shape, e.g. Flatten before the last Dense or a 2-D "
+                     "input, so each sample gets one prediction")
+
+
+def _same_shape(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(equal(x, y) is not False for x, y in zip(a, b))
+
+
+@rule("empty-tensor", "A tensor or the batch has a zero-size axis, so figures downstream are 0.")
+def _empty_tensor(est) -> Iterator[Diagnostic]:
+    if type(est.batch_size) is int and est.batch_size == 0:
+        yield Diagnostic("empty-tensor", "warning", None,
+                         "batch_size is 0: every per-batch figure (FLOPs, activations) is 0.",
+                         "give a positive batch_size")
+    for row in est.layers:
+        zero_axes = [i for i, d in enumerate(row.output_shape[1:], 1) if type(d) is int and d == 0]
+        if zero_axes:
+            yield Diagnostic(
+                "empty-tensor", "warning", row.name,
+                f"'{row.name}' outputs {est.format_shape(row.output_shape)}, a tensor with no elements "
+                f"(axis {zero_axes[0]} has size 0): it has {format_count(row.params)} parameters and every "
+                "layer after it computes nothing.",
+                "check the layer's size arguments (units, target shapes) for a 0",
+            )
+            return

@@ -1,0 +1,375 @@
+"""estimate(): propagate a model and aggregate its rows into an Estimate.
+
+The Estimate is data: exact ints or symbolic expressions, never floats, never formatted on its own
+(``summary()`` hands it to :mod:`paramcalc.render`). FLOPs count one multiply-add as 2 FLOPs; MACs
+count multiply-accumulates; both are per sample unless the name says per batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .dims import Dim, Sym, as_dim, equal, exact_div, format_dim, symbol, symbols_of
+from .errors import ShapeError, SpecError
+from .graph import Node, assign_names, normalize_shape, propagate
+from .layers.base import Layer, Weight, format_shape
+from .spec import TensorSpec, dtype_bytes
+
+FLOP_CONVENTION = "1 multiply-add = 2 FLOPs; MACs count multiply-adds; per sample unless 'per batch'"
+DEFAULT_BATCH_SYMBOL = "B"
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A condition the estimate relies on that the symbols cannot settle (``n == 20020``)."""
+
+    layer: str
+    relation: str  # "==" or "divisible"
+    left: Dim
+    right: Dim
+
+    def __str__(self) -> str:
+        if self.relation == "divisible":
+            return f"{format_dim(self.left)} is divisible by {format_dim(self.right)}"
+        return f"{format_dim(self.left)} == {format_dim(self.right)}"
+
+    def holds(self) -> bool | None:
+        if self.relation == "divisible":
+            if type(self.left) is int and type(self.right) is int:
+                return exact_div(self.left, self.right) is not None
+            return True if exact_div(self.left, self.right) is not None else None
+        return equal(self.left, self.right)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer call: shapes (batch axis first), parameters and forward work.
+
+    ``params`` = trainable + non-trainable parameters; torch ``buffers`` are counted apart.
+    A layer whose weights are shared with an earlier row (``shared_with``) counts 0 parameters here:
+    its weights are the earlier row's.
+    """
+
+    name: str
+    type: str
+    kind: str
+    input_shapes: tuple
+    output_shape: tuple
+    params: Dim
+    trainable_params: Dim
+    non_trainable_params: Dim
+    buffers: Dim
+    macs: Dim
+    flops: Dim
+    macs_per_batch: Dim
+    flops_per_batch: Dim
+    weights: tuple = ()
+    shared_with: str | None = None
+    layer: Layer | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a model will be: per-layer rows, totals, diagnostics and the assumptions behind them.
+
+    >>> import paramcalc
+    >>> est = paramcalc.estimate(paramcalc.seed_model("reshaped_flatten"), input_shape=("n", 1))
+    >>> est.params
+    Sym('90000*n + 31101')
+    >>> est.subs(n=20020).params
+    1801831101
+    """
+
+    name: str
+    framework: str | None
+    dtype: str
+    input_shape: tuple
+    batch_size: Dim | None
+    batch_symbol: str
+    layers: tuple
+    params: Dim
+    trainable_params: Dim
+    non_trainable_params: Dim
+    buffers: Dim
+    macs: Dim
+    flops: Dim
+    macs_per_batch: Dim
+    flops_per_batch: Dim
+    output_shape: tuple
+    target_shape: tuple | None = None
+    diagnostics: tuple = ()
+    assumptions: tuple = ()
+    notes: tuple = ()
+
+    # -- derived figures --------------------------------------------------------------------------------
+    @property
+    def param_bytes(self) -> Dim:
+        """Bytes the parameters take in the model's dtype (weights only, no gradients or optimizer)."""
+        return self.params * dtype_bytes(self.dtype)
+
+    @property
+    def symbols(self) -> frozenset:
+        """Symbols left in the estimate (the batch symbol included while batch_size is unset)."""
+        found: set = set()
+        for value in (self.params, self.flops_per_batch, *self.output_shape, *self.input_shape):
+            found |= symbols_of(value)
+        for row in self.layers:
+            for value in (row.params, row.flops_per_batch, *row.output_shape):
+                found |= symbols_of(value)
+        return frozenset(found)
+
+    def row(self, name: str) -> LayerRow:
+        for row in self.layers:
+            if row.name == name:
+                return row
+        raise KeyError(f"no layer named {name!r}; layers: {[r.name for r in self.layers]}")
+
+    def format_dim(self, value: Dim | None) -> str:
+        """A dimension as shown to users: the unset batch axis reads ``None``, as in Keras."""
+        if self.batch_size is None and isinstance(value, Sym) and value == symbol(self.batch_symbol):
+            return "None"
+        return format_dim(value)
+
+    def format_shape(self, shape: tuple) -> str:
+        inner = ", ".join(self.format_dim(d) for d in shape)
+        return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+    # -- substitution ----------------------------------------------------------------------------------
+    def subs(self, values: Mapping[str, Dim] | None = None, /, **kwargs: Dim) -> "Estimate":
+        """The same estimate with symbols replaced by values (``subs(n=20020)``; ``B`` = batch size).
+
+        Assumptions are checked again: one that the values break raises a ShapeError naming its layer.
+        """
+        mapping = {**(values or {}), **kwargs}
+        for key, value in mapping.items():
+            mapping[key] = as_dim(value, f"subs({key}=...)")
+        return _substitute(self, mapping)
+
+    # -- output ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain data: ints stay exact ints, symbolic values become strings, the unset batch is None."""
+        return _to_dict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """JSON with exact integers (Python's json never rounds ints)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def summary(self, **kwargs: Any) -> str:
+        """The table a Keras ``summary()`` or torchinfo user expects, as text."""
+        from .render import render_text
+
+        return render_text(self, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"<Estimate {self.name!r}: {len(self.layers)} layers, params={format_dim(self.params)}, "
+                f"output={self.format_shape(self.output_shape)}>")
+
+
+# -- estimate() ---------------------------------------------------------------------------------------------
+def estimate(model: object, *, input_shape: object = None, batch_size: object = None,
+             target_shape: object = None) -> Estimate:
+    """Shapes, parameters and FLOPs of ``model``, without building it or allocating a weight.
+
+    ``model``: a paramcalc :class:`Sequential`, a spec dict / JSON string, a Keras ``Sequential``
+    (built or not) or its ``get_config()``, or a torch ``nn.Sequential`` (meta device welcome).
+    ``input_shape``: one sample's shape, batch axis excluded; ints or symbol names (``("n", 1)``).
+    Overrides the shape the model declares. ``batch_size``: an int or a symbol name; unset, per-batch
+    figures are expressions in ``B`` and the batch axis shows as None. ``target_shape``: one sample's
+    target (``()`` for a scalar per sample), checked against the output for loss broadcasting.
+
+    >>> import paramcalc
+    >>> est = paramcalc.estimate(paramcalc.seed_model("flat"), input_shape=(20020,))
+    >>> est.params
+    6126801
+    """
+    from .frontends import to_model
+
+    graph = to_model(model)
+    notes = list(graph.notes)
+
+    batch_symbol = DEFAULT_BATCH_SYMBOL
+    batch: Dim | None = None
+    if batch_size is not None:
+        batch = as_dim(batch_size, "batch_size")
+        if isinstance(batch, Sym):
+            if len(batch.symbols) != 1 or batch != symbol(next(iter(batch.symbols))):
+                raise SpecError(f"batch_size must be an int or one symbol name, received {batch_size!r}",
+                                where="batch_size", value=batch_size)
+            batch_symbol = next(iter(batch.symbols))
+
+    declared = graph.input_shape
+    if input_shape is None and declared is None:
+        raise SpecError(
+            f"model '{graph.name}' declares no input shape",
+            where="input_shape", fix="pass input_shape=(...) for one sample, e.g. input_shape=(20020,)",
+        )
+    sample_shape = normalize_shape(input_shape if input_shape is not None else declared,
+                                   "input_shape", reserved=batch_symbol)
+    if input_shape is not None and declared is not None:
+        declared_shape = normalize_shape(declared, "model input")
+        if declared_shape != sample_shape:
+            notes.append(f"input_shape {format_shape(sample_shape)} replaces the model's declared input "
+                         f"{format_shape(declared_shape)}")
+    targets = None
+    if target_shape is not None:
+        targets = normalize_shape(target_shape, "target_shape", reserved=batch_symbol)
+
+    assumptions: list = []
+    names = assign_names(graph.layers)
+    first = TensorSpec((symbol(batch_symbol),) + sample_shape, graph.dtype)
+    nodes = propagate(graph.layers, names, first, assumptions)
+
+    result = _aggregate(graph, nodes, sample_shape, batch_symbol, targets, assumptions, notes, first)
+    if type(batch) is int:
+        result = _substitute(result, {batch_symbol: batch})
+    elif batch is not None:
+        result = replace(result, batch_size=batch)
+    return result
+
+
+def _aggregate(graph, nodes: list[Node], sample_shape: tuple, batch_symbol: str, targets, assumptions,
+               notes, first: TensorSpec) -> Estimate:
+    per_sample = {batch_symbol: 1}
+    rows = []
+    totals = dict(params=0, trainable=0, non_trainable=0, buffers=0, macs_b=0, flops_b=0)
+    for node in nodes:
+        trainable = non_trainable = buffers = 0
+        if node.shared_with is None:
+            for weight in node.inferred.weights:
+                if weight.buffer:
+                    buffers = buffers + weight.numel
+                elif node.layer.trains(weight):
+                    trainable = trainable + weight.numel
+                else:
+                    non_trainable = non_trainable + weight.numel
+        inferred = node.inferred
+        row = LayerRow(
+            name=node.name, type=node.layer.display_type, kind=node.layer.kind,
+            input_shapes=tuple(spec.shape for spec in node.inputs), output_shape=inferred.output.shape,
+            params=trainable + non_trainable, trainable_params=trainable,
+            non_trainable_params=non_trainable, buffers=buffers,
+            macs=_subs(inferred.macs, per_sample), flops=_subs(inferred.flops, per_sample),
+            macs_per_batch=inferred.macs, flops_per_batch=inferred.flops,
+            weights=inferred.weights, shared_with=node.shared_with, layer=node.layer,
+        )
+        rows.append(row)
+        totals["params"] += row.params
+        totals["trainable"] += trainable
+        totals["non_trainable"] += non_trainable
+        totals["buffers"] += buffers
+        totals["macs_b"] += inferred.macs
+        totals["flops_b"] += inferred.flops
+    est = Estimate(
+        name=graph.name, framework=graph.framework, dtype=graph.dtype, input_shape=sample_shape,
+        batch_size=None, batch_symbol=batch_symbol, layers=tuple(rows),
+        params=totals["params"], trainable_params=totals["trainable"],
+        non_trainable_params=totals["non_trainable"], buffers=totals["buffers"],
+        macs=_subs(totals["macs_b"], per_sample), flops=_subs(totals["flops_b"], per_sample),
+        macs_per_batch=totals["macs_b"], flops_per_batch=totals["flops_b"],
+        output_shape=rows[-1].output_shape if rows else first.shape,
+        target_shape=targets, assumptions=tuple(assumptions), notes=tuple(notes),
+    )
+    return _with_diagnostics(est)
+
+
+def _with_diagnostics(est: Estimate) -> Estimate:
+    from .diagnostics import diagnose
+
+    return replace(est, diagnostics=tuple(diagnose(est)))
+
+
+# -- substitution -------------------------------------------------------------------------------------------
+def _subs(value: Any, mapping: Mapping[str, Dim]) -> Any:
+    if isinstance(value, Sym):
+        return value.subs(mapping)
+    if type(value) is tuple:
+        return tuple(_subs(v, mapping) for v in value)
+    return value
+
+
+def _subs_row(row: LayerRow, mapping: Mapping[str, Dim]) -> LayerRow:
+    changes = {f.name: _subs(getattr(row, f.name), mapping) for f in fields(row)
+               if f.name not in ("name", "type", "kind", "weights", "shared_with", "layer")}
+    changes["input_shapes"] = tuple(_subs(s, mapping) for s in row.input_shapes)
+    changes["weights"] = tuple(Weight(w.name, _subs(w.shape, mapping), w.trainable, w.buffer)
+                               for w in row.weights)
+    return replace(row, **changes)
+
+
+def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
+    kept = []
+    for assumption in est.assumptions:
+        checked = Assumption(assumption.layer, assumption.relation,
+                             _subs(assumption.left, mapping), _subs(assumption.right, mapping))
+        verdict = checked.holds()
+        if verdict is False:
+            values = ", ".join(f"{k}={v}" for k, v in mapping.items())
+            raise ShapeError(f"with {values}, the model's assumption {assumption} fails: {checked} is false",
+                             layer=assumption.layer)
+        if verdict is None:
+            kept.append(checked)
+    batch = est.batch_size
+    if batch is None and est.batch_symbol in mapping:
+        batch = mapping[est.batch_symbol]
+    elif batch is not None:
+        batch = _subs(batch, mapping)
+    scalar = ("params", "trainable_params", "non_trainable_params", "buffers", "macs", "flops",
+              "macs_per_batch", "flops_per_batch", "input_shape", "output_shape", "target_shape")
+    est = replace(est, batch_size=batch, layers=tuple(_subs_row(r, mapping) for r in est.layers),
+                  assumptions=tuple(kept), **{name: _subs(getattr(est, name), mapping) for name in scalar})
+    return _with_diagnostics(est)
+
+
+# -- plain data ---------------------------------------------------------------------------------------------
+def _to_dict(est: Estimate) -> dict:
+    def dim(value: Any) -> Any:
+        if value is None or type(value) is int:
+            return value
+        if est.batch_size is None and value == symbol(est.batch_symbol):
+            return None
+        return str(value)
+
+    def shape(values: tuple | None) -> list | None:
+        return None if values is None else [dim(v) for v in values]
+
+    return {
+        "name": est.name,
+        "framework": est.framework,
+        "dtype": est.dtype,
+        "input_shape": shape(est.input_shape),
+        "batch_size": dim(est.batch_size) if est.batch_size is not None else None,
+        "batch_symbol": est.batch_symbol,
+        "output_shape": shape(est.output_shape),
+        "target_shape": shape(est.target_shape),
+        "flop_convention": FLOP_CONVENTION,
+        "totals": {
+            "params": dim(est.params),
+            "trainable_params": dim(est.trainable_params),
+            "non_trainable_params": dim(est.non_trainable_params),
+            "buffers": dim(est.buffers),
+            "param_bytes": dim(est.param_bytes),
+            "flops_per_sample": dim(est.flops),
+            "macs_per_sample": dim(est.macs),
+            "flops_per_batch": dim(est.flops_per_batch),
+            "macs_per_batch": dim(est.macs_per_batch),
+        },
+        "layers": [
+            {
+                "name": row.name, "type": row.type, "kind": row.kind,
+                "input_shapes": [shape(s) for s in row.input_shapes],
+                "output_shape": shape(row.output_shape),
+                "params": dim(row.params), "trainable_params": dim(row.trainable_params),
+                "non_trainable_params": dim(row.non_trainable_params), "buffers": dim(row.buffers),
+                "flops_per_sample": dim(row.flops), "macs_per_sample": dim(row.macs),
+                "weights": [{"name": w.name, "shape": shape(w.shape), "trainable": w.trainable,
+                             "buffer": w.buffer} for w in row.weights],
+                "shared_with": row.shared_with,
+            }
+            for row in est.layers
+        ],
+        "diagnostics": [d.to_dict() for d in est.diagnostics],
+        "assumptions": [{"layer": a.layer, "statement": str(a)} for a in est.assumptions],
+        "notes": list(est.notes),
+    }

@@ -1,0 +1,143 @@
+"""paramcalc's own model document: a dict (or JSON text) mirroring the Python API.
+
+    {"name": "seed", "input_shape": [20020, 1],
+     "layers": [{"kind": "dense", "units": 300, "activation": "relu"},
+                {"kind": "flatten"},
+                {"kind": "dense", "units": 1}]}
+
+Every key of a layer is an argument of its kind (``paramcalc.Dense(units=300, ...)``); an unknown key
+or kind is an error that names its JSON path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from ..errors import ParamcalcError, SpecError, UnknownLayerError
+from ..graph import Sequential
+from ..registry import layer_kinds, lookup_kind
+
+MAX_SPEC_BYTES = 16 * 1024 * 1024  # far beyond any real spec; refuse before parsing
+MAX_SPEC_DEPTH = 64  # a spec is a few levels deep; this also keeps json's recursion bounded
+
+MODEL_KEYS = {"name", "input_shape", "layers", "dtype", "framework", "paramcalc"}
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse deeply nested JSON before json.loads recurses into it."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_SPEC_DEPTH:
+                raise SpecError(f"{source}: nesting too deep (limit {MAX_SPEC_DEPTH})", where=source)
+        elif ch in "]}":
+            depth -= 1
+
+
+class _Pairs(list):
+    """A JSON object as parsed, before duplicate keys are checked with their paths."""
+
+
+def _to_plain(value: object, path: str) -> object:
+    """Turn parsed pairs into dicts, refusing a key given twice (json would keep the last silently)."""
+    if isinstance(value, _Pairs):
+        out = {}
+        for key, item in value:
+            if key in out:
+                raise SpecError(f"duplicate key {key!r} at {path}", where=f"{path}.{key}", value=key,
+                                fix="keep one entry per key")
+            out[key] = _to_plain(item, f"{path}.{key}")
+        return out
+    if isinstance(value, list):
+        return [_to_plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
+def load_spec_text(text: str, source: str) -> dict:
+    """Parse JSON text into a dict, with size, depth and duplicate-key checks."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: {len(text):,} characters is larger than any model spec "
+                        f"(limit {MAX_SPEC_BYTES:,})", where=source)
+    _check_depth(text, source)
+    try:
+        data = json.loads(text, object_pairs_hook=_Pairs, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{source}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
+                        where=source) from None
+    except SpecError as err:
+        raise SpecError(f"{source}: {err.message}", where=source, value=err.value, fix=err.fix) from None
+    data = _to_plain(data, "$")
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a model spec must be a JSON object, received {type(data).__name__}",
+                        where=source)
+    return data
+
+
+def _reject_constant(name: str):
+    raise SpecError(f"{name} is not a number a model can use", value=name)
+
+
+def from_spec(doc: dict, where: str = "$") -> Sequential:
+    """Translate a spec dict into a paramcalc Sequential."""
+    unknown = set(doc) - MODEL_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise SpecError(f"unknown key '{key}' at {where}; a model spec has: {', '.join(sorted(MODEL_KEYS))}",
+                        where=f"{where}.{key}", value=key)
+    layers_doc = doc.get("layers")
+    if not isinstance(layers_doc, list):
+        raise SpecError(f"{where}.layers must be a list of layer objects, received {type(layers_doc).__name__}",
+                        where=f"{where}.layers")
+    layers = [_layer_from_spec(item, f"{where}.layers[{i}]") for i, item in enumerate(layers_doc)]
+    framework = doc.get("framework")
+    if framework not in (None, "keras", "torch"):
+        raise SpecError(f"{where}.framework must be 'keras', 'torch' or null, received {framework!r}",
+                        where=f"{where}.framework", value=framework)
+    name = doc.get("name", "sequential")
+    dtype = doc.get("dtype", "float32")
+    for key, value in (("name", name), ("dtype", dtype)):
+        if not isinstance(value, str):
+            raise SpecError(f"{where}.{key} must be a string, received {value!r}", where=f"{where}.{key}")
+    return Sequential(layers, input_shape=doc.get("input_shape"), name=name, framework=framework,
+                      dtype=dtype)
+
+
+def _layer_from_spec(item: object, where: str):
+    if not isinstance(item, dict):
+        raise SpecError(f"{where} must be a layer object such as {{\"kind\": \"dense\", \"units\": 300}}, "
+                        f"received {type(item).__name__}", where=where)
+    kind = item.get("kind")
+    cls = lookup_kind(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise UnknownLayerError(
+            f"unknown layer kind {kind!r} at {where}; known kinds: {', '.join(sorted(layer_kinds()))}",
+            where=where, value=kind,
+            fix="register a rule for it with @paramcalc.register_layer('your_kind') on a paramcalc.Layer "
+                "subclass",
+        )
+    allowed = {f.name for f in dataclasses.fields(cls) if f.name != "type_name"}
+    args = {k: v for k, v in item.items() if k != "kind"}
+    for key in args:
+        if key not in allowed:
+            raise SpecError(f"unknown argument '{key}' for kind '{kind}' at {where}; it takes: "
+                            f"{', '.join(sorted(allowed))}", where=f"{where}.{key}", value=key)
+    for key, value in args.items():
+        if isinstance(value, list):
+            args[key] = tuple(value)
+    try:
+        return cls(**args)
+    except ParamcalcError as err:
+        raise type(err)(f"{where}: {err.message}", layer=err.layer, value=err.value, fix=err.fix,
+                        where=where) from None

@@ -1,0 +1,137 @@
+"""The contract every layer kind fulfils, and the context it reports through.
+
+A kind is a frozen dataclass holding its arguments. ``infer(inputs, ctx)`` states its maths once: the
+output spec from the input specs, the weights it creates (parameters follow from their shapes), and its
+forward work for the whole batch. Framework differences are arguments of the kind, chosen by the
+front-end; there is never a second copy of the maths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+from ..dims import Dim, as_dim, equal, format_dim, prod
+from ..errors import DimensionError, LayerConfigError, ShapeError
+from ..spec import TensorSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Weight:
+    """One weight tensor a layer creates. ``buffer``: torch state that is not a Parameter."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    trainable: bool = True
+    buffer: bool = False
+
+    @property
+    def numel(self) -> Dim:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Inferred:
+    """What a layer does to its inputs: the output, its weights, and forward work for the batch.
+
+    ``macs`` counts multiply-accumulates; ``flops`` counts every floating-point operation with one
+    multiply-add as 2 FLOPs (so ``flops >= 2 * macs``; the rest is bias, activation, elementwise work).
+    """
+
+    output: TensorSpec
+    weights: tuple[Weight, ...] = ()
+    macs: Dim = 0
+    flops: Dim = 0
+
+
+def format_shape(shape: Sequence[Dim | None]) -> str:
+    inner = ", ".join(format_dim(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+class Context:
+    """Handed to ``infer``: names the layer in errors and records undecidable comparisons."""
+
+    __slots__ = ("layer_name", "layer_type", "assumptions")
+
+    def __init__(self, layer_name: str, layer_type: str, assumptions: list) -> None:
+        self.layer_name = layer_name
+        self.layer_type = layer_type
+        self.assumptions = assumptions
+
+    def result(self, output: TensorSpec, *, weights: Sequence[Weight] = (), macs: Dim = 0,
+               flops: Dim = 0) -> Inferred:
+        return Inferred(output, tuple(weights), macs, flops)
+
+    def single(self, inputs: Sequence[TensorSpec]) -> TensorSpec:
+        if len(inputs) != 1:
+            raise self.shape_error(f"{self.layer_type} takes one input, received {len(inputs)}")
+        return inputs[0]
+
+    def shape_error(self, message: str, fix: str | None = None) -> ShapeError:
+        return ShapeError(message, layer=self.layer_name, fix=fix)
+
+    def assume_equal(self, left: Dim, right: Dim) -> None:
+        """Record that the result holds only if ``left == right`` (undecidable from the symbols)."""
+        from ..estimate import Assumption
+
+        self.assumptions.append(Assumption(self.layer_name, "==", left, right))
+
+    def assume_divisible(self, total: Dim, divisor: Dim) -> None:
+        """Record that the result holds only if ``divisor`` divides ``total``."""
+        from ..estimate import Assumption
+
+        self.assumptions.append(Assumption(self.layer_name, "divisible", total, divisor))
+
+    def require_equal(self, received: Dim, expected: Dim, message: str, fix: str | None = None) -> None:
+        """Raise when two sizes differ; record an assumption when that depends on the symbols."""
+        same = equal(received, expected)
+        if same is False:
+            raise self.shape_error(message, fix)
+        if same is None:
+            self.assume_equal(received, expected)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layer:
+    """Base of every layer kind. ``name`` is the layer's name in the model; ``type_name`` the class
+    name the user wrote (``Linear`` for a torch layer of kind ``dense``), used in tables.
+    ``trainable``: True (every weight trains), False (frozen), or the names of the weights that train.
+    """
+
+    name: str | None = None
+    type_name: str | None = field(default=None, compare=False)
+    trainable: bool | tuple = True
+
+
+    kind: ClassVar[str] = ""
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        raise NotImplementedError(f"{type(self).__name__}.infer")
+
+    def trains(self, weight: Weight) -> bool:
+        """Whether ``weight`` of this layer receives gradients (buffers never do)."""
+        if weight.buffer or not weight.trainable:
+            return False
+        if type(self.trainable) is bool:
+            return self.trainable
+        return weight.name in self.trainable
+
+    @property
+    def display_type(self) -> str:
+        return self.type_name or type(self).__name__
+
+    # -- argument checking shared by the kinds ---------------------------------------------------------
+    def _size_arg(self, field_name: str, value: object) -> Dim:
+        """A non-negative size argument (units, features); symbols allowed."""
+        try:
+            return as_dim(value, f"{self.display_type}({field_name}=...)")
+        except DimensionError:
+            raise LayerConfigError(
+                f"{self.display_type} expects {field_name} to be a non-negative integer or a symbol "
+                f"name. Received: {field_name}={value!r}",
+                layer=self.name, value=value,
+            ) from None
+
+    def _set(self, field_name: str, value: object) -> None:
+        object.__setattr__(self, field_name, value)

@@ -1,0 +1,68 @@
+"""Dense (Keras) / Linear (torch): a kernel applied on the LAST axis, for inputs of any rank >= 2.
+
+On an input (batch, d1, ..., dk, d) the kernel is (d, units) and it is applied at each of the
+d1*...*dk positions separately: output (batch, d1, ..., dk, units). This is the rule behind the seed
+case: on (None, 20020, 1) a Dense(300) has 600 parameters and outputs (None, 20020, 300).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..dims import Dim, prod
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer, Weight, format_shape
+from .elementwise import ACTIVATION_FLOPS, normalize_activation
+
+
+@register_layer("dense")
+@dataclass(frozen=True)
+class Dense(Layer):
+    """``Dense(300, activation="relu")``. ``in_features`` is torch's declared input size: when set,
+    the input's last axis must match it (Keras infers it instead).
+
+    >>> from paramcalc import estimate, Sequential, Dense
+    >>> estimate(Sequential([Dense(300)]), input_shape=(20020, 1)).params
+    600
+    """
+
+    units: Dim = 0
+    activation: str | None = None
+    use_bias: bool = True
+    in_features: Dim | None = None
+
+    def __post_init__(self) -> None:
+        self._set("units", self._size_arg("units", self.units))
+        if self.in_features is not None:
+            self._set("in_features", self._size_arg("in_features", self.in_features))
+        self._set("activation", normalize_activation(self.activation, self.name))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if x.rank < 2:
+            raise ctx.shape_error(
+                f"{self.display_type} needs an input with a feature axis after the batch axis, "
+                f"received shape {format_shape(x.shape)}",
+                fix="give input_shape at least one axis, e.g. (20020,)",
+            )
+        features = x.shape[-1]
+        if self.in_features is not None:
+            ctx.require_equal(
+                features, self.in_features,
+                f"{self.display_type} expects {self.in_features} input features on the last axis, "
+                f"received {features} (input shape {format_shape(x.shape)})",
+                fix=f"set in_features={features}, or reshape the input so its last axis has "
+                    f"{self.in_features} features",
+            )
+        units = self.units
+        positions = prod(x.shape[:-1])  # batch axis included: every position gets the same kernel
+        outputs = positions * units
+        weights = [Weight("kernel", (features, units))]
+        flops = 2 * positions * features * units + ACTIVATION_FLOPS[self.activation] * outputs
+        if self.use_bias:
+            weights.append(Weight("bias", (units,)))
+            flops = flops + outputs
+        return ctx.result(x.with_shape(x.shape[:-1] + (units,)), weights=weights,
+                          macs=positions * features * units, flops=flops)

@@ -1,0 +1,120 @@
+"""Elementwise kinds: activations, dropout and identity. Shape in = shape out, no weights.
+
+FLOPs per element count each arithmetic or transcendental operation of the textbook formula as one
+FLOP (exp, erf, tanh, log each 1). These are the conventions of paramcalc's docs
+(docs/conventions.md); the step-time model, not these counts, is what is calibrated against hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import LayerConfigError
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer
+
+# function name -> FLOPs per element, with the formula counted
+ACTIVATION_FLOPS: dict[str, int] = {
+    "linear": 0,  # identity
+    "relu": 1,  # max(x, 0)
+    "relu6": 2,  # min(max(x, 0), 6)
+    "leaky_relu": 2,  # x if x > 0 else a*x: compare, multiply
+    "prelu": 2,
+    "elu": 3,  # x if x > 0 else a*(exp(x) - 1)
+    "celu": 4,  # max(0,x) + min(0, a*(exp(x/a) - 1))
+    "selu": 4,  # scale * elu(x)
+    "sigmoid": 4,  # 1 / (1 + exp(-x))
+    "hard_sigmoid": 4,  # relu6(x + 3) / 6
+    "tanh": 1,
+    "hard_tanh": 2,  # min(max(x, -1), 1)
+    "softplus": 3,  # log(1 + exp(x))
+    "softsign": 3,  # x / (1 + |x|)
+    "silu": 5,  # x * sigmoid(x)
+    "hard_silu": 5,  # x * hard_sigmoid(x)
+    "gelu": 5,  # 0.5 * x * (1 + erf(x / sqrt(2)))
+    "mish": 5,  # x * tanh(softplus(x))
+    "exponential": 1,
+    "softmax": 5,  # max, subtract, exp, sum, divide
+    "log_softmax": 5,  # max, subtract, exp, sum, log-subtract
+}
+
+# Other spellings the frameworks use for the same functions.
+ACTIVATION_ALIASES: dict[str, str] = {
+    "swish": "silu",
+    "hard_swish": "hard_silu",
+    "hardswish": "hard_silu",
+    "hardsigmoid": "hard_sigmoid",
+    "hardtanh": "hard_tanh",
+    "leakyrelu": "leaky_relu",
+    "logsoftmax": "log_softmax",
+    "identity": "linear",
+    "exp": "exponential",
+}
+
+
+def normalize_activation(function: object, layer: str | None = None) -> str:
+    """The canonical name of an activation, or an error listing the known ones."""
+    if function is None:
+        return "linear"
+    if type(function) is str:
+        key = function.lower()
+        key = ACTIVATION_ALIASES.get(key, key)
+        if key in ACTIVATION_FLOPS:
+            return key
+    known = ", ".join(sorted(ACTIVATION_FLOPS))
+    raise LayerConfigError(
+        f"unknown activation {function!r}; known: {known}",
+        layer=layer, value=function,
+        fix="use one of these names, or register a layer kind for a custom activation",
+    )
+
+
+@register_layer("activation")
+@dataclass(frozen=True)
+class Activation(Layer):
+    """An elementwise activation: ``Activation("relu")``; torch ``nn.ReLU()`` maps here too.
+
+    ``axis`` matters for softmax-like functions only (it changes no shape).
+    """
+
+    function: str = "linear"
+    axis: int = -1
+
+    def __post_init__(self) -> None:
+        self._set("function", normalize_activation(self.function, self.name))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        return ctx.result(x, flops=ACTIVATION_FLOPS[self.function] * x.numel)
+
+
+@register_layer("dropout")
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Dropout (and its noise cousins): identity in shape; in training it scales by a random mask,
+    counted as one FLOP per element."""
+
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        rate = self.rate
+        if type(rate) not in (int, float) or not 0 <= rate <= 1:
+            raise LayerConfigError(
+                f"Dropout expects rate to be a float value between 0 and 1. Received: rate={rate!r}",
+                layer=self.name, value=rate,
+            )
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        return ctx.result(x, flops=0 if self.rate == 0 else x.numel)
+
+
+@register_layer("identity")
+@dataclass(frozen=True)
+class Identity(Layer):
+    """Passes its input through unchanged: no weights, no work."""
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        return ctx.result(ctx.single(inputs))

@@ -1,0 +1,87 @@
+"""Where layer kinds and front-end translations are registered, so that tests and docs can enumerate them.
+
+Three tables, all framework-free:
+- layer kinds: ``@register_layer("dense")`` on a :class:`paramcalc.layers.Layer` subclass;
+- Keras classes: ``register_keras_layer("MyLayer", convert)``, ``convert(config: dict) -> Layer``;
+- torch modules: ``register_torch_module(MyModule, convert)``, ``convert(module) -> Layer``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+_LAYER_KINDS: dict[str, type] = {}
+_KERAS_CLASSES: dict[str, Callable] = {}
+_TORCH_MODULES: dict[object, Callable] = {}  # keyed by class or by "module.QualName"
+
+T = TypeVar("T", bound=type)
+
+
+def register_layer(kind: str) -> Callable[[T], T]:
+    """Class decorator: make a Layer subclass available under ``kind`` (specs use this name).
+
+    >>> from paramcalc import Layer, register_layer
+    >>> @register_layer("doubler")
+    ... class Doubler(Layer):
+    ...     def infer(self, inputs, ctx):
+    ...         (x,) = inputs
+    ...         return ctx.result(x.with_shape(x.shape[:-1] + (2 * x.shape[-1],)))
+    """
+    if type(kind) is not str or not kind.replace("_", "").isalnum():
+        raise ValueError(f"a layer kind must be a short identifier such as 'dense', received {kind!r}")
+
+    def decorate(cls: T) -> T:
+        previous = _LAYER_KINDS.get(kind)
+        if previous is not None and previous is not cls and previous.__qualname__ != cls.__qualname__:
+            raise ValueError(f"layer kind '{kind}' is already registered by {previous.__qualname__}")
+        cls.kind = kind
+        _LAYER_KINDS[kind] = cls
+        return cls
+
+    return decorate
+
+
+def layer_kinds() -> dict[str, type]:
+    """Every registered layer kind, by name."""
+    from . import layers  # noqa: F401  (importing the package registers the built-in kinds)
+
+    return dict(_LAYER_KINDS)
+
+
+def lookup_kind(kind: str) -> type | None:
+    from . import layers  # noqa: F401
+
+    return _LAYER_KINDS.get(kind)
+
+
+def register_keras_layer(class_name: str, convert: Callable) -> None:
+    """Teach the Keras front-end a layer class: ``convert(config_dict) -> paramcalc Layer``."""
+    _KERAS_CLASSES[class_name] = convert
+
+
+def keras_converter(class_name: str) -> Callable | None:
+    return _KERAS_CLASSES.get(class_name)
+
+
+def keras_classes() -> dict[str, Callable]:
+    return dict(_KERAS_CLASSES)
+
+
+def register_torch_module(module_class: object, convert: Callable) -> None:
+    """Teach the torch front-end a module class: ``convert(module) -> paramcalc Layer``.
+
+    ``module_class`` is the class itself or its dotted name ("torch.nn.modules.linear.Linear"), so
+    built-in rules can be declared without importing torch.
+    """
+    _TORCH_MODULES[module_class] = convert
+
+
+def torch_converter(module_class: type) -> Callable | None:
+    convert = _TORCH_MODULES.get(module_class)
+    if convert is None:
+        convert = _TORCH_MODULES.get(f"{module_class.__module__}.{module_class.__qualname__}")
+    return convert
+
+
+def torch_modules() -> dict[object, Callable]:
+    return dict(_TORCH_MODULES)
