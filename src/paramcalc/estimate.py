@@ -219,7 +219,8 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     assumptions: list = []
     names = assign_names(graph.layers)
     first = TensorSpec((symbol(batch_symbol),) + sample_shape, graph.dtype)
-    nodes = propagate(graph.layers, names, first, assumptions)
+    nodes = propagate(graph.layers, names, first, assumptions,
+                      unset_batch=first.shape[0] if batch is None else None)
 
     result = _aggregate(graph, nodes, sample_shape, batch_symbol, targets, assumptions, notes, first)
     if type(batch) is int:

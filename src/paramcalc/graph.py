@@ -112,13 +112,13 @@ def normalize_shape(shape: object, where: str, reserved: str | None = None) -> t
 
 
 def propagate(layers: Sequence[Layer], names: Sequence[str], first: TensorSpec,
-              assumptions: list) -> list[Node]:
+              assumptions: list, unset_batch: Dim | None = None) -> list[Node]:
     """Run each layer's rule on the previous output, iteratively; errors gain the layer's name."""
     nodes: list[Node] = []
     first_call: dict[int, Node] = {}
     current = first
     for layer, name in zip(layers, names):
-        ctx = Context(name, layer.display_type, assumptions)
+        ctx = Context(name, layer.display_type, assumptions, unset_batch)
         try:
             inferred = layer.infer((current,), ctx)
         except ParamcalcError as err:

@@ -52,12 +52,20 @@ def format_shape(shape: Sequence[Dim | None]) -> str:
 class Context:
     """Handed to ``infer``: names the layer in errors and records undecidable comparisons."""
 
-    __slots__ = ("layer_name", "layer_type", "assumptions")
+    __slots__ = ("layer_name", "layer_type", "assumptions", "unset_batch")
 
-    def __init__(self, layer_name: str, layer_type: str, assumptions: list) -> None:
+    def __init__(self, layer_name: str, layer_type: str, assumptions: list,
+                 unset_batch: Dim | None = None) -> None:
         self.layer_name = layer_name
         self.layer_type = layer_type
         self.assumptions = assumptions
+        self.unset_batch = unset_batch  # the batch symbol standing for an unset batch size
+
+    def format_shape(self, shape: Sequence[Dim]) -> str:
+        """A shape for messages: the unset batch axis reads None, as in Keras."""
+        if shape and self.unset_batch is not None and shape[0] == self.unset_batch:
+            return format_shape((None,) + tuple(shape[1:]))
+        return format_shape(shape)
 
     def result(self, output: TensorSpec, *, weights: Sequence[Weight] = (), macs: Dim = 0,
                flops: Dim = 0) -> Inferred:

@@ -182,6 +182,6 @@ class Permute(Layer):
         if len(self.dims) != x.rank - 1:
             raise ctx.shape_error(
                 f"Permute dims={self.dims} reorders {len(self.dims)} axes, but each sample of the input "
-                f"{format_shape(x.shape)} has {x.rank - 1}"
+                f"{ctx.format_shape(x.shape)} has {x.rank - 1}"
             )
         return ctx.result(x.with_shape((x.shape[0],) + tuple(x.shape[d] for d in self.dims)))

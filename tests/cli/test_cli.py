@@ -1,0 +1,86 @@
+"""The paramcalc command, run as a user runs it: a separate process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", *args], capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_demo_shows_the_seed_case():
+    out = run("demo").stdout
+    for figure in ("6,126,801", "1,801,831,101", "121,101", "300*n + 120801", "90000*n + 31101",
+                   "(None, 20020, 300)", "(None, 6006000)", "(None, 20020, 1)",
+                   "dense-per-position", "flatten-explosion", "loss-broadcast"):
+        assert figure in out, figure
+
+
+def test_demo_json_at_another_size():
+    data = json.loads(run("demo", "--features", "100", "--json").stdout)
+    assert data["models"]["reshaped_flatten"]["totals"]["params"] == 9_031_101
+    assert data["models"]["flat"]["formula_params"] == "300*n + 120801"
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps({"name": "seed", "layers": [
+        {"kind": "dense", "units": 300, "activation": "relu"}, {"kind": "flatten"},
+        {"kind": "dense", "units": 300, "activation": "relu"}, {"kind": "dense", "units": 100,
+                                                                 "activation": "relu"},
+        {"kind": "dense", "units": 1}]}))
+    return path
+
+
+def test_summary_of_a_spec_file(spec_file):
+    out = run("summary", str(spec_file), "--input", "20020,1").stdout
+    assert "Total params: 1,801,831,101" in out and "flatten-explosion" in out
+
+
+def test_summary_symbolic_json(spec_file):
+    data = json.loads(run("summary", str(spec_file), "--input", "n,1", "--json").stdout)
+    assert data["totals"]["params"] == "90000*n + 31101"
+
+
+def test_summary_with_batch_and_target(spec_file):
+    data = json.loads(run("summary", str(spec_file), "--input", "100,1", "--batch-size", "128",
+                          "--target", "()", "--json").stdout)
+    assert data["layers"][0]["output_shape"] == [128, 100, 300]
+    assert data["target_shape"] == []
+
+
+@pytest.mark.parametrize("args,text", [
+    (["summary", "missing.json", "--input", "3"], "No such file"),
+    (["summary", "{spec}", "--input", "3,-2"], "dimension must be a non-negative integer"),
+    (["summary", "{spec}"], "declares no input shape"),
+    (["summary", "{bad}", "--input", "3"], "not valid JSON"),
+])
+def test_errors_are_one_line_without_traceback(spec_file, tmp_path, args, text):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    args = [a.format(spec=spec_file, bad=bad) for a in args]
+    result = run(*args, check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("paramcalc: error:") and text in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2():
+    result = run("frobnicate", check=False)
+    assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_help_on_every_command():
+    for command in ([], ["demo"], ["summary"]):
+        assert "usage: paramcalc" in run(*command, "--help").stdout

@@ -1,0 +1,137 @@
+"""The Keras front-end against real Keras: configs read as data, never built by paramcalc."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import paramcalc
+from paramcalc import SpecError, UnknownLayerError, estimate
+
+keras = pytest.importorskip("keras")
+L = keras.layers
+
+
+def seed_keras(variant: str, features: int | None, with_input: bool = True):
+    head = [L.Dense(300, activation="relu")]
+    tail = [L.Dense(300, activation="relu"), L.Dense(100, activation="relu"), L.Dense(1)]
+    layers = head + ([L.Flatten()] if variant == "reshaped_flatten" else []) + tail
+    shape = (features,) if variant == "flat" else (features, 1)
+    return keras.Sequential(([keras.Input(shape)] if with_input else []) + layers)
+
+
+@pytest.mark.parametrize("variant", paramcalc.SEED_VARIANTS)
+def test_seed_models_in_real_keras(variant):
+    model = seed_keras(variant, 100)
+    est = estimate(model, target_shape=())
+    assert est.params == model.count_params()
+    assert est.params == estimate(paramcalc.seed_model(variant, 100)).params
+    assert [r.output_shape[1:] for r in est.layers] == [tuple(l.output.shape)[1:] for l in model.layers]
+
+
+def test_full_size_seed_from_an_unbuilt_model_allocates_nothing():
+    model = seed_keras("reshaped_flatten", None, with_input=False)
+    assert not model.built
+    est = estimate(model, input_shape=(20020, 1))
+    assert est.params == 1_801_831_101
+    assert not model.built  # paramcalc read the config only
+
+
+def test_input_shape_override_is_noted():
+    est = estimate(seed_keras("flat", 20020), input_shape=(20020, 1))
+    assert est.params == 121_101
+    assert any("replaces the model's declared input (20020,)" in n for n in est.notes)
+
+
+def test_unbuilt_model_without_input_shape_is_a_clear_error():
+    with pytest.raises(SpecError, match="declares no input shape"):
+        estimate(keras.Sequential([L.Dense(3)]))
+
+
+def test_serialized_form_and_get_config_agree():
+    model = seed_keras("flat", 50)
+    a = estimate(model.get_config())
+    b = estimate(keras.saving.serialize_keras_object(model))
+    assert a.params == b.params == model.count_params()
+
+
+def test_legacy_keras2_config():
+    config = {
+        "name": "legacy",
+        "layers": [
+            {"class_name": "Dense", "config": {"name": "d1", "units": 300, "activation": "relu",
+                                               "use_bias": True, "batch_input_shape": [None, 100, 1],
+                                               "dtype": "float32", "trainable": True}},
+            {"class_name": "Flatten", "config": {"name": "f", "data_format": "channels_last"}},
+            {"class_name": "Dense", "config": {"name": "d2", "units": 1, "trainable": False}},
+        ],
+    }
+    est = estimate(config)
+    assert est.params == 600 + 30001
+    assert est.non_trainable_params == 30001
+    assert [r.name for r in est.layers] == ["d1", "f", "d2"]
+
+
+def test_frozen_and_nested_models():
+    inner = keras.Sequential([L.Dense(4), L.Dense(5)], name="inner")
+    inner.trainable = False
+    outer = keras.Sequential([keras.Input((3,)), inner, L.Dense(2)])
+    est = estimate(outer)
+    assert est.params == outer.count_params() == 53
+    assert est.non_trainable_params == 41 and est.trainable_params == 12
+    assert [r.name for r in est.layers][:2] == [f"inner/{l.name}" for l in inner.layers]
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: L.SpatialDropout2D(0.2), (4, 4, 3)),
+    (lambda: L.SpatialDropout3D(0.2), (2, 4, 4, 3)),
+    (lambda: L.GaussianDropout(0.2), (5,)),
+    (lambda: L.AlphaDropout(0.2), (5,)),
+    (lambda: L.ActivityRegularization(), (5, 2)),
+], ids=["SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "AlphaDropout", "ActivityRegularization"])
+def test_shape_preserving_classes(make, shape):
+    model = keras.Sequential([keras.Input(shape), make()])
+    est = estimate(model)
+    assert est.output_shape[1:] == tuple(model.layers[0].output.shape)[1:]
+    assert est.params == 0
+
+
+@pytest.mark.parametrize("class_name", ["Lambda", "os.system", "MyCustomLayer"])
+def test_unknown_classes_are_named_never_imported(class_name):
+    config = {"layers": [{"class_name": class_name, "module": "builtins", "config": {"name": "x"}}],
+              "build_input_shape": [None, 3]}
+    with pytest.raises(UnknownLayerError) as info:
+        estimate(config)
+    assert class_name in str(info.value) and "register_keras_layer" in str(info.value)
+
+
+def test_custom_activation_function_is_refused_clearly():
+    config = {"layers": [{"class_name": "Dense", "config": {"name": "d", "units": 3,
+                                                            "activation": {"class_name": "my_act"}}}],
+              "build_input_shape": [None, 3]}
+    with pytest.raises(paramcalc.ParamcalcError, match="my_act"):
+        estimate(config)
+
+
+def test_functional_models_are_refused_with_a_clear_message():
+    inp = keras.Input((3,))
+    model = keras.Model(inp, L.Dense(2)(inp))
+    with pytest.raises(SpecError, match="Sequential"):
+        estimate(model)
+
+
+def test_mixed_precision_params_stay_float32_sized():
+    model = keras.Sequential([keras.Input((10,)), L.Dense(4)])
+    config = model.get_config()
+    config["dtype"] = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_float16"}}
+    est = estimate(config)
+    assert est.dtype == "mixed_float16" and est.param_bytes == 44 * 4
+
+
+def test_registering_a_keras_class():
+    paramcalc.register_keras_layer("Doubling", lambda c: paramcalc.Dense(c["width"] * 2))
+    config = {"layers": [{"class_name": "Doubling", "config": {"name": "dbl", "width": 3}}],
+              "build_input_shape": [None, 4]}
+    assert estimate(config).params == 4 * 6 + 6
+    assert math.prod(estimate(config).output_shape[1:]) == 6

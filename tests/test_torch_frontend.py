@@ -1,0 +1,115 @@
+"""The torch front-end against real torch modules, built on the meta device (nothing allocated)."""
+
+from __future__ import annotations
+
+import pytest
+
+import paramcalc
+from paramcalc import ShapeError, UnknownLayerError, estimate
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def seed_torch(variant: str, features: int):
+    with torch.device("meta"):
+        if variant == "flat":
+            return nn.Sequential(nn.Linear(features, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(),
+                                 nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 1))
+        if variant == "reshaped_flatten":
+            return nn.Sequential(nn.Linear(1, 300), nn.ReLU(), nn.Flatten(), nn.Linear(300 * features, 300),
+                                 nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 1))
+        return nn.Sequential(nn.Linear(1, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(),
+                             nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 1))
+
+
+@pytest.mark.parametrize("variant,shape,params", [
+    ("flat", (20020,), 6_126_801),
+    ("reshaped_flatten", (20020, 1), 1_801_831_101),
+    ("reshaped", (20020, 1), 121_101),
+])
+def test_seed_models_full_size_on_meta(variant, shape, params):
+    model = seed_torch(variant, 20020)
+    est = estimate(model, input_shape=shape)
+    assert est.params == params == sum(p.numel() for p in model.parameters())
+    assert est.framework == "torch"
+
+
+def test_seed_diagnostics_speak_torch():
+    est = estimate(seed_torch("reshaped_flatten", 20020), input_shape=(20020, 1), target_shape=())
+    codes = {d.code: d for d in est.diagnostics}
+    assert {"dense-per-position", "flatten-explosion", "loss-broadcast"} <= set(codes)
+    assert "Linear '0'" in codes["dense-per-position"].message
+    assert "nn.Flatten()" in codes["dense-per-position"].fix
+    # torch does not squeeze: (N, 1) against (N,) broadcasts to (N, N)
+    assert "(None, None)" in codes["loss-broadcast"].message
+
+
+def test_linear_fed_flattened_features_fails_like_torch():
+    model = nn.Sequential(nn.Linear(1, 300), nn.Flatten(), nn.Linear(20020, 300)).to("meta")
+    with pytest.raises(ShapeError) as info:
+        estimate(model, input_shape=(20020, 1))
+    text = str(info.value)
+    assert "'2'" in text and "20020" in text and "6006000" in text
+
+
+def test_flatten_including_batch_axis():
+    model = nn.Sequential(nn.Flatten(0, -1))
+    est = estimate(model, input_shape=(3, 4), batch_size=2)
+    assert est.output_shape == tuple(model(torch.empty(2, 3, 4, device="meta")).shape) == (24,)
+
+
+def test_flatten_out_of_range_like_torch():
+    with pytest.raises(ShapeError, match="out of range"):
+        estimate(nn.Sequential(nn.Flatten()), input_shape=())
+
+
+@pytest.mark.parametrize("cls,shape", [(nn.Dropout1d, (3, 5)), (nn.Dropout2d, (3, 4, 4)),
+                                       (nn.Dropout3d, (3, 2, 4, 4)), (nn.FeatureAlphaDropout, (3, 4, 4))])
+def test_channel_dropouts_keep_shape(cls, shape):
+    model = nn.Sequential(cls(0.2))
+    est = estimate(model, input_shape=shape, batch_size=2)
+    assert est.output_shape == tuple(model(torch.empty((2,) + shape, device="meta")).shape)
+
+
+def test_unknown_module_names_class_and_registration():
+    class Block(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(UnknownLayerError) as info:
+        estimate(nn.Sequential(nn.Linear(2, 3), Block()), input_shape=(2,))
+    assert "Block" in str(info.value) and "'1'" in str(info.value)
+    assert "register_torch_module" in str(info.value)
+
+
+def test_subclass_of_a_known_module_needs_its_own_rule():
+    class MyLinear(nn.Linear):
+        pass
+
+    with pytest.raises(UnknownLayerError, match="MyLinear"):
+        estimate(nn.Sequential(MyLinear(2, 3)), input_shape=(2,))
+
+
+def test_registering_a_torch_module():
+    class Doubler(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.width = width
+
+    paramcalc.register_torch_module(Doubler, lambda m: paramcalc.Dense(2 * m.width, use_bias=False))
+    est = estimate(nn.Sequential(Doubler(3)), input_shape=(5,))
+    assert est.params == 30 and est.layers[0].type == "Doubler"
+
+
+def test_single_module_and_nested_names():
+    assert estimate(nn.Linear(4, 2), input_shape=(4,)).params == 10
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU())), nn.Linear(4, 1))
+    assert [r.name for r in estimate(model, input_shape=(4,)).layers] == ["0.0", "0.1.0", "1"]
+
+
+def test_partially_frozen_linear():
+    model = nn.Sequential(nn.Linear(4, 3))
+    model[0].weight.requires_grad_(False)
+    est = estimate(model, input_shape=(4,))
+    assert est.trainable_params == 3 and est.non_trainable_params == 12
