@@ -6,9 +6,9 @@
 ...     input_shape=("n", 1))
 >>> est = paramcalc.estimate(model)
 >>> est.params
-Sym('300*n + 901')
+Sym('300*n + 601')
 >>> est.subs(n=100).params
-30901
+30601
 
 ``import paramcalc`` imports no framework: Keras and torch are used only when you hand in their models.
 """

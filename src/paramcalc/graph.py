@@ -23,7 +23,7 @@ class Sequential:
     >>> from paramcalc import Sequential, Dense, Flatten, estimate
     >>> model = Sequential([Dense(300), Flatten(), Dense(300)], input_shape=("n", 1))
     >>> estimate(model).params
-    Sym('90000*n + 90900')
+    Sym('90000*n + 900')
 
     ``framework`` ("keras" or "torch") says whose conventions the model follows; front-ends set it, and
     diagnostics word their advice for it.
