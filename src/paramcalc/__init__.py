@@ -17,9 +17,9 @@ from .dims import Dim, Sym, symbol
 from .errors import (DimensionError, LayerConfigError, ParamcalcError, ShapeError, SpecError,
                      UnknownLayerError)
 from .estimate import Assumption, Estimate, LayerRow, estimate
-from .graph import Sequential
-from .layers import (Activation, Dense, Dropout, Flatten, Identity, Layer, Permute, Reshape, Unflatten,
-                     Weight)
+from .graph import Graph, GraphNode, Sequential
+from .layers import *  # noqa: F401,F403  (every built-in kind, e.g. paramcalc.Dense)
+from .layers import __all__ as _layer_names
 from .registry import layer_kinds, register_keras_layer, register_layer, register_torch_module
 from .seed import SEED_VARIANTS, seed_model
 from .spec import TensorSpec
@@ -27,9 +27,8 @@ from .spec import TensorSpec
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Assumption", "Dense", "Dim", "DimensionError", "Dropout", "Estimate", "Flatten",
-    "Identity", "Layer", "LayerConfigError", "LayerRow", "ParamcalcError", "Permute", "Reshape",
-    "SEED_VARIANTS", "Sequential", "ShapeError", "SpecError", "Sym", "TensorSpec", "Unflatten",
-    "UnknownLayerError", "Weight", "estimate", "layer_kinds", "register_keras_layer", "register_layer",
-    "register_torch_module", "seed_model", "symbol",
+    "Assumption", "Dim", "DimensionError", "Estimate", "Graph", "GraphNode", "LayerConfigError",
+    "LayerRow", "ParamcalcError", "SEED_VARIANTS", "Sequential", "ShapeError", "SpecError", "Sym",
+    "TensorSpec", "UnknownLayerError", "estimate", "layer_kinds", "register_keras_layer",
+    "register_layer", "register_torch_module", "seed_model", "symbol", *_layer_names,
 ]

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from .dims import Dim, Sym, as_dim, equal, exact_div, format_dim, symbol, symbols_of
+from .dims import Dim, Sym, as_dim, equal, exact_div, format_dim, is_positive, symbol, symbols_of
 from .errors import ShapeError, SpecError
-from .graph import Node, assign_names, normalize_shape, propagate
+from .graph import Node, normalize_shape, propagate
 from .layers.base import Layer, Weight, format_shape
 from .spec import TensorSpec, dtype_bytes
 
@@ -26,16 +26,20 @@ class Assumption:
     """A condition the estimate relies on that the symbols cannot settle (``n == 20020``)."""
 
     layer: str
-    relation: str  # "==" or "divisible"
+    relation: str  # "==", "divisible" or "positive" (left > 0; right unused)
     left: Dim
     right: Dim
 
     def __str__(self) -> str:
+        if self.relation == "positive":
+            return f"{format_dim(self.left)} > 0"
         if self.relation == "divisible":
             return f"{format_dim(self.left)} is divisible by {format_dim(self.right)}"
         return f"{format_dim(self.left)} == {format_dim(self.right)}"
 
     def holds(self) -> bool | None:
+        if self.relation == "positive":
+            return is_positive(self.left)
         if self.relation == "divisible":
             if type(self.left) is int and type(self.right) is int:
                 return exact_div(self.left, self.right) is not None
@@ -99,6 +103,8 @@ class Estimate:
     flops_per_batch: Dim
     output_shape: tuple
     target_shape: tuple | None = None
+    inputs: tuple = ()  # (name, per-sample shape) of every model input
+    output_shapes: tuple = ()  # every model output, batch axis first
     diagnostics: tuple = ()
     assumptions: tuple = ()
     notes: tuple = ()
@@ -186,7 +192,7 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     """
     from .frontends import to_model
 
-    graph = to_model(model)
+    graph = to_model(model).graph()
     notes = list(graph.notes)
 
     batch_symbol = DEFAULT_BATCH_SYMBOL
@@ -199,30 +205,18 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
                                 where="batch_size", value=batch_size)
             batch_symbol = next(iter(batch.symbols))
 
-    declared = graph.input_shape
-    if input_shape is None and declared is None:
-        raise SpecError(
-            f"model '{graph.name}' declares no input shape",
-            where="input_shape", fix="pass input_shape=(...) for one sample, e.g. input_shape=(20020,)",
-        )
-    sample_shape = normalize_shape(input_shape if input_shape is not None else declared,
-                                   "input_shape", reserved=batch_symbol)
-    if input_shape is not None and declared is not None:
-        declared_shape = normalize_shape(declared, "model input")
-        if declared_shape != sample_shape:
-            notes.append(f"input_shape {format_shape(sample_shape)} replaces the model's declared input "
-                         f"{format_shape(declared_shape)}")
+    sample_shapes = _resolve_inputs(graph, input_shape, batch_symbol, notes)
     targets = None
     if target_shape is not None:
         targets = normalize_shape(target_shape, "target_shape", reserved=batch_symbol)
 
     assumptions: list = []
-    names = assign_names(graph.layers)
-    first = TensorSpec((symbol(batch_symbol),) + sample_shape, graph.dtype)
-    nodes = propagate(graph.layers, names, first, assumptions,
-                      unset_batch=first.shape[0] if batch is None else None)
+    batch_dim = symbol(batch_symbol)
+    specs = {name: TensorSpec((batch_dim,) + shape, graph.dtype) for name, shape in sample_shapes}
+    calls, values = propagate(graph, specs, assumptions, unset_batch=batch_dim if batch is None else None)
+    outputs = tuple(values[name][index].shape for name, index in graph.outputs)
 
-    result = _aggregate(graph, nodes, sample_shape, batch_symbol, targets, assumptions, notes, first)
+    result = _aggregate(graph, calls, sample_shapes, outputs, batch_symbol, targets, assumptions, notes)
     if type(batch) is int:
         result = _substitute(result, {batch_symbol: batch})
     elif batch is not None:
@@ -230,8 +224,50 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     return result
 
 
-def _aggregate(graph, nodes: list[Node], sample_shape: tuple, batch_symbol: str, targets, assumptions,
-               notes, first: TensorSpec) -> Estimate:
+def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) -> tuple:
+    """(name, per-sample shape) for each model input, from ``input_shape`` or the declared shapes.
+
+    ``input_shape`` is one shape for a one-input model; for several inputs, a list of shapes in input
+    order or a dict by input name.
+    """
+    names = [name for name, _ in graph.inputs]
+    if input_shape is None:
+        given: dict = {}
+    elif isinstance(input_shape, dict):
+        unknown = set(input_shape) - set(names)
+        if unknown:
+            raise SpecError(f"input_shape names no input {sorted(unknown)[0]!r}; the model's inputs: "
+                            f"{', '.join(names)}", where="input_shape", value=sorted(unknown)[0])
+        given = dict(input_shape)
+    elif len(names) > 1:
+        shapes = list(input_shape) if isinstance(input_shape, (list, tuple)) else []
+        if len(shapes) != len(names) or not all(isinstance(s, (list, tuple)) for s in shapes):
+            raise SpecError(f"model '{graph.name}' has {len(names)} inputs ({', '.join(names)}); pass "
+                            "input_shape as a list of shapes in that order, or a dict by name",
+                            where="input_shape", value=input_shape)
+        given = dict(zip(names, shapes))
+    else:
+        given = {names[0]: input_shape}
+    resolved = []
+    for i, (name, declared) in enumerate(graph.inputs):
+        where = "input_shape" if len(names) == 1 else f"input_shape[{name!r}]"
+        if name not in given and declared is None:
+            raise SpecError(
+                f"model '{graph.name}' declares no input shape" + (f" for input '{name}'" if len(names) > 1 else ""),
+                where=where, fix="pass input_shape=(...) for one sample, e.g. input_shape=(20020,)",
+            )
+        shape = normalize_shape(given.get(name, declared), where, reserved=batch_symbol)
+        if name in given and declared is not None:
+            declared_shape = normalize_shape(declared, "model input")
+            if declared_shape != shape:
+                notes.append(f"input_shape {format_shape(shape)} replaces the model's declared input "
+                             f"{format_shape(declared_shape)}")
+        resolved.append((name, shape))
+    return tuple(resolved)
+
+
+def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_symbol: str, targets,
+               assumptions, notes) -> Estimate:
     per_sample = {batch_symbol: 1}
     rows = []
     totals = dict(params=0, trainable=0, non_trainable=0, buffers=0, macs_b=0, flops_b=0)
@@ -263,13 +299,14 @@ def _aggregate(graph, nodes: list[Node], sample_shape: tuple, batch_symbol: str,
         totals["macs_b"] += inferred.macs
         totals["flops_b"] += inferred.flops
     est = Estimate(
-        name=graph.name, framework=graph.framework, dtype=graph.dtype, input_shape=sample_shape,
+        name=graph.name, framework=graph.framework, dtype=graph.dtype, input_shape=inputs[0][1],
+        inputs=inputs, output_shapes=outputs,
         batch_size=None, batch_symbol=batch_symbol, layers=tuple(rows),
         params=totals["params"], trainable_params=totals["trainable"],
         non_trainable_params=totals["non_trainable"], buffers=totals["buffers"],
         macs=_subs(totals["macs_b"], per_sample), flops=_subs(totals["flops_b"], per_sample),
         macs_per_batch=totals["macs_b"], flops_per_batch=totals["flops_b"],
-        output_shape=rows[-1].output_shape if rows else first.shape,
+        output_shape=outputs[0],
         target_shape=targets, assumptions=tuple(assumptions), notes=tuple(notes),
     )
     return _with_diagnostics(est)
@@ -317,8 +354,10 @@ def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
     elif batch is not None:
         batch = _subs(batch, mapping)
     scalar = ("params", "trainable_params", "non_trainable_params", "buffers", "macs", "flops",
-              "macs_per_batch", "flops_per_batch", "input_shape", "output_shape", "target_shape")
+              "macs_per_batch", "flops_per_batch", "input_shape", "output_shape", "target_shape",
+              "output_shapes")
     est = replace(est, batch_size=batch, layers=tuple(_subs_row(r, mapping) for r in est.layers),
+                  inputs=tuple((name, _subs(shape, mapping)) for name, shape in est.inputs),
                   assumptions=tuple(kept), **{name: _subs(getattr(est, name), mapping) for name in scalar})
     return _with_diagnostics(est)
 
@@ -340,9 +379,11 @@ def _to_dict(est: Estimate) -> dict:
         "framework": est.framework,
         "dtype": est.dtype,
         "input_shape": shape(est.input_shape),
+        "inputs": {name: shape(s) for name, s in est.inputs},
         "batch_size": dim(est.batch_size) if est.batch_size is not None else None,
         "batch_symbol": est.batch_symbol,
         "output_shape": shape(est.output_shape),
+        "output_shapes": [shape(s) for s in est.output_shapes],
         "target_shape": shape(est.target_shape),
         "flop_convention": FLOP_CONVENTION,
         "totals": {

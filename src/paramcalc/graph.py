@@ -1,19 +1,84 @@
 """Models as paramcalc sees them, and the walk that propagates shapes through them.
 
-A :class:`Sequential` is a list of layers applied in order. Propagation is a plain loop (a 10,000-layer
-chain needs no recursion), and a layer object that appears twice shares its weights: its parameters are
-counted once, its work at every call.
+A :class:`Graph` is a DAG: named inputs, nodes that each call a layer on the outputs of earlier nodes,
+and named outputs. A :class:`Sequential` is the chain special case. Propagation visits nodes in
+topological order with plain loops (a 10,000-layer chain needs no recursion). A layer object called by
+several nodes shares its weights: its parameters are counted once, its work at every call.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from .dims import Dim, as_dim, symbol, symbols_of
-from .errors import ParamcalcError, SpecError
+from .errors import ParamcalcError, ShapeError, SpecError
 from .layers.base import Context, Inferred, Layer
 from .spec import TensorSpec
+
+# A reference to a tensor: (name of an input or node, index of that node's output).
+Ref = tuple
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One call of ``layer`` on the tensors ``inbound`` refers to."""
+
+    name: str
+    layer: Layer
+    inbound: tuple = ()
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A DAG model: ``inputs`` are (name, per-sample shape or None) pairs, ``outputs`` are refs.
+
+    >>> from paramcalc import Graph, GraphNode, Dense, Concatenate, estimate
+    >>> g = Graph(inputs=(("a", (10,)), ("b", (5,))),
+    ...           nodes=(GraphNode("d", Dense(4), (("a", 0),)),
+    ...                  GraphNode("cat", Concatenate(), (("d", 0), ("b", 0)))),
+    ...           outputs=(("cat", 0),))
+    >>> estimate(g).output_shape[1:]
+    (9,)
+    """
+
+    inputs: tuple
+    nodes: tuple
+    outputs: tuple
+    name: str = "model"
+    framework: str | None = None
+    dtype: str = "float32"
+    notes: tuple = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple((str(n), s) for n, s in self.inputs))
+        nodes = tuple(self.nodes)
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "outputs", tuple(_as_ref(r) for r in self.outputs))
+        seen: dict[str, str] = {}
+        for name, _ in self.inputs:
+            seen[name] = "input"
+        for i, node in enumerate(nodes):
+            if not isinstance(node, GraphNode) or not isinstance(node.layer, Layer):
+                raise SpecError(f"graph node {i} must be a GraphNode holding a paramcalc layer",
+                                where=f"nodes[{i}]", value=node)
+            if node.name in seen:
+                raise SpecError(
+                    f"duplicate layer name '{node.name}': node {i} and an earlier {seen[node.name]} are "
+                    f"both called '{node.name}'", layer=node.name, fix="give each layer a unique name")
+            seen[node.name] = f"node"
+            object.__setattr__(node, "inbound", tuple(_as_ref(r) for r in node.inbound))
+
+    def graph(self) -> "Graph":
+        return self
+
+
+def _as_ref(ref: object) -> Ref:
+    if isinstance(ref, str):
+        return (ref, 0)
+    name, index = ref
+    return (str(name), int(index))
 
 
 @dataclass(frozen=True)
@@ -47,16 +112,32 @@ class Sequential:
                 )
         object.__setattr__(self, "layers", layers)
 
+    def graph(self) -> Graph:
+        """The chain as a Graph; unnamed layers get Keras-style names, a repeated object is shared."""
+        names = assign_names(self.layers)
+        input_name = "input"
+        while input_name in names:
+            input_name += "_"
+        nodes, previous, calls = [], (input_name, 0), {}
+        for layer, name in zip(self.layers, names):
+            count = calls.get(name, 0)
+            calls[name] = count + 1
+            node_name = name if count == 0 else f"{name}@{count}"
+            nodes.append(GraphNode(node_name, layer, (previous,)))
+            previous = (node_name, 0)
+        return Graph(((input_name, self.input_shape),), tuple(nodes), (previous,), name=self.name,
+                     framework=self.framework, dtype=self.dtype, notes=self.notes)
+
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """One call of a layer during propagation."""
+    """One layer call as propagated."""
 
     name: str
     layer: Layer
     inputs: tuple[TensorSpec, ...]
     inferred: Inferred
-    shared_with: str | None = None  # the first call's name when the layer object was seen before
+    shared_with: str | None = None  # the first call's name when the layer object was called before
 
 
 def assign_names(layers: Sequence[Layer]) -> list[str]:
@@ -111,30 +192,97 @@ def normalize_shape(shape: object, where: str, reserved: str | None = None) -> t
     return tuple(dims)
 
 
-def propagate(layers: Sequence[Layer], names: Sequence[str], first: TensorSpec,
-              assumptions: list, unset_batch: Dim | None = None) -> list[Node]:
-    """Run each layer's rule on the previous output, iteratively; errors gain the layer's name."""
-    nodes: list[Node] = []
-    first_call: dict[int, Node] = {}
-    current = first
-    for layer, name in zip(layers, names):
-        ctx = Context(name, layer.display_type, assumptions, unset_batch)
-        try:
-            inferred = layer.infer((current,), ctx)
-        except ParamcalcError as err:
-            raise err.with_layer(name) from None
-        previous = first_call.get(id(layer))
-        if previous is None:
-            node = Node(name, layer, (current,), inferred)
-            first_call[id(layer)] = node
-        else:
-            if [w.shape for w in previous.inferred.weights] != [w.shape for w in inferred.weights]:
-                raise ParamcalcError(
-                    f"shared layer '{name}' is called on inputs that need different weight shapes "
-                    f"({[w.shape for w in previous.inferred.weights]} vs {[w.shape for w in inferred.weights]})",
-                    layer=name,
+def topological_order(graph: Graph) -> list[GraphNode]:
+    """Nodes so that each comes after the nodes it reads; declaration order breaks ties.
+
+    A reference to a missing name and a cycle are errors that name the nodes involved.
+    """
+    index = {node.name: i for i, node in enumerate(graph.nodes)}
+    inputs = {name for name, _ in graph.inputs}
+    waiting = [0] * len(graph.nodes)
+    readers: list[list[int]] = [[] for _ in graph.nodes]
+    for i, node in enumerate(graph.nodes):
+        for source, _ in node.inbound:
+            if source in index:
+                waiting[i] += 1
+                readers[index[source]].append(i)
+            elif source not in inputs:
+                raise SpecError(
+                    f"layer '{node.name}' takes input from '{source}', which does not exist "
+                    f"(inputs: {', '.join(sorted(inputs)) or 'none'})",
+                    layer=node.name, value=source,
                 )
-            node = Node(name, layer, (current,), inferred, shared_with=previous.name)
-        nodes.append(node)
-        current = inferred.output
-    return nodes
+    for source, _ in graph.outputs:
+        if source not in index and source not in inputs:
+            raise SpecError(f"model output '{source}' names no layer or input", value=source)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(graph.nodes[i])
+        for j in readers[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(graph.nodes):
+        raise SpecError(f"cycle: {' -> '.join(_find_cycle(graph, index, waiting))}",
+                        fix="a layer cannot (indirectly) take its own output as input")
+    return order
+
+
+def _find_cycle(graph: Graph, index: dict, waiting: list) -> list[str]:
+    """Names along one cycle among the nodes Kahn's walk could not order, in data-flow order."""
+    start = next(i for i, w in enumerate(waiting) if w > 0)
+    path, position = [], {}
+    current = start
+    while current not in position:
+        position[current] = len(path)
+        path.append(current)
+        # follow an inbound edge that stays among the unordered nodes
+        current = next(index[s] for s, _ in graph.nodes[current].inbound if s in index and waiting[index[s]] > 0)
+    cycle = path[position[current]:] + [current]
+    return [graph.nodes[i].name for i in reversed(cycle)]
+
+
+def propagate(graph: Graph, input_specs: dict, assumptions: list,
+              unset_batch: Dim | None = None) -> tuple[list[Node], dict]:
+    """Run each layer's rule on its inbound tensors in topological order; errors gain the layer's name.
+
+    Returns the calls in order and every tensor produced, by name (a tuple of outputs per name).
+    """
+    values: dict[str, tuple] = {name: (spec,) for name, spec in input_specs.items()}
+    calls: list[Node] = []
+    first_call: dict[int, Node] = {}
+    for node in topological_order(graph):
+        inputs = tuple(_lookup(values, ref, node.name) for ref in node.inbound)
+        ctx = Context(node.name, node.layer.display_type, assumptions, unset_batch)
+        try:
+            inferred = node.layer.infer(inputs, ctx)
+        except ParamcalcError as err:
+            raise err.with_layer(node.name) from None
+        previous = first_call.get(id(node.layer))
+        if previous is None:
+            call = Node(node.name, node.layer, inputs, inferred)
+            first_call[id(node.layer)] = call
+        else:
+            shapes = [w.shape for w in inferred.weights]
+            if [w.shape for w in previous.inferred.weights] != shapes:
+                raise ShapeError(
+                    f"shared layer '{previous.name}' is called again at '{node.name}' on inputs that need "
+                    f"other weight shapes ({[w.shape for w in previous.inferred.weights]} vs {shapes})",
+                    layer=node.name,
+                )
+            call = Node(node.name, node.layer, inputs, inferred, shared_with=previous.name)
+        calls.append(call)
+        values[node.name] = inferred.outputs
+    return calls, values
+
+
+def _lookup(values: dict, ref: Ref, reader: str) -> TensorSpec:
+    name, index = ref
+    outputs = values[name]
+    if not 0 <= index < len(outputs):
+        raise SpecError(f"layer '{reader}' takes output {index} of '{name}', which has {len(outputs)} "
+                        f"output(s)", layer=reader, value=index)
+    return outputs[index]

@@ -1,22 +1,28 @@
 """Keras models, read from their config: no weights are built, nothing is imported or executed.
 
-Works on ``model.get_config()`` of a Sequential (Keras 3 ``batch_shape`` / ``build_input_shape`` and
-the legacy Keras 2 ``batch_input_shape``), its serialized form ({"class_name": "Sequential",
-"config": ...}), and on a live model object, built or not. A model too large to build can still be
-estimated from its config. Class names are looked up in a table: a name that is not there is an error,
-never an import.
+Reads ``model.get_config()`` of a Sequential or a functional model (Keras 3 ``inbound_nodes`` with
+``keras_history``, and the legacy Keras 2 lists), their serialized form ({"class_name": ...,
+"config": ...}), and live model objects, built or not: a model too large to build still gets its
+answer. Nested models are inlined with names "inner/layer"; a layer called several times is one
+layer (weights counted once) with calls named "layer", "layer@1", ... Class names are looked up in a
+table: a name that is not there is an error, never an import.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from ..errors import ParamcalcError, SpecError, UnknownLayerError
-from ..graph import Sequential
-from ..layers import Activation, Dense, Dropout, Flatten, Identity, Permute, Reshape
+from ..graph import Graph, GraphNode, Sequential
+from ..layers import (Activation, BatchNorm, Concatenate, Conv, ConvTranspose, Crop, Dense, DepthwiseConv, Dot,
+                      Dropout, Embedding, Flatten, GlobalPool, GroupNorm, Identity, LayerNorm, Merge,
+                      MultiHeadAttention, Normalization, Pad, Permute, Pool, PReLU, Recurrent, RepeatVector,
+                      Rescale, Reshape, RMSNorm, SeparableConv, TimeDistributed, UpSample)
 from ..registry import keras_converter, register_keras_layer
 
-MAX_NESTING = 64  # Sequential models inside Sequential models
+MAX_NESTING = 64  # models inside models
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 def is_keras_config(doc: dict) -> bool:
@@ -27,68 +33,213 @@ def is_keras_config(doc: dict) -> bool:
     return isinstance(layers, list) and any(isinstance(x, dict) and "class_name" in x for x in layers)
 
 
-def from_keras_model(model: object) -> Sequential:
+def from_keras_model(model: object):
     """A live Keras model: only its config is read."""
     class_name = type(model).__name__
-    if class_name != "Sequential":
+    if class_name not in MODEL_CLASSES:
         raise SpecError(
-            f"Keras model '{getattr(model, 'name', '?')}' is a {class_name}; paramcalc reads Sequential "
-            "models so far",
-            value=class_name, fix="pass a keras.Sequential model or its get_config()",
+            f"Keras model '{getattr(model, 'name', '?')}' is a subclassed {class_name}, whose layers its "
+            "config does not list", value=class_name,
+            fix="pass a keras.Sequential or a functional keras.Model (or its get_config())",
         )
     return from_keras_config(model.get_config())
 
 
-def from_keras_config(doc: dict, where: str = "$", depth: int = 0) -> Sequential:
-    if depth > MAX_NESTING:
-        raise SpecError(f"nesting too deep (limit {MAX_NESTING}) at {where}", where=where)
+def from_keras_config(doc: dict, where: str = "$"):
+    """A Sequential or functional config (or its serialized wrapper) as a paramcalc model."""
     if "class_name" in doc and "config" in doc:
-        if doc["class_name"] != "Sequential":
-            raise SpecError(f"{where} is a Keras {doc['class_name']!r}; paramcalc reads Sequential models "
-                            "so far", where=where, value=doc["class_name"])
-        return from_keras_config(doc["config"], f"{where}.config", depth)
+        if doc["class_name"] not in MODEL_CLASSES:
+            raise SpecError(f"{where} is a Keras {doc['class_name']!r}, not a model", where=where,
+                            value=doc["class_name"])
+        return from_keras_config(doc["config"], f"{where}.config")
+    builder = _Builder()
+    trainable = doc.get("trainable", True) is not False
+    inputs, outputs = builder.model(doc, where, prefix="", outer_refs=None, depth=0, trainable=trainable)
+    nodes = tuple(GraphNode(n.name, n.layer, tuple(builder.resolve(r, n.name) for r in n.inbound))
+                  for n in builder.nodes)
+    outputs = tuple(builder.resolve(r, "the model outputs") for r in outputs)
+    dtype = _policy_name(doc.get("dtype")) or "float32"
+    return Graph(tuple(inputs), nodes, outputs, name=doc.get("name") or "model", framework="keras", dtype=dtype)
+
+
+def _is_functional(doc: dict) -> bool:
+    layers = doc.get("layers")
+    return "input_layers" in doc or (isinstance(layers, list) and any(
+        isinstance(x, dict) and x.get("inbound_nodes") for x in layers))
+
+
+def _is_model(class_name: str, config: dict) -> bool:
+    return class_name in MODEL_CLASSES or (keras_converter(class_name) is None and "layers" in config)
+
+
+class _Builder:
+    """Accumulates graph nodes while walking (possibly nested) model configs.
+
+    References stay raw, ("?", qualified layer name, call, tensor), until every config has been read:
+    a nested model's input is an outer tensor, and its outputs are read by outer layers.
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[GraphNode] = []
+        self.layers: dict[str, object] = {}  # qualified name -> the one Layer of that Keras layer
+        self.alias: dict[tuple, tuple] = {}  # (qualified name, call, tensor) -> ref (inputs, nested models)
+        self.calls: dict[tuple, str] = {}  # (qualified name, call) -> node name
+
+    def model(self, doc: dict, where: str, prefix: str, outer_refs, depth: int, trainable: bool):
+        if depth > MAX_NESTING:
+            raise SpecError(f"nesting too deep (limit {MAX_NESTING}) at {where}", where=where)
+        if _is_functional(doc):
+            return self.functional(doc, where, prefix, outer_refs, depth, trainable)
+        return self.sequential(doc, where, prefix, outer_refs, depth, trainable)
+
+    def sequential(self, doc: dict, where: str, prefix: str, outer_refs, depth: int, trainable: bool):
+        input_name = prefix + "input"
+        input_shape = _batch_shape_to_sample(doc.get("build_input_shape"))
+        current = outer_refs[0] if outer_refs else (input_name, 0)
+        for i, item in enumerate(_layers_of(doc, where)):
+            path = f"{where}.layers[{i}]"
+            class_name, config = _class_and_config(item, path)
+            if class_name == "InputLayer":
+                shape = config.get("batch_shape", config.get("batch_input_shape"))
+                input_shape = _batch_shape_to_sample(shape) or input_shape
+                continue
+            if i == 0 and config.get("batch_input_shape") is not None:  # Keras 2: on the first layer
+                input_shape = _batch_shape_to_sample(config["batch_input_shape"])
+            name = prefix + str(config.get("name") or f"layer_{i}")
+            layer_trainable = trainable and config.get("trainable", True) is not False
+            if _is_model(class_name, config):
+                _, outs = self.model(config, f"{path}.config", f"{name}/", [current], depth + 1, layer_trainable)
+                current = outs[0]
+                continue
+            layer = self._layer(name, class_name, config, path, layer_trainable, item.get("module"))
+            self.nodes.append(GraphNode(name, layer, (current,)))
+            self.calls[(name, 0)] = name
+            current = (name, 0)
+        inputs = [] if outer_refs else [(input_name, input_shape)]
+        return inputs, [current]
+
+    def functional(self, doc: dict, where: str, prefix: str, outer_refs, depth: int, trainable: bool):
+        inputs = []
+        input_names = [r[0] for r in _history_list(doc.get("input_layers"))]
+        for i, item in enumerate(_layers_of(doc, where)):
+            path = f"{where}.layers[{i}]"
+            class_name, config = _class_and_config(item, path)
+            keras_name = str(item.get("name") or config.get("name") or f"layer_{i}")
+            name = prefix + keras_name
+            layer_trainable = trainable and config.get("trainable", True) is not False
+            calls = [[("?", prefix + n, k, t) for n, k, t in refs]
+                     for refs in _calls(item.get("inbound_nodes") or [], path)]
+            if class_name == "InputLayer":
+                if outer_refs is None:
+                    shape = config.get("batch_shape", config.get("batch_input_shape"))
+                    inputs.append((name, _batch_shape_to_sample(shape)))
+                    self.alias[(name, 0, 0)] = (name, 0)
+                else:
+                    position = input_names.index(keras_name) if keras_name in input_names else 0
+                    if position >= len(outer_refs):
+                        raise SpecError(f"nested model input '{keras_name}' receives no tensor", where=path)
+                    self.alias[(name, 0, 0)] = outer_refs[position]
+                continue
+            if _is_model(class_name, config):
+                for k, refs in enumerate(calls):
+                    inner = f"{name}/" if k == 0 else f"{name}@{k}/"
+                    _, outs = self.model(config, f"{path}.config", inner, refs, depth + 1, layer_trainable)
+                    for t, out in enumerate(outs):
+                        self.alias[(name, k, t)] = out
+                continue
+            layer = self._layer(name, class_name, config, path, layer_trainable, item.get("module"))
+            for k, refs in enumerate(calls):
+                node_name = name if k == 0 else f"{name}@{k}"
+                self.nodes.append(GraphNode(node_name, layer, tuple(refs)))
+                self.calls[(name, k)] = node_name
+        outputs = [("?", prefix + n, k, t) for n, k, t in _history_list(doc.get("output_layers"))]
+        return inputs, outputs
+
+    def _layer(self, name: str, class_name: str, config: dict, path: str, trainable: bool, module: object):
+        if name not in self.layers:
+            layer = convert_layer(class_name, config, path, module)
+            self.layers[name] = replace(layer, name=name, type_name=class_name,
+                                        trainable=layer.trainable if trainable else False)
+        return self.layers[name]
+
+    def resolve(self, ref: tuple, reader: str) -> tuple:
+        """A raw reference as a graph ref, following aliases (nested models' inputs and outputs)."""
+        for _ in range(10_000):
+            if ref[0] != "?":
+                return ref
+            _, name, call, tensor = ref
+            if (name, call, tensor) in self.alias:
+                ref = self.alias[(name, call, tensor)]
+            elif (name, call) in self.calls:
+                return (self.calls[(name, call)], tensor)
+            else:
+                raise SpecError(f"'{reader}' takes input from '{name}' (call {call}), which does not exist",
+                                layer=reader, value=name)
+        raise SpecError(f"cycle while resolving the inputs of '{reader}'", layer=reader)
+
+
+def _layers_of(doc: dict, where: str) -> list:
     layers_doc = doc.get("layers")
     if not isinstance(layers_doc, list):
         raise SpecError(f"{where}.layers must be a list, received {type(layers_doc).__name__}",
                         where=f"{where}.layers")
-    name = doc.get("name") or "sequential"
-    input_shape = _batch_shape_to_sample(doc.get("build_input_shape"))
-    layers = []
-    trainable_model = doc.get("trainable", True) is not False
-    for i, item in enumerate(layers_doc):
-        path = f"{where}.layers[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("class_name"), str):
-            raise SpecError(f"{path} must be a Keras layer config with a class_name", where=path)
-        class_name = item["class_name"]
-        config = item.get("config") or {}
-        if not isinstance(config, dict):
-            raise SpecError(f"{path}.config must be an object", where=f"{path}.config")
-        if class_name == "InputLayer":
-            shape = config.get("batch_shape", config.get("batch_input_shape"))
-            input_shape = _batch_shape_to_sample(shape) or input_shape
-            continue
-        if i == 0 and config.get("batch_input_shape") is not None:  # Keras 2 first-layer input shape
-            input_shape = _batch_shape_to_sample(config["batch_input_shape"])
-        if class_name == "Sequential":
-            inner = from_keras_config(config, f"{path}.config", depth + 1)
-            layers.extend(_prefixed(inner, trainable_model and config.get("trainable", True) is not False))
-            if not layers_doc[:i] and inner.input_shape is not None and input_shape is None:
-                input_shape = inner.input_shape
-            continue
-        layers.append(_convert(class_name, config, path, trainable_model, item.get("module")))
-    dtype = _policy_name(doc.get("dtype")) or "float32"
-    return Sequential(layers, input_shape=input_shape, name=name, framework="keras", dtype=dtype)
+    return layers_doc
 
 
-def _prefixed(inner: Sequential, trainable: bool) -> list:
-    """Layers of a nested Sequential, named "outer_model/layer" so the hierarchy stays visible."""
-    from dataclasses import replace
+def _class_and_config(item: object, path: str) -> tuple[str, dict]:
+    if not isinstance(item, dict) or not isinstance(item.get("class_name"), str):
+        raise SpecError(f"{path} must be a Keras layer config with a class_name", where=path)
+    config = item.get("config") or {}
+    if not isinstance(config, dict):
+        raise SpecError(f"{path}.config must be an object", where=f"{path}.config")
+    return item["class_name"], config
 
-    out = []
-    for layer in inner.layers:
-        name = f"{inner.name}/{layer.name}" if layer.name else None
-        out.append(replace(layer, name=name, trainable=layer.trainable if trainable else False))
-    return out
+
+def _history_list(value: object) -> list:
+    """input_layers / output_layers: ["name", 0, 0] (one) or [["name", 0, 0], ...]."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return []
+    if isinstance(value[0], str):
+        return [tuple(value[:3])]
+    return [tuple(v[:3]) for v in value]
+
+
+_TENSOR_KWARGS = ("query", "value", "key", "inputs")  # call arguments that carry input tensors, in order
+
+
+def _calls(inbound: list, path: str) -> list[list[tuple]]:
+    """Each call's input tensors as (layer, call, tensor) triples, Keras 3 and Keras 2 formats."""
+    calls = []
+    for k, call in enumerate(inbound):
+        refs: list[tuple] = []
+        if isinstance(call, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+            _collect(call.get("args", []), refs, 0)
+            kwargs = call.get("kwargs") or {}
+            for key in _TENSOR_KWARGS:
+                if key in kwargs:
+                    _collect(kwargs[key], refs, 0)
+        elif isinstance(call, (list, tuple)):  # Keras 2: [["name", node, tensor, {kwargs}], ...]
+            for entry in call:
+                if isinstance(entry, (list, tuple)) and len(entry) >= 3 and isinstance(entry[0], str):
+                    refs.append((entry[0], int(entry[1]), int(entry[2])))
+        else:
+            raise SpecError(f"{path}.inbound_nodes[{k}] is neither a Keras 3 nor a Keras 2 call", where=path)
+        calls.append(refs)
+    return calls
+
+
+def _collect(value: object, refs: list, depth: int) -> None:
+    if depth > 32:
+        raise SpecError("nesting too deep in a layer call's arguments")
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            history = (value.get("config") or {}).get("keras_history")
+            if isinstance(history, (list, tuple)) and len(history) >= 3:
+                refs.append((str(history[0]), int(history[1]), int(history[2])))
+        return
+    if isinstance(value, (list, tuple)):  # JSON gives lists; a live get_config() gives tuples too
+        for item in value:
+            _collect(item, refs, depth + 1)
 
 
 def _batch_shape_to_sample(shape: object) -> tuple | None:
@@ -107,7 +258,8 @@ def _policy_name(dtype: object) -> str | None:
     return None
 
 
-def _convert(class_name: str, config: dict, path: str, trainable_model: bool, module: object):
+def convert_layer(class_name: str, config: dict, path: str, module: object = None):
+    """One Keras layer config as a paramcalc layer (not yet named)."""
     convert = keras_converter(class_name)
     layer_name = config.get("name") if isinstance(config.get("name"), str) else None
     if convert is None:
@@ -119,17 +271,12 @@ def _convert(class_name: str, config: dict, path: str, trainable_model: bool, mo
                 "paramcalc.Dense(...)) returning a paramcalc layer",
         )
     try:
-        layer = convert(config)
+        return convert(config)
     except ParamcalcError as err:
         raise err.with_layer(layer_name or path) from None
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, IndexError) as err:
         raise SpecError(f"{path}: cannot read the {class_name} config ({err!r})", layer=layer_name,
                         where=path) from None
-    trainable = trainable_model and config.get("trainable", True) is not False
-    from dataclasses import replace
-
-    return replace(layer, name=layer_name, type_name=class_name,
-                   trainable=layer.trainable if trainable else False)
 
 
 # -- built-in Keras classes ---------------------------------------------------------------------------------
@@ -141,8 +288,129 @@ def _activation_of(config: dict) -> str:
     return act
 
 
-def _simple(kind: Callable) -> Callable:
-    return lambda config: kind()
+def _last(c: dict) -> bool:
+    return c.get("data_format") in (None, "channels_last")
+
+
+def _conv(rank: int) -> Callable:
+    return lambda c: Conv(filters=c["filters"], kernel_size=tuple(c["kernel_size"]), strides=tuple(c["strides"]),
+                          padding=c["padding"], dilation=tuple(c["dilation_rate"]), groups=c.get("groups", 1),
+                          use_bias=c["use_bias"], activation=_activation_of(c), rank=rank, channels_last=_last(c))
+
+
+def _conv_transpose(rank: int) -> Callable:
+    return lambda c: ConvTranspose(
+        filters=c["filters"], kernel_size=tuple(c["kernel_size"]), strides=tuple(c["strides"]),
+        padding=c["padding"], dilation=tuple(c["dilation_rate"]),
+        output_padding=None if c.get("output_padding") is None else tuple(c["output_padding"]),
+        use_bias=c["use_bias"], activation=_activation_of(c), rank=rank, channels_last=_last(c))
+
+
+def _depthwise(rank: int) -> Callable:
+    return lambda c: DepthwiseConv(kernel_size=tuple(c["kernel_size"]), strides=tuple(c["strides"]),
+                                   padding=c["padding"], dilation=tuple(c["dilation_rate"]),
+                                   depth_multiplier=c.get("depth_multiplier", 1), use_bias=c["use_bias"],
+                                   activation=_activation_of(c), rank=rank, channels_last=_last(c))
+
+
+def _separable(rank: int) -> Callable:
+    return lambda c: SeparableConv(filters=c["filters"], kernel_size=tuple(c["kernel_size"]),
+                                   strides=tuple(c["strides"]), padding=c["padding"],
+                                   dilation=tuple(c["dilation_rate"]), depth_multiplier=c.get("depth_multiplier", 1),
+                                   use_bias=c["use_bias"], activation=_activation_of(c), rank=rank,
+                                   channels_last=_last(c))
+
+
+def _pool(rank: int, op: str) -> Callable:
+    return lambda c: Pool(op=op, pool_size=_ints(c["pool_size"], rank),
+                          strides=None if c.get("strides") is None else _ints(c["strides"], rank),
+                          padding=c.get("padding", "valid"), rank=rank, channels_last=_last(c))
+
+
+def _ints(value: object, rank: int) -> tuple:
+    return (value,) * rank if type(value) is int else tuple(value)
+
+
+def _spatial_axes(rank: int, c: dict) -> list[int]:
+    return list(range(1, rank + 1)) if _last(c) else list(range(2, rank + 2))
+
+
+def _pairs(value: object, rank: int) -> list:
+    if type(value) is int:
+        return [(value, value)] * rank
+    value = list(value)
+    if rank == 1 and len(value) == 2 and all(type(v) is int for v in value):
+        return [tuple(value)]
+    return [(v, v) if type(v) is int else tuple(v) for v in value]
+
+
+def _padding(rank: int) -> Callable:
+    return lambda c: Pad(tuple((a, b, e) for a, (b, e) in zip(_spatial_axes(rank, c), _pairs(c["padding"], rank))))
+
+
+def _cropping(rank: int) -> Callable:
+    return lambda c: Crop(tuple((a, b, e) for a, (b, e) in zip(_spatial_axes(rank, c), _pairs(c["cropping"], rank))))
+
+
+def _upsampling(rank: int) -> Callable:
+    return lambda c: UpSample(axes=tuple(_spatial_axes(rank, c)), factors=_ints(c["size"], rank),
+                              interpolation=c.get("interpolation", "nearest"))
+
+
+def _rnn(cell: str) -> Callable:
+    return lambda c: Recurrent(cell=cell, units=c["units"], return_sequences=c.get("return_sequences", False),
+                               return_state=c.get("return_state", False), use_bias=c.get("use_bias", True),
+                               reset_after=c.get("reset_after", True))
+
+
+_RNN_CELLS = {"SimpleRNN": "simple", "LSTM": "lstm", "GRU": "gru"}
+
+
+def _bidirectional(c: dict):
+    inner = c["layer"]
+    cell = _RNN_CELLS.get(inner.get("class_name"))
+    if cell is None:
+        raise SpecError(f"Bidirectional wraps {inner.get('class_name')!r}; paramcalc reads SimpleRNN, LSTM "
+                        "and GRU inside it", value=inner.get("class_name"))
+    rnn = _rnn(cell)(inner["config"])
+    return replace(rnn, bidirectional=True, merge_mode=c.get("merge_mode", "concat"))
+
+
+def _time_distributed(c: dict):
+    inner = c["layer"]
+    layer = convert_layer(inner["class_name"], inner.get("config") or {}, "TimeDistributed.layer",
+                          inner.get("module"))
+    return TimeDistributed(layer=layer)
+
+
+def _mha(c: dict):
+    output_shape = c.get("output_shape")
+    if output_shape is not None and not (type(output_shape) is int or len(output_shape) == 1):
+        raise SpecError(f"MultiHeadAttention output_shape {output_shape!r}: paramcalc reads a single output width",
+                        value=output_shape)
+    axes = c.get("attention_axes")
+    if axes not in (None, [1], (1,)):
+        raise SpecError(f"MultiHeadAttention attention_axes {axes!r}: paramcalc reads attention over axis 1",
+                        value=axes)
+    if c.get("use_gate"):
+        raise SpecError("MultiHeadAttention use_gate=True is not modelled yet", value=True)
+    out = output_shape if type(output_shape) is int or output_shape is None else output_shape[0]
+    return MultiHeadAttention(num_heads=c["num_heads"], key_dim=c["key_dim"], value_dim=c.get("value_dim"),
+                              output_dim=out, use_bias=c.get("use_bias", True))
+
+
+def _axes(value: object) -> tuple:
+    return (value,) if type(value) is int else tuple(value)
+
+
+def _normalization(c: dict):
+    return Normalization(axes=_axes(c.get("axis", -1)) if c.get("axis") is not None else (),
+                         adapted=c.get("mean") is None)
+
+
+def _relu(c: dict):
+    return Activation("relu6" if c.get("max_value") is not None else
+                      "leaky_relu" if c.get("negative_slope") else "relu")
 
 
 BUILTINS: dict[str, Callable] = {
@@ -151,18 +419,55 @@ BUILTINS: dict[str, Callable] = {
     "Reshape": lambda c: Reshape(tuple(c["target_shape"])),
     "Permute": lambda c: Permute(tuple(c["dims"])),
     "Activation": lambda c: Activation(_activation_of(c)),
-    "ReLU": lambda c: Activation("relu"),
+    "ReLU": _relu,
     "LeakyReLU": lambda c: Activation("leaky_relu"),
     "ELU": lambda c: Activation("elu"),
-    "Softmax": lambda c: Activation("softmax", axis=c.get("axis", -1) if isinstance(c.get("axis", -1), int) else -1),
+    "Softmax": lambda c: Activation("softmax"),
+    "PReLU": lambda c: PReLU(shared_axes=tuple(c.get("shared_axes") or ())),
     "Dropout": lambda c: Dropout(c.get("rate", 0.5)),
     "SpatialDropout1D": lambda c: Dropout(c.get("rate", 0.5)),
     "SpatialDropout2D": lambda c: Dropout(c.get("rate", 0.5)),
     "SpatialDropout3D": lambda c: Dropout(c.get("rate", 0.5)),
     "GaussianDropout": lambda c: Dropout(c.get("rate", 0.5)),
     "AlphaDropout": lambda c: Dropout(c.get("rate", 0.5)),
-    "ActivityRegularization": _simple(Identity),
-    "Identity": _simple(Identity),
+    "ActivityRegularization": lambda c: Identity(),
+    "Identity": lambda c: Identity(),
+    "Masking": lambda c: Identity(),
+    "Conv1D": _conv(1), "Conv2D": _conv(2), "Conv3D": _conv(3),
+    "Conv1DTranspose": _conv_transpose(1), "Conv2DTranspose": _conv_transpose(2),
+    "Conv3DTranspose": _conv_transpose(3),
+    "DepthwiseConv1D": _depthwise(1), "DepthwiseConv2D": _depthwise(2),
+    "SeparableConv1D": _separable(1), "SeparableConv2D": _separable(2),
+    "MaxPooling1D": _pool(1, "max"), "MaxPooling2D": _pool(2, "max"), "MaxPooling3D": _pool(3, "max"),
+    "AveragePooling1D": _pool(1, "avg"), "AveragePooling2D": _pool(2, "avg"),
+    "AveragePooling3D": _pool(3, "avg"),
+    **{f"Global{op}Pooling{r}D": (lambda c, r=r, o=o: GlobalPool(op=o, rank=r, channels_last=_last(c),
+                                                                   keepdims=c.get("keepdims", False)))
+       for r in (1, 2, 3) for op, o in (("Average", "avg"), ("Max", "max"))},
+    "BatchNormalization": lambda c: BatchNorm(axis=c.get("axis", -1) if type(c.get("axis", -1)) is int
+                                              else c["axis"][0], center=c.get("center", True),
+                                              scale=c.get("scale", True), stats="weights"),
+    "LayerNormalization": lambda c: LayerNorm(axes=_axes(c.get("axis", -1)), center=c.get("center", True),
+                                              scale=c.get("scale", True), rms=c.get("rms_scaling", False)),
+    "GroupNormalization": lambda c: GroupNorm(groups=c.get("groups", 32), axis=c.get("axis", -1),
+                                              center=c.get("center", True), scale=c.get("scale", True)),
+    "RMSNormalization": lambda c: RMSNorm(),
+    "Normalization": _normalization,
+    "Embedding": lambda c: Embedding(c["input_dim"], c["output_dim"]),
+    "SimpleRNN": _rnn("simple"), "LSTM": _rnn("lstm"), "GRU": _rnn("gru"),
+    "Bidirectional": _bidirectional,
+    "TimeDistributed": _time_distributed,
+    "MultiHeadAttention": _mha,
+    "ZeroPadding1D": _padding(1), "ZeroPadding2D": _padding(2), "ZeroPadding3D": _padding(3),
+    "Cropping1D": _cropping(1), "Cropping2D": _cropping(2), "Cropping3D": _cropping(3),
+    "UpSampling1D": _upsampling(1), "UpSampling2D": _upsampling(2), "UpSampling3D": _upsampling(3),
+    "RepeatVector": lambda c: RepeatVector(c["n"]),
+    "Rescaling": lambda c: Rescale(),
+    "Add": lambda c: Merge("add"), "Subtract": lambda c: Merge("subtract"),
+    "Multiply": lambda c: Merge("multiply"), "Average": lambda c: Merge("average"),
+    "Maximum": lambda c: Merge("maximum"), "Minimum": lambda c: Merge("minimum"),
+    "Concatenate": lambda c: Concatenate(axis=c.get("axis", -1)),
+    "Dot": lambda c: Dot(axes=c["axes"], normalize=c.get("normalize", False)),
 }
 
 for _name, _convert_fn in BUILTINS.items():

@@ -1,11 +1,24 @@
 """The built-in layer kinds; importing this package registers them."""
 
+from .attention import MultiHeadAttention, Transformer
 from .base import Context, Inferred, Layer, Weight
+from .conv import Conv, ConvTranspose, DepthwiseConv, SeparableConv
 from .dense import Dense
 from .elementwise import ACTIVATION_FLOPS, Activation, Dropout, Identity
+from .embedding import Embedding
+from .merge import Concatenate, Dot, Merge
+from .norm import BatchNorm, GroupNorm, LayerNorm, Normalization, RMSNorm
+from .pooling import AdaptivePool, GlobalPool, Pool
+from .recurrent import Recurrent
 from .reshape import Flatten, Permute, Reshape, Unflatten
+from .shape_ops import Crop, Pad, RepeatVector, Rescale, TimeDistributed, UpSample
+from .tensor_ops import Index, MatMul, PReLU, Reduce, ScalarOp, Squeeze, Transpose, Unsqueeze, View
 
 __all__ = [
-    "ACTIVATION_FLOPS", "Activation", "Context", "Dense", "Dropout", "Flatten", "Identity", "Inferred",
-    "Layer", "Permute", "Reshape", "Unflatten", "Weight",
+    "ACTIVATION_FLOPS", "Activation", "AdaptivePool", "BatchNorm", "Concatenate", "Context", "Conv",
+    "ConvTranspose", "Crop", "Dense", "DepthwiseConv", "Dot", "Dropout", "Embedding", "Flatten",
+    "GlobalPool", "GroupNorm", "Identity", "Index", "Inferred", "Layer", "LayerNorm", "MatMul", "Merge",
+    "MultiHeadAttention", "Normalization", "Pad", "Permute", "PReLU", "RMSNorm", "Recurrent", "Reduce",
+    "RepeatVector", "Rescale", "Reshape", "ScalarOp", "SeparableConv", "Squeeze", "TimeDistributed",
+    "Transformer", "Transpose", "Unflatten", "Unsqueeze", "UpSample", "View", "Weight",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
-from ..dims import Dim, as_dim, equal, format_dim, prod
+from ..dims import Dim, as_dim, equal, format_dim, is_positive, prod
 from ..errors import DimensionError, LayerConfigError, ShapeError
 from ..spec import TensorSpec
 
@@ -42,6 +42,11 @@ class Inferred:
     weights: tuple[Weight, ...] = ()
     macs: Dim = 0
     flops: Dim = 0
+    extra_outputs: tuple[TensorSpec, ...] = ()  # e.g. an RNN's final states, after the main output
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (self.output,) + self.extra_outputs
 
 
 def format_shape(shape: Sequence[Dim | None]) -> str:
@@ -68,8 +73,8 @@ class Context:
         return format_shape(shape)
 
     def result(self, output: TensorSpec, *, weights: Sequence[Weight] = (), macs: Dim = 0,
-               flops: Dim = 0) -> Inferred:
-        return Inferred(output, tuple(weights), macs, flops)
+               flops: Dim = 0, extra_outputs: Sequence[TensorSpec] = ()) -> Inferred:
+        return Inferred(output, tuple(weights), macs, flops, tuple(extra_outputs))
 
     def single(self, inputs: Sequence[TensorSpec]) -> TensorSpec:
         if len(inputs) != 1:
@@ -90,6 +95,16 @@ class Context:
         from ..estimate import Assumption
 
         self.assumptions.append(Assumption(self.layer_name, "divisible", total, divisor))
+
+    def require_positive(self, value: Dim, message: str, fix: str | None = None) -> None:
+        """Raise when a size is 0 or negative; record an assumption when that depends on the symbols."""
+        positive = is_positive(value)
+        if positive is False:
+            raise self.shape_error(message, fix)
+        if positive is None:
+            from ..estimate import Assumption
+
+            self.assumptions.append(Assumption(self.layer_name, "positive", value, 0))
 
     def require_equal(self, received: Dim, expected: Dim, message: str, fix: str | None = None) -> None:
         """Raise when two sizes differ; record an assumption when that depends on the symbols."""

@@ -1,0 +1,209 @@
+"""Convolutions: Conv1D/2D/3D (groups), transposed, depthwise and separable, channels last or first.
+
+One kind per operation, any rank: ``rank`` is an argument. Keras puts channels last, torch first
+(``channels_last=False``); the weight counts agree (kernel x in/groups x filters + bias), only the
+layouts differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..dims import Dim, exact_div, prod
+from ..errors import LayerConfigError
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer, Weight
+from .elementwise import ACTIVATION_FLOPS, normalize_activation
+from .spatial import (as_tuple, check_rank, padding_pairs, spatial_axes, transposed_length,
+                      window_length)
+
+
+@dataclass(frozen=True)
+class _Windowed(Layer):
+    """Arguments shared by the convolution kinds."""
+
+    kernel_size: object = 1
+    strides: object = 1
+    padding: object = "valid"
+    dilation: object = 1
+    rank: int = 2
+    channels_last: bool = True
+    use_bias: bool = True
+    activation: str | None = None
+
+    def _check_common(self) -> None:
+        owner = self.display_type
+        if self.rank not in (1, 2, 3):
+            raise LayerConfigError(f"{owner} expects rank 1, 2 or 3. Received: rank={self.rank!r}",
+                                   layer=self.name, value=self.rank)
+        self._set("kernel_size", as_tuple(owner, "kernel_size", self.kernel_size, self.rank, self.name))
+        self._set("strides", as_tuple(owner, "strides", self.strides, self.rank, self.name))
+        self._set("dilation", as_tuple(owner, "dilation", self.dilation, self.rank, self.name))
+        self._set("padding", padding_pairs(owner, self.padding, self.rank, self.name))
+        self._set("activation", normalize_activation(self.activation, self.name))
+
+    def _spatial(self, ctx: Context, x: TensorSpec) -> tuple[list[int], int, list[Dim]]:
+        check_rank(ctx, self.display_type, x.shape, self.rank)
+        axes, channel_axis = spatial_axes(x.rank, self.rank, self.channels_last)
+        lengths = []
+        for i, axis in enumerate(axes):
+            pad = self.padding if isinstance(self.padding, str) else self.padding[i]
+            lengths.append(window_length(ctx, x.shape[axis], self.kernel_size[i], self.strides[i],
+                                         self.dilation[i], pad, axis))
+        return axes, channel_axis, lengths
+
+    def _output(self, x: TensorSpec, axes: list[int], channel_axis: int, lengths: Sequence[Dim],
+                channels: Dim) -> TensorSpec:
+        shape = list(x.shape)
+        for axis, length in zip(axes, lengths):
+            shape[axis] = length
+        shape[channel_axis] = channels
+        return x.with_shape(tuple(shape))
+
+    def _tail_flops(self, out: TensorSpec) -> Dim:
+        return (1 if self.use_bias else 0) * out.numel + ACTIVATION_FLOPS[self.activation] * out.numel
+
+
+def _check_groups(ctx: Context, owner: str, channels: Dim, filters: Dim, groups: int) -> Dim:
+    per_group = exact_div(channels, groups)
+    if per_group is None:
+        raise ctx.shape_error(f"{owner}: the number of input channels must be evenly divisible by the "
+                              f"number of groups. Received groups={groups}, but the input has {channels} channels")
+    if exact_div(filters, groups) is None:
+        raise ctx.shape_error(f"{owner}: filters must be evenly divisible by groups. "
+                              f"Received filters={filters}, groups={groups}")
+    return per_group
+
+
+@register_layer("conv")
+@dataclass(frozen=True)
+class Conv(_Windowed):
+    """``Conv(filters, kernel_size, rank=2)``: Keras Conv1D/2D/3D, torch Conv1d/2d/3d.
+
+    ``in_channels`` is torch's declared input size (checked against the input); padding is "valid",
+    "same", "causal" (rank 1) or explicit amounts per axis.
+    """
+
+    filters: Dim = 1
+    groups: int = 1
+    in_channels: Dim | None = None
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        self._set("filters", self._size_arg("filters", self.filters))
+        if type(self.groups) is not int or self.groups < 1:
+            raise LayerConfigError(f"{self.display_type} expects groups to be a positive integer. "
+                                   f"Received: groups={self.groups!r}", layer=self.name, value=self.groups)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        axes, channel_axis, lengths = self._spatial(ctx, x)
+        channels = x.shape[channel_axis]
+        if self.in_channels is not None:
+            ctx.require_equal(channels, self.in_channels,
+                              f"{self.display_type} expects {self.in_channels} input channels, received "
+                              f"{channels} (input shape {ctx.format_shape(x.shape)})")
+        per_group = _check_groups(ctx, self.display_type, channels, self.filters, self.groups)
+        out = self._output(x, axes, channel_axis, lengths, self.filters)
+        kernel = prod(self.kernel_size)
+        weights = [Weight("kernel", self.kernel_size + (per_group, self.filters))]
+        if self.use_bias:
+            weights.append(Weight("bias", (self.filters,)))
+        macs = out.numel * per_group * kernel
+        return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
+
+
+@register_layer("conv_transpose")
+@dataclass(frozen=True)
+class ConvTranspose(_Windowed):
+    """Transposed convolution: Keras Conv1D/2D/3DTranspose, torch ConvTranspose1d/2d/3d."""
+
+    filters: Dim = 1
+    groups: int = 1
+    output_padding: object = None
+    in_channels: Dim | None = None
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        self._set("filters", self._size_arg("filters", self.filters))
+        if self.output_padding is not None:
+            self._set("output_padding", as_tuple(self.display_type, "output_padding", self.output_padding,
+                                                 self.rank, self.name, minimum=0))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        check_rank(ctx, self.display_type, x.shape, self.rank)
+        axes, channel_axis = spatial_axes(x.rank, self.rank, self.channels_last)
+        lengths = []
+        for i, axis in enumerate(axes):
+            pad = self.padding if isinstance(self.padding, str) else self.padding[i]
+            extra = None if self.output_padding is None else self.output_padding[i]
+            length = transposed_length(ctx, x.shape[axis], self.kernel_size[i], self.strides[i],
+                                       self.dilation[i], pad, extra)
+            ctx.require_positive(length, f"output size would be non-positive on axis {axis} ({length})")
+            lengths.append(length)
+        channels = x.shape[channel_axis]
+        if self.in_channels is not None:
+            ctx.require_equal(channels, self.in_channels,
+                              f"{self.display_type} expects {self.in_channels} input channels, received {channels}")
+        _check_groups(ctx, self.display_type, channels, self.filters, self.groups)
+        out_per_group = exact_div(self.filters, self.groups)
+        out = self._output(x, axes, channel_axis, lengths, self.filters)
+        weights = [Weight("kernel", self.kernel_size + (out_per_group, channels))]
+        if self.use_bias:
+            weights.append(Weight("bias", (self.filters,)))
+        macs = x.numel * out_per_group * prod(self.kernel_size)  # every input element meets each tap
+        return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
+
+
+@register_layer("depthwise_conv")
+@dataclass(frozen=True)
+class DepthwiseConv(_Windowed):
+    """Keras DepthwiseConv1D/2D: each channel convolved alone, ``depth_multiplier`` outputs per channel."""
+
+    depth_multiplier: int = 1
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        self._set("depth_multiplier", self._size_arg("depth_multiplier", self.depth_multiplier))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        axes, channel_axis, lengths = self._spatial(ctx, x)
+        channels = x.shape[channel_axis]
+        out = self._output(x, axes, channel_axis, lengths, channels * self.depth_multiplier)
+        weights = [Weight("kernel", self.kernel_size + (channels, self.depth_multiplier))]
+        if self.use_bias:
+            weights.append(Weight("bias", (channels * self.depth_multiplier,)))
+        macs = out.numel * prod(self.kernel_size)
+        return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
+
+
+@register_layer("separable_conv")
+@dataclass(frozen=True)
+class SeparableConv(_Windowed):
+    """Keras SeparableConv1D/2D: a depthwise convolution, then a 1x1 convolution to ``filters``."""
+
+    filters: Dim = 1
+    depth_multiplier: int = 1
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        self._set("filters", self._size_arg("filters", self.filters))
+        self._set("depth_multiplier", self._size_arg("depth_multiplier", self.depth_multiplier))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        axes, channel_axis, lengths = self._spatial(ctx, x)
+        channels = x.shape[channel_axis]
+        middle = channels * self.depth_multiplier
+        out = self._output(x, axes, channel_axis, lengths, self.filters)
+        weights = [Weight("depthwise_kernel", self.kernel_size + (channels, self.depth_multiplier)),
+                   Weight("pointwise_kernel", (1,) * self.rank + (middle, self.filters))]
+        if self.use_bias:
+            weights.append(Weight("bias", (self.filters,)))
+        positions = exact_div(out.numel, self.filters) if self.filters != 0 else 0
+        macs = positions * middle * prod(self.kernel_size) + positions * middle * self.filters
+        return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))

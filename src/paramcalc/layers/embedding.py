@@ -1,0 +1,32 @@
+"""Embedding: a lookup table (input_dim, output_dim); integer ids (..., ) -> vectors (..., output_dim)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..dims import Dim
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer, Weight
+
+
+@register_layer("embedding")
+@dataclass(frozen=True)
+class Embedding(Layer):
+    """Keras Embedding(input_dim, output_dim) / torch nn.Embedding(num_embeddings, embedding_dim).
+
+    A gather, not arithmetic: 0 FLOPs.
+    """
+
+    input_dim: Dim = 1
+    output_dim: Dim = 1
+
+    def __post_init__(self) -> None:
+        self._set("input_dim", self._size_arg("input_dim", self.input_dim))
+        self._set("output_dim", self._size_arg("output_dim", self.output_dim))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        out = TensorSpec(x.shape + (self.output_dim,), "float32" if x.dtype.startswith("int") else x.dtype)
+        return ctx.result(out, weights=[Weight("embeddings", (self.input_dim, self.output_dim))])

@@ -1,0 +1,167 @@
+"""Normalisation: batch, layer, group and RMS norms, and Keras' Normalization preprocessing layer.
+
+Keras keeps BatchNormalization's moving mean and variance as non-trainable weights; torch keeps
+running_mean, running_var and num_batches_tracked (one element) as buffers. ``stats`` chooses.
+
+FLOPs per element in training: batch/layer/group norm 8 (mean 1, variance 3, normalise 2, scale and
+shift 2); RMS norm 4 (square and sum 2, normalise 1, scale 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..dims import Dim, exact_div
+from ..errors import LayerConfigError
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer, Weight
+
+
+def _axis(ctx: Context, axis: int, rank: int, owner: str) -> int:
+    if not -rank <= axis < rank or axis % rank == 0:
+        raise ctx.shape_error(f"{owner}: axis {axis} is out of range for an input of rank {rank} "
+                              "(the batch axis cannot be normalised over)")
+    return axis % rank
+
+
+@register_layer("batch_norm")
+@dataclass(frozen=True)
+class BatchNorm(Layer):
+    """BatchNormalization / BatchNorm1d/2d/3d over the channel ``axis`` (Keras -1, torch 1).
+
+    ``stats``: "weights" (Keras: moving mean/variance as non-trainable weights), "buffers" (torch:
+    running mean/var and num_batches_tracked), or "none" (torch track_running_stats=False).
+    """
+
+    axis: int = -1
+    center: bool = True
+    scale: bool = True
+    stats: str = "weights"
+    num_features: Dim | None = None
+
+    def __post_init__(self) -> None:
+        if self.stats not in ("weights", "buffers", "none"):
+            raise LayerConfigError(f"BatchNorm expects stats 'weights', 'buffers' or 'none'. Received: "
+                                   f"stats={self.stats!r}", layer=self.name, value=self.stats)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        channels = x.shape[_axis(ctx, self.axis, x.rank, self.display_type)]
+        if self.num_features is not None:
+            ctx.require_equal(channels, self.num_features,
+                              f"{self.display_type} expects {self.num_features} features on axis {self.axis}, "
+                              f"received {channels} (input shape {ctx.format_shape(x.shape)})")
+        weights = []
+        if self.scale:
+            weights.append(Weight("gamma", (channels,)))
+        if self.center:
+            weights.append(Weight("beta", (channels,)))
+        if self.stats == "weights":
+            weights += [Weight("moving_mean", (channels,), trainable=False),
+                        Weight("moving_variance", (channels,), trainable=False)]
+        elif self.stats == "buffers":
+            weights += [Weight("running_mean", (channels,), buffer=True),
+                        Weight("running_var", (channels,), buffer=True),
+                        Weight("num_batches_tracked", (), buffer=True)]
+        return ctx.result(x, weights=weights, flops=8 * x.numel)
+
+
+@register_layer("layer_norm")
+@dataclass(frozen=True)
+class LayerNorm(Layer):
+    """LayerNormalization / nn.LayerNorm: statistics over the last ``len(normalized_shape)`` axes
+    (torch) or over ``axes`` (Keras); gamma and beta have the normalised axes' shape."""
+
+    axes: tuple = (-1,)
+    normalized_shape: tuple | None = None
+    center: bool = True
+    scale: bool = True
+    rms: bool = False  # Keras rms_scaling: no centring, gamma only
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if self.normalized_shape is not None:
+            shape = tuple(self.normalized_shape)
+            _require_tail(ctx, self.display_type, x, shape)
+        else:
+            axes = sorted({_axis(ctx, a, x.rank, self.display_type) for a in self.axes})
+            shape = tuple(x.shape[a] for a in axes)
+        weights = []
+        if self.scale:
+            weights.append(Weight("gamma", shape))
+        if self.center and not self.rms:
+            weights.append(Weight("beta", shape))
+        return ctx.result(x, weights=weights, flops=(4 if self.rms else 8) * x.numel)
+
+
+def _require_tail(ctx: Context, owner: str, x: TensorSpec, shape: tuple) -> None:
+    """The input must end in ``shape`` (torch's normalized_shape), after the batch axis."""
+    message = f"{owner} expects the input to end in {shape}, received {ctx.format_shape(x.shape)}"
+    if len(shape) >= x.rank:
+        raise ctx.shape_error(message)
+    for got, want in zip(x.shape[x.rank - len(shape):], shape):
+        ctx.require_equal(got, want, message)
+
+
+@register_layer("group_norm")
+@dataclass(frozen=True)
+class GroupNorm(Layer):
+    """GroupNormalization / nn.GroupNorm: ``groups`` groups of channels on ``axis``; gamma, beta (C,)."""
+
+    groups: int = 32
+    axis: int = -1
+    center: bool = True
+    scale: bool = True
+    num_channels: Dim | None = None
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        channels = x.shape[_axis(ctx, self.axis, x.rank, self.display_type)]
+        if self.num_channels is not None:
+            ctx.require_equal(channels, self.num_channels,
+                              f"{self.display_type} expects {self.num_channels} channels, received {channels}")
+        if exact_div(channels, self.groups) is None:
+            raise ctx.shape_error(f"{self.display_type}: the number of channels ({channels}) must be a "
+                                  f"multiple of the number of groups ({self.groups})")
+        weights = ([Weight("gamma", (channels,))] if self.scale else []) + \
+                  ([Weight("beta", (channels,))] if self.center else [])
+        return ctx.result(x, weights=weights, flops=8 * x.numel)
+
+
+@register_layer("rms_norm")
+@dataclass(frozen=True)
+class RMSNorm(Layer):
+    """RMSNormalization / nn.RMSNorm: scale by the root mean square over the last axes; one scale vector."""
+
+    normalized_shape: tuple | None = None  # torch; None: the last axis (Keras axis=-1)
+    scale: bool = True
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        shape = (x.shape[-1],) if self.normalized_shape is None else tuple(self.normalized_shape)
+        _require_tail(ctx, self.display_type, x, shape)
+        weights = [Weight("scale", shape)] if self.scale else []
+        return ctx.result(x, weights=weights, flops=4 * x.numel)
+
+
+@register_layer("normalization")
+@dataclass(frozen=True)
+class Normalization(Layer):
+    """Keras' Normalization preprocessing: (x - mean) / sqrt(variance) with adapted, non-trainable
+    mean, variance (the ``axes`` kept) and a count; none when mean and variance are given as constants."""
+
+    axes: tuple = (-1,)
+    adapted: bool = True
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        weights = []
+        if self.adapted:
+            axes = sorted({_axis(ctx, a, x.rank, self.display_type) for a in self.axes})
+            shape = tuple(x.shape[a] for a in axes)
+            weights = [Weight("mean", shape, trainable=False), Weight("variance", shape, trainable=False),
+                       Weight("count", (), trainable=False)]
+        return ctx.result(x, weights=weights, flops=2 * x.numel)
+

@@ -1,0 +1,114 @@
+"""Pools: windowed max/average (1D/2D/3D), global pools, and torch's adaptive pools.
+
+FLOPs: one per input element a window reads (a comparison for max, an addition for average), counted
+per output element as the window size; adaptive and global pools read each input element once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..dims import Dim, prod
+from ..errors import LayerConfigError
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer
+from .spatial import as_tuple, check_rank, padding_pairs, spatial_axes, window_length
+
+
+def _check_op(owner: str, op: str, layer: str | None) -> None:
+    if op not in ("max", "avg"):
+        raise LayerConfigError(f"{owner} expects op 'max' or 'avg'. Received: op={op!r}", layer=layer, value=op)
+
+
+@register_layer("pool")
+@dataclass(frozen=True)
+class Pool(Layer):
+    """Max or average pooling over ``rank`` spatial axes; ``strides`` default to ``pool_size``.
+
+    Keras paddings are "valid"/"same"; torch gives amounts, ``dilation`` (max pools) and ``ceil_mode``.
+    """
+
+    op: str = "max"
+    pool_size: object = 2
+    strides: object = None
+    padding: object = "valid"
+    dilation: object = 1
+    ceil_mode: bool = False
+    rank: int = 2
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        owner = self.display_type
+        _check_op(owner, self.op, self.name)
+        self._set("pool_size", as_tuple(owner, "pool_size", self.pool_size, self.rank, self.name))
+        strides = self.pool_size if self.strides is None else self.strides
+        self._set("strides", as_tuple(owner, "strides", strides, self.rank, self.name))
+        self._set("dilation", as_tuple(owner, "dilation", self.dilation, self.rank, self.name))
+        self._set("padding", padding_pairs(owner, self.padding, self.rank, self.name))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        check_rank(ctx, self.display_type, x.shape, self.rank)
+        axes, _ = spatial_axes(x.rank, self.rank, self.channels_last)
+        shape = list(x.shape)
+        for i, axis in enumerate(axes):
+            pad = self.padding if isinstance(self.padding, str) else self.padding[i]
+            shape[axis] = window_length(ctx, x.shape[axis], self.pool_size[i], self.strides[i],
+                                        self.dilation[i], pad, axis, self.ceil_mode)
+        out = x.with_shape(tuple(shape))
+        return ctx.result(out, flops=out.numel * prod(self.pool_size))
+
+
+@register_layer("global_pool")
+@dataclass(frozen=True)
+class GlobalPool(Layer):
+    """Keras GlobalMax/AveragePooling1D/2D/3D: reduce every spatial axis; ``keepdims`` keeps them as 1."""
+
+    op: str = "avg"
+    rank: int = 2
+    channels_last: bool = True
+    keepdims: bool = False
+
+    def __post_init__(self) -> None:
+        _check_op(self.display_type, self.op, self.name)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        check_rank(ctx, self.display_type, x.shape, self.rank)
+        axes, channel_axis = spatial_axes(x.rank, self.rank, self.channels_last)
+        if self.keepdims:
+            shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+        else:
+            shape = (x.shape[0], x.shape[channel_axis])
+        return ctx.result(x.with_shape(shape), flops=x.numel)
+
+
+@register_layer("adaptive_pool")
+@dataclass(frozen=True)
+class AdaptivePool(Layer):
+    """torch AdaptiveAvg/MaxPool1d/2d/3d: fixed output sizes (None keeps an axis), channels first."""
+
+    op: str = "avg"
+    output_size: object = 1
+    rank: int = 2
+
+    def __post_init__(self) -> None:
+        _check_op(self.display_type, self.op, self.name)
+        size = self.output_size
+        values = (size,) * self.rank if (type(size) is int or size is None) else tuple(size)
+        if len(values) != self.rank or any(v is not None and (type(v) is not int or v < 1) for v in values):
+            raise LayerConfigError(f"{self.display_type} expects output_size of {self.rank} positive ints "
+                                   f"(or None). Received: output_size={size!r}", layer=self.name, value=size)
+        self._set("output_size", values)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if x.rank not in (self.rank + 1, self.rank + 2):
+            raise ctx.shape_error(f"{self.display_type} expects an input of rank {self.rank + 2}, "
+                                  f"received {ctx.format_shape(x.shape)}")
+        lead = x.shape[:x.rank - self.rank]
+        spatial = x.shape[x.rank - self.rank:]
+        out = tuple(d if s is None else s for d, s in zip(spatial, self.output_size))
+        return ctx.result(x.with_shape(lead + out), flops=x.numel)

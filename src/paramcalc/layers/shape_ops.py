@@ -1,0 +1,152 @@
+"""Layers that resize or repeat without weights: padding, cropping, upsampling, RepeatVector,
+Rescaling; and the TimeDistributed wrapper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Sequence
+
+from ..dims import Dim, floordiv
+from ..errors import LayerConfigError
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer
+
+
+def _pairs(owner: str, pads: object, layer: str | None) -> tuple:
+    """((axis, before, after), ...) with non-negative ints; axes count with the batch axis at 0."""
+    try:
+        out = tuple((int(a), int(b), int(c)) for a, b, c in pads)
+    except (TypeError, ValueError):
+        out = None
+    if out is None or any(b < 0 or c < 0 or type(a) is not int for a, b, c in out):
+        raise LayerConfigError(f"{owner} expects (axis, before, after) triples of non-negative ints. "
+                               f"Received: {pads!r}", layer=layer, value=pads)
+    return out
+
+
+@register_layer("pad")
+@dataclass(frozen=True)
+class Pad(Layer):
+    """Keras ZeroPadding1D/2D/3D, torch ZeroPad/ConstantPad/ReflectionPad/ReplicationPad: grow axes.
+
+    ``pads``: (axis, before, after) triples; negative axes count from the end.
+    """
+
+    pads: tuple = ()
+
+    def __post_init__(self) -> None:
+        self._set("pads", _pairs(self.display_type, self.pads, self.name))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        shape = list(x.shape)
+        for axis, before, after in self.pads:
+            if not -x.rank < axis < x.rank or axis % x.rank == 0:
+                raise ctx.shape_error(f"{self.display_type} pads axis {axis}, out of range for input "
+                                      f"{ctx.format_shape(x.shape)}")
+            shape[axis] = shape[axis] + before + after
+        return ctx.result(x.with_shape(tuple(shape)))
+
+
+@register_layer("crop")
+@dataclass(frozen=True)
+class Crop(Layer):
+    """Keras Cropping1D/2D/3D: remove (before, after) elements on axes; nothing left is an error."""
+
+    crops: tuple = ()
+
+    def __post_init__(self) -> None:
+        self._set("crops", _pairs(self.display_type, self.crops, self.name))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        shape = list(x.shape)
+        for axis, before, after in self.crops:
+            length = shape[axis] - before - after
+            ctx.require_positive(length, f"output size would be non-positive on axis {axis}: cropping "
+                                         f"({before}, {after}) from {shape[axis]}")
+            shape[axis] = length
+        return ctx.result(x.with_shape(tuple(shape)))
+
+
+@register_layer("upsample")
+@dataclass(frozen=True)
+class UpSample(Layer):
+    """Keras UpSampling1D/2D/3D (integer ``factors``), torch nn.Upsample (``factors`` or ``sizes``).
+
+    ``axes`` are the spatial axes (batch = 0). torch floors ``length * scale_factor``; fractional
+    factors are kept exact as fractions of the float given.
+    """
+
+    axes: tuple = (1, 2)
+    factors: tuple | None = None
+    sizes: tuple | None = None
+    interpolation: str = "nearest"
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        shape = list(x.shape)
+        for i, axis in enumerate(self.axes):
+            if self.sizes is not None:
+                shape[axis] = self.sizes[i]
+            else:
+                factor = Fraction(self.factors[i])
+                shape[axis] = floordiv(shape[axis] * factor.numerator, factor.denominator)
+        out = x.with_shape(tuple(shape))
+        per_element = 0 if self.interpolation == "nearest" else 4 * len(self.axes)  # lerp: 2 mul + 2 add per axis
+        return ctx.result(out, flops=per_element * out.numel)
+
+
+@register_layer("repeat_vector")
+@dataclass(frozen=True)
+class RepeatVector(Layer):
+    """Keras RepeatVector(n): (batch, d) -> (batch, n, d)."""
+
+    n: Dim = 1
+
+    def __post_init__(self) -> None:
+        self._set("n", self._size_arg("n", self.n))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if x.rank != 2:
+            raise ctx.shape_error(f"RepeatVector expects a 2-D input, received {ctx.format_shape(x.shape)}")
+        return ctx.result(x.with_shape((x.shape[0], self.n, x.shape[1])))
+
+
+@register_layer("rescale")
+@dataclass(frozen=True)
+class Rescale(Layer):
+    """Keras Rescaling(scale, offset): x * scale + offset, 2 FLOPs per element."""
+
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        return ctx.result(x, flops=2 * x.numel)
+
+
+@register_layer("time_distributed")
+@dataclass(frozen=True)
+class TimeDistributed(Layer):
+    """Keras TimeDistributed(layer): ``layer`` applied to every step of (batch, time, ...), its weights
+    shared across steps."""
+
+    layer: Layer | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, Layer):
+            raise LayerConfigError("TimeDistributed wraps a paramcalc layer", layer=self.name, value=self.layer)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if x.rank < 3:
+            raise ctx.shape_error(f"TimeDistributed expects (batch, time, ...), received {ctx.format_shape(x.shape)}")
+        steps = x.shape[1]
+        inner = self.layer.infer((x.with_shape((x.shape[0],) + x.shape[2:]),), ctx)
+        out = inner.output.with_shape((inner.output.shape[0], steps) + inner.output.shape[1:])
+        weights = [w if self.layer.trains(w) or w.buffer else replace(w, trainable=False) for w in inner.weights]
+        return ctx.result(out, weights=weights, macs=steps * inner.macs, flops=steps * inner.flops)

@@ -1,0 +1,226 @@
+"""Tensor operations that torch code calls directly (seen in traced graphs): view/reshape with the
+batch axis, transpose/permute, (un)squeeze, indexing, reductions, matmul, arithmetic with a constant;
+and PReLU, an activation with weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..dims import Dim, as_dim, floordiv, prod
+from ..errors import DimensionError, LayerConfigError
+from ..registry import register_layer
+from ..spec import TensorSpec
+from .base import Context, Inferred, Layer, Weight
+from .merge import broadcast
+from .reshape import _fill_inferred, _resolve_axis
+
+
+@register_layer("view")
+@dataclass(frozen=True)
+class View(Layer):
+    """torch ``x.view(shape)`` / ``reshape``: the whole shape, batch axis included, one -1 allowed.
+    Entries may be symbolic (from ``x.size(0)``)."""
+
+    shape: tuple = ()
+
+    def __post_init__(self) -> None:
+        dims = []
+        for i, d in enumerate(self.shape):
+            if type(d) is int and d == -1:
+                dims.append(-1)
+                continue
+            try:
+                dims.append(as_dim(d, f"view shape[{i}]"))
+            except DimensionError as err:
+                raise LayerConfigError(err.message, layer=self.name, value=d) from None
+        if dims.count(-1) > 1:
+            raise LayerConfigError(f"only one dimension can be inferred. Received: shape={list(self.shape)}",
+                                   layer=self.name, value=self.shape)
+        self._set("shape", tuple(dims))
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        message = f"shape '{list(self.shape)}' is invalid for input of size {x.numel}"
+        dims = _fill_inferred(ctx, x.numel, self.shape, {"mismatch": message, "indivisible": message})
+        return ctx.result(x.with_shape(dims))
+
+
+@register_layer("transpose")
+@dataclass(frozen=True)
+class Transpose(Layer):
+    """torch ``permute(dims)`` (all axes, batch included) or ``transpose(a, b)`` (``swap=(a, b)``)."""
+
+    dims: tuple | None = None
+    swap: tuple | None = None
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if self.swap is not None:
+            a, b = (_resolve_axis(ctx, d, x.rank, "transpose dim") for d in self.swap)
+            order = list(range(x.rank))
+            order[a], order[b] = order[b], order[a]
+        else:
+            order = [_resolve_axis(ctx, d, x.rank, "permute dim") for d in self.dims]
+            if sorted(order) != list(range(x.rank)):
+                raise ctx.shape_error(f"permute: dims {self.dims} are not a permutation of the {x.rank} axes")
+        return ctx.result(x.with_shape(tuple(x.shape[i] for i in order)))
+
+
+@register_layer("unsqueeze")
+@dataclass(frozen=True)
+class Unsqueeze(Layer):
+    """torch ``unsqueeze(dim)``: a new axis of size 1."""
+
+    dim: int = 1
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        axis = _resolve_axis(ctx, self.dim, x.rank + 1, "unsqueeze dim")
+        return ctx.result(x.with_shape(x.shape[:axis] + (1,) + x.shape[axis:]))
+
+
+@register_layer("squeeze")
+@dataclass(frozen=True)
+class Squeeze(Layer):
+    """torch ``squeeze(dim)``: drop axes of size 1 (``dim=None``: all of them)."""
+
+    dim: object = None
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if self.dim is None:
+            axes = {i for i, d in enumerate(x.shape) if type(d) is int and d == 1}
+        else:
+            dims = (self.dim,) if type(self.dim) is int else tuple(self.dim)
+            axes = {_resolve_axis(ctx, d, x.rank, "squeeze dim") for d in dims}
+            axes = {a for a in axes if type(x.shape[a]) is int and x.shape[a] == 1}
+        return ctx.result(x.with_shape(tuple(d for i, d in enumerate(x.shape) if i not in axes)))
+
+
+@register_layer("index")
+@dataclass(frozen=True)
+class Index(Layer):
+    """torch indexing ``x[...]`` with ints, slices (start, stop, step), None and Ellipsis.
+
+    ``items`` holds ("int", i), ("slice", start, stop, step), ("none",) or ("ellipsis",).
+    """
+
+    items: tuple = ()
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        items = list(self.items)
+        used = sum(1 for it in items if it[0] in ("int", "slice"))
+        if any(it[0] == "ellipsis" for it in items):
+            at = next(i for i, it in enumerate(items) if it[0] == "ellipsis")
+            items[at:at + 1] = [("slice", None, None, None)] * (x.rank - used)
+        if used > x.rank:
+            raise ctx.shape_error(f"too many indices for a tensor of rank {x.rank}")
+        shape, axis = [], 0
+        for it in items:
+            if it[0] == "none":
+                shape.append(1)
+                continue
+            size = x.shape[axis]
+            axis += 1
+            if it[0] == "int":
+                continue
+            shape.append(_slice_length(ctx, size, it[1], it[2], it[3]))
+        shape += list(x.shape[axis:])
+        return ctx.result(x.with_shape(tuple(shape)))
+
+
+def _slice_length(ctx: Context, size: Dim, start, stop, step) -> Dim:
+    step = 1 if step is None else step
+    if step <= 0:
+        raise ctx.shape_error(f"slice step must be positive, received {step}")
+    if type(size) is int:
+        return len(range(*slice(start, stop, step).indices(size)))
+    if (start in (None, 0)) and stop is None:
+        return floordiv(size + step - 1, step)
+    if stop is None and type(start) is int and start > 0:
+        return floordiv(size - start + step - 1, step)
+    if start in (None, 0) and type(stop) is int and stop > 0:
+        return floordiv(stop + step - 1, step)
+    raise ctx.shape_error(f"cannot slice a symbolic axis {size} with [{start}:{stop}:{step}]")
+
+
+@register_layer("reduce")
+@dataclass(frozen=True)
+class Reduce(Layer):
+    """torch ``mean/sum/amax/amin(dim, keepdim)``: one FLOP per input element."""
+
+    op: str = "mean"
+    dims: tuple | None = None
+    keepdim: bool = False
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        axes = set(range(x.rank)) if self.dims is None else \
+            {_resolve_axis(ctx, d, x.rank, f"{self.op} dim") for d in self.dims}
+        if self.keepdim:
+            shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+        else:
+            shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        return ctx.result(x.with_shape(shape), flops=x.numel)
+
+
+@register_layer("matmul")
+@dataclass(frozen=True)
+class MatMul(Layer):
+    """torch ``matmul`` / ``bmm`` / ``@``: (..., n, k) @ (..., k, m) -> (..., n, m), leading axes broadcast."""
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        if len(inputs) != 2:
+            raise ctx.shape_error(f"matmul takes 2 inputs, received {len(inputs)}")
+        a, b = inputs
+        a_shape = a.shape if a.rank > 1 else (1,) + a.shape
+        b_shape = b.shape if b.rank > 1 else b.shape + (1,)
+        k = a_shape[-1]
+        ctx.require_equal(b_shape[-2], k, f"matmul: shapes {ctx.format_shape(a.shape)} and "
+                                          f"{ctx.format_shape(b.shape)} cannot be multiplied ({k} vs {b_shape[-2]})")
+        lead = broadcast(ctx, [a_shape[:-2], b_shape[:-2]], "matmul") if (a_shape[:-2] or b_shape[:-2]) else ()
+        shape = lead + (a_shape[-2], b_shape[-1])
+        if a.rank == 1:
+            shape = shape[:-2] + shape[-1:]
+        if b.rank == 1:
+            shape = shape[:-1]
+        out = a.with_shape(shape)
+        macs = prod(lead) * a_shape[-2] * b_shape[-1] * k
+        return ctx.result(out, macs=macs, flops=2 * macs)
+
+
+@register_layer("scalar_op")
+@dataclass(frozen=True)
+class ScalarOp(Layer):
+    """Arithmetic between a tensor and a constant (``x * 0.5``, ``x + 1``): one FLOP per element."""
+
+    op: str = "mul"
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        return ctx.result(x, flops=x.numel)
+
+
+@register_layer("prelu")
+@dataclass(frozen=True)
+class PReLU(Layer):
+    """PReLU: a learned negative slope. torch: ``num_parameters`` slopes (1, or one per channel, axis 1);
+    Keras: one per input element except along ``shared_axes`` (counted from 1)."""
+
+    num_parameters: int | None = None
+    shared_axes: tuple = ()
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if self.num_parameters is not None:
+            if self.num_parameters != 1:
+                ctx.require_equal(x.shape[1] if x.rank > 1 else x.shape[0], self.num_parameters,
+                                  f"PReLU has {self.num_parameters} parameters but the input has "
+                                  f"{x.shape[1] if x.rank > 1 else x.shape[0]} channels")
+            shape = (self.num_parameters,)
+        else:
+            shared = {a % x.rank for a in self.shared_axes}
+            shape = tuple(1 if i in shared else d for i, d in enumerate(x.shape) if i > 0)
+        return ctx.result(x, weights=[Weight("alpha", shape)], flops=2 * x.numel)
