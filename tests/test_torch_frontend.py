@@ -72,23 +72,49 @@ def test_channel_dropouts_keep_shape(cls, shape):
     assert est.output_shape == tuple(model(torch.empty((2,) + shape, device="meta")).shape)
 
 
-def test_unknown_module_names_class_and_registration():
+def test_unknown_module_is_traced_through():
     class Block(nn.Module):
         def forward(self, x):
-            return x
+            return torch.relu(x) * 2
 
-    with pytest.raises(UnknownLayerError) as info:
-        estimate(nn.Sequential(nn.Linear(2, 3), Block()), input_shape=(2,))
-    assert "Block" in str(info.value) and "'1'" in str(info.value)
-    assert "register_torch_module" in str(info.value)
+    est = estimate(nn.Sequential(nn.Linear(2, 3), Block()), input_shape=(2,))
+    assert est.params == 9 and est.output_shape[1:] == (3,)
 
 
-def test_subclass_of_a_known_module_needs_its_own_rule():
+def test_untraceable_operation_names_the_node_and_the_fix():
+    class Spectral(nn.Module):
+        def forward(self, x):
+            return torch.fft.fft(x).real
+
+    with pytest.raises(paramcalc.SpecError) as info:
+        estimate(nn.Sequential(nn.Linear(2, 3), Spectral()), input_shape=(2,))
+    assert "fft" in str(info.value) and "register_torch_module" in str(info.value)
+
+
+def test_data_dependent_control_flow_is_a_clear_error():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(paramcalc.SpecError, match="could not trace"):
+        estimate(Branchy(), input_shape=(2,))
+
+
+def test_subclass_of_a_known_module_is_traced_not_assumed():
     class MyLinear(nn.Linear):
         pass
 
-    with pytest.raises(UnknownLayerError, match="MyLinear"):
-        estimate(nn.Sequential(MyLinear(2, 3)), input_shape=(2,))
+    model = MyLinear(2, 3)
+    est = estimate(model, input_shape=(2,))
+    assert est.params == 9 == sum(p.numel() for p in model.parameters())
+    assert est.output_shape[1:] == (3,)
+
+
+def test_unknown_leaf_in_a_registry_lookup():
+    with pytest.raises(UnknownLayerError, match="register_torch_module"):
+        from paramcalc.frontends.torch import _convert
+
+        _convert(nn.Module(), "m", {})
 
 
 def test_registering_a_torch_module():

@@ -71,6 +71,7 @@ class LayerRow:
     flops_per_batch: Dim
     weights: tuple = ()
     shared_with: str | None = None
+    output_shapes: tuple = ()  # every output of the call, the first included (RNN states, scores)
     layer: Layer | None = field(default=None, compare=False, repr=False)
 
 
@@ -272,6 +273,8 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
     rows = []
     totals = dict(params=0, trainable=0, non_trainable=0, buffers=0, macs_b=0, flops_b=0)
     for node in nodes:
+        if getattr(node.layer, "is_value", False):
+            continue  # sizes and size arithmetic: no weights, no tensor work, no row
         trainable = non_trainable = buffers = 0
         if node.shared_with is None:
             for weight in node.inferred.weights:
@@ -290,6 +293,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
             macs=_subs(inferred.macs, per_sample), flops=_subs(inferred.flops, per_sample),
             macs_per_batch=inferred.macs, flops_per_batch=inferred.flops,
             weights=inferred.weights, shared_with=node.shared_with, layer=node.layer,
+            output_shapes=tuple(o.shape for o in inferred.outputs),
         )
         rows.append(row)
         totals["params"] += row.params
@@ -331,6 +335,7 @@ def _subs_row(row: LayerRow, mapping: Mapping[str, Dim]) -> LayerRow:
     changes = {f.name: _subs(getattr(row, f.name), mapping) for f in fields(row)
                if f.name not in ("name", "type", "kind", "weights", "shared_with", "layer")}
     changes["input_shapes"] = tuple(_subs(s, mapping) for s in row.input_shapes)
+    changes["output_shapes"] = tuple(_subs(s, mapping) for s in row.output_shapes)
     changes["weights"] = tuple(Weight(w.name, _subs(w.shape, mapping), w.trainable, w.buffer)
                                for w in row.weights)
     return replace(row, **changes)

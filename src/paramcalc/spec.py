@@ -52,3 +52,18 @@ def dtype_bytes(dtype: str) -> int:
         from .errors import ParamcalcError
 
         raise ParamcalcError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSpec:
+    """A non-tensor value flowing through a traced graph: a size (``x.size(0)``) or a tuple of them.
+
+    Traced torch code computes shapes from shapes (``x.view(x.size(0), -1)``); these values carry the
+    exact or symbolic sizes to the layers that read them.
+    """
+
+    value: object
+
+    @property
+    def rank(self) -> int:  # a value is no tensor: layers that need a tensor reject it by rank
+        return -1

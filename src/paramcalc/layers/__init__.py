@@ -12,6 +12,7 @@ from .pooling import AdaptivePool, GlobalPool, Pool
 from .recurrent import Recurrent
 from .reshape import Flatten, Permute, Reshape, Unflatten
 from .shape_ops import Crop, Pad, RepeatVector, Rescale, TimeDistributed, UpSample
+from .values import Expand, Parameter, SizeOf, ValueOp
 from .tensor_ops import Index, MatMul, PReLU, Reduce, ScalarOp, Squeeze, Transpose, Unsqueeze, View
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "GlobalPool", "GroupNorm", "Identity", "Index", "Inferred", "Layer", "LayerNorm", "MatMul", "Merge",
     "MultiHeadAttention", "Normalization", "Pad", "Permute", "PReLU", "RMSNorm", "Recurrent", "Reduce",
     "RepeatVector", "Rescale", "Reshape", "ScalarOp", "SeparableConv", "Squeeze", "TimeDistributed",
-    "Transformer", "Transpose", "Unflatten", "Unsqueeze", "UpSample", "View", "Weight",
+    "Transformer", "Transpose", "Unflatten", "Unsqueeze", "UpSample", "View", "Weight", "Expand",
+    "Parameter", "SizeOf", "ValueOp",
 ]

@@ -89,7 +89,7 @@ class LayerNorm(Layer):
             axes = sorted({_axis(ctx, a, x.rank, self.display_type) for a in self.axes})
             shape = tuple(x.shape[a] for a in axes)
         weights = []
-        if self.scale:
+        if self.scale or self.rms:  # Keras: rms_scaling always keeps gamma
             weights.append(Weight("gamma", shape))
         if self.center and not self.rms:
             weights.append(Weight("beta", shape))

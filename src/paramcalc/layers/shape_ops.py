@@ -80,22 +80,25 @@ class UpSample(Layer):
     factors are kept exact as fractions of the float given.
     """
 
-    axes: tuple = (1, 2)
-    factors: tuple | None = None
-    sizes: tuple | None = None
+    axes: tuple | None = (1, 2)
+    factors: object = None
+    sizes: object = None
     interpolation: str = "nearest"
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)
         shape = list(x.shape)
-        for i, axis in enumerate(self.axes):
-            if self.sizes is not None:
-                shape[axis] = self.sizes[i]
+        axes = self.axes if self.axes is not None else tuple(range(2, x.rank))  # torch: after N, C
+        sizes = (self.sizes,) * len(axes) if type(self.sizes) is int else self.sizes
+        factors = (self.factors,) * len(axes) if isinstance(self.factors, (int, float)) else self.factors
+        for i, axis in enumerate(axes):
+            if sizes is not None:
+                shape[axis] = sizes[i]
             else:
-                factor = Fraction(self.factors[i])
+                factor = Fraction(factors[i])
                 shape[axis] = floordiv(shape[axis] * factor.numerator, factor.denominator)
         out = x.with_shape(tuple(shape))
-        per_element = 0 if self.interpolation == "nearest" else 4 * len(self.axes)  # lerp: 2 mul + 2 add per axis
+        per_element = 0 if self.interpolation == "nearest" else 4 * len(axes)  # lerp: 2 mul + 2 add per axis
         return ctx.result(out, flops=per_element * out.numel)
 
 

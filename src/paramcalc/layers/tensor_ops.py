@@ -27,8 +27,8 @@ class View(Layer):
     def __post_init__(self) -> None:
         dims = []
         for i, d in enumerate(self.shape):
-            if type(d) is int and d == -1:
-                dims.append(-1)
+            if (type(d) is int and d == -1) or (isinstance(d, tuple) and d[:1] == ("input",)):
+                dims.append(d)  # -1, or a size computed in the graph (its inbound position)
                 continue
             try:
                 dims.append(as_dim(d, f"view shape[{i}]"))
@@ -40,9 +40,12 @@ class View(Layer):
         self._set("shape", tuple(dims))
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
-        x = ctx.single(inputs)
-        message = f"shape '{list(self.shape)}' is invalid for input of size {x.numel}"
-        dims = _fill_inferred(ctx, x.numel, self.shape, {"mismatch": message, "indivisible": message})
+        from .values import fill
+
+        x = inputs[0]
+        shape = fill(self.shape, inputs, ctx)
+        message = f"shape '{[str(d) for d in shape]}' is invalid for input of size {x.numel}"
+        dims = _fill_inferred(ctx, x.numel, shape, {"mismatch": message, "indivisible": message})
         return ctx.result(x.with_shape(dims))
 
 

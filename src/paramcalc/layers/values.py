@@ -1,0 +1,118 @@
+"""Graph nodes that compute values rather than tensors, as traced torch code does: sizes, arithmetic
+on sizes, parameters read directly (``self.cls_token``), and ``expand`` with sizes from the graph.
+
+Rows of value nodes are left out of tables: they hold no weights and do no tensor work.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..dims import Dim, floordiv
+from ..errors import LayerConfigError
+from ..registry import register_layer
+from ..spec import TensorSpec, ValueSpec
+from .base import Context, Inferred, Layer, Weight
+from .reshape import _resolve_axis
+
+
+def value_of(ctx: Context, spec: object):
+    if isinstance(spec, ValueSpec):
+        return spec.value
+    raise ctx.shape_error(f"{ctx.layer_type} expected a size value, received a tensor")
+
+
+def fill(entries: tuple, inputs: Sequence, ctx: Context) -> tuple:
+    """Entries that are ints, or ("input", k) placeholders for sizes computed in the graph."""
+    out = []
+    for e in entries:
+        if isinstance(e, tuple) and e and e[0] == "input":
+            out.append(value_of(ctx, inputs[e[1]]))
+        else:
+            out.append(e)
+    return tuple(out)
+
+
+@register_layer("size")
+@dataclass(frozen=True)
+class SizeOf(Layer):
+    """``x.size(dim)`` / ``x.shape[dim]`` (one size) or ``x.size()`` / ``x.shape`` (all); ``x.dim()``."""
+
+    dim: int | None = None
+    rank_only: bool = False
+    is_value = True
+
+    def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if self.rank_only:
+            return ctx.result(ValueSpec(x.rank))
+        if self.dim is None:
+            return ctx.result(ValueSpec(tuple(x.shape)))
+        return ctx.result(ValueSpec(x.shape[_resolve_axis(ctx, self.dim, x.rank, "size dim")]))
+
+
+_VALUE_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": floordiv,
+              "getitem": None}
+
+
+@register_layer("value_op")
+@dataclass(frozen=True)
+class ValueOp(Layer):
+    """Arithmetic on sizes (``h * w``, ``n // 2``) or picking one from a tuple of sizes.
+
+    ``operands``: ints, or ("input", k) for the k-th inbound value.
+    """
+
+    op: str = "mul"
+    operands: tuple = ()
+    is_value = True
+
+    def __post_init__(self) -> None:
+        if self.op not in _VALUE_OPS:
+            raise LayerConfigError(f"value op must be one of {', '.join(_VALUE_OPS)}. Received: {self.op!r}",
+                                   layer=self.name, value=self.op)
+
+    def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
+        a, b = fill(self.operands, inputs, ctx)
+        if self.op == "getitem":
+            return ctx.result(ValueSpec(a[b]))
+        if type(b) is not int and not hasattr(b, "subs"):
+            raise ctx.shape_error(f"cannot compute {self.op} of sizes {a!r} and {b!r}")
+        return ctx.result(ValueSpec(_VALUE_OPS[self.op](a, b)))
+
+
+@register_layer("expand")
+@dataclass(frozen=True)
+class Expand(Layer):
+    """torch ``x.expand(*sizes)``: broadcast axes of size 1; -1 keeps an axis. A view: no work."""
+
+    sizes: tuple = ()
+
+    def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
+        x = inputs[0]
+        sizes = fill(self.sizes, inputs, ctx)
+        lead = len(sizes) - x.rank
+        if lead < 0:
+            raise ctx.shape_error(f"expand: {len(sizes)} sizes for a tensor of rank {x.rank}")
+        shape = []
+        for i, size in enumerate(sizes):
+            if type(size) is int and size == -1:
+                shape.append(x.shape[i - lead])
+            else:
+                shape.append(size)
+        return ctx.result(TensorSpec(tuple(shape), x.dtype))
+
+
+@register_layer("parameter")
+@dataclass(frozen=True)
+class Parameter(Layer):
+    """A parameter or buffer that code reads directly (``self.cls_token``): its own shape, no batch axis."""
+
+    shape: tuple = ()
+    buffer: bool = False
+
+    def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
+        weight = Weight("value", tuple(self.shape), buffer=self.buffer)
+        return ctx.result(TensorSpec(tuple(self.shape)), weights=[weight])

@@ -1,0 +1,51 @@
+"""Comparing paramcalc with the real frameworks, shared by the property tests."""
+
+from __future__ import annotations
+
+import math
+
+import paramcalc
+
+
+def weights_size(weights) -> int:
+    return sum(math.prod(int(d) for d in w.shape) for w in weights)
+
+
+def keras_shape(est, shape) -> tuple:
+    return tuple(None if est.format_dim(d) == "None" else d for d in shape)
+
+
+def compare_keras(model, est) -> None:
+    """Every Keras layer (nested models flattened) against its paramcalc row, and the totals."""
+    rows = {r.name: r for r in est.layers}
+    for layer in _keras_leaves(model, ""):
+        name, layer = layer
+        row = rows[name]
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        got = [keras_shape(est, s) for s in row.output_shapes]
+        assert got[:len(outputs)] == [tuple(o.shape) for o in outputs], name
+        assert row.params == layer.count_params(), name
+        assert row.trainable_params == weights_size(layer.trainable_weights), name
+        assert row.non_trainable_params == weights_size(layer.non_trainable_weights), name
+    assert est.params == model.count_params()
+    assert est.trainable_params == weights_size(model.trainable_weights)
+    assert est.non_trainable_params == weights_size(model.non_trainable_weights)
+
+
+def _keras_leaves(model, prefix: str):
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        if hasattr(layer, "layers") and type(layer).__name__ in ("Sequential", "Functional"):
+            yield from _keras_leaves(layer, f"{prefix}{layer.name}/")
+        else:
+            yield f"{prefix}{layer.name}", layer
+
+
+def keras_estimate_or_reject(build, **kwargs):
+    """(model, estimate) — or (None, None) when Keras and paramcalc both reject the configuration."""
+    try:
+        model = build()
+    except (ValueError, TypeError) as keras_error:
+        raise AssertionError(f"test generated an invalid Keras model: {keras_error}") from None
+    return model, paramcalc.estimate(model, **kwargs)
