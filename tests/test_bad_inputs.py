@@ -194,3 +194,57 @@ def test_batch_symbol_reserved():
 def test_errors_share_one_root():
     for cls in (DimensionError, LayerConfigError, ShapeError, SpecError, UnknownLayerError):
         assert issubclass(cls, paramcalc.ParamcalcError)
+
+
+def _graph_spec(layers, outputs=None):
+    return {"inputs": {"x": [4]}, "layers": layers, **({"outputs": outputs} if outputs else {})}
+
+
+def test_graph_spec_runs():
+    est = estimate(_graph_spec([
+        {"kind": "dense", "units": 3, "name": "a", "inbound": ["x"]},
+        {"kind": "dense", "units": 3, "name": "b", "inbound": ["x"]},
+        {"kind": "merge", "op": "add", "name": "sum", "inbound": ["a", "b"]},
+    ]))
+    assert est.params == 30 and est.output_shape[1:] == (3,)
+
+
+def test_cycle_names_the_loop():
+    with pytest.raises(SpecError, match=r"cycle: a -> b -> a"):
+        estimate(_graph_spec([
+            {"kind": "dense", "units": 4, "name": "a", "inbound": ["b"]},
+            {"kind": "dense", "units": 4, "name": "b", "inbound": ["a"]},
+        ], outputs=["b"]))
+
+
+def test_self_loop():
+    with pytest.raises(SpecError, match=r"cycle: a -> a"):
+        estimate(_graph_spec([{"kind": "dense", "units": 4, "name": "a", "inbound": ["a"]}]))
+
+
+def test_missing_inbound_names_both():
+    with pytest.raises(SpecError) as info:
+        estimate(_graph_spec([{"kind": "dense", "units": 4, "name": "a", "inbound": ["nope"]}]))
+    assert "'a'" in str(info.value) and "'nope'" in str(info.value)
+
+
+def test_duplicate_node_names_in_a_graph():
+    with pytest.raises(SpecError, match="duplicate layer name 'a'"):
+        estimate(_graph_spec([{"kind": "dense", "units": 4, "name": "a", "inbound": ["x"]},
+                              {"kind": "dense", "units": 4, "name": "a", "inbound": ["x"]}]))
+
+
+def test_models_nested_200_deep_are_refused():
+    config = {"class_name": "Dense", "config": {"name": "d", "units": 2}}
+    for depth in range(200):
+        config = {"class_name": "Sequential", "config": {"name": f"m{depth}", "layers": [config]}}
+    doc = {"name": "outer", "layers": [config], "build_input_shape": [None, 3]}
+    with pytest.raises(SpecError, match=r"nesting too deep \(limit 64\)"):
+        estimate(doc)
+
+
+def test_conv_window_larger_than_input():
+    with pytest.raises(ShapeError, match="output size would be non-positive"):
+        estimate(Sequential([paramcalc.Conv(4, 5)]), input_shape=(3, 3, 1))
+    with pytest.raises(ShapeError, match="output size would be non-positive"):
+        estimate(Sequential([paramcalc.Pool("max", 4)]), input_shape=(3, 3, 1))

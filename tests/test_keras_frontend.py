@@ -114,11 +114,26 @@ def test_custom_activation_function_is_refused_clearly():
         estimate(config)
 
 
-def test_functional_models_are_refused_with_a_clear_message():
-    inp = keras.Input((3,))
-    model = keras.Model(inp, L.Dense(2)(inp))
-    with pytest.raises(SpecError, match="Sequential"):
-        estimate(model)
+def test_functional_model_with_two_inputs_and_outputs():
+    a, b = keras.Input((3,), name="a"), keras.Input((5,), name="b")
+    shared = L.Dense(4, name="shared")
+    x, y = shared(a), L.Dense(3)(b)
+    model = keras.Model([a, b], [L.Concatenate()([x, y]), shared(L.Dense(3)(b))])
+    est = estimate(model)
+    assert est.params == model.count_params()
+    assert [s[1:] for s in est.output_shapes] == [(7,), (4,)]
+    assert est.row("shared@1").shared_with == "shared" and est.row("shared@1").params == 0
+    concrete = estimate(model, input_shape={"a": (3,), "b": (5,)}, batch_size=2)
+    assert concrete.output_shapes[0] == (2, 7)
+
+
+def test_subclassed_models_are_refused_with_a_clear_message():
+    class Custom(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(SpecError, match="subclassed"):
+        estimate(Custom())
 
 
 def test_mixed_precision_params_stay_float32_sized():

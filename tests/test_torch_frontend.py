@@ -139,3 +139,12 @@ def test_partially_frozen_linear():
     model[0].weight.requires_grad_(False)
     est = estimate(model, input_shape=(4,))
     assert est.trainable_params == 3 and est.non_trainable_params == 12
+
+
+@pytest.mark.parametrize("cls,shape", [(nn.ReflectionPad1d, (3, 5)), (nn.ReflectionPad2d, (3, 4, 4)),
+                                       (nn.ReflectionPad3d, (3, 3, 4, 4)), (nn.CircularPad1d, (3, 5)),
+                                       (nn.CircularPad2d, (3, 4, 4)), (nn.CircularPad3d, (3, 3, 4, 4))])
+def test_reflection_and_circular_pads(cls, shape):
+    model = nn.Sequential(cls(1))
+    est = estimate(model, input_shape=shape, batch_size=2)
+    assert est.output_shape == tuple(model(torch.empty((2,) + shape, device="meta")).shape)

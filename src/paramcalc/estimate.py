@@ -287,7 +287,8 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
         inferred = node.inferred
         row = LayerRow(
             name=node.name, type=node.layer.display_type, kind=node.layer.kind,
-            input_shapes=tuple(spec.shape for spec in node.inputs), output_shape=inferred.output.shape,
+            input_shapes=tuple(spec.shape for spec in node.inputs if isinstance(spec, TensorSpec)),
+            output_shape=inferred.output.shape,
             params=trainable + non_trainable, trainable_params=trainable,
             non_trainable_params=non_trainable, buffers=buffers,
             macs=_subs(inferred.macs, per_sample), flops=_subs(inferred.flops, per_sample),

@@ -110,12 +110,23 @@ def test_random_keras_stacks_match_keras(stack, route):
     _compare(model, est)
 
 
-def test_every_keras_builtin_is_covered_by_the_property_test():
-    """Each Keras class the front-end translates is drawn by keras_stack (or listed here on purpose)."""
+def test_every_keras_builtin_is_covered_by_a_property_test():
+    """Each Keras class the front-end translates is drawn by a property test (here or in
+    test_keras_layers.py), or listed with the reason it is checked elsewhere."""
     from paramcalc.frontends.keras import BUILTINS
 
     drawn = {"Dense", "Flatten", "Reshape", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax",
-             "Dropout", "SpatialDropout1D", "Identity", "Permute"}
+             "Dropout", "SpatialDropout1D", "Identity", "Permute",
+             # test_keras_layers.py
+             "PReLU", "Masking", "Embedding", "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed",
+             "MultiHeadAttention", "RepeatVector", "Rescaling", "Normalization", "BatchNormalization",
+             "LayerNormalization", "GroupNormalization", "RMSNormalization",
+             "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+             "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"}
+    for r in (1, 2, 3):
+        drawn |= {f"Conv{r}D", f"Conv{r}DTranspose", f"MaxPooling{r}D", f"AveragePooling{r}D",
+                  f"GlobalMaxPooling{r}D", f"GlobalAveragePooling{r}D", f"ZeroPadding{r}D", f"Cropping{r}D",
+                  f"UpSampling{r}D"}
     # Same rule as a drawn class (identity in shape, no weights), checked in test_keras_frontend.py.
     checked_elsewhere = {"SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "AlphaDropout",
                          "ActivityRegularization"}

@@ -121,14 +121,3 @@ def test_random_torch_stacks_match_torch(stack):
     assert est.params == sum(p.numel() for p in model.parameters())
     assert est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert est.non_trainable_params == sum(p.numel() for p in model.parameters() if not p.requires_grad)
-
-
-def test_every_torch_builtin_is_covered_by_the_property_test():
-    from paramcalc.frontends.torch import BUILTINS
-
-    drawn = {nn.Linear, nn.Flatten, nn.Unflatten, nn.Softmax, nn.LogSoftmax, nn.Identity, nn.Dropout,
-             nn.AlphaDropout, *ACTIVATIONS}
-    # Dropout variants that only accept some input ranks: same rule as nn.Dropout, unit-tested apart.
-    checked_elsewhere = {nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.FeatureAlphaDropout}
-    names = {f"{c.__module__}.{c.__qualname__}" for c in drawn | checked_elsewhere}
-    assert set(BUILTINS) == names

@@ -8,7 +8,7 @@ attributes, and their modules are only touched once the user has imported them.
 from __future__ import annotations
 
 from ..errors import SpecError
-from ..graph import Sequential
+from ..graph import Graph, Sequential
 from ..layers.base import Layer
 
 
@@ -23,9 +23,9 @@ def framework_of(obj: object) -> str | None:
     return None
 
 
-def to_model(obj: object) -> Sequential:
-    """Whatever ``estimate()`` accepts, as a paramcalc Sequential."""
-    if isinstance(obj, Sequential):
+def to_model(obj: object) -> Sequential | Graph:
+    """Whatever ``estimate()`` accepts, as a paramcalc model (both have ``.graph()``)."""
+    if isinstance(obj, (Sequential, Graph)):
         return obj
     if isinstance(obj, Layer):
         return Sequential([obj], name=obj.name or "model")
@@ -52,6 +52,6 @@ def to_model(obj: object) -> Sequential:
     raise SpecError(
         f"cannot estimate an object of type {type(obj).__module__}.{type(obj).__qualname__}",
         value=obj,
-        fix="pass a paramcalc.Sequential, a spec dict or JSON text, a Keras Sequential model or its "
-            "get_config(), or a torch nn.Sequential",
+        fix="pass a paramcalc.Sequential or Graph, a spec dict or JSON text, a Keras model or its "
+            "get_config(), or a torch nn.Module",
     )

@@ -15,13 +15,13 @@ import dataclasses
 import json
 
 from ..errors import ParamcalcError, SpecError, UnknownLayerError
-from ..graph import Sequential
+from ..graph import Graph, GraphNode, Sequential
 from ..registry import layer_kinds, lookup_kind
 
 MAX_SPEC_BYTES = 16 * 1024 * 1024  # far beyond any real spec; refuse before parsing
 MAX_SPEC_DEPTH = 64  # a spec is a few levels deep; this also keeps json's recursion bounded
 
-MODEL_KEYS = {"name", "input_shape", "layers", "dtype", "framework", "paramcalc"}
+MODEL_KEYS = {"name", "input_shape", "inputs", "outputs", "layers", "dtype", "framework", "paramcalc"}
 
 
 def _check_depth(text: str, source: str) -> None:
@@ -110,8 +110,40 @@ def from_spec(doc: dict, where: str = "$") -> Sequential:
     for key, value in (("name", name), ("dtype", dtype)):
         if not isinstance(value, str):
             raise SpecError(f"{where}.{key} must be a string, received {value!r}", where=f"{where}.{key}")
-    return Sequential(layers, input_shape=doc.get("input_shape"), name=name, framework=framework,
-                      dtype=dtype)
+    if "inputs" not in doc and not any(isinstance(x, dict) and "inbound" in x for x in layers_doc):
+        return Sequential(layers, input_shape=doc.get("input_shape"), name=name, framework=framework,
+                          dtype=dtype)
+    return _graph_from_spec(doc, layers, layers_doc, where, name, framework, dtype)
+
+
+def _graph_from_spec(doc, layers, layers_doc, where, name, framework, dtype) -> Graph:
+    """A spec with named ``inputs`` and per-layer ``inbound`` names: a DAG.
+
+        {"inputs": {"a": [10], "b": [5]},
+         "layers": [{"kind": "dense", "units": 4, "name": "d", "inbound": ["a"]},
+                    {"kind": "concatenate", "name": "cat", "inbound": ["d", "b"]}],
+         "outputs": ["cat"]}
+
+    A layer without ``inbound`` reads the layer before it; ``outputs`` defaults to the last layer.
+    """
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, dict) or not inputs:
+        raise SpecError(f"{where}.inputs must map input names to shapes, e.g. {{\"x\": [10]}}",
+                        where=f"{where}.inputs")
+    nodes, previous = [], None
+    for i, (layer, item) in enumerate(zip(layers, layers_doc)):
+        node_name = layer.name or f"layer_{i}"
+        inbound = item.get("inbound")
+        if inbound is None:
+            inbound = [previous or next(iter(inputs))]
+        if not isinstance(inbound, list) or not all(isinstance(x, str) for x in inbound):
+            raise SpecError(f"{where}.layers[{i}].inbound must be a list of layer or input names",
+                            where=f"{where}.layers[{i}].inbound", value=inbound)
+        nodes.append(GraphNode(node_name, layer, tuple((x, 0) for x in inbound)))
+        previous = node_name
+    outputs = doc.get("outputs") or [previous or next(iter(inputs))]
+    return Graph(tuple((k, v) for k, v in inputs.items()), tuple(nodes), tuple((o, 0) for o in outputs),
+                 name=name, framework=framework, dtype=dtype)
 
 
 def _layer_from_spec(item: object, where: str):
@@ -128,7 +160,7 @@ def _layer_from_spec(item: object, where: str):
                 "subclass",
         )
     allowed = {f.name for f in dataclasses.fields(cls) if f.name != "type_name"}
-    args = {k: v for k, v in item.items() if k != "kind"}
+    args = {k: v for k, v in item.items() if k not in ("kind", "inbound")}
     for key in args:
         if key not in allowed:
             raise SpecError(f"unknown argument '{key}' for kind '{kind}' at {where}; it takes: "

@@ -37,12 +37,27 @@ def from_torch_module(module: object):
     dtype = _dtype_of(module)
     if torch_converter(type(module)) is not None:
         layer = _convert(module, name.lower(), {})
-        return Sequential([layer], name=name, framework="torch", dtype=dtype)
+        arguments = _tensor_arguments(module)
+        if len(arguments) == 1:
+            return Sequential([layer], name=name, framework="torch", dtype=dtype)
+        return Graph(tuple((a, None) for a in arguments), (GraphNode(layer.name, layer, tuple((a, 0) for a in arguments)),),
+                     ((layer.name, 0),), name=name, framework="torch", dtype=dtype)
     if _qualname(type(module)) == _SEQUENTIAL and _all_known(module):
         layers: list = []
         _walk(module, "", layers, {})
         return Sequential(layers, name=name, framework="torch", dtype=dtype)
     return _traced(module, name, dtype)
+
+
+def _tensor_arguments(module: object) -> list[str]:
+    """The required positional arguments of ``forward``: the tensors a lone module is called on
+    (query, key, value for attention; tgt, memory for a decoder layer)."""
+    import inspect
+
+    params = inspect.signature(module.forward).parameters.values()
+    names = [p.name for p in params if p.default is inspect.Parameter.empty
+             and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names or ["input"]
 
 
 def _all_known(root: object) -> bool:
@@ -161,6 +176,7 @@ class _FxTranslator:
         self.env: dict = {}  # fx node -> value: ("ref", ref) | ("tuple", [...]) | a Python constant
         self.memo: dict = {}  # module id -> Layer
         self.params_seen: dict = {}  # parameter id -> node name
+        self.value_nodes: set = set()  # names of nodes that compute sizes, not tensors
 
     def translate(self, fx_graph) -> Graph:
         outputs = []
@@ -203,7 +219,12 @@ class _FxTranslator:
 
     def _add(self, name: str, layer, inbound: list) -> tuple:
         self.nodes.append(GraphNode(name, replace(layer, name=layer.name or name), tuple(inbound)))
+        if getattr(layer, "is_value", False):
+            self.value_nodes.add(name)
         return ("ref", (name, 0))
+
+    def is_tensor(self, value) -> bool:
+        return _is_ref(value) and value[1][0] not in self.value_nodes
 
     def _structured(self, name: str, structure) -> tuple:
         if isinstance(structure, tuple):
@@ -250,7 +271,7 @@ class _FxTranslator:
                 return self._add(node.name, SizeOf(), [args[0][1]])
             raise SpecError(f"node '{node.name}': getattr(..., {args[1]!r}) is not modelled", value=args[1])
         # arithmetic on plain sizes stays plain (or becomes a value node when a size is symbolic)
-        if key in _ARITH and not any(_is_tensor(a) for a in args):
+        if key in _ARITH and not any(self.is_tensor(a) for a in args):
             return self._value_arith(node, _ARITH[key], args)
         rule = _FUNCTIONS.get((node.op, key)) if node.op == "call_method" else _FUNCTIONS.get(("call_function", target))
         if rule is None and node.op == "call_function":
@@ -260,7 +281,13 @@ class _FxTranslator:
             raise SpecError(f"cannot model traced node '{node.name}': {what}",
                             fix="wrap that code in a module and register a rule for it "
                                 "(paramcalc.register_torch_module)", value=key)
-        return rule(self, node, args, kwargs)
+        first = len(self.nodes)
+        value = rule(self, node, args, kwargs)
+        for i in range(first, len(self.nodes)):  # tables show the function's name ("add", "view")
+            added = self.nodes[i]
+            if added.layer.type_name is None:
+                self.nodes[i] = replace(added, layer=replace(added.layer, type_name=key))
+        return value
 
     def _getitem(self, node, args) -> object:
         value, index = args
@@ -268,18 +295,11 @@ class _FxTranslator:
             return value[1][index]
         if isinstance(value, (tuple, list)) and not (value and value[0] in ("ref", "tuple")):
             return value[index]
-        if not _is_tensor(value):
+        if not _is_ref(value):
             raise SpecError(f"node '{node.name}': cannot index {value!r}", value=index)
-        if self._is_value_node(value):
+        if not self.is_tensor(value):
             return self._add(node.name, ValueOp("getitem", (("input", 0), index)), [value[1]])
         return self._add(node.name, Index(_index_items(index)), [value[1]])
-
-    def _is_value_node(self, value) -> bool:
-        name = value[1][0]
-        for n in reversed(self.nodes):
-            if n.name == name:
-                return getattr(n.layer, "is_value", False)
-        return False
 
     def _value_arith(self, node, op: str, args: list) -> object:
         a, b = args
@@ -311,7 +331,7 @@ class _FxTranslator:
         return tuple(entries), inbound
 
 
-def _is_tensor(value) -> bool:
+def _is_ref(value) -> bool:
     return isinstance(value, tuple) and bool(value) and value[0] == "ref"
 
 
@@ -336,7 +356,7 @@ _ARITH = {"add": "add", "sub": "sub", "mul": "mul", "floordiv": "floordiv", "iad
 
 
 def _tensor_args(args: list) -> list:
-    return [a[1] for a in args if _is_tensor(a)]
+    return [a[1] for a in args if _is_ref(a)]
 
 
 def _unary(make: Callable) -> Callable:
@@ -548,8 +568,12 @@ def _mha(m) -> MultiHeadAttention:
                               add_bias_kv=m.bias_k is not None, batch_first=m.batch_first, embed_dim=m.embed_dim)
 
 
-def _transformer_layer(m, decoder: bool, num_layers: int = 1, final_norm: bool = False) -> Transformer:
-    activation = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0))
+def _transformer_layer(m, decoder: bool, num_layers: int = 1, final_norm: tuple = ()) -> Transformer:
+    import torch.nn.functional as F
+
+    act = m.activation
+    activation = ("relu" if act is F.relu or type(act).__name__ == "ReLU" else
+                  "gelu" if act is F.gelu or type(act).__name__ == "GELU" else None)
     if activation is None:
         raise SpecError("a Transformer layer with a custom activation function is not modelled",
                         fix="use activation='relu' or 'gelu'")
@@ -560,7 +584,13 @@ def _transformer_layer(m, decoder: bool, num_layers: int = 1, final_norm: bool =
 
 
 def _transformer_stack(decoder: bool) -> Callable:
-    return lambda m: _transformer_layer(m.layers[0], decoder, m.num_layers, m.norm is not None)
+    return lambda m: _transformer_layer(m.layers[0], decoder, m.num_layers, _norm_weights(m.norm))
+
+
+def _norm_weights(norm) -> tuple:
+    if norm is None:
+        return ()
+    return tuple(name for name, _ in norm.named_parameters())
 
 
 BUILTINS: dict[str, Callable] = {

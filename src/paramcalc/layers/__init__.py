@@ -19,7 +19,7 @@ __all__ = [
     "ACTIVATION_FLOPS", "Activation", "AdaptivePool", "BatchNorm", "Concatenate", "Context", "Conv",
     "ConvTranspose", "Crop", "Dense", "DepthwiseConv", "Dot", "Dropout", "Embedding", "Flatten",
     "GlobalPool", "GroupNorm", "Identity", "Index", "Inferred", "Layer", "LayerNorm", "MatMul", "Merge",
-    "MultiHeadAttention", "Normalization", "Pad", "Permute", "PReLU", "RMSNorm", "Recurrent", "Reduce",
+    "MultiHeadAttention", "Normalization", "Pad", "Permute", "Pool", "PReLU", "RMSNorm", "Recurrent", "Reduce",
     "RepeatVector", "Rescale", "Reshape", "ScalarOp", "SeparableConv", "Squeeze", "TimeDistributed",
     "Transformer", "Transpose", "Unflatten", "Unsqueeze", "UpSample", "View", "Weight", "Expand",
     "Parameter", "SizeOf", "ValueOp",

@@ -144,7 +144,7 @@ class Transformer(Layer):
     dim_feedforward: Dim = 2048
     decoder: bool = False
     num_layers: int = 1
-    final_norm: bool = False
+    final_norm: tuple = ()  # the final LayerNorm's weights, e.g. ("weight", "bias"); () for none
     bias: bool = True
     activation: str = "relu"
     batch_first: bool = False
@@ -188,6 +188,6 @@ class Transformer(Layer):
             elementwise = tokens * e * (norms * (1 + 8 + 1)) + tokens * f
             macs, flops = macs + ff_macs, flops + ff_flops + elementwise
         if self.final_norm:
-            weights += norm("norm")
+            weights += [Weight(f"norm.{w}", (e,)) for w in self.final_norm]
             flops = flops + 8 * batch * steps * e
         return ctx.result(x, weights=weights, macs=macs, flops=flops)

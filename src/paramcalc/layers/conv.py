@@ -20,11 +20,11 @@ from .spatial import (as_tuple, check_rank, padding_pairs, spatial_axes, transpo
                       window_length)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Windowed(Layer):
-    """Arguments shared by the convolution kinds."""
+    """Arguments shared by the convolution kinds (keyword-only: each kind puts its own first, so
+    ``Conv(32, 3)`` reads filters=32, kernel_size=3)."""
 
-    kernel_size: object = 1
     strides: object = 1
     padding: object = "valid"
     dilation: object = 1
@@ -87,6 +87,7 @@ class Conv(_Windowed):
     """
 
     filters: Dim = 1
+    kernel_size: object = 1
     groups: int = 1
     in_channels: Dim | None = None
 
@@ -121,6 +122,7 @@ class ConvTranspose(_Windowed):
     """Transposed convolution: Keras Conv1D/2D/3DTranspose, torch ConvTranspose1d/2d/3d."""
 
     filters: Dim = 1
+    kernel_size: object = 1
     groups: int = 1
     output_padding: object = None
     in_channels: Dim | None = None
@@ -163,6 +165,7 @@ class ConvTranspose(_Windowed):
 class DepthwiseConv(_Windowed):
     """Keras DepthwiseConv1D/2D: each channel convolved alone, ``depth_multiplier`` outputs per channel."""
 
+    kernel_size: object = 1
     depth_multiplier: int = 1
 
     def __post_init__(self) -> None:
@@ -187,6 +190,7 @@ class SeparableConv(_Windowed):
     """Keras SeparableConv1D/2D: a depthwise convolution, then a 1x1 convolution to ``filters``."""
 
     filters: Dim = 1
+    kernel_size: object = 1
     depth_multiplier: int = 1
 
     def __post_init__(self) -> None:
