@@ -6,7 +6,11 @@ Prints medians (and the spread) of:
   - torchinfo.summary() of the same stack on the meta device;
   - a whole `paramcalc demo` process: wall time and peak memory.
 
-Goals (benchmark, not test): estimate() under 1 ms; `paramcalc demo` under 0.3 s and 60 MB.
+  - ResNet50 (Keras applications, weights=None): paramcalc from its config against Keras building it
+    and counting its parameters.
+
+Goals (benchmark, not test): estimate() under 1 ms; `paramcalc demo` under 0.3 s and 60 MB; ResNet50
+from its config under 20 ms.
 Keras needs ~22 GB to build the full-size (20,020 features) model, so by default it builds a
 scaled one (--keras-features 2000, 180 M parameters); pass --keras-features 20020 on a large machine.
 
@@ -85,6 +89,28 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "params": s.total_params}
 """
 
 
+RESNET_CODE = """
+import os, time, json, statistics
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import keras, paramcalc
+t = time.perf_counter()
+model = keras.applications.ResNet50(weights=None)
+keras_params = model.count_params()
+keras_s = time.perf_counter() - t
+config = model.get_config()
+for _ in range(5):
+    paramcalc.estimate(config)
+times = []
+for _ in range(50):
+    t = time.perf_counter()
+    est = paramcalc.estimate(config)
+    times.append((time.perf_counter() - t) * 1e3)
+q = statistics.quantiles(times, n=10)
+print(json.dumps({"paramcalc_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1],
+                  "keras_s": keras_s, "params": est.params, "keras_params": keras_params}))
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", type=int, default=20020)
@@ -147,6 +173,15 @@ def main() -> None:
               f"{ks * 1e6 / k_us:,.0f}x faster")
     except Exception as err:
         print(f"  Keras: not measured ({str(err).strip().splitlines()[-1] if str(err).strip() else err})")
+
+    try:
+        resnet = in_subprocess(RESNET_CODE)
+        print(f"  ResNet50: paramcalc from config median {resnet['paramcalc_ms']:,.2f} ms "
+              f"(p10 {resnet['p10_ms']:,.2f}, p90 {resnet['p90_ms']:,.2f}); Keras build+count_params "
+              f"{resnet['keras_s']:,.2f} s; params {resnet['params']:,} (Keras {resnet['keras_params']:,}); "
+              f"{resnet['keras_s'] * 1e3 / resnet['paramcalc_ms']:,.0f}x")
+    except Exception as err:
+        print(f"  ResNet50: not measured ({str(err).strip().splitlines()[-1] if str(err).strip() else err})")
 
     demo = [in_subprocess("import sys; from paramcalc.cli import main; import io, contextlib\n"
                           "with contextlib.redirect_stdout(io.StringIO()): main(['demo'])")
