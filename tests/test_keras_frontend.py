@@ -150,3 +150,25 @@ def test_registering_a_keras_class():
               "build_input_shape": [None, 4]}
     assert estimate(config).params == 4 * 6 + 6
     assert math.prod(estimate(config).output_shape[1:]) == 6
+
+
+def test_legacy_keras2_functional_config():
+    config = {
+        "name": "legacy_functional",
+        "layers": [
+            {"class_name": "InputLayer", "name": "in_a", "config": {"batch_input_shape": [None, 8], "name": "in_a"},
+             "inbound_nodes": []},
+            {"class_name": "Dense", "name": "d1", "config": {"name": "d1", "units": 4},
+             "inbound_nodes": [[["in_a", 0, 0, {}]]]},
+            {"class_name": "Dense", "name": "d2", "config": {"name": "d2", "units": 4},
+             "inbound_nodes": [[["in_a", 0, 0, {}]]]},
+            {"class_name": "Add", "name": "sum", "config": {"name": "sum"},
+             "inbound_nodes": [[["d1", 0, 0, {}], ["d2", 0, 0, {}]]]},
+        ],
+        "input_layers": [["in_a", 0, 0]],
+        "output_layers": [["sum", 0, 0]],
+    }
+    est = estimate(config)
+    assert est.params == 2 * (8 * 4 + 4)
+    assert est.output_shape[1:] == (4,)
+    assert [r.name for r in est.layers] == ["d1", "d2", "sum"]

@@ -148,3 +148,21 @@ def test_reflection_and_circular_pads(cls, shape):
     model = nn.Sequential(cls(1))
     est = estimate(model, input_shape=shape, batch_size=2)
     assert est.output_shape == tuple(model(torch.empty((2,) + shape, device="meta")).shape)
+
+
+def test_tied_weights_count_once():
+    class TiedLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 16)
+            self.head = nn.Linear(16, 100, bias=False)
+            self.head.weight = self.embed.weight  # weight tying
+
+        def forward(self, tokens):
+            return self.head(self.embed(tokens))
+
+    with torch.device("meta"):  # .to("meta") would untie the weights
+        model = TiedLM()
+    est = estimate(model, input_shape=(7,), batch_size=2)
+    assert est.params == sum(p.numel() for p in model.parameters()) == 1600
+    assert est.output_shape == (2, 7, 100)

@@ -277,7 +277,9 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
             continue  # sizes and size arithmetic: no weights, no tensor work, no row
         trainable = non_trainable = buffers = 0
         if node.shared_with is None:
-            for weight in node.inferred.weights:
+            for position, weight in enumerate(node.inferred.weights):
+                if position in node.layer.tied:
+                    continue  # tied to a weight another layer owns and counts
                 if weight.buffer:
                     buffers = buffers + weight.numel
                 elif node.layer.trains(weight):

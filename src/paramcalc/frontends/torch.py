@@ -107,6 +107,7 @@ def _unknown(cls: type, name: str) -> UnknownLayerError:
 def _convert(module: object, name: str, memo: dict):
     if id(module) in memo:  # the same module object again: shared weights
         return memo[id(module)]
+    owned = memo.setdefault("parameters", set())
     cls = type(module)
     convert = torch_converter(cls)
     if convert is None:
@@ -115,9 +116,24 @@ def _convert(module: object, name: str, memo: dict):
         layer = convert(module)
     except ParamcalcError as err:
         raise err.with_layer(name) from None
-    layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(module, layer))
+    layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(module, layer),
+                    tied=_tied(module, owned))
     memo[id(module)] = layer
     return layer
+
+
+def _tied(module: object, owned: set) -> tuple:
+    """Positions of this module's parameters that an earlier module already owns (weight tying).
+
+    paramcalc's weights follow the module's parameter order (Linear: weight, bias -> kernel, bias),
+    so a tied parameter is matched by its position.
+    """
+    tied = []
+    for position, (_, p) in enumerate(module.named_parameters(recurse=True)):
+        if id(p) in owned:
+            tied.append(position)
+        owned.add(id(p))
+    return tuple(tied)
 
 
 # torch parameter names -> paramcalc weight names, where they differ
@@ -242,9 +258,12 @@ class _FxTranslator:
             return target
         if id(target) in self.params_seen:
             return ("ref", (self.params_seen[id(target)], 0))
+        owned = self.memo.setdefault("parameters", set())
         is_param = isinstance(target, torch.nn.Parameter)
         layer = Parameter(shape=tuple(int(d) for d in target.shape), buffer=not is_param,
-                          trainable=bool(is_param and target.requires_grad), type_name="Parameter")
+                          trainable=bool(is_param and target.requires_grad), type_name="Parameter",
+                          tied=(0,) if id(target) in owned else ())
+        owned.add(id(target))
         self.params_seen[id(target)] = node.name
         return self._add(node.name, layer, [])
 

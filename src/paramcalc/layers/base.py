@@ -120,11 +120,14 @@ class Layer:
     """Base of every layer kind. ``name`` is the layer's name in the model; ``type_name`` the class
     name the user wrote (``Linear`` for a torch layer of kind ``dense``), used in tables.
     ``trainable``: True (every weight trains), False (frozen), or the names of the weights that train.
+    ``tied``: positions (in ``weights``) of weights that are another layer's (torch weight tying), so
+    they count once, with their owner.
     """
 
     name: str | None = None
     type_name: str | None = field(default=None, compare=False)
     trainable: bool | tuple = True
+    tied: tuple = field(default=(), compare=False)  # positions of weights owned by another layer
 
 
     kind: ClassVar[str] = ""
