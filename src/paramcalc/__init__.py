@@ -21,13 +21,17 @@ from .graph import Graph, GraphNode, Sequential
 from .layers import *  # noqa: F401,F403  (every built-in kind, e.g. paramcalc.Dense)
 from .layers import __all__ as _layer_names
 from .registry import layer_kinds, register_keras_layer, register_layer, register_torch_module
+from .capacity import largest_fitting, parse_bytes
+from .devices import DeviceProfile
 from .seed import SEED_VARIANTS, seed_model
+from .training import MemoryBreakdown, TrainingCost, training_cost
 from .spec import TensorSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Assumption", "Dim", "DimensionError", "Estimate", "Graph", "GraphNode", "LayerConfigError",
+    "Assumption", "DeviceProfile", "MemoryBreakdown", "TrainingCost", "largest_fitting", "parse_bytes",
+    "training_cost", "Dim", "DimensionError", "Estimate", "Graph", "GraphNode", "LayerConfigError",
     "LayerRow", "ParamcalcError", "SEED_VARIANTS", "Sequential", "ShapeError", "SpecError", "Sym",
     "TensorSpec", "UnknownLayerError", "estimate", "layer_kinds", "register_keras_layer",
     "register_layer", "register_torch_module", "seed_model", "symbol", *_layer_names,

@@ -82,11 +82,62 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
         seconds = run(lambda: y.copy_(x), repeat=20 if device == "cuda" else 5)
         profile["bandwidth"].append({"bytes": 2 * size, "seconds": seconds, "bytes_per_s": 2 * size / seconds})
         say(f"copy {size / 2**20:.1f} MiB: {2 * size / seconds / 1e9:.1f} GB/s (read + write)")
+        # Training writes into fresh tensors every step; on a CPU a fresh large block means page faults
+        fresh = run(lambda: x * 2, repeat=20 if device == "cuda" else 5)
+        profile.setdefault("fresh_bandwidth", []).append({"bytes": 2 * size, "seconds": fresh})
     tiny = torch.zeros(1, device=device)
     per_op = run(lambda: [tiny.add_(1) for _ in range(100)], repeat=20) / 100
     profile["op_overhead_s"] = per_op
     say(f"per-op overhead: {per_op * 1e6:.1f} us")
+    profile.update(_training_overhead(torch, device, say))
+    profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     return profile
+
+
+def _training_overhead(torch, device: str, say) -> dict:
+    """The framework's fixed cost of a training step and its cost per layer, from tiny models whose
+    arithmetic is negligible: steps of n (Linear(16, 16), ReLU) pairs with Adam, fitted as a + b*n."""
+    counts = [1, 2, 4, 8, 16]
+    times = []
+    x = torch.randn(16, 16, device=device)
+    y = torch.randn(16, 16, device=device)
+    for n in counts:
+        layers = []
+        for _ in range(n):
+            layers += [torch.nn.Linear(16, 16), torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        seconds = _timer(torch, device)(step, repeat=30, warmup=5)
+        times.append(seconds)
+        say(f"training step with {n} Linear+ReLU pairs: {seconds * 1e6:.0f} us")
+    mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
+    slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / \
+        sum((n - mean_n) ** 2 for n in counts)
+    return {"step_overhead_s": max(mean_t - slope * mean_n, 0.0), "layer_overhead_s": max(slope, 0.0),
+            "training_overhead_samples": [{"pairs": n, "seconds": t} for n, t in zip(counts, times)]}
+
+
+def _optimizer_throughput(torch, device: str, quick: bool, say) -> dict:
+    """Seconds per parameter of one update, on enough parameters to be bandwidth-bound."""
+    total = (2**26 if device == "cuda" else 2**22) // (4 if quick else 1)
+    params = [torch.nn.Parameter(torch.randn(total // 8, device=device)) for _ in range(8)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    out = {}
+    for name, make in (("adam", lambda: torch.optim.Adam(params, lr=1e-4)),
+                       ("adamw", lambda: torch.optim.AdamW(params, lr=1e-4)),
+                       ("sgd", lambda: torch.optim.SGD(params, lr=1e-4)),
+                       ("momentum", lambda: torch.optim.SGD(params, lr=1e-4, momentum=0.9))):
+        opt = make()
+        seconds = _timer(torch, device)(opt.step, repeat=10, warmup=2)
+        out[name] = {"seconds_per_param": seconds / total, "params": total}
+        say(f"{name} update: {seconds / total * 1e9:.3f} ns per parameter")
+    return out
 
 
 def save(profile: dict, path: str) -> None:

@@ -146,6 +146,7 @@ def _demo(features: int, as_json: bool) -> str:
             ratio = f"  ({est.params * 100 // flat_params / 100:,.2f}x the flat model)"
         out.append(f" {variant:<17} {str(symbolic[variant].params):<18} = {format_count(est.params):>15}"
                    f"  output {est.format_shape(est.output_shape)}{ratio}")
+    out += ["", *_training_table(features)]
     out += [
         "",
         "The answer: on (None, n, 1), Dense(300) is applied to each of the n positions with a (1, 300)",
@@ -154,6 +155,38 @@ def _demo(features: int, as_json: bool) -> str:
         "Fix: keep the data 2-D (samples, n), or Flatten before the first Dense.",
     ]
     return "\n".join(out)
+
+
+SEED_SAMPLES = 33230  # the seed case's training set
+SEED_BATCH = 128
+
+
+def _training_table(features: int) -> list[str]:
+    """Memory and time of training each seed model with Adam, predicted on measured device profiles."""
+    from .capacity import largest_fitting
+    from .estimate import estimate
+    from .render import format_bytes, format_seconds
+    from .seed import SEED_VARIANTS, seed_model
+
+    devices = [("h100-sxm-torch", "H100 (torch)"), ("cpu-dev-torch", "2-core CPU (torch)")]
+    lines = [f"== Training with Adam (float32), batch {SEED_BATCH}, {SEED_SAMPLES:,} samples per epoch ==",
+             f" {'model':<17} {'peak memory':>12} {'fits 24 GiB':>11}" + "".join(f" {label:>22}" for _, label in devices)]
+    epochs = {}
+    for variant in SEED_VARIANTS:
+        base = estimate(seed_model(variant, features), batch_size=SEED_BATCH, optimizer="adam")
+        fits = "yes" if largest_fitting(estimate(seed_model(variant, features)), "24 GiB") >= SEED_BATCH else "no"
+        cells = []
+        for device, _ in devices:
+            cost = estimate(seed_model(variant, features), batch_size=SEED_BATCH, device=device).training
+            seconds = cost.epoch_seconds(SEED_SAMPLES)
+            epochs[(variant, device)] = seconds
+            cells.append(f"{format_seconds(seconds)}/epoch")
+        lines.append(f" {variant:<17} {format_bytes(base.training.memory.peak):>12} {fits:>11}"
+                     + "".join(f" {c:>22}" for c in cells))
+    for device, label in devices:
+        ratio = epochs[("reshaped_flatten", device)] / epochs[("flat", device)]
+        lines.append(f" reshaped+Flatten trains {ratio:,.0f}x slower than flat on the {label}")
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

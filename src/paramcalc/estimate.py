@@ -72,6 +72,7 @@ class LayerRow:
     weights: tuple = ()
     shared_with: str | None = None
     output_shapes: tuple = ()  # every output of the call, the first included (RNN states, scores)
+    inbound: tuple = ()  # (name, output index) of each tensor it reads: a layer's or a model input's
     layer: Layer | None = field(default=None, compare=False, repr=False)
 
 
@@ -109,6 +110,8 @@ class Estimate:
     diagnostics: tuple = ()
     assumptions: tuple = ()
     notes: tuple = ()
+    training: Any = None  # a TrainingCost when optimizer, dtype or device was given
+    training_options: tuple = field(default=(), compare=False, repr=False)
 
     # -- derived figures --------------------------------------------------------------------------------
     @property
@@ -176,7 +179,8 @@ class Estimate:
 
 # -- estimate() ---------------------------------------------------------------------------------------------
 def estimate(model: object, *, input_shape: object = None, batch_size: object = None,
-             target_shape: object = None) -> Estimate:
+             target_shape: object = None, optimizer: str | None = None, dtype: str | None = None,
+             device: object = None) -> Estimate:
     """Shapes, parameters and FLOPs of ``model``, without building it or allocating a weight.
 
     ``model``: a paramcalc :class:`Sequential`, a spec dict / JSON string, a Keras ``Sequential``
@@ -185,6 +189,12 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     Overrides the shape the model declares. ``batch_size``: an int or a symbol name; unset, per-batch
     figures are expressions in ``B`` and the batch axis shows as None. ``target_shape``: one sample's
     target (``()`` for a scalar per sample), checked against the output for loss broadcasting.
+
+    Training cost (``est.training``, see :mod:`paramcalc.training`) is added when ``optimizer``
+    ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad"), ``dtype`` ("float32", "tfloat32",
+    "mixed_bfloat16", "mixed_float16", "bfloat16", "float16") or ``device`` (a built-in name such as
+    "h100-sxm", "h100-sxm-torch" (measured), "cpu", a calibration JSON path, or a DeviceProfile) is
+    given: memory by part and peak, FLOPs by phase, and with a device the step time.
 
     >>> import paramcalc
     >>> est = paramcalc.estimate(paramcalc.seed_model("flat"), input_shape=(20020,))
@@ -222,7 +232,26 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
         result = _substitute(result, {batch_symbol: batch})
     elif batch is not None:
         result = replace(result, batch_size=batch)
+    if optimizer is not None or dtype is not None or device is not None:
+        options = (optimizer or "adam", dtype or "float32", device)
+        cost = _training(result, options, strict=False)
+        result = replace(result, training_options=options, training=cost)
+        if cost is None:
+            pending = sorted(result.symbols - {result.batch_symbol}) or ["batch_size"]
+            result = replace(result, notes=result.notes + (
+                f"training cost needs concrete sizes: call subs({pending[0]}=...) to see it",))
     return result
+
+
+def _training(est: Estimate, options: tuple, strict: bool):
+    """The training cost for ``options``; None (when not strict) while sizes are still symbolic."""
+    from .training import training_cost
+
+    optimizer, precision, device = options
+    pending = est.symbols - {est.batch_symbol}
+    if not strict and (pending or (device is not None and type(est.batch_size) is not int)):
+        return None
+    return training_cost(est, optimizer=optimizer, precision=precision, device=device)
 
 
 def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) -> tuple:
@@ -297,6 +326,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
             macs_per_batch=inferred.macs, flops_per_batch=inferred.flops,
             weights=inferred.weights, shared_with=node.shared_with, layer=node.layer,
             output_shapes=tuple(o.shape for o in inferred.outputs),
+            inbound=tuple(ref for ref, spec in zip(node.inbound, node.inputs) if isinstance(spec, TensorSpec)),
         )
         rows.append(row)
         totals["params"] += row.params
@@ -336,7 +366,7 @@ def _subs(value: Any, mapping: Mapping[str, Dim]) -> Any:
 
 def _subs_row(row: LayerRow, mapping: Mapping[str, Dim]) -> LayerRow:
     changes = {f.name: _subs(getattr(row, f.name), mapping) for f in fields(row)
-               if f.name not in ("name", "type", "kind", "weights", "shared_with", "layer")}
+               if f.name not in ("name", "type", "kind", "weights", "shared_with", "layer", "inbound")}
     changes["input_shapes"] = tuple(_subs(s, mapping) for s in row.input_shapes)
     changes["output_shapes"] = tuple(_subs(s, mapping) for s in row.output_shapes)
     changes["weights"] = tuple(Weight(w.name, _subs(w.shape, mapping), w.trainable, w.buffer)
@@ -365,8 +395,11 @@ def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
               "macs_per_batch", "flops_per_batch", "input_shape", "output_shape", "target_shape",
               "output_shapes")
     est = replace(est, batch_size=batch, layers=tuple(_subs_row(r, mapping) for r in est.layers),
+                  training=None,
                   inputs=tuple((name, _subs(shape, mapping)) for name, shape in est.inputs),
                   assumptions=tuple(kept), **{name: _subs(getattr(est, name), mapping) for name in scalar})
+    if est.training_options:
+        est = replace(est, training=_training(est, est.training_options, strict=False))
     return _with_diagnostics(est)
 
 
@@ -422,4 +455,5 @@ def _to_dict(est: Estimate) -> dict:
         "diagnostics": [d.to_dict() for d in est.diagnostics],
         "assumptions": [{"layer": a.layer, "statement": str(a)} for a in est.assumptions],
         "notes": list(est.notes),
+        "training": est.training.to_dict() if est.training is not None else None,
     }

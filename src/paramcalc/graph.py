@@ -138,6 +138,7 @@ class Node:
     inputs: tuple[TensorSpec, ...]
     inferred: Inferred
     shared_with: str | None = None  # the first call's name when the layer object was called before
+    inbound: tuple = ()  # the (name, output index) refs it read
 
 
 def assign_names(layers: Sequence[Layer]) -> list[str]:
@@ -263,7 +264,7 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
             raise err.with_layer(node.name) from None
         previous = first_call.get(id(node.layer))
         if previous is None:
-            call = Node(node.name, node.layer, inputs, inferred)
+            call = Node(node.name, node.layer, inputs, inferred, inbound=node.inbound)
             first_call[id(node.layer)] = call
         else:
             shapes = [w.shape for w in inferred.weights]
@@ -273,7 +274,7 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
                     f"other weight shapes ({[w.shape for w in previous.inferred.weights]} vs {shapes})",
                     layer=node.name,
                 )
-            call = Node(node.name, node.layer, inputs, inferred, shared_with=previous.name)
+            call = Node(node.name, node.layer, inputs, inferred, shared_with=previous.name, inbound=node.inbound)
         calls.append(call)
         values[node.name] = inferred.outputs
     return calls, values

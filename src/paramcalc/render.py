@@ -56,6 +56,8 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True) -> str:
         out.append(f" Forward FLOPs per batch of {format_count(est.batch_size)}: "
                    f"{format_count(est.flops_per_batch)}")
     out.append(f" ({FLOP_CONVENTION})")
+    if est.training is not None:
+        out += _training_lines(est.training)
     if diagnostics and est.diagnostics:
         out.append("")
         out.append("Diagnostics:")
@@ -72,3 +74,36 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True) -> str:
         out.append("")
         out += [f"Note: {n}" for n in est.notes]
     return "\n".join(out)
+
+
+def _training_lines(cost) -> list[str]:
+    m = cost.memory
+    lines = ["", f"Training step ({cost.optimizer}, {cost.precision}, batch {format_count(cost.batch_size)}):"]
+    lines.append(f" Memory: weights {format_bytes(m.weights)} + gradients {format_bytes(m.gradients)} + optimizer "
+                 f"{format_bytes(m.optimizer)} + saved activations {format_bytes(m.activations)} + input batch "
+                 f"{format_bytes(m.input_batch)}; predicted peak {format_bytes(m.peak)}")
+    lines.append(f" FLOPs per step: forward {format_count(cost.forward_flops)}, input gradients "
+                 f"{format_count(cost.dgrad_flops)}, weight gradients {format_count(cost.wgrad_flops)}")
+    if cost.step_seconds is not None:
+        rate = cost.samples_per_second
+        lines.append(f" On {cost.device}: {format_seconds(cost.step_seconds)} per step"
+                     + (f", {rate:,.0f} samples/s" if rate else "")
+                     + f" (host {format_seconds(cost.host_seconds)}, device {format_seconds(cost.device_seconds)})")
+        top = ", ".join(f"{name} {format_seconds(sec)}" for name, sec in cost.layer_seconds[:3] if sec > 0)
+        if top:
+            lines.append(f" Slowest layers: {top}")
+    return lines
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"

@@ -1,0 +1,87 @@
+"""Predicted against measured training: step time and peak memory for the zoo, from stored
+measurements (benchmarks/results/*_train_*.json) and the calibration of the same device.
+
+    python benchmarks/validate.py benchmarks/results/h100_train_torch.json \
+        benchmarks/results/h100_calibration_torch.json [--json out.json]
+
+Each model is rebuilt on torch's meta device (nothing allocated) and estimated by paramcalc; the
+measured peak memory excludes the input batch, so the prediction is compared without it too.
+Prints the table and the median, 90th-percentile and worst absolute errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "src"))
+
+import paramcalc  # noqa: E402
+import zoo  # noqa: E402
+from paramcalc.devices import from_calibration  # noqa: E402
+from paramcalc.training import training_cost  # noqa: E402
+
+
+def predict(cfg: dict, profile, amp: str | None):
+    import torch
+
+    with torch.device("meta"):
+        model = zoo.build(cfg)
+    est = paramcalc.estimate(model, input_shape=tuple(cfg["input_shape"]), batch_size=cfg["batch"])
+    precision = {None: "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[amp]
+    return est, training_cost(est, optimizer="adam", precision=precision, device=profile)
+
+
+def error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured
+
+
+def summary(errors: list[float]) -> str:
+    a = sorted(abs(e) for e in errors)
+    if not a:
+        return "no data"
+    p90 = a[min(len(a) - 1, int(round(0.9 * (len(a) - 1))))]
+    return f"median {statistics.median(a) * 100:.1f}%, p90 {p90 * 100:.1f}%, worst {a[-1] * 100:.1f}% (n={len(a)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("measured")
+    parser.add_argument("calibration")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    measured = json.load(open(args.measured, encoding="utf-8"))
+    profile = from_calibration(json.load(open(args.calibration, encoding="utf-8")))
+    print(f"device: {profile.name} ({profile.source}); framework torch, Adam")
+    print(f"{'model':<28}{'amp':<10}{'measured ms':>12}{'predicted':>11}{'err':>8}"
+          f"{'meas MiB':>11}{'pred MiB':>11}{'err':>8}")
+    time_errors, memory_errors, rows = [], [], []
+    for m in measured:
+        if "step_s" not in m:
+            print(f"{m['config']['name']:<28}{m.get('amp') or '-':<10} not measured: {m.get('error')}")
+            continue
+        est, cost = predict(m["config"], profile, m.get("amp"))
+        peak = cost.memory.peak - cost.memory.input_batch
+        te, me = error(cost.step_seconds, m["step_s"]), error(peak, m["peak_bytes"])
+        time_errors.append(te)
+        memory_errors.append(me)
+        rows.append({"model": m["config"]["name"], "amp": m.get("amp"), "measured_step_s": m["step_s"],
+                     "predicted_step_s": cost.step_seconds, "step_error": te, "measured_peak_bytes": m["peak_bytes"],
+                     "predicted_peak_bytes": peak, "peak_error": me, "params": est.params})
+        print(f"{m['config']['name']:<28}{m.get('amp') or '-':<10}{m['step_s'] * 1e3:12.3f}"
+              f"{cost.step_seconds * 1e3:11.3f}{te * 100:7.1f}%{m['peak_bytes'] / 2**20:11.1f}"
+              f"{peak / 2**20:11.1f}{me * 100:7.1f}%")
+    print(f"step time error: {summary(time_errors)}")
+    print(f"peak memory error: {summary(memory_errors)}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"device": profile.name, "rows": rows}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Device profiles: what the step-time and memory models need to know about a machine.
+
+Built-in datasheet profiles (dense TFLOP/s, memory, bandwidth: ../shared/reference/conventions.md and
+the vendors' datasheets) predict with an uncalibrated efficiency curve; a profile measured by
+``paramcalc calibrate`` (or stored under benchmarks/results) carries matmul timings over shapes,
+copy bandwidth over sizes and the framework's cost per operation, and is what the accuracy goals are
+stated for. Throughputs are floats (seconds are not sizes); byte and FLOP counts stay exact ints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ParamcalcError
+
+TB = 1e12
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """``peak_flops``: dense FLOP/s by dtype ("float32", "tfloat32", "bfloat16", "float16").
+    ``bandwidth``: bytes/s counting bytes read plus written. ``op_overhead_s``: host time per
+    framework operation (eager dispatch, launch). ``asynchronous``: the host runs ahead of the device
+    (GPUs), so a step takes the longer of host and device time rather than their sum."""
+
+    name: str
+    kind: str
+    memory_bytes: int
+    peak_flops: dict
+    bandwidth: float
+    op_overhead_s: float
+    asynchronous: bool
+    launch_floor_s: float = 0.0
+    matmul: dict = field(default_factory=dict, compare=False)  # dtype -> [(m, k, n, seconds)]
+    copies: tuple = field(default=(), compare=False)  # ((bytes, seconds), ...)
+    framework: str | None = None
+    source: str = "datasheet"
+    step_overhead_s: float | None = None  # host cost of a training step beyond its layers (calibrated)
+    layer_overhead_s: float | None = None  # host cost of one Linear+ReLU pair, forward and backward
+    optimizer_seconds: dict = field(default_factory=dict, compare=False)  # optimizer -> s per parameter
+
+    # -- rates ----------------------------------------------------------------------------------------
+    def matmul_seconds(self, m: int, k: int, n: int, dtype: str) -> float:
+        """Device time of one (m, k) @ (k, n) product: calibrated shapes when measured, else a curve."""
+        flops = 2 * m * k * n
+        if flops == 0:
+            return 0.0
+        table = self.matmul.get(dtype)
+        if table:
+            rate = _interpolated_rate(table, m, k, n, self._call_cost())
+        else:
+            # Uncalibrated: efficiency rises with the work until tiles and waves are full.
+            peak = self.peak_flops.get(dtype) or self.peak_flops["float32"]
+            rate = peak * 0.75 * flops / (flops + (4e9 if self.kind == "gpu" else 2e7))
+        element_bytes = 2 if dtype in ("bfloat16", "float16") else 4
+        traffic = (m * k + k * n + m * n) * element_bytes  # a thin product is bound by memory instead
+        return max(self.launch_floor_s, flops / rate, self.memory_seconds(traffic))
+
+    def memory_seconds(self, nbytes: int) -> float:
+        """Device time of a memory-bound pass moving ``nbytes`` (read + write)."""
+        if nbytes <= 0:
+            return 0.0
+        rate = self.bandwidth
+        if self.copies:
+            rate = _bandwidth_at(self.copies, nbytes, self._call_cost())
+        return max(self.launch_floor_s, nbytes / rate)
+
+    def _call_cost(self) -> float:
+        """What a calibration timing holds besides the kernel: one synchronised call's host cost."""
+        return self.op_overhead_s if self.asynchronous else 0.0
+
+
+def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float) -> float:
+    """FLOP/s for a shape, interpolated over the measured shapes by (smallest dimension, work).
+
+    Matmul efficiency is governed by how well the smallest dimension fills the tiles and by how much
+    work there is to fill the machine; inverse-distance weighting in that log-log plane keeps the
+    prediction between measured neighbours. Measured times include one call's host cost; it is taken
+    out (down to a floor) so the rate describes the kernel, which overlaps the host during training.
+    """
+    point = (math.log2(max(min(m, k, n), 1)), math.log2(2 * m * k * n))
+    weights = total = 0.0
+    best = 0.0
+    for tm, tk, tn, seconds in table:
+        kernel = max(seconds - call_cost, seconds * 0.1)
+        rate = 2 * tm * tk * tn / kernel
+        best = max(best, rate)
+        d2 = (point[0] - math.log2(min(tm, tk, tn))) ** 2 + (point[1] - math.log2(2 * tm * tk * tn)) ** 2
+        if d2 < 1e-9:
+            return rate
+        w = 1.0 / d2 ** 2
+        weights += w
+        total += w * math.log(rate)
+    return min(best, math.exp(total / weights))
+
+
+def _bandwidth_at(copies: tuple, nbytes: int, call_cost: float) -> float:
+    """Bytes/s at a transfer size, interpolated in log size between measured copies."""
+    points = sorted(copies)
+    rates = [(b, b / max(s - call_cost, s * 0.1)) for b, s in points]
+    if nbytes <= rates[0][0]:
+        return rates[0][1]
+    if nbytes >= rates[-1][0]:
+        return rates[-1][1]
+    for (b0, r0), (b1, r1) in zip(rates, rates[1:]):
+        if b0 <= nbytes <= b1:
+            t = (math.log(nbytes) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
+    return rates[-1][1]
+
+
+# Datasheet figures, dense (no sparsity); bandwidth here counts read + write at ~87% of the one-way
+# datasheet figure, as measured on a lent H100 (2.9 of 3.35 TB/s).
+_RW = 0.87
+BUILTIN: dict[str, DeviceProfile] = {
+    "h100-sxm": DeviceProfile("NVIDIA H100 SXM 80GB", "gpu", 80 * 10**9,
+                              {"float32": 66.9 * TB, "tfloat32": 494.7 * TB, "bfloat16": 989.4 * TB,
+                               "float16": 989.4 * TB}, 3.35e12 * _RW, 10e-6, True, 3e-6),
+    "h100-pcie": DeviceProfile("NVIDIA H100 PCIe 80GB", "gpu", 80 * 10**9,
+                               {"float32": 51.2 * TB, "tfloat32": 378 * TB, "bfloat16": 756 * TB,
+                                "float16": 756 * TB}, 2.0e12 * _RW, 10e-6, True, 3e-6),
+    "h200": DeviceProfile("NVIDIA H200 SXM 141GB", "gpu", 141 * 10**9,
+                          {"float32": 66.9 * TB, "tfloat32": 494.7 * TB, "bfloat16": 989.4 * TB,
+                           "float16": 989.4 * TB}, 4.8e12 * _RW, 10e-6, True, 3e-6),
+    "a100-40gb": DeviceProfile("NVIDIA A100 SXM 40GB", "gpu", 40 * 10**9,
+                               {"float32": 19.5 * TB, "tfloat32": 156 * TB, "bfloat16": 312 * TB,
+                                "float16": 312 * TB}, 1.555e12 * _RW, 10e-6, True, 3e-6),
+    "a100-80gb": DeviceProfile("NVIDIA A100 SXM 80GB", "gpu", 80 * 10**9,
+                               {"float32": 19.5 * TB, "tfloat32": 156 * TB, "bfloat16": 312 * TB,
+                                "float16": 312 * TB}, 2.039e12 * _RW, 10e-6, True, 3e-6),
+    "l4": DeviceProfile("NVIDIA L4 24GB", "gpu", 24 * 10**9,
+                        {"float32": 30.3 * TB, "tfloat32": 60 * TB, "bfloat16": 121 * TB, "float16": 121 * TB},
+                        300e9 * _RW, 10e-6, True, 3e-6),
+    "cpu": DeviceProfile("generic CPU", "cpu", 16 * 2**30, {"float32": 200e9, "bfloat16": 200e9}, 40e9,
+                         2e-6, False),
+}
+ALIASES = {"h100": "h100-sxm", "a100": "a100-80gb", "h100-80gb": "h100-sxm"}
+# Profiles measured with `paramcalc calibrate` on real machines, shipped as data (src/paramcalc/profiles).
+MEASURED = {"h100-sxm-torch": "h100-sxm-torch.json", "cpu-dev-torch": "cpu-dev-torch.json"}
+
+
+def from_calibration(data: dict) -> DeviceProfile:
+    """A profile from ``paramcalc calibrate``'s JSON (or benchmarks/results/*_calibration_*.json)."""
+    device = data.get("device", "cpu")
+    matmul = {dtype: [(r["m"], r["k"], r["n"], r["seconds"]) for r in rows]
+              for dtype, rows in data.get("matmul", {}).items()}
+    peaks = {dtype: max(2 * m * k * n / s for m, k, n, s in rows) for dtype, rows in matmul.items()}
+    # elementwise work writes fresh tensors: use that measurement when the calibration has it
+    rows = data.get("fresh_bandwidth") or data.get("bandwidth", [])
+    copies = tuple((r["bytes"], r["seconds"]) for r in rows)
+    bandwidth = max((b / s for b, s in copies), default=40e9)
+    gpu = device == "cuda"
+    return DeviceProfile(
+        name=data.get("name", device), kind="gpu" if gpu else "cpu",
+        memory_bytes=int(data.get("memory_bytes") or 16 * 2**30), peak_flops=peaks, bandwidth=bandwidth,
+        op_overhead_s=float(data.get("op_overhead_s") or 0.0), asynchronous=gpu,
+        launch_floor_s=3e-6 if gpu else 0.0, matmul=matmul, copies=copies,
+        framework=data.get("framework"), source=f"calibrated ({data.get('framework_version', '?')})",
+        step_overhead_s=data.get("step_overhead_s"), layer_overhead_s=data.get("layer_overhead_s"),
+        optimizer_seconds={k: v["seconds_per_param"] for k, v in (data.get("optimizers") or {}).items()})
+
+
+def resolve(device: object) -> DeviceProfile:
+    """A DeviceProfile from a profile, a built-in name, or a path to a calibration JSON."""
+    if isinstance(device, DeviceProfile):
+        return device
+    if isinstance(device, dict):
+        return from_calibration(device)
+    if isinstance(device, str):
+        key = ALIASES.get(device.lower(), device.lower())
+        if key in BUILTIN:
+            return BUILTIN[key]
+        if key in MEASURED:
+            from importlib import resources
+
+            text = resources.files("paramcalc.profiles").joinpath(MEASURED[key]).read_text(encoding="utf-8")
+            return from_calibration(json.loads(text))
+        path = Path(device)
+        if path.suffix == ".json" and path.is_file():
+            return from_calibration(json.loads(path.read_text(encoding="utf-8")))
+    raise ParamcalcError(f"unknown device {device!r}; built-in: {', '.join(sorted(BUILTIN) + sorted(MEASURED))}",
+                         value=device, fix="name a built-in device or pass a calibration JSON path")

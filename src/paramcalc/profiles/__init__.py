@@ -1,0 +1,1 @@
+"""Device profiles measured by `paramcalc calibrate`, shipped as data."""

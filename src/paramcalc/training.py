@@ -1,0 +1,369 @@
+"""Training cost of an estimated model: FLOPs (forward, input gradient, weight gradient), memory
+(weights, gradients, optimizer state, saved activations, input batch, peak), and step time on a
+device profile. Pure: reads an Estimate, imports no framework.
+
+Conventions (docs/conventions.md):
+- Input gradients (dgrad) are computed only where a tensor upstream requires grad: a layer reading
+  only model inputs, or only frozen layers' outputs, needs none. Weight gradients (wgrad) only for
+  trainable weights. For a weight product, dgrad and wgrad each cost as much as the forward product;
+  a product of two activations (attention scores) needs two products backward; elementwise work
+  costs its forward count again.
+- Saved activations follow what torch's autograd keeps per operation (SAVED below); a tensor kept by
+  several layers counts once. Peak memory simulates the backward pass: saved tensors are freed after
+  the last layer that needs them, gradients of activations live while in flight, weight gradients
+  accumulate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dims import Dim, Sym, prod, symbols_of
+from .errors import ParamcalcError
+from .spec import DTYPE_BYTES
+
+# bytes per trainable parameter of optimizer state (fp32 buffers)
+OPTIMIZER_STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8, "rmsprop": 4, "adagrad": 4}
+# bytes moved per trainable parameter by one update (reads + writes, torch's foreach kernels)
+OPTIMIZER_TRAFFIC_BYTES = {"sgd": 12, "momentum": 20, "adam": 40, "adamw": 44, "rmsprop": 28, "adagrad": 28}
+# framework operations per update (foreach kernels over all parameters)
+OPTIMIZER_OPS = {"sgd": 2, "momentum": 4, "adam": 12, "adamw": 13, "rmsprop": 8, "adagrad": 6}
+
+PRECISIONS = {
+    # name: (bytes per weight, per weight gradient, per activation, matmul dtype, extra bytes per weight)
+    "float32": (4, 4, 4, "float32", 0),
+    "tfloat32": (4, 4, 4, "tfloat32", 0),
+    "mixed_bfloat16": (4, 4, 2, "bfloat16", 2),  # autocast: fp32 weights/grads, bf16 copies and activations
+    "mixed_float16": (4, 4, 2, "float16", 2),
+    "bfloat16": (2, 2, 2, "bfloat16", 0),
+    "float16": (2, 2, 2, "float16", 0),
+}
+
+OUTPUT_SAVERS = {"relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "hard_tanh"}
+# Layers whose output shares its input's storage: saving either keeps the same bytes, and their
+# backward passes gradients through without new buffers.
+VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
+              "identity", "expand", "index"}
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes of each part of training memory; ``peak`` is the simulated maximum, input batch included."""
+
+    weights: Dim
+    gradients: Dim
+    optimizer: Dim
+    activations: Dim  # saved for the backward pass, each tensor once
+    input_batch: Dim
+    peak: Dim
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """Per training step (one batch): FLOPs by phase, memory by part, and predicted time."""
+
+    batch_size: Dim
+    optimizer: str
+    precision: str
+    forward_flops: Dim
+    dgrad_flops: Dim
+    wgrad_flops: Dim
+    memory: MemoryBreakdown
+    device: str | None = None
+    step_seconds: float | None = None
+    host_seconds: float | None = None
+    device_seconds: float | None = None
+    layer_seconds: tuple = field(default=(), compare=False)  # (layer name, seconds) by cost
+
+    @property
+    def flops(self) -> Dim:
+        return self.forward_flops + self.dgrad_flops + self.wgrad_flops
+
+    @property
+    def samples_per_second(self) -> float | None:
+        if self.step_seconds is None or type(self.batch_size) is not int:
+            return None
+        return self.batch_size / self.step_seconds
+
+    def epoch_seconds(self, samples: int) -> float | None:
+        """Time for one pass over ``samples`` samples (the last batch may be partial)."""
+        if self.step_seconds is None or type(self.batch_size) is not int or self.batch_size == 0:
+            return None
+        steps = -(-samples // self.batch_size)
+        return steps * self.step_seconds
+
+    def to_dict(self) -> dict:
+        def v(x: Any) -> Any:
+            return x if x is None or isinstance(x, (int, float, str)) else str(x)
+        m = self.memory
+        return {"batch_size": v(self.batch_size), "optimizer": self.optimizer, "precision": self.precision,
+                "flops": {"forward": v(self.forward_flops), "dgrad": v(self.dgrad_flops),
+                          "wgrad": v(self.wgrad_flops), "total": v(self.flops)},
+                "memory_bytes": {"weights": v(m.weights), "gradients": v(m.gradients),
+                                 "optimizer": v(m.optimizer), "activations": v(m.activations),
+                                 "input_batch": v(m.input_batch), "peak": v(m.peak)},
+                "device": self.device, "step_seconds": self.step_seconds,
+                "samples_per_second": self.samples_per_second,
+                "slowest_layers": [{"layer": n, "seconds": s} for n, s in self.layer_seconds[:5]]}
+
+
+def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", device: object = None,
+                  batch_size: object = None) -> TrainingCost:
+    """Training FLOPs, memory and (with ``device``) step time of an Estimate.
+
+    Sizes other than the batch must be concrete (``est.subs(n=...)`` first); an unset batch gives
+    FLOPs and memory as formulas in ``B``, and time needs a concrete batch.
+    """
+    if optimizer not in OPTIMIZER_STATE_BYTES:
+        raise ParamcalcError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_STATE_BYTES)}",
+                             value=optimizer)
+    if precision not in PRECISIONS:
+        raise ParamcalcError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}", value=precision)
+    if batch_size is not None:
+        est = est.subs({est.batch_symbol: batch_size})
+    others = est.symbols - {est.batch_symbol}
+    if others:
+        raise ParamcalcError(f"training cost needs concrete sizes; substitute {', '.join(sorted(others))} first "
+                             f"(est.subs({sorted(others)[0]}=...))", value=sorted(others))
+    w_bytes, g_bytes, a_bytes, mm_dtype, cast_bytes = PRECISIONS[precision]
+    rows = [r for r in est.layers]
+    trainable_rows = {r.name for r in rows if _trains(r)}
+    needs_grad = _requires_grad(rows, trainable_rows)
+    fwd = dgrad = wgrad = 0
+    for row in rows:
+        f, d, w = _phase_flops(row, _reads_grad_tensor(row, needs_grad), row.name in trainable_rows)
+        fwd, dgrad, wgrad = fwd + f, dgrad + d, wgrad + w
+    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes)
+    batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
+    cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory)
+    if device is None:
+        return cost
+    from .devices import resolve
+    from .timing import step_time
+
+    profile = resolve(device)
+    if type(est.batch_size) is not int:
+        raise ParamcalcError("step time needs a concrete batch size", fix="pass batch_size=...")
+    return step_time(cost, est, rows, needs_grad, trainable_rows, profile, mm_dtype, a_bytes, optimizer,
+                     autocast=precision.startswith("mixed"))
+
+
+# -- which tensors need gradients -------------------------------------------------------------------
+def _trains(row) -> bool:
+    """Whether this call computes weight gradients (a shared layer's later calls accumulate them too)."""
+    return row.layer is not None and any(row.layer.trains(w) for w in row.weights)
+
+
+def _requires_grad(rows, trainable_rows: set) -> set:
+    """Names of layers whose output requires grad (from a trainable layer upstream)."""
+    out: set = set()
+    for row in rows:
+        if row.name in trainable_rows or any(src in out for src, _ in row.inbound):
+            out.add(row.name)
+    return out
+
+
+def _reads_grad_tensor(row, needs_grad: set) -> bool:
+    return any(src in needs_grad for src, _ in row.inbound)
+
+
+def _phase_flops(row, dgrad_needed: bool, trains: bool) -> tuple[Dim, Dim, Dim]:
+    """(forward, dgrad, wgrad) FLOPs of one layer call for the whole batch."""
+    forward = row.flops_per_batch
+    act_macs = _activation_macs(row)
+    weight_macs = row.macs_per_batch - act_macs
+    # backward through the layer's own activation products and elementwise work, needed for either
+    # gradient (attention's projections get their weight gradients through the scores)
+    internal = 4 * act_macs + (forward - 2 * row.macs_per_batch - _bias_elements(row))  # bias grads: wgrad
+    dgrad = (2 * weight_macs if dgrad_needed else 0) + (internal if dgrad_needed or trains else 0)
+    wgrad = 2 * weight_macs + _bias_elements(row) if trains else 0
+    return forward, dgrad, wgrad
+
+
+def _activation_macs(row) -> Dim:
+    """MACs of products between two activations (no weights): attention scores, matmul, dot."""
+    if row.kind in ("matmul", "dot"):
+        return row.macs_per_batch
+    layer = row.layer
+    if row.kind == "attention":
+        q, k = row.input_shapes[0], row.input_shapes[-1] if len(row.input_shapes) > 1 else row.input_shapes[0]
+        b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
+        value_dim = layer.key_dim if layer.value_dim is None else layer.value_dim
+        return q[b_ax] * layer.num_heads * q[t_ax] * k[t_ax] * (layer.key_dim + value_dim)
+    if row.kind == "transformer":
+        x = row.input_shapes[0]
+        b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+        mem = row.input_shapes[1][t_ax] if layer.decoder else x[t_ax]
+        per = x[b_ax] * x[t_ax] * 2 * layer.d_model  # scores and context over all heads
+        return layer.num_layers * per * (x[t_ax] + (mem if layer.decoder else 0))
+    return 0
+
+
+def _bias_elements(row) -> Dim:
+    """A bias gradient sums the output gradient over positions: one FLOP per output element."""
+    if row.kind in ("dense", "conv", "conv_transpose") and any(w.name == "bias" for w in row.weights):
+        return prod(row.output_shape)
+    return 0
+
+
+# -- memory -----------------------------------------------------------------------------------------
+def _saved(row, a_bytes: int) -> list[tuple[tuple, Dim]]:
+    """(tensor key, bytes) that autograd keeps for this layer's backward pass."""
+    kind, layer = row.kind, row.layer
+    ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
+    out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
+    out_n = prod(row.output_shape)
+    if kind in ("dense", "conv", "conv_transpose", "depthwise_conv"):
+        saved = ins[:1]
+        act = getattr(layer, "activation", "linear")
+        if act != "linear":  # Keras' fused activation: the output, or the pre-activation too
+            saved += out if act in OUTPUT_SAVERS else [((row.name, "pre"), out_n * a_bytes)] + out
+        return saved
+    if kind == "separable_conv":
+        return ins[:1] + [((row.name, "depthwise"), out_n * a_bytes)]
+    if kind == "activation":
+        if layer.function == "linear":
+            return []
+        return out if layer.function in OUTPUT_SAVERS else ins[:1]
+    if kind == "dropout":
+        return [((row.name, "mask"), prod(row.input_shapes[0]))] if layer.rate else []  # bool mask
+    if kind in ("batch_norm", "layer_norm", "group_norm", "rms_norm", "prelu"):
+        return ins[:1]
+    if kind == "pool":
+        return ins[:1] + [((row.name, "indices"), out_n * 8)] if layer.op == "max" else []
+    if kind in ("global_pool", "adaptive_pool"):
+        return ins[:1] + [((row.name, "indices"), out_n * 8)] if layer.op == "max" else []
+    if kind == "embedding":
+        return [(ins[0][0], prod(row.input_shapes[0]) * 8)]  # the int64 indices
+    if kind == "merge":
+        return ins if layer.op in ("multiply", "divide", "maximum", "minimum") else []
+    if kind in ("matmul", "dot"):
+        return ins
+    if kind == "attention":
+        return ins + _attention_saved(row, a_bytes)
+    if kind == "transformer":
+        return ins[:1] + _transformer_saved(row, a_bytes)
+    if kind == "rnn":
+        return ins[:1] + _rnn_saved(row, a_bytes)
+    if kind == "time_distributed":
+        return ins[:1]
+    return []  # views, padding, concatenation, additions: shapes only
+
+
+def _attention_saved(row, a_bytes: int) -> list:
+    layer = row.layer
+    q, k = row.input_shapes[0], row.input_shapes[1]
+    b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+    b, tq, tk, h = q[b_ax], q[t_ax], k[t_ax], layer.num_heads
+    vd = layer.key_dim if layer.value_dim is None else layer.value_dim
+    projections = b * h * (tq * layer.key_dim + tk * (layer.key_dim + vd))
+    probabilities = b * h * tq * tk
+    context = b * tq * h * vd
+    return [((row.name, "internals"), (projections + probabilities + context) * a_bytes)]
+
+
+def _transformer_saved(row, a_bytes: int) -> list:
+    layer = row.layer
+    x = row.input_shapes[0]
+    b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+    b, t, e, f, h = x[b_ax], x[t_ax], layer.d_model, layer.dim_feedforward, layer.nhead
+    attentions = 2 if layer.decoder else 1
+    # per layer: q, k, v, context, attention output, 2 norm inputs, residual sums; FF in, hidden (x2);
+    # probabilities and their dropout; dropout masks (1 byte) on every sub-block and the FF hidden
+    tensors = attentions * (5 * b * t * e + 2 * b * h * t * t) + 3 * b * t * e + 2 * b * t * f
+    masks = attentions * b * h * t * t + 3 * b * t * e + b * t * f
+    return [((row.name, "internals"), layer.num_layers * (tensors * a_bytes + masks))]
+
+
+def _rnn_saved(row, a_bytes: int) -> list:
+    layer = row.layer
+    x = row.input_shapes[0]
+    b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
+    b, t = x[b_ax], x[t_ax]
+    from .layers.recurrent import GATES
+
+    g, h = GATES[layer.cell], layer.units
+    per_layer = b * t * layer.directions * (g + 2) * h  # gates and states of every step
+    inputs = b * t * layer.directions * h * (layer.num_layers - 1)
+    return [((row.name, "internals"), (layer.num_layers * per_layer + inputs) * a_bytes)]
+
+
+def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes) -> MemoryBreakdown:
+    weights = est.params * w_bytes + est.buffers * 4
+    trainable = est.trainable_params
+    gradients = trainable * g_bytes
+    state = trainable * OPTIMIZER_STATE_BYTES[optimizer]
+    input_names = {name for name, _ in est.inputs}
+    input_batch = sum(prod((est.batch_size if est.batch_size is not None else Sym._from_terms(
+        {((est.batch_symbol, 1),): 1}),) + tuple(shape)) for _, shape in est.inputs) * a_bytes
+    # views alias their input: a tensor saved through a view is the same storage
+    alias: dict = {}
+    for row in rows:
+        if row.kind in VIEW_KINDS and row.inbound:
+            alias[(row.name, 0)] = alias.get(row.inbound[0], row.inbound[0])
+    # saved tensors: the earliest layer (in forward order) that keeps each decides when it is freed
+    first_saver: dict = {}
+    size: dict = {}
+    for i, row in enumerate(rows):
+        for key, nbytes in _saved(row, a_bytes):
+            key = alias.get(key, key)
+            if key[0] in input_names:
+                if cast_bytes and row.kind != "embedding":  # autocast keeps a low-precision copy
+                    key = (key[0], "cast")
+                else:
+                    continue  # the input batch itself is counted apart
+            first_saver.setdefault(key, i)
+            size[key] = nbytes
+    activations = sum(size.values()) if size else 0
+    # forward: everything saved so far, plus the output being written
+    candidates = []
+    alive: Dim = 0
+    by_layer: dict = {}
+    for key, i in first_saver.items():
+        by_layer.setdefault(i, []).append(key)
+    for i, row in enumerate(rows):
+        for key in by_layer.get(i, []):
+            alive = alive + size[key]
+        candidates.append(alive + (0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes))
+    forward_peak = _max(candidates)
+    # backward, last layer first: saved tensors until their first saver is done, and the gradient
+    # coming in plus the one going out
+    backward = []
+    alive_bwd = activations
+    for i in range(len(rows) - 1, -1, -1):
+        row = rows[i]
+        in_flight = 0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes
+        if row.kind not in VIEW_KINDS and any(src in needs_grad for src, _ in row.inbound):
+            in_flight = in_flight + sum(prod(s) for s in row.input_shapes) * a_bytes
+        backward.append(alive_bwd + in_flight)
+        for key in by_layer.get(i, []):
+            alive_bwd = alive_bwd - size[key]
+    backward_peak = _max(backward) if backward else 0
+    # autocast's low-precision weight copies live from the forward to each layer's backward, not into
+    # the optimizer step
+    casts = est.params * cast_bytes
+    step_temporary = trainable * 4 if optimizer in ("adam", "adamw", "rmsprop") else 0  # foreach sqrt buffer
+    base = weights + state
+    peak = base + _max([forward_peak + casts, gradients + backward_peak + casts,
+                        gradients + step_temporary]) + input_batch
+    return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak)
+
+
+def _max(values: list) -> Dim:
+    """The largest of several sizes. With a symbolic batch each is a fixed part plus a part per
+    sample; their maximum is not a polynomial, so this returns the upper bound (largest fixed part) +
+    (largest per-sample part) x B, exact at B = 0 and as B grows."""
+    if all(type(v) is int for v in values):
+        return max(values)
+    fixed, per_sample = [], []
+    for v in values:
+        if isinstance(v, Sym):
+            zero = v.subs({s: 0 for s in v.symbols})
+            fixed.append(zero)
+            per_sample.append(v - zero)
+        else:
+            fixed.append(v)
+            per_sample.append(0)
+    slopes = [p.subs({s: 1 for s in p.symbols}) if isinstance(p, Sym) else p for p in per_sample]
+    return max(fixed) + per_sample[slopes.index(max(slopes))]

@@ -1,0 +1,117 @@
+"""Training cost: FLOPs by phase, memory by part and the simulated peak, capacity, step time."""
+
+from __future__ import annotations
+
+import pytest
+
+import paramcalc
+from paramcalc import Dense, Flatten, Sequential, estimate, training_cost
+from paramcalc.devices import BUILTIN, resolve
+
+
+def _dense_stack(*layers, shape=(100,), batch=32, **kwargs):
+    return estimate(Sequential(list(layers)), input_shape=shape, batch_size=batch, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer,per_param", [("adam", 8), ("adamw", 8), ("sgd", 0), ("momentum", 4),
+                                                  ("rmsprop", 4), ("adagrad", 4)])
+def test_optimizer_state(optimizer, per_param):
+    est = _dense_stack(Dense(10), optimizer=optimizer)
+    m = est.training.memory
+    assert m.weights == 1010 * 4 and m.gradients == 1010 * 4 and m.optimizer == 1010 * per_param
+
+
+def test_first_layer_needs_no_input_gradient():
+    est = _dense_stack(Dense(10), Dense(5), optimizer="sgd")
+    cost = est.training
+    first, second = 32 * 100 * 10, 32 * 10 * 5  # MACs
+    assert cost.dgrad_flops == 2 * second  # only the second layer passes gradients back
+    assert cost.wgrad_flops == 2 * first + 32 * 10 + 2 * second + 32 * 5  # products and bias sums
+    assert cost.forward_flops == est.flops_per_batch
+
+
+def test_frozen_layers_need_no_weight_gradient():
+    est = _dense_stack(Dense(10, trainable=False), Dense(5), optimizer="adam")
+    assert est.training.wgrad_flops == 2 * 32 * 10 * 5 + 32 * 5
+    assert est.training.dgrad_flops == 0  # nothing upstream of the second layer requires grad
+    assert est.training.memory.gradients == 55 * 4 and est.training.memory.optimizer == 55 * 8
+
+
+def test_seed_case_memory_parts():
+    est = estimate(paramcalc.seed_model("reshaped_flatten", 20020), batch_size=128, optimizer="adam")
+    m = est.training.memory
+    params = 1_801_831_101
+    assert (m.weights, m.gradients, m.optimizer) == (4 * params, 4 * params, 8 * params)
+    relu_out = 128 * 20020 * 300 * 4  # the fused ReLU's output, kept once though Flatten views it
+    assert relu_out <= m.activations < relu_out + 10**6
+    assert m.input_batch == 128 * 20020 * 4
+    # Adam alone needs 16 bytes per parameter: the seed model cannot train on a 24 GB machine
+    assert m.peak > 16 * params and paramcalc.largest_fitting(est, "24 GiB") == 0
+
+
+def test_symbolic_batch_gives_formulas():
+    est = estimate(paramcalc.seed_model("flat", 20020), optimizer="adam")
+    m = est.training.memory
+    assert m.optimizer == 8 * 6_126_801
+    assert str(m.input_batch) == "80080*B"
+    assert isinstance(m.peak, paramcalc.Sym) and m.peak.subs(B=0) > 16 * 6_126_801 - 1
+    assert m.peak.subs(B=128) >= est.subs(B=128).training.memory.peak  # an upper bound
+
+
+def test_training_waits_for_concrete_sizes():
+    est = estimate(paramcalc.seed_model("flat"), optimizer="adam")
+    assert est.training is None and "subs(n=...)" in est.notes[-1]
+    assert est.subs(n=20020).training.memory.weights == 4 * 6_126_801
+
+
+def test_largest_batch_is_the_boundary():
+    est = estimate(paramcalc.seed_model("flat", 20020))
+    budget = 2 * 2**30
+    largest = paramcalc.largest_fitting(est, budget)
+    assert training_cost(est.subs(B=largest)).memory.peak <= budget
+    assert training_cost(est.subs(B=largest + 1)).memory.peak > budget
+
+
+def test_largest_input_length():
+    est = estimate(Sequential([Dense(64), Flatten(), Dense(1)]), input_shape=("n", 1), batch_size=32)
+    n = paramcalc.largest_fitting(est, "1 GiB", symbol="n")
+    assert training_cost(est.subs(n=n)).memory.peak <= 2**30 < training_cost(est.subs(n=n + 1)).memory.peak
+
+
+def test_parse_bytes():
+    assert paramcalc.parse_bytes("8 GiB") == 8 * 2**30 and paramcalc.parse_bytes("80GB") == 80 * 10**9
+    assert paramcalc.parse_bytes("1.5 KiB") == 1536 and paramcalc.parse_bytes(12) == 12
+    with pytest.raises(paramcalc.ParamcalcError, match="memory size"):
+        paramcalc.parse_bytes("lots")
+
+
+def test_step_time_on_every_builtin_device():
+    for name in list(BUILTIN) + ["h100-sxm-torch", "h100"]:
+        est = estimate(paramcalc.seed_model("reshaped_flatten", 2000), batch_size=128, device=name)
+        cost = est.training
+        assert cost.step_seconds > 0 and cost.samples_per_second > 0
+        assert cost.epoch_seconds(33230) == pytest.approx(260 * cost.step_seconds)
+
+
+def test_reshaped_flatten_is_far_slower_than_flat():
+    flat = estimate(paramcalc.seed_model("flat", 20020), batch_size=128, device="h100-sxm-torch").training
+    big = estimate(paramcalc.seed_model("reshaped_flatten", 20020), batch_size=128, device="h100-sxm-torch").training
+    assert big.step_seconds > 30 * flat.step_seconds
+    assert big.layer_seconds[0][0] in ("adam update", "dense_1")
+
+
+def test_unknown_options_are_clear_errors():
+    est = estimate(Sequential([Dense(3)]), input_shape=(3,), batch_size=2)
+    with pytest.raises(paramcalc.ParamcalcError, match="unknown optimizer 'lion'"):
+        training_cost(est, optimizer="lion")
+    with pytest.raises(paramcalc.ParamcalcError, match="unknown precision"):
+        training_cost(est, precision="int4")
+    with pytest.raises(paramcalc.ParamcalcError, match="unknown device"):
+        resolve("tpu-v9")
+
+
+def test_training_in_json_and_summary():
+    est = estimate(paramcalc.seed_model("flat", 100), batch_size=8, optimizer="adam", device="cpu")
+    data = est.to_dict()["training"]
+    assert data["memory_bytes"]["optimizer"] == 8 * est.trainable_params
+    assert "Training step (adam, float32, batch 8)" in est.summary()
