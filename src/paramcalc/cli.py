@@ -65,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--target", type=_shape_arg, default=None, metavar="SHAPE",
                          help="one sample's target shape, e.g. '()' for a scalar; checks loss broadcasting")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    summary.add_argument("--optimizer", default=None, help="add training memory and FLOPs (adam, sgd, ...)")
+    summary.add_argument("--dtype", default=None, help="training precision (float32, mixed_bfloat16, ...)")
+    summary.add_argument("--device", default=None,
+                         help="predict step time on a device (h100-sxm, h100-sxm-torch, a100-80gb, l4, cpu, "
+                              "cpu-dev-torch, or a calibration JSON)")
+
+    calibrate = commands.add_parser(
+        "calibrate", help="measure this machine with torch and save a device profile",
+        description="Sweep matrix products over shapes, copies over sizes, the per-operation cost and tiny "
+                    "training steps with torch, once per device and dtype; save a profile that "
+                    "estimate(..., device='profile.json') and --device read. Needs torch.")
+    calibrate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    calibrate.add_argument("--dtypes", default="float32", help="comma-separated: float32,tfloat32,bfloat16")
+    calibrate.add_argument("--quick", action="store_true", help="smaller sweeps")
+    calibrate.add_argument("--out", required=True, help="where to write the profile JSON")
     return parser
 
 
@@ -81,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             text = _demo(args.features, args.json)
+        elif args.command == "calibrate":
+            text = _calibrate(args)
         else:
             text = _summary(args)
     except ParamcalcError as err:
@@ -107,8 +124,32 @@ def _summary(args) -> str:
         raise SpecError(f"{path}: {path.stat().st_size:,} bytes is larger than any model spec "
                         f"(limit {MAX_SPEC_BYTES:,})")
     doc = load_spec_text(path.read_text(encoding="utf-8"), str(path))
-    est = estimate(doc, input_shape=args.input, batch_size=args.batch_size, target_shape=args.target)
+    est = estimate(doc, input_shape=args.input, batch_size=args.batch_size, target_shape=args.target,
+                   optimizer=args.optimizer, dtype=args.dtype, device=args.device)
     return est.to_json(indent=2) if args.json else est.summary()
+
+
+def _calibrate(args) -> str:
+    from .errors import ParamcalcError
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ParamcalcError("calibrate measures with torch, which is not installed",
+                             fix="pip install torch==2.13.0 (CPU) and run again") from None
+    from . import calibrate
+
+    steps = {"n": 0}
+
+    def progress(message: str) -> None:
+        steps["n"] += 1
+        print(f"\r[{steps['n']:3d}] {message:<70}", end="", file=sys.stderr, flush=True)
+
+    profile = calibrate.measure(args.device, dtypes=tuple(args.dtypes.split(",")), quick=args.quick,
+                                progress=progress)
+    print(file=sys.stderr)
+    calibrate.save(profile, args.out)
+    return f"saved {args.out}: {profile['name']}, per-op overhead {profile['op_overhead_s'] * 1e6:.1f} us"
 
 
 def _demo(features: int, as_json: bool) -> str:

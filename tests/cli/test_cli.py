@@ -84,3 +84,16 @@ def test_usage_errors_exit_2():
 def test_help_on_every_command():
     for command in ([], ["demo"], ["summary"]):
         assert "usage: paramcalc" in run(*command, "--help").stdout
+
+
+def test_summary_with_training_cost(spec_file):
+    data = json.loads(run("summary", str(spec_file), "--input", "100,1", "--batch-size", "32", "--optimizer",
+                          "adam", "--device", "cpu-dev-torch", "--json").stdout)
+    training = data["training"]
+    assert training["memory_bytes"]["optimizer"] == 8 * data["totals"]["trainable_params"]
+    assert training["step_seconds"] > 0 and training["device"] == "cpu"
+
+
+def test_unknown_device_is_a_one_line_error(spec_file):
+    result = run("summary", str(spec_file), "--input", "100,1", "--batch-size", "2", "--device", "tpu", check=False)
+    assert result.returncode == 1 and "unknown device 'tpu'" in result.stderr
