@@ -30,6 +30,13 @@ def test_first_layer_needs_no_input_gradient():
     assert cost.forward_flops == est.flops_per_batch
 
 
+def test_per_layer_flops_add_up():
+    cost = _dense_stack(Dense(10), Dense(5), optimizer="sgd").training
+    (a, f1, d1, w1), (b, f2, d2, w2) = cost.layer_flops
+    assert (a, b) == ("dense", "dense_1") and d1 == 0 and d2 == 2 * 32 * 10 * 5
+    assert (f1 + f2, d1 + d2, w1 + w2) == (cost.forward_flops, cost.dgrad_flops, cost.wgrad_flops)
+
+
 def test_frozen_layers_need_no_weight_gradient():
     est = _dense_stack(Dense(10, trainable=False), Dense(5), optimizer="adam")
     assert est.training.wgrad_flops == 2 * 32 * 10 * 5 + 32 * 5

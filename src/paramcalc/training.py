@@ -75,6 +75,7 @@ class TrainingCost:
     host_seconds: float | None = None
     device_seconds: float | None = None
     layer_seconds: tuple = field(default=(), compare=False)  # (layer name, seconds) by cost
+    layer_flops: tuple = field(default=(), compare=False)  # (layer name, forward, dgrad, wgrad) in order
 
     @property
     def flops(self) -> Dim:
@@ -105,7 +106,9 @@ class TrainingCost:
                                  "input_batch": v(m.input_batch), "peak": v(m.peak)},
                 "device": self.device, "step_seconds": self.step_seconds,
                 "samples_per_second": self.samples_per_second,
-                "slowest_layers": [{"layer": n, "seconds": s} for n, s in self.layer_seconds[:5]]}
+                "slowest_layers": [{"layer": n, "seconds": s} for n, s in self.layer_seconds[:5]],
+                "layer_flops": [{"layer": n, "forward": v(f), "dgrad": v(d), "wgrad": v(w)}
+                                for n, f, d, w in self.layer_flops]}
 
 
 def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", device: object = None,
@@ -131,12 +134,14 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     trainable_rows = {r.name for r in rows if _trains(r)}
     needs_grad = _requires_grad(rows, trainable_rows)
     fwd = dgrad = wgrad = 0
+    per_layer = []
     for row in rows:
         f, d, w = _phase_flops(row, _reads_grad_tensor(row, needs_grad), row.name in trainable_rows)
         fwd, dgrad, wgrad = fwd + f, dgrad + d, wgrad + w
+        per_layer.append((row.name, f, d, w))
     memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes)
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
-    cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory)
+    cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
     if device is None:
         return cost
     from .devices import resolve
