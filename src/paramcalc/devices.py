@@ -115,25 +115,22 @@ def _bandwidth_at(copies: tuple, nbytes: int, call_cost: float) -> float:
 # Datasheet figures, dense (no sparsity); bandwidth here counts read + write at ~87% of the one-way
 # datasheet figure, as measured on a lent H100 (2.9 of 3.35 TB/s).
 _RW = 0.87
+
+
+def _gpu(name: str, memory_gb: int, fp32: float, tf32: float, half: float, bandwidth: float) -> DeviceProfile:
+    """A datasheet GPU: dense TFLOP/s for fp32, TF32 and bf16/fp16; one-way bandwidth in bytes/s."""
+    return DeviceProfile(name, "gpu", memory_gb * 10**9,
+                         {"float32": fp32 * TB, "tfloat32": tf32 * TB, "bfloat16": half * TB, "float16": half * TB},
+                         bandwidth * _RW, op_overhead_s=10e-6, asynchronous=True, launch_floor_s=3e-6)
+
+
 BUILTIN: dict[str, DeviceProfile] = {
-    "h100-sxm": DeviceProfile("NVIDIA H100 SXM 80GB", "gpu", 80 * 10**9,
-                              {"float32": 66.9 * TB, "tfloat32": 494.7 * TB, "bfloat16": 989.4 * TB,
-                               "float16": 989.4 * TB}, 3.35e12 * _RW, 10e-6, True, 3e-6),
-    "h100-pcie": DeviceProfile("NVIDIA H100 PCIe 80GB", "gpu", 80 * 10**9,
-                               {"float32": 51.2 * TB, "tfloat32": 378 * TB, "bfloat16": 756 * TB,
-                                "float16": 756 * TB}, 2.0e12 * _RW, 10e-6, True, 3e-6),
-    "h200": DeviceProfile("NVIDIA H200 SXM 141GB", "gpu", 141 * 10**9,
-                          {"float32": 66.9 * TB, "tfloat32": 494.7 * TB, "bfloat16": 989.4 * TB,
-                           "float16": 989.4 * TB}, 4.8e12 * _RW, 10e-6, True, 3e-6),
-    "a100-40gb": DeviceProfile("NVIDIA A100 SXM 40GB", "gpu", 40 * 10**9,
-                               {"float32": 19.5 * TB, "tfloat32": 156 * TB, "bfloat16": 312 * TB,
-                                "float16": 312 * TB}, 1.555e12 * _RW, 10e-6, True, 3e-6),
-    "a100-80gb": DeviceProfile("NVIDIA A100 SXM 80GB", "gpu", 80 * 10**9,
-                               {"float32": 19.5 * TB, "tfloat32": 156 * TB, "bfloat16": 312 * TB,
-                                "float16": 312 * TB}, 2.039e12 * _RW, 10e-6, True, 3e-6),
-    "l4": DeviceProfile("NVIDIA L4 24GB", "gpu", 24 * 10**9,
-                        {"float32": 30.3 * TB, "tfloat32": 60 * TB, "bfloat16": 121 * TB, "float16": 121 * TB},
-                        300e9 * _RW, 10e-6, True, 3e-6),
+    "h100-sxm": _gpu("NVIDIA H100 SXM 80GB", 80, 66.9, 494.7, 989.4, 3.35e12),
+    "h100-pcie": _gpu("NVIDIA H100 PCIe 80GB", 80, 51.2, 378, 756, 2.0e12),
+    "h200": _gpu("NVIDIA H200 SXM 141GB", 141, 66.9, 494.7, 989.4, 4.8e12),
+    "a100-40gb": _gpu("NVIDIA A100 SXM 40GB", 40, 19.5, 156, 312, 1.555e12),
+    "a100-80gb": _gpu("NVIDIA A100 SXM 80GB", 80, 19.5, 156, 312, 2.039e12),
+    "l4": _gpu("NVIDIA L4 24GB", 24, 30.3, 60, 121, 300e9),
     "cpu": DeviceProfile("generic CPU", "cpu", 16 * 2**30, {"float32": 200e9, "bfloat16": 200e9}, 40e9,
                          2e-6, False),
 }

@@ -62,6 +62,10 @@ class _Windowed(Layer):
         shape[channel_axis] = channels
         return x.with_shape(tuple(shape))
 
+    def _weights(self, kernels: list, outputs: Dim) -> list:
+        """The kernels, then the bias of ``outputs`` units when the layer has one."""
+        return kernels + ([Weight("bias", (outputs,))] if self.use_bias else [])
+
     def _tail_flops(self, out: TensorSpec) -> Dim:
         return (1 if self.use_bias else 0) * out.numel + ACTIVATION_FLOPS[self.activation] * out.numel
 
@@ -109,9 +113,7 @@ class Conv(_Windowed):
         per_group = _check_groups(ctx, self.display_type, channels, self.filters, self.groups)
         out = self._output(x, axes, channel_axis, lengths, self.filters)
         kernel = prod(self.kernel_size)
-        weights = [Weight("kernel", self.kernel_size + (per_group, self.filters))]
-        if self.use_bias:
-            weights.append(Weight("bias", (self.filters,)))
+        weights = self._weights([Weight("kernel", self.kernel_size + (per_group, self.filters))], self.filters)
         macs = out.numel * per_group * kernel
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
 
@@ -153,9 +155,7 @@ class ConvTranspose(_Windowed):
         _check_groups(ctx, self.display_type, channels, self.filters, self.groups)
         out_per_group = exact_div(self.filters, self.groups)
         out = self._output(x, axes, channel_axis, lengths, self.filters)
-        weights = [Weight("kernel", self.kernel_size + (out_per_group, channels))]
-        if self.use_bias:
-            weights.append(Weight("bias", (self.filters,)))
+        weights = self._weights([Weight("kernel", self.kernel_size + (out_per_group, channels))], self.filters)
         macs = x.numel * out_per_group * prod(self.kernel_size)  # every input element meets each tap
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
 
@@ -177,9 +177,8 @@ class DepthwiseConv(_Windowed):
         axes, channel_axis, lengths = self._spatial(ctx, x)
         channels = x.shape[channel_axis]
         out = self._output(x, axes, channel_axis, lengths, channels * self.depth_multiplier)
-        weights = [Weight("kernel", self.kernel_size + (channels, self.depth_multiplier))]
-        if self.use_bias:
-            weights.append(Weight("bias", (channels * self.depth_multiplier,)))
+        weights = self._weights([Weight("kernel", self.kernel_size + (channels, self.depth_multiplier))],
+                                channels * self.depth_multiplier)
         macs = out.numel * prod(self.kernel_size)
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
 
@@ -204,10 +203,8 @@ class SeparableConv(_Windowed):
         channels = x.shape[channel_axis]
         middle = channels * self.depth_multiplier
         out = self._output(x, axes, channel_axis, lengths, self.filters)
-        weights = [Weight("depthwise_kernel", self.kernel_size + (channels, self.depth_multiplier)),
-                   Weight("pointwise_kernel", (1,) * self.rank + (middle, self.filters))]
-        if self.use_bias:
-            weights.append(Weight("bias", (self.filters,)))
+        weights = self._weights([Weight("depthwise_kernel", self.kernel_size + (channels, self.depth_multiplier)),
+                                 Weight("pointwise_kernel", (1,) * self.rank + (middle, self.filters))], self.filters)
         positions = exact_div(out.numel, self.filters) if self.filters != 0 else 0
         macs = positions * middle * prod(self.kernel_size) + positions * middle * self.filters
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
