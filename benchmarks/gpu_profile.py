@@ -32,7 +32,7 @@ def profile(cfg: dict, amp: str | None, steps: int = 5) -> dict:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=getattr(torch, amp), enabled=amp is not None):
+        with torch.autocast("cuda", dtype=getattr(torch, amp or "bfloat16"), enabled=amp is not None):
             out = model(x)
         loss_fn(out.float(), y).backward()
         opt.step()
