@@ -55,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--features", type=int, default=20020, help="input features (default 20020)")
     demo.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
-    summary = commands.add_parser("summary", help="estimate a model spec file (JSON)",
-                                  description="Estimate a paramcalc spec or Keras config saved as JSON.")
-    summary.add_argument("spec", help="path to a JSON model spec (paramcalc spec or Keras get_config())")
+    summary = commands.add_parser("summary", help="estimate a model file: JSON spec, .keras, safetensors",
+                                  description="Estimate a paramcalc spec or Keras config saved as JSON, or a "
+                                              ".keras archive (its config, read as data); count the tensors of "
+                                              "a safetensors file. Pickles are refused, never unpickled.")
+    summary.add_argument("spec", help="path to a JSON spec, a Keras config, a .keras archive or safetensors")
     summary.add_argument("--input", type=_shape_arg, default=None, metavar="SHAPE",
                          help="one sample's input shape, batch excluded, e.g. 20020,1 or n,1")
     summary.add_argument("--batch-size", type=_batch_arg, default=None, metavar="N",
@@ -117,13 +119,29 @@ def _summary(args) -> str:
     from .estimate import estimate
     from .frontends.spec import MAX_SPEC_BYTES, load_spec_text
 
-    path = Path(args.spec)
-    if path.is_file() and path.stat().st_size > MAX_SPEC_BYTES:
-        from .errors import SpecError
+    from . import files
 
-        raise SpecError(f"{path}: {path.stat().st_size:,} bytes is larger than any model spec "
-                        f"(limit {MAX_SPEC_BYTES:,})")
-    doc = load_spec_text(path.read_text(encoding="utf-8"), str(path))
+    path = Path(args.spec)
+    kind = files.sniff(path)
+    if kind == "safetensors":
+        weights = files.read_safetensors(path)
+        if args.json:
+            return json.dumps({"path": str(path), "params": weights.params, "bytes": weights.nbytes,
+                               "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+                                           for t in weights.tensors]}, indent=2)
+        return (f"{path}: safetensors, {len(weights.tensors):,} tensors, {format_count(weights.params)} "
+                f"parameters, {format_count(weights.nbytes)} bytes (weights only: no architecture)")
+    if kind == "keras":
+        doc = files.read_keras_config(path)
+    elif kind in ("json", "unknown") and path.suffix.lower() != ".keras":
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            from .errors import SpecError
+
+            raise SpecError(f"{path}: {path.stat().st_size:,} bytes is larger than any model spec "
+                            f"(limit {MAX_SPEC_BYTES:,})")
+        doc = load_spec_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
+    else:
+        raise files.refuse(path, kind)
     est = estimate(doc, input_shape=args.input, batch_size=args.batch_size, target_shape=args.target,
                    optimizer=args.optimizer, dtype=args.dtype, device=args.device)
     return est.to_json(indent=2) if args.json else est.summary()

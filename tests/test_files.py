@@ -1,0 +1,102 @@
+"""Model files read as data (the "Model files" rows of ../shared/reference/bad-inputs.md)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+import paramcalc
+from paramcalc import files
+
+
+def _safetensors(path, header: dict, data: bytes = b"", length: int | None = None):
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw + data)
+    return path
+
+
+def test_safetensors_counts_from_the_header(tmp_path):
+    header = {"w": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
+              "b": {"dtype": "BF16", "shape": [4], "data_offsets": [48, 56]}, "__metadata__": {"format": "pt"}}
+    weights = files.read_safetensors(_safetensors(tmp_path / "m.safetensors", header, bytes(56)))
+    assert weights.params == 16 and weights.nbytes == 56 and weights.metadata == {"format": "pt"}
+    assert files.sniff(tmp_path / "m.safetensors") == "safetensors"
+
+
+@pytest.mark.parametrize("header,data,length,message", [
+    ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}}, b"", None, "past the end"),
+    ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8), None, "needs 12 bytes"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12), None, "overlap"),
+    ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(4), 200 * 2**20, "over the limit"),
+    ({"w": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}, bytes(1), None, "unknown dtype"),
+])
+def test_bad_safetensors_are_specific_errors(tmp_path, header, data, length, message):
+    path = _safetensors(tmp_path / "bad.safetensors", header, data, length)
+    with pytest.raises(files.FileFormatError, match=message):
+        files.read_safetensors(path)
+
+
+def test_zip_without_config_is_not_a_keras_archive(tmp_path):
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.weights.h5", b"x")
+    with pytest.raises(files.FileFormatError, match="not a Keras archive"):
+        files.read_keras_config(path)
+
+
+def test_compression_bomb_is_refused_before_reading(tmp_path):
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b"{" + b" " * (8 * 2**20) + b"}")
+    with pytest.raises(files.FileFormatError, match="limit of 200x"):
+        files.read_keras_config(path)
+
+
+@pytest.mark.parametrize("content,kind", [
+    (pickle.dumps({"state_dict": 1}), "pickle"),
+    (b"\x89HDF\r\n\x1a\n" + bytes(32), "hdf5"),
+    (bytes(range(200)), "unknown"),
+])
+def test_content_decides_not_the_extension(tmp_path, content, kind):
+    path = tmp_path / "model.keras"
+    path.write_bytes(content)
+    assert files.sniff(path) == kind
+    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path)], capture_output=True,
+                            text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    if kind == "pickle":
+        assert "never unpickles" in result.stderr and "safetensors" in result.stderr
+
+
+def test_real_keras_archive(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((100, 1)), keras.layers.Dense(300), keras.layers.Flatten(),
+                              keras.layers.Dense(1)])
+    path = tmp_path / "seed.keras"
+    model.save(path)
+    assert files.sniff(path) == "keras"
+    est = paramcalc.estimate(files.read_keras_config(path))
+    assert est.params == model.count_params()
+    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path), "--json"],
+                            capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout)["totals"]["params"] == model.count_params()
+
+
+def test_lambda_in_a_keras_archive_is_named_never_run(tmp_path):
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "in"}},
+        {"class_name": "Lambda", "config": {"name": "evil", "function": {"class_name": "__lambda__",
+                                                                          "config": {"code": "..."}}}}]}}
+    path = tmp_path / "lambda.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+    with pytest.raises(paramcalc.UnknownLayerError, match="Lambda"):
+        paramcalc.estimate(files.read_keras_config(path))
