@@ -17,6 +17,10 @@ from typing import Callable
 SQUARE = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 SKINNY = [(32, 1024, 256), (128, 1024, 1024), (128, 20020, 300), (128, 300, 300), (128, 300, 100),
           (2048, 1024, 4096), (256, 4096, 4096), (32, 4096, 4096), (4096, 256, 256), (64, 256, 1024)]
+# Tall products (many positions, few features), their weight gradients (a long inner dimension) and
+# their degenerate cases (one feature in or out), where kernels fall far from the roofline.
+TALL = [(m, k, n) for m in (2**18, 2**21) for k, n in ((1, 256), (256, 256), (256, 1), (64, 256))] + \
+       [(k, m, n) for m in (2**18, 2**21) for k, n in ((256, 256), (1, 256))]
 
 
 def _timer(torch, device: str) -> Callable:
@@ -62,7 +66,8 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
         dtype = getattr(torch, "float32" if tf32 else dtype_name)
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
-        shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY if max(t) <= 4 * max_square]
+        tall = TALL if device == "cuda" and not quick else [t for t in TALL if max(t) <= 2**18]
+        shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY if max(t) <= 4 * max_square] + tall
         rows = []
         for m, k, n in shapes:
             a = torch.randn(m, k, device=device, dtype=dtype)
@@ -90,6 +95,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     profile["op_overhead_s"] = per_op
     say(f"per-op overhead: {per_op * 1e6:.1f} us")
     profile.update(_training_overhead(torch, device, say))
+    profile["norms"] = _norm_throughput(torch, device, dtypes, say)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     return profile
 
@@ -120,6 +126,31 @@ def _training_overhead(torch, device: str, say) -> dict:
         sum((n - mean_n) ** 2 for n in counts)
     return {"step_overhead_s": max(mean_t - slope * mean_n, 0.0), "layer_overhead_s": max(slope, 0.0),
             "training_overhead_samples": [{"pairs": n, "seconds": t} for n, t in zip(counts, times)]}
+
+
+def _norm_throughput(torch, device: str, dtypes: tuple, say) -> dict:
+    """Seconds per element of normalisation layers, forward and backward: their kernels (statistics,
+    layout changes) run far from the copy bandwidth, differently for each kind and dtype."""
+    out: dict = {}
+    shapes = {"batch_norm": (32, 64, 32, 32), "layer_norm": (8192, 256)}
+    for dtype_name in dtypes:
+        if dtype_name == "tfloat32":
+            continue
+        dtype = getattr(torch, dtype_name)
+        for kind, shape in shapes.items():
+            x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+            layer = (torch.nn.BatchNorm2d(shape[1]) if kind == "batch_norm" else torch.nn.LayerNorm(shape[-1]))
+            layer = layer.to(device=device, dtype=dtype)
+            grad = torch.randn(shape, device=device, dtype=dtype)
+            run = _timer(torch, device)
+            forward = run(lambda: layer(x), repeat=20)
+            both = run(lambda: layer(x).backward(grad), repeat=20)
+            numel = x.numel()
+            out.setdefault(dtype_name, {})[kind] = {"forward_s_per_element": forward / numel,
+                                                    "backward_s_per_element": max(both - forward, 0.0) / numel}
+            say(f"{kind} {dtype_name}: {forward / numel * 1e12:.2f} ps/elem forward, "
+                f"{max(both - forward, 0) / numel * 1e12:.2f} backward")
+    return out
 
 
 def _optimizer_throughput(torch, device: str, quick: bool, say) -> dict:

@@ -41,6 +41,7 @@ class DeviceProfile:
     step_overhead_s: float | None = None  # host cost of a training step beyond its layers (calibrated)
     layer_overhead_s: float | None = None  # host cost of one Linear+ReLU pair, forward and backward
     optimizer_seconds: dict = field(default_factory=dict, compare=False)  # optimizer -> s per parameter
+    norms: dict = field(default_factory=dict, compare=False)  # dtype -> kind -> s per element (fwd, bwd)
 
     # -- rates ----------------------------------------------------------------------------------------
     def matmul_seconds(self, m: int, k: int, n: int, dtype: str) -> float:
@@ -157,7 +158,8 @@ def from_calibration(data: dict) -> DeviceProfile:
         launch_floor_s=3e-6 if gpu else 0.0, matmul=matmul, copies=copies,
         framework=data.get("framework"), source=f"calibrated ({data.get('framework_version', '?')})",
         step_overhead_s=data.get("step_overhead_s"), layer_overhead_s=data.get("layer_overhead_s"),
-        optimizer_seconds={k: v["seconds_per_param"] for k, v in (data.get("optimizers") or {}).items()})
+        optimizer_seconds={k: v["seconds_per_param"] for k, v in (data.get("optimizers") or {}).items()},
+        norms=data.get("norms") or {})
 
 
 def resolve(device: object) -> DeviceProfile:

@@ -40,15 +40,22 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, trainable_rows, profile
         update = trainable * profile.optimizer_seconds[optimizer]
     else:
         update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer])
-    device_total += update
     per_layer.append((f"{optimizer} update", update))
+    # torch's optimizers run foreach kernels over all tensors on GPUs, a loop per tensor on CPUs
+    update_ops = OPTIMIZER_OPS[optimizer] * (1 if profile.asynchronous else max(tensors, 1))
+    update_host = update_ops * profile.op_overhead_s
     if profile.step_overhead_s is not None and profile.layer_overhead_s is not None:
-        host = profile.step_overhead_s + host_ops * profile.layer_overhead_s / PAIR_OPS
+        layers_host = max(profile.step_overhead_s - update_host, 0.0) + host_ops * profile.layer_overhead_s / PAIR_OPS
     else:
-        # torch's optimizers run foreach kernels over all tensors on GPUs, a loop per tensor on CPUs
-        host_ops += OPTIMIZER_OPS[optimizer] * (1 if profile.asynchronous else max(tensors, 1)) + LOSS_OPS
-        host = host_ops * profile.op_overhead_s
-    step = max(host, device_total) if profile.asynchronous else host + device_total
+        layers_host = (host_ops + LOSS_OPS) * profile.op_overhead_s
+    host = layers_host + update_host
+    if profile.asynchronous:
+        # The host queues the forward and backward while the device runs them, then the update; the
+        # update cannot start before the backward ends, so each phase takes its slower side.
+        step = max(layers_host, device_total) + max(update_host, update)
+    else:
+        step = host + device_total + update
+    device_total += update
     per_layer.sort(key=lambda item: -item[1])
     return replace(cost, device=profile.name, step_seconds=step, host_seconds=host,
                    device_seconds=device_total, layer_seconds=tuple(per_layer))
@@ -60,6 +67,10 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
     kind = row.kind
     if kind in VIEW_KINDS:
         return 0.0, 0.5  # views cost the host a little, the device nothing
+    norm = _calibrated_norm(row, profile, mm_dtype)
+    if norm is not None:
+        forward, backward = norm
+        return forward + (backward if dgrad or trains else 0.0), 1 + (2 if dgrad or trains else 0)
     weight_mm, act_mm, ew_bytes, ops = _decompose(row, a_bytes)
     mm = profile.matmul_seconds
     fwd = sum(mm(m, k, n, mm_dtype) for m, k, n in weight_mm + act_mm) + profile.memory_seconds(ew_bytes)
@@ -80,6 +91,22 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
         bwd += profile.memory_seconds(int(ew_bytes * BACKWARD_BYTES_FACTOR))
         bwd_ops += 2 * len(act_mm) + (1 if ew_bytes else 0) + 1  # + the autograd node
     return fwd + bwd, ops + bwd_ops
+
+
+def _calibrated_norm(row, profile, mm_dtype: str) -> tuple[float, float] | None:
+    """(forward, backward) seconds of a batch or layer norm from the profile's measured kernels."""
+    if row.kind not in ("batch_norm", "layer_norm", "group_norm", "rms_norm"):
+        return None
+    dtype = {"tfloat32": "float32", "float16": "bfloat16"}.get(mm_dtype, mm_dtype)
+    table = profile.norms.get(dtype) or profile.norms.get("float32")
+    if not table:
+        return None
+    entry = table.get("batch_norm" if row.kind == "batch_norm" else "layer_norm")
+    if entry is None:
+        return None
+    numel = prod(row.output_shape)
+    return (max(profile.launch_floor_s, numel * entry["forward_s_per_element"]),
+            max(profile.launch_floor_s, numel * entry["backward_s_per_element"]))
 
 
 def _decompose(row, a_bytes: int) -> tuple[list, list, int, float]:
