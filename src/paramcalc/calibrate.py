@@ -132,7 +132,9 @@ def _norm_throughput(torch, device: str, dtypes: tuple, say) -> dict:
     """Seconds per element of normalisation layers, forward and backward: their kernels (statistics,
     layout changes) run far from the copy bandwidth, differently for each kind and dtype."""
     out: dict = {}
-    shapes = {"batch_norm": (32, 64, 32, 32), "layer_norm": (8192, 256)}
+    # large enough that the kernels, not the calls around them, take the time
+    shapes = ({"batch_norm": (128, 64, 64, 64), "layer_norm": (65536, 512)} if device == "cuda"
+              else {"batch_norm": (32, 64, 32, 32), "layer_norm": (8192, 256)})
     for dtype_name in dtypes:
         if dtype_name == "tfloat32":
             continue
