@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--features", type=int, default=20020, help="input features (default 20020)")
     demo.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    compare = commands.add_parser(
+        "compare", help="two models side by side, with what changed and why",
+        description="Estimate two models and show their figures side by side, the layers that changed, and "
+                    "the diagnostics the second has that the first has not. Models: files (JSON spec, Keras "
+                    "config, .keras), seed:VARIANT[:FEATURES], or module:attribute.")
+    compare.add_argument("model_a")
+    compare.add_argument("model_b")
+    _model_options(compare, both=True)
+
+    explain = commands.add_parser("explain", help="the diagnostics of a model, in prose",
+                                  description="Explain the pitfalls paramcalc finds in a model, with fixes.")
+    explain.add_argument("model")
+    _model_options(explain)
+
     summary = commands.add_parser("summary", help="estimate a model file: JSON spec, .keras, safetensors",
                                   description="Estimate a paramcalc spec or Keras config saved as JSON, or a "
                                               ".keras archive (its config, read as data); count the tensors of "
@@ -67,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--target", type=_shape_arg, default=None, metavar="SHAPE",
                          help="one sample's target shape, e.g. '()' for a scalar; checks loss broadcasting")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    summary.add_argument("--markdown", action="store_true", help="print a Markdown table")
     summary.add_argument("--optimizer", default=None, help="add training memory and FLOPs (adam, sgd, ...)")
     summary.add_argument("--dtype", default=None, help="training precision (float32, mixed_bfloat16, ...)")
     summary.add_argument("--device", default=None,
@@ -85,6 +100,83 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_options(parser, both: bool = False) -> None:
+    parser.add_argument("--input", type=_shape_arg, default=None, metavar="SHAPE",
+                        help="one sample's input shape" + (" for both models" if both else ""))
+    if both:
+        parser.add_argument("--input-b", type=_shape_arg, default=None, metavar="SHAPE",
+                            help="the second model's input shape, when it differs")
+    parser.add_argument("--batch-size", type=_batch_arg, default=None, metavar="N")
+    parser.add_argument("--target", type=_shape_arg, default=None, metavar="SHAPE")
+    parser.add_argument("--optimizer", default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown")
+
+
+def load_model(text: str):
+    """A model argument: a file, seed:VARIANT[:FEATURES], or module:attribute (a Keras or torch model,
+    or a function returning one; the module is the user's own code and is imported)."""
+    from . import files
+    from .seed import seed_model
+
+    if text.startswith("seed:"):
+        _, variant, *rest = text.split(":")
+        return seed_model(variant, int(rest[0]) if rest else 20020)
+    path = Path(text)
+    if path.exists():
+        kind = files.sniff(path)
+        if kind == "keras":
+            return files.read_keras_config(path)
+        if kind in ("json", "unknown") and path.suffix.lower() != ".keras":
+            from .frontends.spec import load_spec_text
+
+            return load_spec_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        raise files.refuse(path, kind)
+    if ":" in text:
+        import importlib
+
+        module_name, _, attribute = text.partition(":")
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            obj = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as err:
+            from .errors import SpecError
+
+            raise SpecError(f"cannot load {text}: {err}", value=text) from None
+        return obj() if callable(obj) and not hasattr(obj, "get_config") and not hasattr(obj, "parameters") else obj
+    raise OSError(2, "No such file or model", text)
+
+
+def _estimate_arg(model_text: str, args, input_shape=None):
+    from .estimate import estimate
+
+    return estimate(load_model(model_text), input_shape=input_shape if input_shape is not None else args.input,
+                    batch_size=args.batch_size, target_shape=args.target, optimizer=args.optimizer,
+                    dtype=args.dtype, device=args.device)
+
+
+def _compare(args) -> str:
+    from .render import render_comparison
+
+    a = _estimate_arg(args.model_a, args)
+    b = _estimate_arg(args.model_b, args, input_shape=args.input_b if args.input_b is not None else args.input)
+    if args.json:
+        return json.dumps({"a": a.to_dict(), "b": b.to_dict()}, indent=2)
+    text = render_comparison(a, b)
+    return f"```\n{text}\n```" if args.markdown else text
+
+
+def _explain(args) -> str:
+    from .render import render_explanation
+
+    est = _estimate_arg(args.model, args)
+    if args.json:
+        return json.dumps([d.to_dict() for d in est.diagnostics], indent=2)
+    return render_explanation(est)
+
+
 def _version() -> str:
     from . import __version__
 
@@ -100,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             text = _demo(args.features, args.json)
         elif args.command == "calibrate":
             text = _calibrate(args)
+        elif args.command == "compare":
+            text = _compare(args)
+        elif args.command == "explain":
+            text = _explain(args)
         else:
             text = _summary(args)
     except ParamcalcError as err:
@@ -116,13 +212,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary(args) -> str:
-    from .estimate import estimate
-    from .frontends.spec import MAX_SPEC_BYTES, load_spec_text
-
     from . import files
+    from .estimate import estimate
+    from .frontends.spec import MAX_SPEC_BYTES
 
     path = Path(args.spec)
-    kind = files.sniff(path)
+    kind = files.sniff(path) if path.is_file() else "model"
     if kind == "safetensors":
         weights = files.read_safetensors(path)
         if args.json:
@@ -131,20 +226,21 @@ def _summary(args) -> str:
                                            for t in weights.tensors]}, indent=2)
         return (f"{path}: safetensors, {len(weights.tensors):,} tensors, {format_count(weights.params)} "
                 f"parameters, {format_count(weights.nbytes)} bytes (weights only: no architecture)")
-    if kind == "keras":
-        doc = files.read_keras_config(path)
-    elif kind in ("json", "unknown") and path.suffix.lower() != ".keras":
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            from .errors import SpecError
+    if path.is_file() and path.stat().st_size > MAX_SPEC_BYTES and kind in ("json", "unknown"):
+        from .errors import SpecError
 
-            raise SpecError(f"{path}: {path.stat().st_size:,} bytes is larger than any model spec "
-                            f"(limit {MAX_SPEC_BYTES:,})")
-        doc = load_spec_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
-    else:
-        raise files.refuse(path, kind)
+        raise SpecError(f"{path}: {path.stat().st_size:,} bytes is larger than any model spec "
+                        f"(limit {MAX_SPEC_BYTES:,})")
+    doc = load_model(args.spec)
     est = estimate(doc, input_shape=args.input, batch_size=args.batch_size, target_shape=args.target,
                    optimizer=args.optimizer, dtype=args.dtype, device=args.device)
-    return est.to_json(indent=2) if args.json else est.summary()
+    if args.json:
+        return est.to_json(indent=2)
+    if args.markdown:
+        from .render import render_markdown
+
+        return render_markdown(est)
+    return est.summary()
 
 
 def _calibrate(args) -> str:

@@ -107,3 +107,72 @@ def format_seconds(seconds: float | None) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds * 1e6:.1f} us"
+
+
+def render_markdown(est) -> str:
+    """The summary as a Markdown table, for docs, pull requests and notebooks."""
+    lines = [f"**{est.name}** ({est.framework or 'paramcalc'}), input "
+             f"`{est.format_shape((est.batch_size,) + tuple(est.input_shape))}`", "",
+             "| Layer (type) | Output Shape | Param # | FLOPs/sample |", "|---|---|---:|---:|"]
+    for row in est.layers:
+        params = f"(shared with {row.shared_with})" if row.shared_with else format_count(row.params)
+        lines.append(f"| {row.name} ({row.type}) | `{est.format_shape(row.output_shape)}` | {params} | "
+                     f"{format_count(row.flops)} |")
+    lines += ["", f"Total params: **{format_count(est.params)}** ({format_bytes(est.param_bytes)} in {est.dtype}); "
+              f"trainable {format_count(est.trainable_params)}, non-trainable {format_count(est.non_trainable_params)}. "
+              f"Forward FLOPs per sample: {format_count(est.flops)} ({FLOP_CONVENTION})."]
+    if est.training is not None:
+        lines += ["", *[line.strip() for line in _training_lines(est.training) if line.strip()]]
+    for d in est.diagnostics:
+        lines += ["", f"> **{d.severity}: {d.code}** at `{d.layer}`: {d.message} *Fix:* {d.fix}"]
+    return "\n".join(lines)
+
+
+def render_comparison(a, b) -> str:
+    """Two estimates side by side, and what changed between them, layer by layer."""
+    def fig(est, value):
+        return format_count(value)
+
+    rows = [("input", a.format_shape((a.batch_size,) + tuple(a.input_shape)),
+             b.format_shape((b.batch_size,) + tuple(b.input_shape))),
+            ("output", a.format_shape(a.output_shape), b.format_shape(b.output_shape)),
+            ("params", fig(a, a.params), fig(b, b.params)),
+            ("FLOPs/sample", fig(a, a.flops), fig(b, b.flops))]
+    if a.training is not None and b.training is not None:
+        rows.append(("training peak", format_bytes(a.training.memory.peak), format_bytes(b.training.memory.peak)))
+        if a.training.step_seconds and b.training.step_seconds:
+            rows.append(("step time", format_seconds(a.training.step_seconds), format_seconds(b.training.step_seconds)))
+    width = max(len(r[1]) for r in rows) + 2
+    out = [f"{'':<15}{a.name:<{width}}{b.name}"] + [f"{k:<15}{x:<{width}}{y}" for k, x, y in rows]
+    if type(a.params) is int and type(b.params) is int and a.params:
+        out.append(f"{'':<15}{b.name} has {b.params / a.params:,.2f}x the parameters of {a.name}")
+    out += ["", "Layers:"]
+    a_rows, b_rows = {r.name: r for r in a.layers}, {r.name: r for r in b.layers}
+    for name in list(dict.fromkeys(list(a_rows) + list(b_rows))):
+        ra, rb = a_rows.get(name), b_rows.get(name)
+        if ra is None:
+            out.append(f" + {name} ({rb.type}) {b.format_shape(rb.output_shape)}, {format_count(rb.params)} params")
+        elif rb is None:
+            out.append(f" - {name} ({ra.type}) {a.format_shape(ra.output_shape)}, {format_count(ra.params)} params")
+        elif ra.params != rb.params or ra.output_shape[1:] != rb.output_shape[1:]:
+            out.append(f" ~ {name}: {a.format_shape(ra.output_shape)} -> {b.format_shape(rb.output_shape)}, "
+                       f"params {format_count(ra.params)} -> {format_count(rb.params)}")
+    new = [d for d in b.diagnostics if d.code not in {x.code for x in a.diagnostics}]
+    if new:
+        out += ["", f"Why ({b.name} has findings that {a.name} has not):"]
+        for d in new:
+            out += textwrap.wrap(f"[{d.severity}] {d.code} at '{d.layer}': {d.message}", 100,
+                                 initial_indent=" ", subsequent_indent="   ")
+            out += textwrap.wrap(f"Fix: {d.fix}", 100, initial_indent="   ", subsequent_indent="   ")
+    return "\n".join(out)
+
+
+def render_explanation(est) -> str:
+    """The diagnostics as prose."""
+    if not est.diagnostics:
+        return f"{est.name}: no pitfalls found ({format_count(est.params)} parameters)."
+    out = [f"{est.name}: {len(est.diagnostics)} finding(s)."]
+    for i, d in enumerate(est.diagnostics, 1):
+        out += [""] + textwrap.wrap(f"{i}. {d.message}", 100, subsequent_indent="   ")
+        out += textwrap.wrap(f"What to do: {d.fix}.", 100, initial_indent="   ", subsequent_indent="   ")
+    return "\n".join(out)

@@ -97,3 +97,30 @@ def test_summary_with_training_cost(spec_file):
 def test_unknown_device_is_a_one_line_error(spec_file):
     result = run("summary", str(spec_file), "--input", "100,1", "--batch-size", "2", "--device", "tpu", check=False)
     assert result.returncode == 1 and "unknown device 'tpu'" in result.stderr
+
+
+def test_compare_answers_the_seed_question():
+    out = run("compare", "seed:flat", "seed:reshaped_flatten", "--target", "()").stdout
+    assert "6,126,801" in out and "1,801,831,101" in out and "294.09x the parameters" in out
+    assert "+ flatten (Flatten) (None, 6006000)" in out
+    assert "flatten-explosion" in out and "dense-per-position" in out
+
+
+def test_explain_in_prose():
+    out = run("explain", "seed:reshaped:100", "--target", "()").stdout
+    assert out.startswith("reshaped: 2 finding(s).") and "What to do:" in out
+    assert "no pitfalls found" in run("explain", "seed:flat:100").stdout
+
+
+def test_markdown_summary():
+    out = run("summary", "seed:reshaped_flatten:100", "--markdown").stdout
+    assert "| Layer (type) | Output Shape | Param # | FLOPs/sample |" in out
+    assert "| dense_1 (Dense) | `(None, 300)` | 9,000,300 |" in out
+
+
+def test_module_attribute_model(tmp_path):
+    (tmp_path / "my_models.py").write_text(
+        "import paramcalc\n\ndef build():\n    return paramcalc.Sequential([paramcalc.Dense(8)], input_shape=(4,))\n")
+    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", "my_models:build", "--json"],
+                            capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert json.loads(result.stdout)["totals"]["params"] == 40
