@@ -69,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("model")
     _model_options(explain)
 
+    plot = commands.add_parser(
+        "plot", help="PNG of training memory by part and step time against batch size or input size",
+        description="Draw training memory (weights, gradients, optimizer, activations, input batch; the "
+                    "device's memory as a line) and, with --device, step time, against the batch size or "
+                    "a symbolic input size. Needs matplotlib (pip install 'paramcalc[plot]').")
+    plot.add_argument("model")
+    plot.add_argument("--out", required=True, help="PNG path")
+    plot.add_argument("--values", default="1,2,4,8,16,32,64,128,256,512,1024",
+                      help="comma-separated values of the swept size")
+    plot.add_argument("--symbol", default=None, help="sweep this input symbol instead of the batch size")
+    _model_options(plot)
+
     summary = commands.add_parser("summary", help="estimate a model file: JSON spec, .keras, safetensors",
                                   description="Estimate a paramcalc spec or Keras config saved as JSON, or a "
                                               ".keras archive (its config, read as data); count the tensors of "
@@ -123,7 +135,8 @@ def load_model(text: str):
 
     if text.startswith("seed:"):
         _, variant, *rest = text.split(":")
-        return seed_model(variant, int(rest[0]) if rest else 20020)
+        features = rest[0] if rest else "20020"  # the seed case's size; a name keeps it symbolic
+        return seed_model(variant, int(features) if features.isdigit() else features)
     path = Path(text)
     if path.exists():
         kind = files.sniff(path)
@@ -168,6 +181,18 @@ def _compare(args) -> str:
     return f"```\n{text}\n```" if args.markdown else text
 
 
+def _plot(args) -> str:
+    from .estimate import estimate
+    from .plot import plot
+
+    values = [int(v) for v in args.values.split(",") if v.strip()]
+    est = estimate(load_model(args.model), input_shape=args.input, target_shape=args.target,
+                   batch_size=args.batch_size if args.symbol else None)
+    path = plot(est, values, args.out, symbol=args.symbol, optimizer=args.optimizer or "adam",
+                precision=args.dtype or "float32", device=args.device)
+    return f"wrote {path}"
+
+
 def _explain(args) -> str:
     from .render import render_explanation
 
@@ -196,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             text = _compare(args)
         elif args.command == "explain":
             text = _explain(args)
+        elif args.command == "plot":
+            text = _plot(args)
         else:
             text = _summary(args)
     except ParamcalcError as err:

@@ -124,3 +124,11 @@ def test_module_attribute_model(tmp_path):
     result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", "my_models:build", "--json"],
                             capture_output=True, text=True, cwd=tmp_path, check=True)
     assert json.loads(result.stdout)["totals"]["params"] == 40
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "seed.png"
+    run("plot", "seed:reshaped_flatten:n", "--symbol", "n", "--batch-size", "16", "--values", "10,100,1000",
+        "--device", "h100-sxm-torch", "--out", str(out))
+    assert out.read_bytes().startswith(b"\x89PNG")
