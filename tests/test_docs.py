@@ -46,3 +46,15 @@ def test_python_examples_run(code):
     if "keras_model" in code or "torch_model" in code:
         pytest.skip("a fragment that names the user's own model")
     exec(compile(code, "<docs>", "exec", dont_inherit=True), {"__name__": "__main__"})
+
+
+def test_docs_site_builds_strictly(tmp_path):
+    """The docs build as a site with mkdocs in strict mode: a broken link or anchor fails."""
+    pytest.importorskip("mkdocs")
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "index.html").exists() and (tmp_path / "layers" / "index.html").exists()
