@@ -134,6 +134,8 @@ def test_every_kind_is_exercised_by_a_property_test():
         # test_torch_layers.test_random_traced_modules (fx functions and methods)
         "view", "transpose", "unsqueeze", "squeeze", "index", "reduce", "matmul", "scalar_op", "size",
         "value_op", "expand", "parameter",
+        # test_files.py: a Keras Lambda is never run, so no framework can be its oracle
+        "opaque",
     }
     builtin = {k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.")}
     assert builtin == covered

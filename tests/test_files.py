@@ -98,5 +98,28 @@ def test_lambda_in_a_keras_archive_is_named_never_run(tmp_path):
     path = tmp_path / "lambda.keras"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", json.dumps(config))
-    with pytest.raises(paramcalc.UnknownLayerError, match="Lambda"):
+    with pytest.raises(paramcalc.ShapeError, match="never decoded or run") as info:
         paramcalc.estimate(files.read_keras_config(path))
+    assert "'evil'" in str(info.value) and "output_shape" in str(info.value)
+
+
+def test_lambda_with_output_shape_is_opaque_with_a_warning(tmp_path):
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "in"}},
+        {"class_name": "Lambda", "config": {"name": "double", "output_shape": [6],
+                                            "function": {"class_name": "__lambda__", "config": {"code": "..."}}}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}}]}}
+    path = tmp_path / "lambda_ok.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+    est = paramcalc.estimate(files.read_keras_config(path))
+    assert est.params == 14 and est.row("double").output_shape[1:] == (6,)
+    assert [d.code for d in est.diagnostics] == ["opaque-layer"]
+
+
+def test_lambda_inside_a_wrapper_is_found(tmp_path):
+    config = {"layers": [{"class_name": "TimeDistributed", "config": {"name": "td", "layer": {
+        "class_name": "Lambda", "config": {"name": "inner", "function": {"class_name": "__lambda__"}}}}}],
+        "build_input_shape": [None, 4, 3]}
+    with pytest.raises(paramcalc.ShapeError, match="never decoded or run"):
+        paramcalc.estimate(config)

@@ -230,3 +230,14 @@ def _empty_tensor(est) -> Iterator[Diagnostic]:
                 "check the layer's size arguments (units, target shapes) for a 0",
             )
             return
+
+
+@rule("opaque-layer", "A layer whose code paramcalc never runs (a Keras Lambda) was taken at its declared shape.")
+def _opaque(est) -> Iterator[Diagnostic]:
+    for row in est.layers:
+        if row.kind == "opaque":
+            yield Diagnostic(
+                "opaque-layer", "warning", row.name,
+                f"'{row.name}' is {row.layer.origin or 'an opaque layer'}: paramcalc never decodes or runs its code, "
+                f"so it takes the declared output {est.format_shape(row.output_shape)} and counts no weights or work.",
+                "replace the Lambda with a built-in layer, or register a rule for it (register_keras_layer)")

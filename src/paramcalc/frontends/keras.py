@@ -17,7 +17,7 @@ from ..errors import ParamcalcError, SpecError, UnknownLayerError
 from ..graph import Graph, GraphNode, Sequential
 from ..layers import (Activation, BatchNorm, Concatenate, Conv, ConvTranspose, Crop, Dense, DepthwiseConv, Dot,
                       Dropout, Embedding, Flatten, GlobalPool, GroupNorm, Identity, LayerNorm, Merge,
-                      MultiHeadAttention, Normalization, Pad, Permute, Pool, PReLU, Recurrent, RepeatVector,
+                      MultiHeadAttention, Normalization, Opaque, Pad, Permute, Pool, PReLU, Recurrent, RepeatVector,
                       Rescale, Reshape, RMSNorm, SeparableConv, TimeDistributed, UpSample)
 from ..registry import keras_converter, register_keras_layer
 
@@ -408,6 +408,14 @@ def _normalization(c: dict):
                          adapted=c.get("mean") is None)
 
 
+def _lambda(c: dict):
+    """Never decoded or run: a Lambda is opaque, shaped by its declared output_shape if any."""
+    shape = c.get("output_shape")
+    if isinstance(shape, (list, tuple)) and all(isinstance(d, int) or d is None for d in shape):
+        return Opaque(output_shape=tuple(shape), origin="a Keras Lambda")
+    return Opaque(origin="a Keras Lambda")
+
+
 def _relu(c: dict):
     return Activation("relu6" if c.get("max_value") is not None else
                       "leaky_relu" if c.get("negative_slope") else "relu")
@@ -433,6 +441,7 @@ BUILTINS: dict[str, Callable] = {
     "ActivityRegularization": lambda c: Identity(),
     "Identity": lambda c: Identity(),
     "Masking": lambda c: Identity(),
+    "Lambda": _lambda,
     "Conv1D": _conv(1), "Conv2D": _conv(2), "Conv3D": _conv(3),
     "Conv1DTranspose": _conv_transpose(1), "Conv2DTranspose": _conv_transpose(2),
     "Conv3DTranspose": _conv_transpose(3),

@@ -4,7 +4,7 @@ from .attention import MultiHeadAttention, Transformer
 from .base import Context, Inferred, Layer, Weight
 from .conv import Conv, ConvTranspose, DepthwiseConv, SeparableConv
 from .dense import Dense
-from .elementwise import ACTIVATION_FLOPS, Activation, Dropout, Identity
+from .elementwise import ACTIVATION_FLOPS, Activation, Dropout, Identity, Opaque
 from .embedding import Embedding
 from .merge import Concatenate, Dot, Merge
 from .norm import BatchNorm, GroupNorm, LayerNorm, Normalization, RMSNorm
@@ -19,7 +19,7 @@ __all__ = [
     "ACTIVATION_FLOPS", "Activation", "AdaptivePool", "BatchNorm", "Concatenate", "Context", "Conv",
     "ConvTranspose", "Crop", "Dense", "DepthwiseConv", "Dot", "Dropout", "Embedding", "Flatten",
     "GlobalPool", "GroupNorm", "Identity", "Index", "Inferred", "Layer", "LayerNorm", "MatMul", "Merge",
-    "MultiHeadAttention", "Normalization", "Pad", "Permute", "Pool", "PReLU", "RMSNorm", "Recurrent", "Reduce",
+    "MultiHeadAttention", "Normalization", "Opaque", "Pad", "Permute", "Pool", "PReLU", "RMSNorm", "Recurrent", "Reduce",
     "RepeatVector", "Rescale", "Reshape", "ScalarOp", "SeparableConv", "Squeeze", "TimeDistributed",
     "Transformer", "Transpose", "Unflatten", "Unsqueeze", "UpSample", "View", "Weight", "Expand",
     "Parameter", "SizeOf", "ValueOp",

@@ -118,3 +118,24 @@ class Identity(Layer):
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         return ctx.result(ctx.single(inputs))
+
+
+@register_layer("opaque")
+@dataclass(frozen=True)
+class Opaque(Layer):
+    """A layer whose code paramcalc never runs (a Keras Lambda): its output shape must be declared
+    (``output_shape``, one sample's shape); it is taken as having no weights and no work."""
+
+    output_shape: tuple | None = None
+    origin: str = ""
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if self.output_shape is None:
+            raise ctx.shape_error(
+                f"{self.display_type} is opaque (its code is never decoded or run{', ' + self.origin if self.origin else ''}): "
+                "its output shape is unknown",
+                fix="give the layer an output_shape, or register a rule for it with register_keras_layer")
+        from ..graph import normalize_shape
+
+        return ctx.result(x.with_shape((x.shape[0],) + normalize_shape(self.output_shape, "output_shape")))
