@@ -208,13 +208,21 @@ def _version() -> str:
     return __version__
 
 
+def _use_color() -> bool:
+    """ANSI styles on a terminal only: never when piped, redirected, or with NO_COLOR set."""
+    import os
+
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.color = _use_color()
     from .errors import ParamcalcError
 
     try:
         if args.command == "demo":
-            text = _demo(args.features, args.json)
+            text = _demo(args.features, args.json, args.color)
         elif args.command == "calibrate":
             text = _calibrate(args)
         elif args.command == "compare":
@@ -267,7 +275,7 @@ def _summary(args) -> str:
         from .render import render_markdown
 
         return render_markdown(est)
-    return est.summary()
+    return est.summary(color=args.color)
 
 
 def _calibrate(args) -> str:
@@ -293,7 +301,7 @@ def _calibrate(args) -> str:
     return f"saved {args.out}: {profile['name']}, per-op overhead {profile['op_overhead_s'] * 1e6:.1f} us"
 
 
-def _demo(features: int, as_json: bool) -> str:
+def _demo(features: int, as_json: bool, color: bool = False) -> str:
     from .estimate import estimate
     from .seed import SEED_VARIANTS, seed_model
 
@@ -318,7 +326,7 @@ def _demo(features: int, as_json: bool) -> str:
         "",
     ]
     for variant in SEED_VARIANTS:
-        out += [f"== {titles[variant]} ==", concrete[variant].summary(), ""]
+        out += [f"== {titles[variant]} ==", concrete[variant].summary(color=color), ""]
     out.append(f"== Parameters as formulas in n (input features), and at n = {features} ==")
     flat_params = concrete["flat"].params
     for variant in SEED_VARIANTS:

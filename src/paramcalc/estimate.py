@@ -167,7 +167,7 @@ class Estimate:
         return json.dumps(self.to_dict(), **kwargs)
 
     def summary(self, **kwargs: Any) -> str:
-        """The table a Keras ``summary()`` or torchinfo user expects, as text."""
+        """The table a Keras ``summary()`` or torchinfo user expects, as text (``color=True`` for ANSI)."""
         from .render import render_text
 
         return render_text(self, **kwargs)

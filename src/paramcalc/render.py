@@ -34,10 +34,21 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[s
     return [rule, line(headers), rule.replace("─", "═"), *(line(r) for r in rows), rule]
 
 
-def render_text(est, *, width: int = 100, diagnostics: bool = True) -> str:
-    """A Keras-summary-like table, then totals, diagnostics, assumptions and notes."""
+_STYLES = {"bold": "\x1b[1m", "warning": "\x1b[33m", "info": "\x1b[36m", "reset": "\x1b[0m"}
+
+
+def _style(text: str, style: str, color: bool) -> str:
+    return f"{_STYLES[style]}{text}{_STYLES['reset']}" if color else text
+
+
+def render_text(est, *, width: int = 100, diagnostics: bool = True, color: bool = False) -> str:
+    """A Keras-summary-like table, then totals, diagnostics, assumptions and notes.
+
+    ``color`` adds ANSI styles (the CLI sets it on a terminal, never when piped or with NO_COLOR).
+    """
     framework = f" [{est.framework}]" if est.framework else ""
-    out = [f'Model: "{est.name}"{framework}  input {est.format_shape((est.batch_size if est.batch_size is not None else None,) + tuple(est.input_shape))}']
+    head = f'Model: "{est.name}"{framework}  input {est.format_shape((est.batch_size,) + tuple(est.input_shape))}'
+    out = [_style(head, "bold", color)]
     rows = []
     for row in est.layers:
         params = format_count(row.params)
@@ -46,7 +57,8 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True) -> str:
         rows.append([f"{row.name} ({row.type})", est.format_shape(row.output_shape), params,
                      format_count(row.flops)])
     out += _table(["Layer (type)", "Output Shape", "Param #", "FLOPs/sample"], rows, right={2, 3})
-    out.append(f" Total params: {format_count(est.params)} ({format_bytes(est.param_bytes)} in {est.dtype})")
+    out.append(_style(f" Total params: {format_count(est.params)} ({format_bytes(est.param_bytes)} in {est.dtype})",
+                      "bold", color))
     out.append(f" Trainable params: {format_count(est.trainable_params)}")
     out.append(f" Non-trainable params: {format_count(est.non_trainable_params)}")
     if est.buffers != 0:
@@ -63,7 +75,7 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True) -> str:
         out.append("Diagnostics:")
         for d in est.diagnostics:
             head = f"[{d.severity}] {d.code}" + (f" at '{d.layer}'" if d.layer else "")
-            out.append(f" {head}")
+            out.append(" " + _style(head, d.severity if d.severity in _STYLES else "bold", color))
             out += textwrap.wrap(d.message, width, initial_indent="   ", subsequent_indent="   ")
             out += textwrap.wrap(f"Fix: {d.fix}", width, initial_indent="   ", subsequent_indent="   ")
     if est.assumptions:

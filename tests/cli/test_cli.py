@@ -132,3 +132,42 @@ def test_plot_writes_a_png(tmp_path):
     run("plot", "seed:reshaped_flatten:n", "--symbol", "n", "--batch-size", "16", "--values", "10,100,1000",
         "--device", "h100-sxm-torch", "--out", str(out))
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_plain_when_piped_and_styled_on_request():
+    assert "\x1b[" not in run("demo").stdout
+    import paramcalc
+
+    est = paramcalc.estimate(paramcalc.seed_model("reshaped", 100), target_shape=())
+    styled = est.summary(color=True)
+    assert "\x1b[1m" in styled and "\x1b[33m[warning]" in styled
+    assert "\x1b[" not in est.summary()
+
+
+def test_color_on_a_terminal(tmp_path):
+    """Run the CLI under a pseudo-terminal: styles appear; with NO_COLOR they do not."""
+    import os
+    import pty
+
+    def under_pty(env):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "paramcalc.cli", "summary", "seed:reshaped:100"],
+                                stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait()
+        os.close(master)
+        return b"".join(chunks).decode()
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm"
+    assert "\x1b[1m" in under_pty(env)
+    assert "\x1b[" not in under_pty({**env, "NO_COLOR": "1"})
