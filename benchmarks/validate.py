@@ -27,12 +27,18 @@ from paramcalc.devices import from_calibration  # noqa: E402
 from paramcalc.training import training_cost  # noqa: E402
 
 
-def predict(cfg: dict, profile, amp: str | None):
-    import torch
+def predict(cfg: dict, profile, amp: str | None, framework: str = "torch"):
+    if framework == "keras":  # Keras models are read from their config: never built for a prediction
+        import train_measure_keras
 
-    with torch.device("meta"):
-        model = zoo.build(cfg)
-    est = paramcalc.estimate(model, input_shape=tuple(cfg["input_shape"]), batch_size=cfg["batch"])
+        model, shape = train_measure_keras.build(cfg)
+        est = paramcalc.estimate(model.get_config(), input_shape=shape, batch_size=cfg["batch"])
+    else:
+        import torch
+
+        with torch.device("meta"):
+            model = zoo.build(cfg)
+        est = paramcalc.estimate(model, input_shape=tuple(cfg["input_shape"]), batch_size=cfg["batch"])
     precision = {None: "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[amp]
     return est, training_cost(est, optimizer="adam", precision=precision, device=profile)
 
@@ -57,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     measured = json.load(open(args.measured, encoding="utf-8"))
     profile = from_calibration(json.load(open(args.calibration, encoding="utf-8")))
-    print(f"device: {profile.name} ({profile.source}); framework torch, Adam")
+    print(f"device: {profile.name} ({profile.source}); framework {profile.framework}, Adam")
     print(f"{'model':<28}{'amp':<10}{'measured ms':>12}{'predicted':>11}{'err':>8}"
           f"{'meas MiB':>11}{'pred MiB':>11}{'err':>8}")
     time_errors, memory_errors, rows = [], [], []
@@ -65,7 +71,7 @@ def main() -> None:
         if "step_s" not in m:
             print(f"{m['config']['name']:<28}{m.get('amp') or '-':<10} not measured: {m.get('error')}")
             continue
-        est, cost = predict(m["config"], profile, m.get("amp"))
+        est, cost = predict(m["config"], profile, m.get("amp"), m.get("framework", "torch"))
         peak = cost.memory.peak - cost.memory.input_batch
         te, me = error(cost.step_seconds, m["step_s"]), error(peak, m["peak_bytes"])
         time_errors.append(te)

@@ -176,3 +176,77 @@ def _optimizer_throughput(torch, device: str, quick: bool, say) -> dict:
 def save(profile: dict, path: str) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(profile, handle, indent=1)
+
+
+def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+    """A CPU profile measured with Keras on TensorFlow: what ``model.fit`` runs (compiled train steps).
+
+    Matmuls and elementwise passes run inside ``tf.function`` as Keras' training step does; the
+    per-step and per-layer costs come from ``train_on_batch`` on tiny Dense+ReLU models; the optimizer's
+    cost per parameter from Keras' Adam on large variables.
+    """
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    say = progress or (lambda message: None)
+    profile: dict = {"name": "cpu", "framework": "keras", "framework_version": f"keras {keras.__version__}, "
+                     f"tensorflow {tf.__version__}", "device": "cpu", "matmul": {}, "bandwidth": []}
+
+    def timed(fn, repeat: int) -> float:
+        fn()
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    rows = []
+    shapes = [(s, s, s) for s in SQUARE if s <= (512 if quick else 2048)] + [t for t in SKINNY if max(t) <= 20020] + \
+        [t for t in TALL if max(t) <= 2**18]
+    for m, k, n in shapes:
+        # distinct operands per product: TensorFlow's graph optimiser merges identical ones
+        reps = max(1, min(8, int(2e8 // (4 * m * k))))
+        operands = [tf.random.normal((m, k)) for _ in range(reps)]
+        b = tf.random.normal((k, n))
+        fn = tf.function(lambda: [tf.reduce_sum(tf.matmul(a, b)[:1, :1]) for a in operands])
+        seconds = timed(lambda: [t.numpy() for t in fn()], 5) / reps
+        rows.append({"m": m, "k": k, "n": n, "seconds": seconds, "flops_per_s": 2 * m * k * n / seconds})
+        say(f"matmul {m}x{k}x{n}: {2 * m * k * n / seconds / 1e9:.1f} GFLOP/s")
+    profile["matmul"]["float32"] = rows
+    for size in [2 ** p for p in range(16, 28, 2)]:
+        x = tf.random.normal((size // 4,))
+        reps = 8  # several passes per call, so the call's own cost is spread thin
+        fn = tf.function(lambda: [tf.reduce_sum((x * float(i + 2))[:1]) for i in range(reps)])
+        seconds = timed(lambda: [t.numpy() for t in fn()], 5) / reps
+        profile["bandwidth"].append({"bytes": 2 * size, "seconds": seconds, "bytes_per_s": 2 * size / seconds})
+        say(f"fresh write {size / 2**20:.1f} MiB: {2 * size / seconds / 1e9:.1f} GB/s")
+    tiny = tf.zeros((1,))
+    profile["op_overhead_s"] = timed(lambda: [tf.add(tiny, 1.0) for _ in range(100)], 10) / 100
+    counts, times = [1, 2, 4, 8, 16], []
+    x, y = np.random.randn(16, 16).astype("float32"), np.random.randn(16, 16).astype("float32")
+    for n in counts:
+        layers = [keras.Input((16,))] + [keras.layers.Dense(16, activation="relu") for _ in range(n)]
+        model = keras.Sequential(layers)
+        model.compile(optimizer="adam", loss="mse")
+        model.train_on_batch(x, y)
+        seconds = timed(lambda: model.train_on_batch(x, y), 30)
+        times.append(seconds)
+        say(f"train_on_batch with {n} Dense(relu) layers: {seconds * 1e6:.0f} us")
+    mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
+    slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / sum((n - mean_n) ** 2 for n in counts)
+    # one Keras Dense(relu) is the Linear+ReLU pair the step-time model prices
+    profile.update(step_overhead_s=max(mean_t - slope * mean_n, 0.0), layer_overhead_s=max(slope, 0.0))
+    total = 2**22 // (4 if quick else 1)
+    variables = [keras.Variable(np.random.randn(total // 8).astype("float32")) for _ in range(8)]
+    grads = [tf.random.normal((total // 8,)) for _ in range(8)]
+    optimizer = keras.optimizers.Adam()
+    apply = tf.function(lambda: optimizer.apply_gradients(zip(grads, variables)))
+    seconds = timed(lambda: apply(), 10)
+    profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
+    say(f"adam update: {seconds / total * 1e9:.3f} ns per parameter")
+    return profile

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "training steps with torch, once per device and dtype; save a profile that "
                     "estimate(..., device='profile.json') and --device read. Needs torch.")
     calibrate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    calibrate.add_argument("--framework", default="torch", choices=["torch", "keras"],
+                           help="torch (CPU or CUDA), or keras on TensorFlow (CPU)")
     calibrate.add_argument("--dtypes", default="float32", help="comma-separated: float32,tfloat32,bfloat16")
     calibrate.add_argument("--quick", action="store_true", help="smaller sweeps")
     calibrate.add_argument("--out", required=True, help="where to write the profile JSON")
@@ -281,11 +283,12 @@ def _summary(args) -> str:
 def _calibrate(args) -> str:
     from .errors import ParamcalcError
 
+    module = "tensorflow" if args.framework == "keras" else "torch"
     try:
-        import torch  # noqa: F401
+        __import__(module)
     except ImportError:
-        raise ParamcalcError("calibrate measures with torch, which is not installed",
-                             fix="pip install torch==2.13.0 (CPU) and run again") from None
+        raise ParamcalcError(f"calibrate --framework {args.framework} measures with {module}, which is not installed",
+                             fix="pip install 'paramcalc[test]' (pinned CPU builds) and run again") from None
     from . import calibrate
 
     steps = {"n": 0}
@@ -294,8 +297,11 @@ def _calibrate(args) -> str:
         steps["n"] += 1
         print(f"\r[{steps['n']:3d}] {message:<70}", end="", file=sys.stderr, flush=True)
 
-    profile = calibrate.measure(args.device, dtypes=tuple(args.dtypes.split(",")), quick=args.quick,
-                                progress=progress)
+    if args.framework == "keras":
+        profile = calibrate.measure_keras(quick=args.quick, progress=progress)
+    else:
+        profile = calibrate.measure(args.device, dtypes=tuple(args.dtypes.split(",")), quick=args.quick,
+                                    progress=progress)
     print(file=sys.stderr)
     calibrate.save(profile, args.out)
     return f"saved {args.out}: {profile['name']}, per-op overhead {profile['op_overhead_s'] * 1e6:.1f} us"
@@ -358,7 +364,8 @@ def _training_table(features: int) -> list[str]:
     from .render import format_bytes, format_seconds
     from .seed import SEED_VARIANTS, seed_model
 
-    devices = [("h100-sxm-torch", "H100 (torch)"), ("cpu-dev-torch", "2-core CPU (torch)")]
+    devices = [("h100-sxm-torch", "H100 (torch)"), ("cpu-dev-keras", "2-core CPU (Keras)"),
+               ("cpu-dev-torch", "2-core CPU (torch)")]
     lines = [f"== Training with Adam (float32), batch {SEED_BATCH}, {SEED_SAMPLES:,} samples per epoch ==",
              f" {'model':<17} {'peak memory':>12} {'fits 24 GiB':>11}" + "".join(f" {label:>22}" for _, label in devices)]
     epochs = {}

@@ -137,7 +137,8 @@ BUILTIN: dict[str, DeviceProfile] = {
 }
 ALIASES = {"h100": "h100-sxm", "a100": "a100-80gb", "h100-80gb": "h100-sxm"}
 # Profiles measured with `paramcalc calibrate` on real machines, shipped as data (src/paramcalc/profiles).
-MEASURED = {"h100-sxm-torch": "h100-sxm-torch.json", "cpu-dev-torch": "cpu-dev-torch.json"}
+MEASURED = {"h100-sxm-torch": "h100-sxm-torch.json", "cpu-dev-torch": "cpu-dev-torch.json",
+            "cpu-dev-keras": "cpu-dev-keras.json"}
 
 
 def from_calibration(data: dict) -> DeviceProfile:

@@ -1,0 +1,98 @@
+"""Train Keras (TensorFlow backend) versions of the zoo's seed models and MLPs on this CPU, and record
+step time (median of compiled ``train_on_batch`` steps after warm-up) and peak memory (the rise of the
+process's peak resident set over its value after a warm-up step of a tiny model; allocator caching
+included).
+
+    python benchmarks/train_measure_keras.py --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CONFIGS = [
+    {"name": "keras_seed_flat_2000", "variant": "flat", "features": 2000, "batch": 128},
+    {"name": "keras_seed_flat_20020", "variant": "flat", "features": 20020, "batch": 128},
+    {"name": "keras_seed_reshaped_flatten_500", "variant": "reshaped_flatten", "features": 500, "batch": 128},
+    {"name": "keras_seed_reshaped_flatten_2000", "variant": "reshaped_flatten", "features": 2000, "batch": 128},
+    {"name": "keras_seed_reshaped_500", "variant": "reshaped", "features": 500, "batch": 128},
+    {"name": "keras_mlp_w512_b128", "variant": "mlp", "features": 256, "width": 512, "batch": 128},
+    {"name": "keras_mlp_w1024_b512", "variant": "mlp", "features": 256, "width": 1024, "batch": 512},
+]
+
+
+def build(cfg: dict):
+    import keras
+
+    L = keras.layers
+    if cfg["variant"] == "mlp":
+        layers = [keras.Input((cfg["features"],))] + [L.Dense(cfg["width"], activation="relu") for _ in range(4)]
+        return keras.Sequential(layers + [L.Dense(10)]), (cfg["features"],)
+    shape = (cfg["features"],) if cfg["variant"] == "flat" else (cfg["features"], 1)
+    layers = [keras.Input(shape), L.Dense(300, activation="relu")]
+    if cfg["variant"] == "reshaped_flatten":
+        layers.append(L.Flatten())
+    layers += [L.Dense(300, activation="relu"), L.Dense(100, activation="relu"), L.Dense(1)]
+    return keras.Sequential(layers), shape
+
+
+def measure(cfg: dict, steps: int) -> dict:
+    import keras
+    import numpy as np
+
+    warm = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    warm.compile(optimizer="adam", loss="mse")
+    warm.train_on_batch(np.zeros((2, 4), "float32"), np.zeros((2, 1), "float32"))
+    model, shape = build(cfg)
+    x = np.random.randn(cfg["batch"], *shape).astype("float32")
+    out_shape = tuple(model.output_shape[1:])
+    y = np.random.randn(cfg["batch"], *out_shape).astype("float32")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    model.compile(optimizer="adam", loss="mse")
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"config": cfg, "params": model.count_params(), "step_s": statistics.median(times), "times_s": times,
+            "peak_bytes": peak, "device": "cpu", "framework": "keras"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--one", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(next(c for c in CONFIGS if c["name"] == args.one), args.steps)))
+        return
+    results = []
+    for cfg in CONFIGS:
+        try:
+            out = subprocess.run([sys.executable, __file__, "--out", "-", "--one", cfg["name"], "--steps",
+                                  str(args.steps)], capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+        except Exception as err:
+            result = {"config": cfg, "error": f"{type(err).__name__}: {str(err)[:300]}"}
+        results.append(result)
+        print(f"{cfg['name']:<34} " + (f"{result['step_s'] * 1e3:9.2f} ms/step  peak {result['peak_bytes'] / 2**20:8.1f} MiB"
+                                        if "step_s" in result else result["error"]), flush=True)
+    with open(args.out, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
