@@ -255,6 +255,19 @@ def _summary(args) -> str:
 
     path = Path(args.spec)
     kind = files.sniff(path) if path.is_file() else "model"
+    if kind == "onnx":
+        from .onnx_reader import read_onnx
+
+        summary = read_onnx(str(path))
+        if args.json:
+            return json.dumps({"path": str(path), "params": summary.params, "bytes": summary.nbytes,
+                               "inputs": {n: list(d) for n, d in summary.inputs}, "ops": summary.ops,
+                               "external_data_not_read": list(summary.external)}, indent=2)
+        inputs = ", ".join(f"{n} {tuple(d)}" for n, d in summary.inputs)
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(summary.ops.items(), key=lambda kv: -kv[1])[:8])
+        note = f"; {len(summary.external)} initializers keep their data outside the file (not read)" if summary.external else ""
+        return (f"{path}: ONNX, inputs {inputs}; {format_count(summary.params)} parameters in "
+                f"{len(summary.initializers)} initializers ({format_count(summary.nbytes)} bytes){note}; ops: {ops}")
     if kind == "safetensors":
         weights = files.read_safetensors(path)
         if args.json:

@@ -84,6 +84,8 @@ def sniff(path: str | Path) -> str:
         return "safetensors"  # a little-endian header length that fits the file, then a JSON header
     if head.lstrip()[:1] in (b"{", b"["):
         return "json"
+    if head[:1] == b"\x08" and path.suffix.lower() == ".onnx":  # a protobuf ModelProto starts with ir_version
+        return "onnx"
     return "unknown"
 
 
