@@ -61,7 +61,6 @@ def test_compression_bomb_is_refused_before_reading(tmp_path):
 
 @pytest.mark.parametrize("content,kind", [
     (pickle.dumps({"state_dict": 1}), "pickle"),
-    (b"\x89HDF\r\n\x1a\n" + bytes(32), "hdf5"),
     (bytes(range(200)), "unknown"),
 ])
 def test_content_decides_not_the_extension(tmp_path, content, kind):
@@ -123,3 +122,27 @@ def test_lambda_inside_a_wrapper_is_found(tmp_path):
         "build_input_shape": [None, 4, 3]}
     with pytest.raises(paramcalc.ShapeError, match="never decoded or run"):
         paramcalc.estimate(config)
+
+
+def test_legacy_h5_model_config(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    config = {"class_name": "Sequential", "config": {"name": "legacy", "layers": [
+        {"class_name": "Dense", "config": {"name": "d", "units": 4, "batch_input_shape": [None, 8]}}]}}
+    path = tmp_path / "legacy.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs["model_config"] = json.dumps(config)
+        handle["external"] = h5py.ExternalLink("/etc/passwd-does-not-exist.h5", "/")  # never followed
+    assert files.sniff(path) == "hdf5"
+    assert paramcalc.estimate(files.read_h5_config(path)).params == 36
+    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path), "--json"],
+                            capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout)["totals"]["params"] == 36
+
+
+def test_weights_only_h5(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as handle:
+        handle["dense/kernel"] = [[0.0]]
+    with pytest.raises(files.FileFormatError, match="weights-only file: no architecture inside"):
+        files.read_h5_config(path)

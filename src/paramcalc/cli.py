@@ -144,6 +144,8 @@ def load_model(text: str):
         kind = files.sniff(path)
         if kind == "keras":
             return files.read_keras_config(path)
+        if kind == "hdf5":
+            return files.read_h5_config(path)
         if kind in ("json", "unknown") and path.suffix.lower() != ".keras":
             from .frontends.spec import load_spec_text
 

@@ -174,14 +174,36 @@ def read_safetensors(path: str | Path) -> WeightsFile:
     return WeightsFile(str(path), tuple(tensors), metadata if isinstance(metadata, dict) else {})
 
 
+def read_h5_config(path: str | Path) -> dict:
+    """The ``model_config`` attribute of a legacy Keras ``.h5`` file, read with h5py.
+
+    Only the root group's attributes are read: no dataset, no group walk, so external links, virtual
+    datasets and external storage are never followed.
+    """
+    try:
+        import h5py
+    except ImportError:
+        raise FileFormatError(f"{path}: reading legacy .h5 files needs h5py", where=str(path),
+                              fix="pip install h5py, or save the model as .keras") from None
+    with h5py.File(path, "r") as handle:
+        raw = handle.attrs.get("model_config")
+    if raw is None:
+        raise FileFormatError(f"{path}: weights-only file: no architecture inside (no model_config attribute)",
+                              where=str(path), fix="pass the model itself, or its config as JSON")
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise FileFormatError(f"{path}: model_config is larger than the limit of {MAX_CONFIG_BYTES:,} bytes",
+                              where=str(path))
+    from .frontends.spec import load_spec_text
+
+    return load_spec_text(text, f"{path}:model_config")
+
+
 def refuse(path: str | Path, kind: str) -> FileFormatError:
     if kind in ("pickle", "torch-zip"):
         return FileFormatError(
             f"{path}: a pickle file (torch .pt/.pth/.bin); paramcalc never unpickles files, which can run code",
             where=str(path),
             fix="pass the nn.Module object to paramcalc.estimate(), or a safetensors file for parameter counts")
-    if kind == "hdf5":
-        return FileFormatError(f"{path}: legacy HDF5 (.h5) files are not read yet", where=str(path),
-                               fix="save the model as .keras, or pass its get_config() as JSON")
     return FileFormatError(f"{path}: not a model file paramcalc reads (a .keras archive, safetensors, or a JSON "
                            "spec or Keras config)", where=str(path))
