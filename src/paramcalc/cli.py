@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "reshaped) and explain the difference. Needs no framework.")
     demo.add_argument("--features", type=int, default=20020, help="input features (default 20020)")
     demo.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    demo.add_argument("--markdown", action="store_true", help="print the three models as Markdown tables")
 
     compare = commands.add_parser(
         "compare", help="two models side by side, with what changed and why",
@@ -203,6 +204,12 @@ def _explain(args) -> str:
     est = _estimate_arg(args.model, args)
     if args.json:
         return json.dumps([d.to_dict() for d in est.diagnostics], indent=2)
+    if args.markdown:
+        if not est.diagnostics:
+            return f"**{est.name}**: no pitfalls found."
+        return "\n".join([f"**{est.name}**: {len(est.diagnostics)} finding(s)", ""] +
+                         [f"- **{d.severity}: {d.code}** at `{d.layer}`: {d.message} *What to do:* {d.fix}."
+                          for d in est.diagnostics])
     return render_explanation(est)
 
 
@@ -226,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "demo":
-            text = _demo(args.features, args.json, args.color)
+            text = _demo(args.features, args.json, args.color, args.markdown)
         elif args.command == "calibrate":
             text = _calibrate(args)
         elif args.command == "compare":
@@ -322,7 +329,7 @@ def _calibrate(args) -> str:
     return f"saved {args.out}: {profile['name']}, per-op overhead {profile['op_overhead_s'] * 1e6:.1f} us"
 
 
-def _demo(features: int, as_json: bool, color: bool = False) -> str:
+def _demo(features: int, as_json: bool, color: bool = False, markdown: bool = False) -> str:
     from .estimate import estimate
     from .seed import SEED_VARIANTS, seed_model
 
@@ -334,6 +341,10 @@ def _demo(features: int, as_json: bool, color: bool = False) -> str:
             "models": {v: {"formula_params": str(symbolic[v].params), **concrete[v].to_dict()}
                        for v in SEED_VARIANTS},
         }, indent=2)
+    if markdown:
+        from .render import render_markdown
+
+        return "\n\n".join(render_markdown(concrete[v]) for v in SEED_VARIANTS)
     titles = {
         "flat": f"1. flat: the data as (samples, {features}); Dense(300) -> Dense(300) -> Dense(100) -> Dense(1)",
         "reshaped_flatten": f"2. reshaped to (samples, {features}, 1), Flatten after the first Dense",

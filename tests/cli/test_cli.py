@@ -171,3 +171,11 @@ def test_color_on_a_terminal(tmp_path):
     env["TERM"] = "xterm"
     assert "\x1b[1m" in under_pty(env)
     assert "\x1b[" not in under_pty({**env, "NO_COLOR": "1"})
+
+
+def test_markdown_for_demo_and_explain():
+    demo = run("demo", "--markdown").stdout
+    assert demo.count("| Layer (type) | Output Shape | Param # | FLOPs/sample |") == 3
+    assert "| flatten (Flatten) | `(None, 6006000)` | 0 |" in demo
+    out = run("explain", "seed:reshaped:100", "--target", "()", "--markdown").stdout
+    assert out.startswith("**reshaped**: 2 finding(s)") and "- **warning: dense-per-position**" in out
