@@ -137,5 +137,5 @@ def test_every_kind_is_exercised_by_a_property_test():
         # test_files.py: a Keras Lambda is never run, so no framework can be its oracle
         "opaque",
     }
-    builtin = {k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.")}
+    builtin = {k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.layers.")}
     assert builtin == covered

@@ -16,7 +16,7 @@ DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 
 def test_every_builtin_kind_is_in_the_layer_reference():
     text = (ROOT / "docs" / "layers.md").read_text()
-    kinds = [k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.")]
+    kinds = [k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.layers.")]
     missing = [k for k in kinds if f"| `{k}` |" not in text]
     assert not missing
 
@@ -58,3 +58,10 @@ def test_docs_site_builds_strictly(tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "index.html").exists() and (tmp_path / "layers" / "index.html").exists()
+
+
+def test_generated_kind_reference_is_current():
+    from paramcalc.reference import kinds_markdown
+
+    assert (ROOT / "docs" / "kinds.md").read_text() == kinds_markdown(), \
+        "regenerate with: python -m paramcalc.reference > docs/kinds.md"

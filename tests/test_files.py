@@ -146,3 +146,16 @@ def test_weights_only_h5(tmp_path):
         handle["dense/kernel"] = [[0.0]]
     with pytest.raises(files.FileFormatError, match="weights-only file: no architecture inside"):
         files.read_h5_config(path)
+
+
+def test_lambda_in_compile_config_is_reported_with_its_path(tmp_path):
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "in"}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}}]},
+        "compile_config": {"loss": {"class_name": "__lambda__", "config": {"code": "evil"}}}}
+    path = tmp_path / "compiled.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+    est = paramcalc.estimate(files.read_keras_config(path))
+    assert est.params == 8
+    assert any("$.compile_config.loss" in note and "never decoded or run" in note for note in est.notes)

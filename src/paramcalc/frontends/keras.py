@@ -51,7 +51,11 @@ def from_keras_config(doc: dict, where: str = "$"):
         if doc["class_name"] not in MODEL_CLASSES:
             raise SpecError(f"{where} is a Keras {doc['class_name']!r}, not a model", where=where,
                             value=doc["class_name"])
-        return from_keras_config(doc["config"], f"{where}.config")
+        graph = from_keras_config(doc["config"], f"{where}.config")
+        # the archive's compile_config (losses, metrics) sits beside the model config
+        extra = tuple(f"code at {path} (a serialized Python lambda) is never decoded or run"
+                      for path in find_lambdas({k: v for k, v in doc.items() if k != "config"}, where))
+        return replace(graph, notes=graph.notes + extra) if extra else graph
     builder = _Builder()
     trainable = doc.get("trainable", True) is not False
     inputs, outputs = builder.model(doc, where, prefix="", outer_refs=None, depth=0, trainable=trainable)
@@ -59,7 +63,26 @@ def from_keras_config(doc: dict, where: str = "$"):
                   for n in builder.nodes)
     outputs = tuple(builder.resolve(r, "the model outputs") for r in outputs)
     dtype = _policy_name(doc.get("dtype")) or "float32"
-    return Graph(tuple(inputs), nodes, outputs, name=doc.get("name") or "model", framework="keras", dtype=dtype)
+    notes = tuple(f"code at {path} (a serialized Python lambda) is never decoded or run"
+                  for path in find_lambdas(doc, where))
+    return Graph(tuple(inputs), nodes, outputs, name=doc.get("name") or "model", framework="keras", dtype=dtype,
+                 notes=notes)
+
+
+def find_lambdas(doc: object, where: str = "$", limit: int = 100_000) -> list[str]:
+    """JSON paths of serialized lambdas anywhere in a config (layers, wrappers, compile_config), walked
+    iteratively with a cap on the nodes visited."""
+    found, stack, visited = [], [(doc, where)], 0
+    while stack and visited < limit:
+        value, path = stack.pop()
+        visited += 1
+        if isinstance(value, dict):
+            if value.get("class_name") == "__lambda__":
+                found.append(path)
+            stack.extend((v, f"{path}.{k}") for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+    return sorted(found)
 
 
 def _is_functional(doc: dict) -> bool:
