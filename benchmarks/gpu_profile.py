@@ -50,7 +50,6 @@ def profile(cfg: dict, amp: str | None, steps: int = 5) -> dict:
         rows.append({"name": e.key, "count": e.count, "cpu_us": e.cpu_time_total, "self_cpu_us": e.self_cpu_time_total,
                      "device_us": device_us})
     rows.sort(key=lambda r: -r["device_us"])
-    del model, opt
     torch.cuda.empty_cache()
     return {"model": cfg["name"], "amp": amp, "steps": steps, "ops": rows[:60]}
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import paramcalc
-from paramcalc import (Activation, Dense, DimensionError, Flatten, LayerConfigError, ParamcalcError,
+from paramcalc import (Activation, Dense, DimensionError, LayerConfigError, ParamcalcError,
                        Reshape, Sequential, ShapeError, SpecError, UnknownLayerError, estimate, symbol)
 
 

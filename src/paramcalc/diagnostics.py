@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .dims import Dim, dominates, equal, exact_div, format_count, is_positive, prod
+from .dims import dominates, equal, exact_div, format_count, is_positive, prod
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ Recognised by their content, not their extension:
 
 from __future__ import annotations
 
-import json
 import struct
 import zipfile
 from dataclasses import dataclass

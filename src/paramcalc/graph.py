@@ -67,7 +67,7 @@ class Graph:
                 raise SpecError(
                     f"duplicate layer name '{node.name}': node {i} and an earlier {seen[node.name]} are "
                     f"both called '{node.name}'", layer=node.name, fix="give each layer a unique name")
-            seen[node.name] = f"node"
+            seen[node.name] = "node"
             object.__setattr__(node, "inbound", tuple(_as_ref(r) for r in node.inbound))
 
     def graph(self) -> "Graph":

@@ -19,9 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dims import Dim, Sym, prod, symbols_of
+from .dims import Dim, Sym, prod
 from .errors import ParamcalcError
-from .spec import DTYPE_BYTES
 
 # bytes per trainable parameter of optimizer state (fp32 buffers)
 OPTIMIZER_STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8, "rmsprop": 4, "adagrad": 4}

@@ -4,7 +4,6 @@ random fx-traceable modules built from functions and methods."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 from hypothesis import HealthCheck, given, settings

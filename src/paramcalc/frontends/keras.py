@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ..errors import ParamcalcError, SpecError, UnknownLayerError
-from ..graph import Graph, GraphNode, Sequential
+from ..graph import Graph, GraphNode
 from ..layers import (Activation, BatchNorm, Concatenate, Conv, ConvTranspose, Crop, Dense, DepthwiseConv, Dot,
                       Dropout, Embedding, Flatten, GlobalPool, GroupNorm, Identity, LayerNorm, Merge,
                       MultiHeadAttention, Normalization, Opaque, Pad, Permute, Pool, PReLU, Recurrent, RepeatVector,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, prod
+from ..dims import prod
 from ..errors import LayerConfigError
 from ..registry import register_layer
 from ..spec import TensorSpec

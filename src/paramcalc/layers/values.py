@@ -10,7 +10,7 @@ import operator
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, floordiv
+from ..dims import floordiv
 from ..errors import LayerConfigError
 from ..registry import register_layer
 from ..spec import TensorSpec, ValueSpec
