@@ -147,6 +147,10 @@ def load_model(text: str):
             return files.read_keras_config(path)
         if kind == "hdf5":
             return files.read_h5_config(path)
+        if path.suffix.lower() in (".yaml", ".yml") and kind in ("json", "unknown"):
+            from .frontends.yaml_spec import load_spec_yaml
+
+            return load_spec_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path))
         if kind in ("json", "unknown") and path.suffix.lower() != ".keras":
             from .frontends.spec import load_spec_text
 
