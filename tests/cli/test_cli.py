@@ -82,7 +82,7 @@ def test_usage_errors_exit_2():
 
 
 def test_help_on_every_command():
-    for command in ([], ["demo"], ["summary"]):
+    for command in ([], ["demo"], ["summary"], ["compare"], ["explain"], ["plot"], ["calibrate"]):
         assert "usage: paramcalc" in run(*command, "--help").stdout
 
 
