@@ -159,3 +159,25 @@ def test_lambda_in_compile_config_is_reported_with_its_path(tmp_path):
     est = paramcalc.estimate(files.read_keras_config(path))
     assert est.params == 8
     assert any("$.compile_config.loss" in note and "never decoded or run" in note for note in est.notes)
+
+
+def test_config_over_the_size_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "MAX_CONFIG_BYTES", 1000)
+    path = tmp_path / "big.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("config.json", json.dumps({"layers": [], "padding": "x" * 5000}))
+    with pytest.raises(files.FileFormatError, match="over the limit of 1,000"):
+        files.read_keras_config(path)
+
+
+def test_a_member_whose_declared_size_lies_is_never_read_past_it(tmp_path):
+    path = tmp_path / "liar.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("config.json", json.dumps({"layers": [], "name": "x" * 100}))
+    raw = bytearray(path.read_bytes())
+    # shrink the declared size in both headers: the reader must stop there, not trust the data
+    real = len(json.dumps({"layers": [], "name": "x" * 100}))
+    raw = raw.replace(real.to_bytes(4, "little"), (10).to_bytes(4, "little"))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(paramcalc.ParamcalcError):
+        files.read_keras_config(path)

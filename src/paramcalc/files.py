@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +107,12 @@ def read_keras_config(path: str | Path) -> dict:
         if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
             raise FileFormatError(f"{path}: config.json expands {info.file_size / info.compress_size:,.0f}x, over "
                                   f"the limit of {MAX_COMPRESSION_RATIO}x (a compression bomb?)", where=str(path))
-        with archive.open(info) as member:
-            data = member.read(MAX_CONFIG_BYTES + 1)  # a member whose declared size lies stops here
+        try:
+            with archive.open(info) as member:
+                data = member.read(MAX_CONFIG_BYTES + 1)  # a member whose declared size lies stops here
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            raise FileFormatError(f"{path}: config.json is corrupt or its sizes disagree ({err})",
+                                  where=str(path)) from None
         if len(data) > MAX_CONFIG_BYTES:
             raise FileFormatError(f"{path}: config.json is larger than the limit of {MAX_CONFIG_BYTES:,} bytes "
                                   "(its declared size was wrong)", where=str(path))
