@@ -95,6 +95,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     profile["op_overhead_s"] = per_op
     say(f"per-op overhead: {per_op * 1e6:.1f} us")
     profile.update(_training_overhead(torch, device, say))
+    profile["kind_overheads"] = _kind_overheads(torch, device, say)
     profile["norms"] = _norm_throughput(torch, device, dtypes, say)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     return profile
@@ -126,6 +127,47 @@ def _training_overhead(torch, device: str, say) -> dict:
         sum((n - mean_n) ** 2 for n in counts)
     return {"step_overhead_s": max(mean_t - slope * mean_n, 0.0), "layer_overhead_s": max(slope, 0.0),
             "training_overhead_samples": [{"pairs": n, "seconds": t} for n, t in zip(counts, times)]}
+
+
+def _kind_overheads(torch, device: str, say) -> dict:
+    """Host cost per layer of the kinds whose modules do much in Python or launch many kernels
+    (attention, Transformer layers, RNNs, convolutions, batch norm), from training steps of tiny stacks
+    of 1 and 4 of them: the difference over 3 is one layer's cost, forward, backward and update."""
+    nn = torch.nn
+
+    class First(nn.Module):  # modules returning tuples, reduced to their first output
+        def __init__(self, inner, call):
+            super().__init__()
+            self.inner, self.call = inner, call
+
+        def forward(self, x):
+            return self.call(self.inner, x)
+
+    makers = {
+        "conv": (lambda: nn.Conv2d(4, 4, 3, padding=1), (2, 4, 8, 8)),
+        "batch_norm": (lambda: nn.BatchNorm2d(4), (2, 4, 8, 8)),
+        "rnn": (lambda: First(nn.LSTM(8, 8, batch_first=True), lambda m, x: m(x)[0]), (2, 4, 8)),
+        "attention": (lambda: First(nn.MultiheadAttention(8, 2, batch_first=True), lambda m, x: m(x, x, x)[0]),
+                      (2, 4, 8)),
+        "transformer": (lambda: nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), (2, 4, 8)),
+    }
+    out = {}
+    run = _timer(torch, device)
+    for kind, (make, shape) in makers.items():
+        x = torch.randn(shape, device=device)
+        times = []
+        for n in (1, 4):
+            model = nn.Sequential(*[make() for _ in range(n)]).to(device)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                model(x).float().pow(2).mean().backward()
+                opt.step()
+            times.append(run(step, repeat=20, warmup=3))
+        out[kind] = max((times[1] - times[0]) / 3, 0.0)
+        say(f"{kind} layer: {out[kind] * 1e6:.0f} us of host time per layer and step")
+    return out
 
 
 def _norm_throughput(torch, device: str, dtypes: tuple, say) -> dict:

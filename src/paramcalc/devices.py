@@ -42,6 +42,7 @@ class DeviceProfile:
     layer_overhead_s: float | None = None  # host cost of one Linear+ReLU pair, forward and backward
     optimizer_seconds: dict = field(default_factory=dict, compare=False)  # optimizer -> s per parameter
     norms: dict = field(default_factory=dict, compare=False)  # dtype -> kind -> s per element (fwd, bwd)
+    kind_overheads: dict = field(default_factory=dict, compare=False)  # kind -> host s per layer and step
 
     # -- rates ----------------------------------------------------------------------------------------
     def matmul_seconds(self, m: int, k: int, n: int, dtype: str) -> float:
@@ -160,7 +161,7 @@ def from_calibration(data: dict) -> DeviceProfile:
         framework=data.get("framework"), source=f"calibrated ({data.get('framework_version', '?')})",
         step_overhead_s=data.get("step_overhead_s"), layer_overhead_s=data.get("layer_overhead_s"),
         optimizer_seconds={k: v["seconds_per_param"] for k, v in (data.get("optimizers") or {}).items()},
-        norms=data.get("norms") or {})
+        norms=data.get("norms") or {}, kind_overheads=data.get("kind_overheads") or {})
 
 
 def resolve(device: object) -> DeviceProfile:

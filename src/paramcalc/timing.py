@@ -27,11 +27,16 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, trainable_rows, profile
               a_bytes: int, optimizer: str, autocast: bool = False) -> TrainingCost:
     device_total = host_ops = 0.0
     per_layer = []
+    kind_host = 0.0  # host time of layers whose kind the profile calibrated directly
     for row in rows:
         dgrad = any(src in needs_grad for src, _ in row.inbound)
         seconds, ops = _row_time(row, dgrad, _trains(row), profile, mm_dtype, a_bytes, autocast)
         device_total += seconds
-        host_ops += ops
+        calibrated = _kind_host(row, profile)
+        if calibrated is None:
+            host_ops += ops
+        else:
+            kind_host += calibrated
         per_layer.append((row.name, seconds))
     tensors = sum(1 for row in rows if row.shared_with is None for w in row.weights
                   if row.layer is not None and row.layer.trains(w))
@@ -48,6 +53,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, trainable_rows, profile
         layers_host = max(profile.step_overhead_s - update_host, 0.0) + host_ops * profile.layer_overhead_s / PAIR_OPS
     else:
         layers_host = (host_ops + LOSS_OPS) * profile.op_overhead_s
+    layers_host += kind_host
     host = layers_host + update_host
     if profile.asynchronous:
         # The host queues the forward and backward while the device runs them, then the update; the
@@ -59,6 +65,22 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, trainable_rows, profile
     per_layer.sort(key=lambda item: -item[1])
     return replace(cost, device=profile.name, step_seconds=step, host_seconds=host,
                    device_seconds=device_total, layer_seconds=tuple(per_layer))
+
+
+def _kind_host(row, profile) -> float | None:
+    """Calibrated host time of one layer of this kind (per layer of a stack, per layer and direction of an
+    RNN), or None when the profile has no measurement for it."""
+    kind = {"conv": "conv", "batch_norm": "batch_norm", "rnn": "rnn", "attention": "attention",
+            "transformer": "transformer"}.get(row.kind)
+    if kind is None or kind not in profile.kind_overheads:
+        return None
+    layer = row.layer
+    repeats = 1
+    if row.kind == "transformer":
+        repeats = layer.num_layers * (2 if layer.decoder else 1)
+    elif row.kind == "rnn":
+        repeats = layer.num_layers * layer.directions
+    return profile.kind_overheads[kind] * repeats
 
 
 def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: int,
