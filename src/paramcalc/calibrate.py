@@ -105,9 +105,9 @@ def _training_overhead(torch, device: str, say) -> dict:
     """The framework's fixed cost of a training step and its cost per layer, from tiny models whose
     arithmetic is negligible: steps of n (Linear(16, 16), ReLU) pairs with Adam, fitted as a + b*n."""
     counts = [1, 2, 4, 8, 16]
-    times = []
     x = torch.randn(16, 16, device=device)
     y = torch.randn(16, 16, device=device)
+    steps = {}
     for n in counts:
         layers = []
         for _ in range(n):
@@ -115,13 +115,19 @@ def _training_overhead(torch, device: str, say) -> dict:
         model = torch.nn.Sequential(*layers).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def step():
+        def step(model=model, opt=opt):
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.mse_loss(model(x), y).backward()
             opt.step()
-        seconds = _timer(torch, device)(step, repeat=30, warmup=5)
-        times.append(seconds)
-        say(f"training step with {n} Linear+ReLU pairs: {seconds * 1e6:.0f} us")
+        steps[n] = step
+    # rounds over all sizes, interleaved, so that a slow moment of the machine hits them alike
+    samples: dict = {n: [] for n in counts}
+    for _ in range(5):
+        for n in counts:
+            samples[n].append(_timer(torch, device)(steps[n], repeat=20, warmup=3))
+    times = [statistics.median(samples[n]) for n in counts]
+    for n, t in zip(counts, times):
+        say(f"training step with {n} Linear+ReLU pairs: {t * 1e6:.0f} us")
     mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
     slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / \
         sum((n - mean_n) ** 2 for n in counts)
@@ -155,17 +161,21 @@ def _kind_overheads(torch, device: str, say) -> dict:
     run = _timer(torch, device)
     for kind, (make, shape) in makers.items():
         x = torch.randn(shape, device=device)
-        times = []
+        steps = []
         for n in (1, 4):
             model = nn.Sequential(*[make() for _ in range(n)]).to(device)
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-            def step():
+            def step(model=model, opt=opt):
                 opt.zero_grad(set_to_none=True)
                 model(x).float().pow(2).mean().backward()
                 opt.step()
-            times.append(run(step, repeat=20, warmup=3))
-        out[kind] = max((times[1] - times[0]) / 3, 0.0)
+            steps.append(step)
+        one, four = [], []
+        for _ in range(5):  # interleaved rounds, medians
+            one.append(run(steps[0], repeat=10, warmup=2))
+            four.append(run(steps[1], repeat=10, warmup=2))
+        out[kind] = max((statistics.median(four) - statistics.median(one)) / 3, 0.0)
         say(f"{kind} layer: {out[kind] * 1e6:.0f} us of host time per layer and step")
     return out
 
