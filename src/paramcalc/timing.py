@@ -1,8 +1,9 @@
 """Step-time model: each layer call as the framework operations it launches, each timed on a device
 profile (calibrated matmul rates by shape, bandwidth by size), plus the host's cost per operation.
 
-On an asynchronous device (a GPU) the host queues work ahead, so a step takes the longer of host time
-and device time; on a CPU they add up. Constants that describe how torch decomposes work (operations
+On an asynchronous device (a GPU) the host queues work ahead, so the forward and backward take the
+longer of their host and device times, and so does the optimizer update after them; on a CPU host and
+device times add up. Constants that describe how torch decomposes work (operations
 per layer, bytes moved by backward passes) are named here; nothing is fitted per model.
 """
 
@@ -23,8 +24,8 @@ LOSS_OPS = 6  # loss forward and backward, and the autograd engine's start
 PAIR_OPS = 7
 
 
-def step_time(cost: TrainingCost, est, rows, needs_grad, trainable_rows, profile, mm_dtype: str,
-              a_bytes: int, optimizer: str, autocast: bool = False) -> TrainingCost:
+def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str, a_bytes: int,
+              optimizer: str, autocast: bool = False) -> TrainingCost:
     device_total = host_ops = 0.0
     per_layer = []
     kind_host = 0.0  # host time of layers whose kind the profile calibrated directly
@@ -70,9 +71,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, trainable_rows, profile
 def _kind_host(row, profile) -> float | None:
     """Calibrated host time of one layer of this kind (per layer of a stack, per layer and direction of an
     RNN), or None when the profile has no measurement for it."""
-    kind = {"conv": "conv", "batch_norm": "batch_norm", "rnn": "rnn", "attention": "attention",
-            "transformer": "transformer"}.get(row.kind)
-    if kind is None or kind not in profile.kind_overheads:
+    if row.kind not in profile.kind_overheads:
         return None
     layer = row.layer
     repeats = 1
@@ -80,7 +79,7 @@ def _kind_host(row, profile) -> float | None:
         repeats = layer.num_layers * (2 if layer.decoder else 1)
     elif row.kind == "rnn":
         repeats = layer.num_layers * layer.directions
-    return profile.kind_overheads[kind] * repeats
+    return profile.kind_overheads[row.kind] * repeats
 
 
 def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: int,

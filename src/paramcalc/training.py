@@ -149,7 +149,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     profile = resolve(device)
     if type(est.batch_size) is not int:
         raise ParamcalcError("step time needs a concrete batch size", fix="pass batch_size=...")
-    return step_time(cost, est, rows, needs_grad, trainable_rows, profile, mm_dtype, a_bytes, optimizer,
+    return step_time(cost, est, rows, needs_grad, profile, mm_dtype, a_bytes, optimizer,
                      autocast=precision.startswith("mixed"))
 
 
