@@ -75,22 +75,28 @@ class DeviceProfile:
         return self.op_overhead_s if self.asynchronous else 0.0
 
 
-def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float) -> float:
-    """FLOP/s for a shape, interpolated over the measured shapes by (smallest dimension, work).
+def _features(m: int, k: int, n: int) -> tuple:
+    """Where a product sits for interpolation: how well its output fills the tiles (the smaller output
+    side), how much work each output element gets (the inner dimension), and the total work."""
+    return (math.log2(max(min(m, n), 1)), math.log2(max(k, 1)), math.log2(2 * m * k * n))
 
-    Matmul efficiency is governed by how well the smallest dimension fills the tiles and by how much
-    work there is to fill the machine; inverse-distance weighting in that log-log plane keeps the
-    prediction between measured neighbours. Measured times include one call's host cost; it is taken
+
+def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float) -> float:
+    """FLOP/s for a shape, interpolated over the measured shapes by :func:`_features`.
+
+    Matmul efficiency is governed by how well the output fills the tiles, by the inner dimension (a short
+    one gives each output little work for its write), and by how much work there is to fill the machine;
+    inverse-distance weighting in that log space keeps the prediction between measured neighbours. Measured times include one call's host cost; it is taken
     out (down to a floor) so the rate describes the kernel, which overlaps the host during training.
     """
-    point = (math.log2(max(min(m, k, n), 1)), math.log2(2 * m * k * n))
+    point = _features(m, k, n)
     weights = total = 0.0
     best = 0.0
     for tm, tk, tn, seconds in table:
         kernel = max(seconds - call_cost, seconds * 0.1)
         rate = 2 * tm * tk * tn / kernel
         best = max(best, rate)
-        d2 = (point[0] - math.log2(min(tm, tk, tn))) ** 2 + (point[1] - math.log2(2 * tm * tk * tn)) ** 2
+        d2 = sum((a - b) ** 2 for a, b in zip(point, _features(tm, tk, tn)))
         if d2 < 1e-9:
             return rate
         w = 1.0 / d2 ** 2
