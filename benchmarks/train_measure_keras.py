@@ -27,6 +27,8 @@ CONFIGS = [
     {"name": "keras_seed_reshaped_500", "variant": "reshaped", "features": 500, "batch": 128},
     {"name": "keras_mlp_w512_b128", "variant": "mlp", "features": 256, "width": 512, "batch": 128},
     {"name": "keras_mlp_w1024_b512", "variant": "mlp", "features": 256, "width": 1024, "batch": 512},
+    {"name": "keras_cnn_b16", "variant": "cnn", "batch": 16},
+    {"name": "keras_lstm", "variant": "lstm", "batch": 32},
 ]
 
 
@@ -34,6 +36,18 @@ def build(cfg: dict):
     import keras
 
     L = keras.layers
+    if cfg["variant"] == "cnn":  # the torch zoo's CNN, channels last
+        c = 32
+        layers = [keras.Input((32, 32, 3))]
+        for filters, pool in ((c, False), (c, True), (2 * c, False), (2 * c, True), (4 * c, False)):
+            layers += [L.Conv2D(filters, 3, padding="same"), L.BatchNormalization(), L.ReLU()]
+            if pool:
+                layers.append(L.MaxPooling2D(2))
+        layers += [L.GlobalAveragePooling2D(), L.Dense(10)]
+        return keras.Sequential(layers), (32, 32, 3)
+    if cfg["variant"] == "lstm":
+        return keras.Sequential([keras.Input((32, 32)), L.LSTM(64, return_sequences=True), L.LSTM(64),
+                                 L.Dense(1)]), (32, 32)
     if cfg["variant"] == "mlp":
         layers = [keras.Input((cfg["features"],))] + [L.Dense(cfg["width"], activation="relu") for _ in range(4)]
         return keras.Sequential(layers + [L.Dense(10)]), (cfg["features"],)
