@@ -1,0 +1,385 @@
+"""torch.fx translation: a traced module's nodes as paramcalc graph nodes.
+
+Every module paramcalc knows stays one node (a leaf of the trace); the functions and methods in between
+become layers of their own (flatten, view, permute, cat, +, matmul, F.relu, ...), and sizes read in the
+graph (``x.size(0)``, ``x.shape``) flow as value nodes. A function with no rule is an error naming the
+traced node. torch is already imported when this runs: the user handed in a module.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import replace
+from typing import Callable
+
+from ..errors import ParamcalcError, SpecError
+from ..graph import Graph, GraphNode
+from ..layers import (Activation, AdaptivePool, Concatenate, Dropout, Expand, Flatten, Identity, Index, MatMul,
+                      Merge, Parameter, Reduce, ScalarOp, SizeOf, Squeeze, Transpose, Unsqueeze, ValueOp, View)
+from ..registry import torch_converter
+from .torch import _convert
+
+
+def traced(module: object, name: str, dtype: str) -> Graph:
+    import torch.fx  # the user handed in a torch module, so torch is already imported
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname):  # noqa: D401 - torch's hook
+            return torch_converter(type(m)) is not None
+
+    try:
+        fx_graph = Tracer().trace(module)
+    except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
+        raise SpecError(
+            f"could not trace {name} with torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            value=name,
+            fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
+        ) from None
+    return _FxTranslator(module, name, dtype).translate(fx_graph)
+
+
+class _FxTranslator:
+    """Walks fx nodes in order, turning each into graph nodes (or plain values for constants)."""
+
+    def __init__(self, root: object, name: str, dtype: str) -> None:
+        self.root = root
+        self.name = name
+        self.dtype = dtype
+        self.modules = dict(root.named_modules())
+        self.nodes: list[GraphNode] = []
+        self.inputs: list = []
+        self.env: dict = {}  # fx node -> value: ("ref", ref) | ("tuple", [...]) | a Python constant
+        self.memo: dict = {}  # module id -> Layer
+        self.params_seen: dict = {}  # parameter id -> node name
+        self.value_nodes: set = set()  # names of nodes that compute sizes, not tensors
+
+    def translate(self, fx_graph) -> Graph:
+        outputs = []
+        for node in fx_graph.nodes:
+            try:
+                if node.op == "placeholder":
+                    self.inputs.append((node.name, None))
+                    self.env[node] = ("ref", (node.name, 0))
+                elif node.op == "get_attr":
+                    self.env[node] = self._get_attr(node)
+                elif node.op == "call_module":
+                    self.env[node] = self._call_module(node)
+                elif node.op in ("call_function", "call_method"):
+                    self.env[node] = self._call(node)
+                elif node.op == "output":
+                    outputs = self._refs_in(self._arg(node.args[0]))
+            except ParamcalcError as err:
+                raise err.with_layer(node.name) from None
+        return Graph(tuple(self.inputs), tuple(self.nodes), tuple(outputs), name=self.name,
+                     framework="torch", dtype=self.dtype)
+
+    # -- values ----------------------------------------------------------------------------------------
+    def _arg(self, a):
+        import torch.fx
+
+        if isinstance(a, torch.fx.Node):
+            return self.env[a]
+        if isinstance(a, (list, tuple)):
+            return ("tuple", [self._arg(x) for x in a])
+        return a
+
+    def _refs_in(self, value) -> list:
+        if isinstance(value, tuple) and value and value[0] == "ref":
+            return [value[1]]
+        if isinstance(value, tuple) and value and value[0] == "tuple":
+            return [r for v in value[1] for r in self._refs_in(v)]
+        if isinstance(value, dict):
+            return [r for v in value.values() for r in self._refs_in(v)]
+        return []
+
+    def _add(self, name: str, layer, inbound: list) -> tuple:
+        self.nodes.append(GraphNode(name, replace(layer, name=layer.name or name), tuple(inbound)))
+        if getattr(layer, "is_value", False):
+            self.value_nodes.add(name)
+        return ("ref", (name, 0))
+
+    def is_tensor(self, value) -> bool:
+        return _is_ref(value) and value[1][0] not in self.value_nodes
+
+    def _structured(self, name: str, structure) -> tuple:
+        if isinstance(structure, tuple):
+            return ("tuple", [self._structured(name, s) for s in structure])
+        return ("ref", (name, structure))
+
+    # -- node kinds ------------------------------------------------------------------------------------
+    def _get_attr(self, node) -> tuple:
+        target = self.root
+        for part in node.target.split("."):
+            target = getattr(target, part)
+        import torch
+
+        if not isinstance(target, torch.Tensor):
+            return target
+        if id(target) in self.params_seen:
+            return ("ref", (self.params_seen[id(target)], 0))
+        owned = self.memo.setdefault("parameters", set())
+        is_param = isinstance(target, torch.nn.Parameter)
+        layer = Parameter(shape=tuple(int(d) for d in target.shape), buffer=not is_param,
+                          trainable=bool(is_param and target.requires_grad), type_name="Parameter",
+                          tied=(0,) if id(target) in owned else ())
+        owned.add(id(target))
+        self.params_seen[id(target)] = node.name
+        return self._add(node.name, layer, [])
+
+    def _call_module(self, node) -> tuple:
+        module = self.modules[node.target]
+        layer = _convert(module, node.target, self.memo)
+        args = [self._arg(a) for a in node.args] + [self._arg(v) for k, v in node.kwargs.items()
+                                                     if k in ("query", "key", "value", "memory", "tgt", "src")]
+        inbound = [r for a in args for r in self._refs_in(a)]
+        name = node.target if not any(n.name == node.target for n in self.nodes) else node.name
+        self.nodes.append(GraphNode(name, layer, tuple(inbound)))
+        structure = getattr(layer, "output_structure", None)
+        return self._structured(name, structure) if structure is not None else ("ref", (name, 0))
+
+    def _call(self, node) -> object:
+        target = node.target
+        args = [self._arg(a) for a in node.args]
+        kwargs = {k: self._arg(v) for k, v in node.kwargs.items()}
+        key = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+        if node.op == "call_function" and target is operator.getitem:
+            return self._getitem(node, args)
+        if node.op == "call_function" and target is getattr:
+            if args[1] == "shape":
+                return self._add(node.name, SizeOf(), [args[0][1]])
+            raise SpecError(f"node '{node.name}': getattr(..., {args[1]!r}) is not modelled", value=args[1])
+        # arithmetic on plain sizes stays plain (or becomes a value node when a size is symbolic)
+        if key in _ARITH and not any(self.is_tensor(a) for a in args):
+            return self._value_arith(node, _ARITH[key], args)
+        rule = _FUNCTIONS.get((node.op, key)) if node.op == "call_method" else _FUNCTIONS.get(("call_function", target))
+        if rule is None and node.op == "call_function":
+            rule = _FUNCTIONS.get(("call_function", key))
+        if rule is None:
+            what = f"method .{target}()" if node.op == "call_method" else f"function {getattr(target, '__module__', '')}.{key}"
+            raise SpecError(f"cannot model traced node '{node.name}': {what}",
+                            fix="wrap that code in a module and register a rule for it "
+                                "(paramcalc.register_torch_module)", value=key)
+        first = len(self.nodes)
+        value = rule(self, node, args, kwargs)
+        for i in range(first, len(self.nodes)):  # tables show the function's name ("add", "view")
+            added = self.nodes[i]
+            if added.layer.type_name is None:
+                self.nodes[i] = replace(added, layer=replace(added.layer, type_name=key))
+        return value
+
+    def _getitem(self, node, args) -> object:
+        value, index = args
+        if isinstance(value, tuple) and value and value[0] == "tuple":
+            return value[1][index]
+        if isinstance(value, (tuple, list)) and not (value and value[0] in ("ref", "tuple")):
+            return value[index]
+        if not _is_ref(value):
+            raise SpecError(f"node '{node.name}': cannot index {value!r}", value=index)
+        if not self.is_tensor(value):
+            return self._add(node.name, ValueOp("getitem", (("input", 0), index)), [value[1]])
+        return self._add(node.name, Index(_index_items(index)), [value[1]])
+
+    def _value_arith(self, node, op: str, args: list) -> object:
+        a, b = args
+        if not any(isinstance(v, tuple) and v and v[0] == "ref" for v in (a, b)):
+            return {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
+                    "floordiv": operator.floordiv}[op](a, b)
+        inbound, operands = [], []
+        for v in (a, b):
+            if isinstance(v, tuple) and v and v[0] == "ref":
+                operands.append(("input", len(inbound)))
+                inbound.append(v[1])
+            else:
+                operands.append(v)
+        return self._add(node.name, ValueOp(op, tuple(operands)), inbound)
+
+    def sizes_arg(self, values: list) -> tuple[tuple, list]:
+        """Sizes that may come from the graph: ints stay, graph values become ("input", k)."""
+        entries, inbound = [], []
+        for v in values:
+            if isinstance(v, tuple) and v and v[0] == "ref":
+                entries.append(("input", 1 + len(inbound)))
+                inbound.append(v[1])
+            elif isinstance(v, tuple) and v and v[0] == "tuple":
+                sub, more = self.sizes_arg(v[1])
+                entries.extend(("input", e[1] + len(inbound)) if isinstance(e, tuple) else e for e in sub)
+                inbound.extend(more)
+            else:
+                entries.append(int(v))
+        return tuple(entries), inbound
+
+
+def _is_ref(value) -> bool:
+    return isinstance(value, tuple) and bool(value) and value[0] == "ref"
+
+
+def _index_items(index) -> tuple:
+    items = index[1] if isinstance(index, tuple) and index and index[0] == "tuple" else [index]
+    out = []
+    for it in items:
+        if it is None:
+            out.append(("none",))
+        elif it is Ellipsis:
+            out.append(("ellipsis",))
+        elif isinstance(it, slice):
+            out.append(("slice", it.start, it.stop, it.step))
+        elif type(it) is int:
+            out.append(("int", it))
+        else:
+            raise SpecError(f"indexing with {it!r} is not modelled", value=it)
+    return tuple(out)
+
+
+_ARITH = {"add": "add", "sub": "sub", "mul": "mul", "floordiv": "floordiv", "iadd": "add", "imul": "mul"}
+
+
+def _tensor_args(args: list) -> list:
+    return [a[1] for a in args if _is_ref(a)]
+
+
+def _unary(make: Callable) -> Callable:
+    """A rule for f(x, ...) -> one tensor, built from the call's arguments."""
+    def rule(tr: _FxTranslator, node, args, kwargs):
+        return tr._add(node.name, make(args, kwargs), [args[0][1]])
+    return rule
+
+
+def _arith(op: str) -> Callable:
+    def rule(tr: _FxTranslator, node, args, kwargs):
+        tensors = _tensor_args(args + list(kwargs.values()))
+        if len(tensors) >= 2:
+            return tr._add(node.name, Merge({"add": "add", "sub": "subtract", "mul": "multiply",
+                                              "truediv": "divide", "div": "divide"}[op]), tensors)
+        return tr._add(node.name, ScalarOp(op), tensors)
+    return rule
+
+
+def _linear(tr: _FxTranslator, node, args, kwargs):
+    """F.linear(x, weight, bias): x @ weight.T + bias, the weights read as parameters."""
+    x, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    t = tr._add(f"{node.name}.weight_t", Transpose(swap=(0, 1)), [weight[1]])
+    out = tr._add(node.name if bias is None else f"{node.name}.matmul", MatMul(), [x[1], t[1]])
+    if bias is None:
+        return out
+    return tr._add(node.name, Merge("add"), [out[1], bias[1]])
+
+
+def _shape_args(args: list, kwargs: dict, key: str = "shape") -> list:
+    rest = args[1:] if len(args) > 1 else [kwargs.get(key)]
+    if len(rest) == 1 and isinstance(rest[0], tuple) and rest[0] and rest[0][0] == "tuple":
+        return rest[0][1]
+    return rest
+
+
+def _view(tr: _FxTranslator, node, args, kwargs):
+    entries, inbound = tr.sizes_arg(_shape_args(args, kwargs))
+    return tr._add(node.name, View(entries), [args[0][1]] + inbound)
+
+
+def _expand(tr: _FxTranslator, node, args, kwargs):
+    entries, inbound = tr.sizes_arg(_shape_args(args, kwargs, "size"))
+    return tr._add(node.name, Expand(entries), [args[0][1]] + inbound)
+
+
+def _cat(tr: _FxTranslator, node, args, kwargs):
+    tensors = args[0][1] if args[0][0] == "tuple" else [args[0]]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    return tr._add(node.name, Concatenate(axis=dim), [t[1] for t in tensors])
+
+
+def _size(tr: _FxTranslator, node, args, kwargs):
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    return tr._add(node.name, SizeOf(dim=dim), [args[0][1]])
+
+
+def _dims(value) -> tuple | None:
+    if value is None:
+        return None
+    if isinstance(value, tuple) and value and value[0] == "tuple":
+        return tuple(value[1])
+    return (value,)
+
+
+def _reduce(op: str) -> Callable:
+    return _unary(lambda a, k: Reduce(op, _dims(a[1] if len(a) > 1 else k.get("dim")),
+                                      bool(a[2] if len(a) > 2 else k.get("keepdim", False))))
+
+
+def _act(function: str, dim_at: int | None = None) -> Callable:
+    def make(a, k):
+        return Activation(function)
+    return _unary(make)
+
+
+def _flatten_rule(default_start: int) -> Callable:
+    return _unary(lambda a, k: Flatten(a[1] if len(a) > 1 else k.get("start_dim", default_start),
+                                       a[2] if len(a) > 2 else k.get("end_dim", -1), strict=True))
+
+
+def _permute(a, k):
+    dims = a[1:] if not (len(a) == 2 and isinstance(a[1], tuple) and a[1][0] == "tuple") else a[1][1]
+    return Transpose(dims=tuple(dims))
+
+
+def _functions() -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    table: dict = {}
+
+    def both(names: tuple, functions: tuple, rule: Callable) -> None:
+        for n in names:
+            table[("call_method", n)] = rule
+        for f in functions:
+            table[("call_function", f)] = rule
+
+    both(("flatten",), (), _flatten_rule(0))
+    table[("call_function", torch.flatten)] = _flatten_rule(0)
+    both(("view", "reshape"), (torch.reshape,), _view)
+    both(("expand",), (), _expand)
+    both(("permute",), (torch.permute,), _unary(_permute))
+    both(("transpose",), (torch.transpose,), _unary(lambda a, k: Transpose(swap=(a[1], a[2]))))
+    both(("unsqueeze",), (torch.unsqueeze,), _unary(lambda a, k: Unsqueeze(a[1] if len(a) > 1 else k["dim"])))
+    both(("squeeze",), (torch.squeeze,), _unary(lambda a, k: Squeeze(a[1] if len(a) > 1 else k.get("dim"))))
+    both(("contiguous", "clone", "detach", "float", "to", "type_as"), (), _unary(lambda a, k: Identity()))
+    both(("size",), (), _size)
+    both(("dim",), (), lambda tr, node, args, kwargs: tr._add(node.name, SizeOf(rank_only=True), [args[0][1]]))
+    table[("call_function", torch.cat)] = _cat
+    table[("call_function", torch.concat)] = _cat
+    for op, functions in {"add": (operator.add, operator.iadd, torch.add), "sub": (operator.sub, torch.sub),
+                          "mul": (operator.mul, operator.imul, torch.mul),
+                          "truediv": (operator.truediv, torch.div)}.items():
+        both((op if op != "truediv" else "div",), functions, _arith(op))
+    both(("matmul", "bmm"), (operator.matmul, torch.matmul, torch.bmm), lambda tr, node, args, kwargs:
+         tr._add(node.name, MatMul(), _tensor_args(args)))
+    table[("call_function", F.linear)] = _linear
+    for name, function in {"relu": "relu", "gelu": "gelu", "silu": "silu", "sigmoid": "sigmoid",
+                           "tanh": "tanh", "softmax": "softmax", "log_softmax": "log_softmax",
+                           "leaky_relu": "leaky_relu", "elu": "elu", "mish": "mish", "softplus": "softplus",
+                           "hardswish": "hard_silu", "relu6": "relu6", "selu": "selu"}.items():
+        functions = tuple(f for f in (getattr(F, name, None), getattr(torch, name, None)) if f is not None)
+        both((name,), functions, _act(function))
+    both((), (F.dropout,), _unary(lambda a, k: Dropout(a[1] if len(a) > 1 else k.get("p", 0.5))))
+    for op in ("mean", "sum", "amax", "amin"):
+        both((op,), (getattr(torch, op),), _reduce(op))
+    both((), (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d),
+         _unary(lambda a, k: AdaptivePool("avg", a[1] if len(a) > 1 else k["output_size"],
+                                          rank=_rank_of_output_size(a[1] if len(a) > 1 else k["output_size"]))))
+    return table
+
+
+def _rank_of_output_size(size) -> int:
+    return len(size[1]) if isinstance(size, tuple) and size and size[0] == "tuple" else 2
+
+
+class _LazyTable(dict):
+    """The fx function table, built on first use (it needs torch, which the core never imports)."""
+
+    def get(self, key, default=None):
+        if not self:
+            self.update(_functions())
+        return super().get(key, default)
+
+
+_FUNCTIONS = _LazyTable()
