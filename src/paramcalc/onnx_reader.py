@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from .dims import prod
 from .errors import SpecError
 
 # onnx TensorProto data types -> bytes per element
@@ -30,23 +31,11 @@ class OnnxSummary:
 
     @property
     def params(self) -> int:
-        total = 0
-        for _, dims, _ in self.initializers:
-            count = 1
-            for d in dims:
-                count *= d
-            total += count
-        return total
+        return sum(prod(dims) for _, dims, _ in self.initializers)
 
     @property
     def nbytes(self) -> int:
-        total = 0
-        for _, dims, size in self.initializers:
-            count = 1
-            for d in dims:
-                count *= d
-            total += count * size
-        return total
+        return sum(prod(dims) * size for _, dims, size in self.initializers)
 
 
 def read_onnx(path: str) -> OnnxSummary:
