@@ -172,3 +172,17 @@ def test_legacy_keras2_functional_config():
     assert est.params == 2 * (8 * 4 + 4)
     assert est.output_shape[1:] == (4,)
     assert [r.name for r in est.layers] == ["d1", "d2", "sum"]
+
+
+def test_shared_layer_weights_belong_to_its_first_declared_call():
+    # the second call reads a model input, so it comes first in topological order; Keras still names
+    # the first call "shared" and counts the weights there
+    a, b = keras.Input((1,), name="a"), keras.Input((1,), name="b")
+    shared = L.Dense(1, name="shared")
+    first = shared(L.Dense(1)(a))
+    second = shared(a)
+    model = keras.Model([a, b], [L.Dense(1)(second), first])
+    rows = {r.name: r for r in estimate(model).layers}
+    assert (rows["shared"].params, rows["shared"].shared_with) == (shared.count_params(), None)
+    assert (rows["shared@1"].params, rows["shared@1"].shared_with) == (0, "shared")
+    assert estimate(model).params == model.count_params()

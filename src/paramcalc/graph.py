@@ -255,6 +255,11 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
     values: dict[str, tuple] = {name: (spec,) for name, spec in input_specs.items()}
     calls: list[Node] = []
     first_call: dict[int, Node] = {}
+    # a shared layer's weights belong to its first call as the model declares it ("layer", not "layer@1"),
+    # even where another call comes first in topological order
+    owner: dict[int, str] = {}
+    for node in graph.nodes:
+        owner.setdefault(id(node.layer), node.name)
     for node in topological_order(graph):
         inputs = tuple(_lookup(values, ref, node.name) for ref in node.inbound)
         ctx = Context(node.name, node.layer.display_type, assumptions, unset_batch)
@@ -263,10 +268,7 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
         except ParamcalcError as err:
             raise err.with_layer(node.name) from None
         previous = first_call.get(id(node.layer))
-        if previous is None:
-            call = Node(node.name, node.layer, inputs, inferred, inbound=node.inbound)
-            first_call[id(node.layer)] = call
-        else:
+        if previous is not None:
             shapes = [w.shape for w in inferred.weights]
             if [w.shape for w in previous.inferred.weights] != shapes:
                 raise ShapeError(
@@ -274,7 +276,10 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
                     f"other weight shapes ({[w.shape for w in previous.inferred.weights]} vs {shapes})",
                     layer=node.name,
                 )
-            call = Node(node.name, node.layer, inputs, inferred, shared_with=previous.name, inbound=node.inbound)
+        first_owner = owner[id(node.layer)]
+        call = Node(node.name, node.layer, inputs, inferred, inbound=node.inbound,
+                    shared_with=None if first_owner == node.name else first_owner)
+        first_call.setdefault(id(node.layer), call)
         calls.append(call)
         values[node.name] = inferred.outputs
     return calls, values
