@@ -4,9 +4,14 @@
 
 Step time: the median of ``--steps`` timed steps after warm-up, each step forward + backward + Adam
 update, synchronised on CUDA. Peak memory on CUDA: torch.cuda.max_memory_allocated over the timed steps
-minus what was allocated before the model was built (the input batch stays outside both). On CPU each
-model runs in a fresh process and peak memory is the rise of the process's peak resident set over its
-value after the batch was made (ru_maxrss; allocator overheads included, so an upper bound).
+minus what was allocated before the model was built (the input batch stays outside both). On CPU, where
+torch keeps no allocator statistics, one more (untimed) step runs under torch.profiler with
+profile_memory=True: every allocation and free of torch's CPU allocator is recorded, and the peak is the
+tensors alive before the step (weights, buffers, optimizer state: the step starts by dropping the
+gradients) plus the highest running sum of the recorded allocations. That is what
+max_memory_allocated measures on CUDA. The process's resident-set rise (ru_maxrss over its value after
+the batch was made; each CPU model runs in a fresh process) is recorded too, as ``rss_peak_bytes``: it
+adds the C library's and oneDNN's caching and never falls, so it is an upper bound.
 """
 
 from __future__ import annotations
@@ -97,14 +102,44 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
+    extra = {}
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        extra["rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        optimizer.zero_grad(set_to_none=True)
+        peak = allocator_peak(torch, [model, optimizer], step)
     q = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times), max(times)]
     return {"config": cfg, "amp": amp, "params": params, "step_s": statistics.median(times), "p10_s": q[0],
             "p90_s": q[-1], "steps": steps, "peak_bytes": peak, "device": device, "times_s": times,
-            "torch": torch.__version__}
+            "torch": torch.__version__, **extra}
+
+
+def _alive_bytes(torch, model, optimizer) -> int:
+    """Bytes of the distinct storages held by the model (weights, buffers, gradients) and the optimizer."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def allocator_peak(torch, owners, step) -> int:
+    """Peak bytes of torch's CPU allocator during one ``step``: the storages alive before it plus the
+    highest running sum of the allocations and frees the profiler records while it runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, optimizer = owners
+    before = _alive_bytes(torch, model, optimizer)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    running = highest = 0
+    for event in events:  # nbytes is negative for a free
+        running += event.nbytes()
+        highest = max(highest, running)
+    return before + highest
 
 
 def main() -> None:

@@ -138,15 +138,21 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
         f, d, w = _phase_flops(row, _reads_grad_tensor(row, needs_grad), row.name in trainable_rows)
         fwd, dgrad, wgrad = fwd + f, dgrad + d, wgrad + w
         per_layer.append((row.name, f, d, w))
-    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes)
+    profile = None
+    if device is not None:
+        from .devices import resolve
+
+        profile = resolve(device)
+    # torch updates all tensors at once (foreach kernels) by default on GPUs, one tensor at a time on
+    # CPUs; without a device, the GPU's way (the larger temporary)
+    foreach = profile is None or profile.asynchronous
+    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes, foreach)
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
-    if device is None:
+    if profile is None:
         return cost
-    from .devices import resolve
     from .timing import step_time
 
-    profile = resolve(device)
     if type(est.batch_size) is not int:
         raise ParamcalcError("step time needs a concrete batch size", fix="pass batch_size=...")
     return step_time(cost, est, rows, needs_grad, profile, mm_dtype, a_bytes, optimizer,
@@ -293,7 +299,25 @@ def _rnn_saved(row, a_bytes: int) -> list:
     return [((row.name, "internals"), (layer.num_layers * per_layer + inputs) * a_bytes)]
 
 
-def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes) -> MemoryBreakdown:
+def trainable_tensor_sizes(rows) -> list:
+    """Elements of each trainable weight tensor, once per tensor (a shared layer's later calls reuse it)."""
+    return [w.numel for row in rows if row.shared_with is None and row.layer is not None
+            for w in row.weights if row.layer.trains(w)]
+
+
+def update_temporary(optimizer: str, sizes: list, foreach: bool) -> Dim:
+    """Bytes of the buffers an update allocates and frees: Adam's denominator (sqrt of the second moment,
+    divided, plus eps), RMSprop's and Adagrad's square roots. Foreach kernels make one per tensor at
+    once; the per-tensor loop makes them for one tensor at a time, Adam two (the root, then the quotient)."""
+    if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes:
+        return 0
+    if foreach:
+        return sum(sizes[1:], sizes[0]) * 4
+    return _max(list(sizes)) * 4 * (2 if optimizer in ("adam", "adamw") else 1)
+
+
+def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
+            foreach: bool = True) -> MemoryBreakdown:
     weights = est.params * w_bytes + est.buffers * 4
     trainable = est.trainable_params
     gradients = trainable * g_bytes
@@ -331,25 +355,29 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
             alive = alive + size[key]
         candidates.append(alive + (0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes))
     forward_peak = _max(candidates)
-    # backward, last layer first: saved tensors until their first saver is done, and the gradient
-    # coming in plus the one going out
+    # backward, last layer first: saved tensors until their first saver is done, the gradient
+    # coming in plus the one going out; weight gradients appear as their layers are reached (the step
+    # dropped the last ones: zero_grad(set_to_none=True), torch's default)
     backward = []
     alive_bwd = activations
+    grads_so_far: Dim = 0
     for i in range(len(rows) - 1, -1, -1):
         row = rows[i]
         in_flight = 0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes
         if row.kind not in VIEW_KINDS and any(src in needs_grad for src, _ in row.inbound):
             in_flight = in_flight + sum(prod(s) for s in row.input_shapes) * a_bytes
-        backward.append(alive_bwd + in_flight)
+        if row.shared_with is None and row.layer is not None:
+            grads_so_far = grads_so_far + sum(w.numel for w in row.weights if row.layer.trains(w)) * g_bytes
+        backward.append(alive_bwd + in_flight + grads_so_far)
         for key in by_layer.get(i, []):
             alive_bwd = alive_bwd - size[key]
     backward_peak = _max(backward) if backward else 0
     # autocast's low-precision weight copies live from the forward to each layer's backward, not into
     # the optimizer step
     casts = est.params * cast_bytes
-    step_temporary = trainable * 4 if optimizer in ("adam", "adamw", "rmsprop") else 0  # foreach sqrt buffer
+    step_temporary = update_temporary(optimizer, trainable_tensor_sizes(rows), foreach)
     base = weights + state
-    peak = base + _max([forward_peak + casts, gradients + backward_peak + casts,
+    peak = base + _max([forward_peak + casts, backward_peak + casts,
                         gradients + step_temporary]) + input_batch
     return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak)
 
