@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--amp", default="", help="also run under autocast with this dtype (e.g. bfloat16)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure the whole zoo this many times; "
+                        "step time is the median of the rounds' medians")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one config, print JSON
     args = parser.parse_args()
     where = "gpu" if args.device == "cuda" else "cpu"
@@ -158,30 +160,39 @@ def main() -> None:
         cfg = next(c for c in zoo.configs(where) if c["name"] == args.one)
         print(json.dumps(measure(cfg, args.device, args.steps, args.warmup, args.amp or None)))
         return
-    results = []
-    for cfg in configs:
-        variants = [None] + ([args.amp] if args.amp and args.device == "cuda" else [])
-        for amp in variants:
-            try:
+    results = {}
+    for round_ in range(args.rounds):  # whole-zoo rounds: a busy moment of the machine hits one round
+        for cfg in configs:
+            variants = [None] + ([args.amp] if args.amp and args.device == "cuda" else [])
+            for amp in variants:
+                try:
+                    if args.device == "cuda":
+                        result = measure(cfg, args.device, args.steps, args.warmup, amp)
+                    else:  # a fresh process per model, so that peak RSS is this model's
+                        out = subprocess.run([sys.executable, __file__, "--device", "cpu", "--out", "-",
+                                              "--one", cfg["name"], "--steps", str(args.steps),
+                                              "--warmup", str(args.warmup)], capture_output=True, text=True,
+                                             check=True)
+                        result = json.loads(out.stdout.strip().splitlines()[-1])
+                except Exception as err:  # record and go on: one model must not sink the run
+                    result = {"config": cfg, "amp": amp, "error": f"{type(err).__name__}: {str(err)[:300]}"}
+                key = (cfg["name"], amp)
+                if "step_s" not in results.get(key, {}):  # the first round that measured it
+                    results[key] = result
+                if "step_s" in result:
+                    results[key].setdefault("round_step_s", []).append(result["step_s"])
+                step = result.get("step_s")
+                print(f"round {round_ + 1} {cfg['name']:<28} amp={amp or '-':<9} "
+                      + (f"{step * 1e3:9.3f} ms/step  peak {result['peak_bytes'] / 2**20:9.1f} MiB" if step
+                         else result.get("error", "")), flush=True)
                 if args.device == "cuda":
-                    result = measure(cfg, args.device, args.steps, args.warmup, amp)
-                else:  # a fresh process per model, so that peak RSS is this model's
-                    out = subprocess.run([sys.executable, __file__, "--device", "cpu", "--out", "-",
-                                          "--one", cfg["name"], "--steps", str(args.steps),
-                                          "--warmup", str(args.warmup)], capture_output=True, text=True,
-                                         check=True)
-                    result = json.loads(out.stdout.strip().splitlines()[-1])
-            except Exception as err:  # record and go on: one model must not sink the run
-                result = {"config": cfg, "amp": amp, "error": f"{type(err).__name__}: {str(err)[:300]}"}
-            results.append(result)
-            step = result.get("step_s")
-            print(f"{cfg['name']:<28} amp={amp or '-':<9} "
-                  + (f"{step * 1e3:9.3f} ms/step  peak {result['peak_bytes'] / 2**20:9.1f} MiB" if step
-                     else result.get("error", "")), flush=True)
-            if args.device == "cuda":
-                import torch
+                    import torch
 
-                torch.cuda.empty_cache()
+                    torch.cuda.empty_cache()
+    for result in results.values():  # the median of the rounds' medians
+        if result.get("round_step_s"):
+            result["step_s"] = statistics.median(result["round_step_s"])
+    results = list(results.values())
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
 

@@ -23,6 +23,9 @@ TALL = [(m, k, n) for m in (2**18, 2**21) for k, n in ((1, 256), (256, 256), (25
        [(k, m, n) for m in (2**18, 2**21) for k, n in ((256, 256), (1, 256))]
 
 
+SWEEP_ROUNDS = 3
+
+
 def _timer(torch, device: str) -> Callable:
     def run(fn: Callable, repeat: int, warmup: int = 3) -> float:
         for _ in range(warmup):
@@ -68,13 +71,19 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
             torch.backends.cuda.matmul.allow_tf32 = tf32
         tall = TALL if device == "cuda" and not quick else [t for t in TALL if max(t) <= 2**18]
         shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY if max(t) <= 4 * max_square] + tall
+        # rounds over the whole sweep, the median per shape: a moment when the machine is busy elsewhere
+        # slows one round, not the profile
+        samples: dict = {shape: [] for shape in shapes}
+        for _ in range(SWEEP_ROUNDS):
+            for m, k, n in shapes:
+                a = torch.randn(m, k, device=device, dtype=dtype)
+                b = torch.randn(k, n, device=device, dtype=dtype)
+                repeat = max(3, min(50, int(2e11 / (2 * m * k * n)) if device == "cuda" else
+                                    int(2e9 / (2 * m * k * n))))
+                samples[(m, k, n)].append(run(lambda: a @ b, repeat))
         rows = []
-        for m, k, n in shapes:
-            a = torch.randn(m, k, device=device, dtype=dtype)
-            b = torch.randn(k, n, device=device, dtype=dtype)
-            flops = 2 * m * k * n
-            repeat = max(3, min(50, int(2e11 / flops) if device == "cuda" else int(2e9 / flops)))
-            seconds = run(lambda: a @ b, repeat)
+        for (m, k, n), times in samples.items():
+            flops, seconds = 2 * m * k * n, statistics.median(times)
             rows.append({"m": m, "k": k, "n": n, "seconds": seconds, "flops_per_s": flops / seconds})
             say(f"matmul {dtype_name} {m}x{k}x{n}: {flops / seconds / 1e12:.2f} TFLOP/s")
         profile["matmul"][dtype_name] = rows
@@ -96,14 +105,20 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     say(f"per-op overhead: {per_op * 1e6:.1f} us")
     profile.update(_training_overhead(torch, device, say))
     profile["kind_overheads"] = _kind_overheads(torch, device, say)
-    profile["norms"] = _norm_throughput(torch, device, dtypes, say)
+    if device != "cuda":
+        profile["page_fault_s_per_byte"] = _page_fault_cost(torch, say)
+    profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
+    profile["convs"] = _conv_throughput(torch, device, dtypes, say)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
+    # the step and per-layer costs above leave the update out: the optimizer rows price it whole
+    profile["overheads_exclude_update"] = True
     return profile
 
 
 def _training_overhead(torch, device: str, say) -> dict:
     """The framework's fixed cost of a training step and its cost per layer, from tiny models whose
-    arithmetic is negligible: steps of n (Linear(16, 16), ReLU) pairs with Adam, fitted as a + b*n."""
+    arithmetic is negligible: forward and backward of n (Linear(16, 16), ReLU) pairs, fitted as a + b*n.
+    The update is left out: the optimizer rows price it by tensor count and size."""
     counts = [1, 2, 4, 8, 16]
     x = torch.randn(16, 16, device=device)
     y = torch.randn(16, 16, device=device)
@@ -113,12 +128,10 @@ def _training_overhead(torch, device: str, say) -> dict:
         for _ in range(n):
             layers += [torch.nn.Linear(16, 16), torch.nn.ReLU()]
         model = torch.nn.Sequential(*layers).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def step(model=model, opt=opt):
-            opt.zero_grad(set_to_none=True)
+        def step(model=model):
+            model.zero_grad(set_to_none=True)
             torch.nn.functional.mse_loss(model(x), y).backward()
-            opt.step()
         steps[n] = step
     # rounds over all sizes, interleaved, so that a slow moment of the machine hits them alike
     samples: dict = {n: [] for n in counts}
@@ -138,7 +151,8 @@ def _training_overhead(torch, device: str, say) -> dict:
 def _kind_overheads(torch, device: str, say) -> dict:
     """Host cost per layer of the kinds whose modules do much in Python or launch many kernels
     (attention, Transformer layers, RNNs, convolutions, batch norm), from training steps of tiny stacks
-    of 1 and 4 of them: the difference over 3 is one layer's cost, forward, backward and update."""
+    of 1 and 4 of them: the difference over 3 is one layer's cost, forward and backward (the update is
+    priced by the optimizer rows)."""
     nn = torch.nn
 
     class First(nn.Module):  # modules returning tuples, reduced to their first output
@@ -164,12 +178,10 @@ def _kind_overheads(torch, device: str, say) -> dict:
         steps = []
         for n in (1, 4):
             model = nn.Sequential(*[make() for _ in range(n)]).to(device)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-            def step(model=model, opt=opt):
-                opt.zero_grad(set_to_none=True)
+            def step(model=model):
+                model.zero_grad(set_to_none=True)
                 model(x).float().pow(2).mean().backward()
-                opt.step()
             steps.append(step)
         one, four = [], []
         for _ in range(5):  # interleaved rounds, medians
@@ -180,23 +192,56 @@ def _kind_overheads(torch, device: str, say) -> dict:
     return out
 
 
-def _norm_throughput(torch, device: str, dtypes: tuple, say) -> dict:
-    """Seconds per element of normalisation layers, forward and backward: their kernels (statistics,
-    layout changes) run far from the copy bandwidth, differently for each kind and dtype."""
+def _page_fault_cost(torch, say) -> float:
+    """Seconds per byte that writing a fresh block costs over writing an existing one, on a CPU host.
+
+    The C library maps blocks of 32 MiB and more straight from the kernel, and returns them when they
+    are freed: each such tensor is paged in (faulted, zeroed) again at its first write, every step.
+    Measured on elementwise outputs (square root, division, fill) of 64 and 256 MiB, fresh against
+    written into an existing tensor; the median of the six."""
+    run = _timer(torch, "cpu")
+    penalties = []
+    for mib in (64, 256):
+        n = mib * 2**20 // 4
+        x = torch.rand(n) + 0.5
+        out = torch.zeros(n)
+        for fresh, existing in ((lambda: x.sqrt(), lambda: torch.sqrt(x, out=out)),
+                                (lambda: x / 2.0, lambda: torch.div(x, 2.0, out=out)),
+                                (lambda: torch.empty(n).fill_(1.0), lambda: out.fill_(1.0))):
+            penalties.append(max(run(fresh, repeat=5) - run(existing, repeat=5), 0.0) / (4 * n))
+        del x, out
+    cost = statistics.median(penalties)
+    say(f"fresh pages: {1 / cost / 1e9 if cost else float('inf'):.1f} GB/s paged in")
+    return cost
+
+
+def _kernel_throughput(torch, device: str, dtypes: tuple, say) -> dict:
+    """Seconds per element of the kernels that run far from the copy bandwidth, forward and backward:
+    normalisation (statistics, layout changes), ReLU, dropout (random numbers: slow on CPUs), max and
+    average pooling (per input element) and softmax, each measured differently for each dtype."""
+    nn = torch.nn
+    big = device == "cuda"  # large enough that the kernels, not the calls around them, take the time
+    image = (128, 64, 64, 64) if big else (32, 64, 32, 32)
+    rows = (65536, 512) if big else (8192, 256)
+    makers = {
+        "batch_norm": (lambda: nn.BatchNorm2d(image[1]), image),
+        "layer_norm": (lambda: nn.LayerNorm(rows[-1]), rows),
+        "relu": (lambda: nn.ReLU(), image),
+        "dropout": (lambda: nn.Dropout(0.1), image),
+        "max_pool": (lambda: nn.MaxPool2d(2), image),
+        "avg_pool": (lambda: nn.AvgPool2d(2), image),
+        "softmax": (lambda: nn.Softmax(dim=-1), (image[0] * image[1], image[2], image[3])),
+    }
     out: dict = {}
-    # large enough that the kernels, not the calls around them, take the time
-    shapes = ({"batch_norm": (128, 64, 64, 64), "layer_norm": (65536, 512)} if device == "cuda"
-              else {"batch_norm": (32, 64, 32, 32), "layer_norm": (8192, 256)})
+    run = _timer(torch, device)
     for dtype_name in dtypes:
         if dtype_name == "tfloat32":
             continue
         dtype = getattr(torch, dtype_name)
-        for kind, shape in shapes.items():
+        for kind, (make, shape) in makers.items():
             x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
-            layer = (torch.nn.BatchNorm2d(shape[1]) if kind == "batch_norm" else torch.nn.LayerNorm(shape[-1]))
-            layer = layer.to(device=device, dtype=dtype)
-            grad = torch.randn(shape, device=device, dtype=dtype)
-            run = _timer(torch, device)
+            layer = make().to(device=device, dtype=dtype).train()
+            grad = torch.randn_like(layer(x))
             forward = run(lambda: layer(x), repeat=20)
             both = run(lambda: layer(x).backward(grad), repeat=20)
             numel = x.numel()
@@ -207,21 +252,79 @@ def _norm_throughput(torch, device: str, dtypes: tuple, say) -> dict:
     return out
 
 
+# Convolutions (batch, channels in, side, channels out, kernel, stride) as small CNNs run them: the
+# first layer of an image model, 3x3 blocks at falling resolution, 1x1 projections, a 7x7 stem.
+CONVS = [(16, 3, 32, 32, 3, 1), (16, 32, 32, 32, 3, 1), (16, 32, 16, 64, 3, 1), (16, 64, 16, 64, 3, 1),
+         (16, 64, 8, 128, 3, 1), (64, 32, 32, 32, 3, 1), (64, 64, 16, 64, 3, 1), (16, 64, 32, 256, 1, 1),
+         (16, 256, 16, 64, 1, 1), (16, 3, 64, 32, 7, 2), (4, 128, 16, 128, 3, 1), (64, 3, 32, 32, 3, 1)]
+
+
+def _conv_throughput(torch, device: str, dtypes: tuple, say) -> dict:
+    """Forward and backward seconds of 2-D convolutions over a sweep of shapes, each keyed by the
+    product it amounts to (output positions, inputs per output, filters): convolutions run their own
+    kernels (oneDNN on CPUs, cuDNN on GPUs), whose rates differ from the matrix products'."""
+    out: dict = {}
+    run = _timer(torch, device)
+    scale = 4 if device == "cuda" else 1  # bigger batches where the machine is bigger
+    for dtype_name in dtypes:
+        if dtype_name == "tfloat32":
+            continue
+        dtype = getattr(torch, dtype_name)
+        samples: dict = {shape: ([], []) for shape in CONVS}
+        for _ in range(SWEEP_ROUNDS):  # interleaved rounds, medians per shape
+            for shape in CONVS:
+                batch, cin, side, cout, kernel, stride = shape
+                conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+                conv = conv.to(device=device, dtype=dtype)
+                x = torch.randn(batch * scale, cin, side, side, device=device, dtype=dtype, requires_grad=True)
+                grad = torch.randn_like(conv(x))
+                samples[shape][0].append(run(lambda: conv(x), repeat=5))
+                samples[shape][1].append(run(lambda: conv(x).backward(grad), repeat=5))
+        rows = []
+        for (batch, cin, side, cout, kernel, stride), (forwards, boths) in samples.items():
+            forward, both = statistics.median(forwards), statistics.median(boths)
+            side_out = (side + 2 * (kernel // 2) - kernel) // stride + 1
+            positions = batch * scale * side_out * side_out
+            rows.append({"m": positions, "k": cin * kernel * kernel, "n": cout, "forward_s": forward,
+                         "backward_s": max(both - forward, forward)})
+            say(f"conv {dtype_name} {batch * scale}x{cin}x{side}x{side} -> {cout}, {kernel}x{kernel}: "
+                f"{2 * positions * cin * kernel * kernel * cout / forward / 1e9:.1f} GFLOP/s forward")
+        out[dtype_name] = rows
+    return out
+
+
+# Optimizer updates over sets of 8 equal tensors (total parameters), and over 64 tiny tensors, whose
+# time is the update's cost per tensor: torch loops over tensors on CPUs, and what a parameter costs
+# depends on whether the optimizer's state stays in cache.
+UPDATE_TOTALS = [2**p for p in range(12, 25, 2)]
+
+
 def _optimizer_throughput(torch, device: str, quick: bool, say) -> dict:
-    """Seconds per parameter of one update, on enough parameters to be bandwidth-bound."""
-    total = (2**26 if device == "cuda" else 2**22) // (4 if quick else 1)
-    params = [torch.nn.Parameter(torch.randn(total // 8, device=device)) for _ in range(8)]
-    for p in params:
-        p.grad = torch.randn_like(p)
-    out = {}
-    for name, make in (("adam", lambda: torch.optim.Adam(params, lr=1e-4)),
-                       ("adamw", lambda: torch.optim.AdamW(params, lr=1e-4)),
-                       ("sgd", lambda: torch.optim.SGD(params, lr=1e-4)),
-                       ("momentum", lambda: torch.optim.SGD(params, lr=1e-4, momentum=0.9))):
-        opt = make()
-        seconds = _timer(torch, device)(opt.step, repeat=10, warmup=2)
-        out[name] = {"seconds_per_param": seconds / total, "params": total}
-        say(f"{name} update: {seconds / total * 1e9:.3f} ns per parameter")
+    """Seconds per update of each optimizer: per parameter on a large set (``seconds_per_param``) and,
+    over sizes (``sizes``), the rows that give a cost per tensor and a cost per parameter by size."""
+    top = (2**26 if device == "cuda" else 2**24) // (4 if quick else 1)
+    sets = [(64, 64)] + [(8, total) for total in UPDATE_TOTALS if total <= top]
+    if device == "cuda":
+        sets.append((8, top))
+    makers = (("adam", lambda ps: torch.optim.Adam(ps, lr=1e-4)),
+              ("adamw", lambda ps: torch.optim.AdamW(ps, lr=1e-4)),
+              ("sgd", lambda ps: torch.optim.SGD(ps, lr=1e-4)),
+              ("momentum", lambda ps: torch.optim.SGD(ps, lr=1e-4, momentum=0.9)))
+    out: dict = {name: {"sizes": []} for name, _ in makers}
+    for tensors, total in sets:
+        params = [torch.nn.Parameter(torch.randn(total // tensors, device=device)) for _ in range(tensors)]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        for name, make in makers:
+            opt = make(params)
+            seconds = _timer(torch, device)(opt.step, repeat=10 if total < 2**22 else 4, warmup=2)
+            out[name]["sizes"].append({"tensors": tensors, "params": total, "seconds": seconds})
+            del opt
+        say(f"updates of {tensors} tensors, {total} parameters: " + ", ".join(
+            f"{name} {out[name]['sizes'][-1]['seconds'] * 1e6:.0f} us" for name, _ in makers))
+    for name, _ in makers:  # the largest set: the cost per parameter once bound by memory
+        largest = out[name]["sizes"][-1]
+        out[name].update(seconds_per_param=largest["seconds"] / largest["params"], params=largest["params"])
     return out
 
 

@@ -41,8 +41,12 @@ class DeviceProfile:
     step_overhead_s: float | None = None  # host cost of a training step beyond its layers (calibrated)
     layer_overhead_s: float | None = None  # host cost of one Linear+ReLU pair, forward and backward
     optimizer_seconds: dict = field(default_factory=dict, compare=False)  # optimizer -> s per parameter
-    norms: dict = field(default_factory=dict, compare=False)  # dtype -> kind -> s per element (fwd, bwd)
+    kernels: dict = field(default_factory=dict, compare=False)  # dtype -> kernel -> s per element (fwd, bwd)
     kind_overheads: dict = field(default_factory=dict, compare=False)  # kind -> host s per layer and step
+    convs: dict = field(default_factory=dict, compare=False)  # dtype -> [(m, k, n, forward s, backward s)]
+    optimizer_sizes: dict = field(default_factory=dict, compare=False)  # optimizer -> [(tensors, params, s)]
+    overheads_exclude_update: bool = False  # step/layer/kind host costs were measured without the update
+    page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
 
     # -- rates ----------------------------------------------------------------------------------------
     def matmul_seconds(self, m: int, k: int, n: int, dtype: str) -> float:
@@ -69,6 +73,44 @@ class DeviceProfile:
         if self.copies:
             rate = _bandwidth_at(self.copies, nbytes, self._call_cost())
         return max(self.launch_floor_s, nbytes / rate)
+
+    def kernel_seconds(self, kernel: str, elements: int, dtype: str) -> tuple[float, float] | None:
+        """(forward, backward) device seconds of a calibrated per-element kernel over ``elements``,
+        or None when the profile did not measure it."""
+        dtype = {"tfloat32": "float32", "float16": "bfloat16"}.get(dtype, dtype)
+        table = self.kernels.get(dtype) or self.kernels.get("float32") or {}
+        entry = table.get(kernel)
+        if entry is None:
+            return None
+        return (max(self.launch_floor_s, elements * entry["forward_s_per_element"]),
+                max(self.launch_floor_s, elements * entry["backward_s_per_element"]))
+
+    def conv_seconds(self, m: int, k: int, n: int, dtype: str) -> tuple[float, float] | None:
+        """(forward, backward) device seconds of a convolution amounting to an (m, k) @ (k, n) product,
+        from the calibrated convolutions, or None when the profile has none. Backward is both gradients."""
+        dtype = {"tfloat32": "float32"}.get(dtype, dtype)
+        rows = self.convs.get(dtype)
+        if not rows or m * k * n == 0:
+            return None
+        flops = 2 * m * k * n
+        forward = [(rm, rk, rn, fwd) for rm, rk, rn, fwd, _ in rows]
+        backward = [(rm, rk, rn, bwd) for rm, rk, rn, _, bwd in rows]
+        call = self._call_cost()
+        return (max(self.launch_floor_s, flops / _interpolated_rate(forward, m, k, n, call)),
+                max(self.launch_floor_s, flops / _interpolated_rate(backward, m, k, n, call)))
+
+    def update_seconds(self, optimizer: str, tensor_sizes: list) -> float | None:
+        """Seconds of one optimizer update over tensors of these sizes, from the calibrated rows: a
+        cost per tensor (64 tiny tensors) plus a cost per parameter interpolated by the total, or None."""
+        rows = self.optimizer_sizes.get(optimizer)
+        if not rows or not tensor_sizes:
+            return None
+        tiny = min(rows, key=lambda r: r[1] / r[0])
+        per_tensor = tiny[2] / tiny[0]
+        total = sum(tensor_sizes)
+        # per parameter: what a set took beyond its tensors' fixed cost (a floor keeps noise from zeroing it)
+        curve = sorted((p, max(s - n * per_tensor, s * 0.01) / p) for n, p, s in rows if (n, p) != tiny[:2])
+        return len(tensor_sizes) * per_tensor + total * _log_interpolate(curve, total)
 
     def _call_cost(self) -> float:
         """What a calibration timing holds besides the kernel: one synchronised call's host cost."""
@@ -103,6 +145,19 @@ def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float) ->
         weights += w
         total += w * math.log(rate)
     return min(best, math.exp(total / weights))
+
+
+def _log_interpolate(points: list, x: float) -> float:
+    """y at x, linear in log x and log y between sorted (x, y) points, flat beyond the ends."""
+    if x <= points[0][0]:
+        return points[0][1]
+    if x >= points[-1][0]:
+        return points[-1][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return math.exp(math.log(y0) + t * (math.log(y1) - math.log(y0)))
+    return points[-1][1]
 
 
 def _bandwidth_at(copies: tuple, nbytes: int, call_cost: float) -> float:
@@ -154,8 +209,10 @@ def from_calibration(data: dict) -> DeviceProfile:
     matmul = {dtype: [(r["m"], r["k"], r["n"], r["seconds"]) for r in rows]
               for dtype, rows in data.get("matmul", {}).items()}
     peaks = {dtype: max(2 * m * k * n / s for m, k, n, s in rows) for dtype, rows in matmul.items()}
-    # elementwise work writes fresh tensors: use that measurement when the calibration has it
-    rows = data.get("fresh_bandwidth") or data.get("bandwidth", [])
+    # Elementwise work writes fresh tensors. A calibration that measured the page-fault cost prices the
+    # fresh blocks apart (timing.py) and passes at the copy bandwidth; older ones used fresh writes.
+    fault = float(data.get("page_fault_s_per_byte") or 0.0)
+    rows = (data.get("bandwidth") if fault else data.get("fresh_bandwidth")) or data.get("bandwidth", [])
     copies = tuple((r["bytes"], r["seconds"]) for r in rows)
     bandwidth = max((b / s for b, s in copies), default=40e9)
     gpu = device == "cuda"
@@ -167,7 +224,22 @@ def from_calibration(data: dict) -> DeviceProfile:
         framework=data.get("framework"), source=f"calibrated ({data.get('framework_version', '?')})",
         step_overhead_s=data.get("step_overhead_s"), layer_overhead_s=data.get("layer_overhead_s"),
         optimizer_seconds={k: v["seconds_per_param"] for k, v in (data.get("optimizers") or {}).items()},
-        norms=data.get("norms") or {}, kind_overheads=data.get("kind_overheads") or {})
+        kernels=_merged_kernels(data), kind_overheads=data.get("kind_overheads") or {},
+        convs={dtype: [(r["m"], r["k"], r["n"], r["forward_s"], r["backward_s"]) for r in rows]
+               for dtype, rows in (data.get("convs") or {}).items()},
+        optimizer_sizes={name: [(r["tensors"], r["params"], r["seconds"]) for r in v["sizes"]]
+                         for name, v in (data.get("optimizers") or {}).items() if v.get("sizes")},
+        overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault)
+
+
+def _merged_kernels(data: dict) -> dict:
+    """Per-element kernel costs by dtype; older calibrations stored the normalisation kernels alone,
+    under "norms"."""
+    merged: dict = {}
+    for key in ("norms", "kernels"):
+        for dtype, table in (data.get(key) or {}).items():
+            merged.setdefault(dtype, {}).update(table)
+    return merged
 
 
 def resolve(device: object) -> DeviceProfile:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from .dims import prod
 from .layers.recurrent import GATES
-from .training import OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _trains
+from .training import OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _trains, trainable_tensor_sizes
 
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
               "identity", "expand", "index", "parameter", "size", "value_op"}
@@ -22,6 +22,12 @@ LOSS_OPS = 6  # loss forward and backward, and the autograd engine's start
 # Host operations this model assigns to the calibration's Linear+ReLU pair (Linear: forward, dgrad,
 # wgrad, autograd node; ReLU: forward, backward, node): the calibrated cost per pair is spread over them.
 PAIR_OPS = 7
+# glibc's malloc maps blocks of this size and more from the kernel and returns them on free (its dynamic
+# mmap threshold stops rising here): on a CPU host such tensors are paged in again every step.
+MMAP_CEILING = 32 * 2**20
+# Below the ceiling, the threshold rises to the largest block freed so far (from 128 KiB), and the heap is
+# trimmed when twice that is free at its top: blocks of the threshold's size are paged in again and again.
+MMAP_FLOOR = 128 * 2**10
 
 
 def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str, a_bytes: int,
@@ -39,19 +45,29 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
         else:
             kind_host += calibrated
         per_layer.append((row.name, seconds))
-    tensors = sum(1 for row in rows if row.shared_with is None for w in row.weights
-                  if row.layer is not None and row.layer.trains(w))
+    sizes = trainable_tensor_sizes(rows)
     trainable = est.trainable_params
-    if optimizer in profile.optimizer_seconds:  # measured update cost per parameter
-        update = trainable * profile.optimizer_seconds[optimizer]
+    measured = profile.update_seconds(optimizer, sizes) if all(type(n) is int for n in sizes) else None
+    if measured is not None:  # calibrated over tensor counts and sizes: host and device together
+        update, update_host = measured, 0.0
     else:
-        update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer])
+        if optimizer in profile.optimizer_seconds:  # measured update cost per parameter
+            update = trainable * profile.optimizer_seconds[optimizer]
+        else:
+            update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer])
+        # torch's optimizers run foreach kernels over all tensors on GPUs, a loop per tensor on CPUs
+        update_ops = OPTIMIZER_OPS[optimizer] * (1 if profile.asynchronous else max(len(sizes), 1))
+        update_host = update_ops * profile.op_overhead_s
+    if profile.page_fault_s_per_byte and not profile.asynchronous:
+        fresh_pass, fresh_update = _paged_in_bytes(rows, needs_grad, sizes, optimizer, a_bytes)
+        device_total += fresh_pass * profile.page_fault_s_per_byte
+        update += fresh_update * profile.page_fault_s_per_byte
     per_layer.append((f"{optimizer} update", update))
-    # torch's optimizers run foreach kernels over all tensors on GPUs, a loop per tensor on CPUs
-    update_ops = OPTIMIZER_OPS[optimizer] * (1 if profile.asynchronous else max(tensors, 1))
-    update_host = update_ops * profile.op_overhead_s
     if profile.step_overhead_s is not None and profile.layer_overhead_s is not None:
-        layers_host = max(profile.step_overhead_s - update_host, 0.0) + host_ops * profile.layer_overhead_s / PAIR_OPS
+        fixed = profile.step_overhead_s
+        if not profile.overheads_exclude_update:  # older calibrations timed whole steps, update included
+            fixed = max(fixed - update_host, 0.0)
+        layers_host = fixed + host_ops * profile.layer_overhead_s / PAIR_OPS
     else:
         layers_host = (host_ops + LOSS_OPS) * profile.op_overhead_s
     layers_host += kind_host
@@ -66,6 +82,33 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
     per_layer.sort(key=lambda item: -item[1])
     return replace(cost, device=profile.name, step_seconds=step, host_seconds=host,
                    device_seconds=device_total, layer_seconds=tuple(per_layer))
+
+
+def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int) -> tuple[int, int]:
+    """Bytes of fresh blocks a CPU step pages in: (forward and backward, optimizer update).
+
+    The step's fresh blocks are forward outputs, input and weight gradients, and the update's
+    temporaries (Adam's root and quotient, one for RMSprop and Adagrad). Blocks of MMAP_CEILING and more
+    are paged in every time. Below it, the allocator's threshold settles at the largest block of the
+    step; blocks of that size written in the backward pass and the update are paged in again every step
+    (measured on this project's CPU host: the weight gradients and Adam temporaries of an MLP's largest
+    layers, the input gradients when activations are the largest blocks)."""
+    forward, backward = [], []
+    for row in rows:
+        if row.kind in VIEW_KINDS or row.layer is None:
+            continue
+        forward.append(prod(row.output_shape) * a_bytes)
+        if any(src in needs_grad for src, _ in row.inbound):
+            backward += [prod(s) * a_bytes for s in row.input_shapes]
+    backward += [4 * n for n in sizes]
+    temporaries = {"adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}.get(optimizer, 0)
+    update = [4 * n for n in sizes for _ in range(temporaries)]
+    threshold = max([b for b in forward + backward + update if b < MMAP_CEILING], default=0)
+
+    def paged(block: int, again: bool) -> bool:
+        return block >= MMAP_CEILING or (again and block == threshold >= MMAP_FLOOR)
+    passes = sum(b for b in forward if paged(b, False)) + sum(b for b in backward if paged(b, True))
+    return passes, sum(b for b in update if paged(b, True))
 
 
 def _kind_host(row, profile) -> float | None:
@@ -88,18 +131,30 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
     kind = row.kind
     if kind in VIEW_KINDS:
         return 0.0, 0.5  # views cost the host a little, the device nothing
-    norm = _calibrated_norm(row, profile, mm_dtype)
-    if norm is not None:
-        forward, backward = norm
-        return forward + (backward if dgrad or trains else 0.0), 1 + (2 if dgrad or trains else 0)
-    weight_mm, act_mm, ew_bytes, ops = _decompose(row, a_bytes)
+    backward = dgrad or trains
+    conv = _calibrated_conv(row, dgrad, trains, profile, mm_dtype)
+    if conv is not None:
+        weight_mm, act_mm, ew_bytes, ops, kernels = [], [], 0, 1, _fused_activation(row)
+        fwd, bwd = conv
+        bwd_ops = (1 if dgrad else 0) + (1 if trains else 0)
+    else:
+        weight_mm, act_mm, ew_bytes, ops, kernels = _decompose(row, a_bytes)
+        fwd = bwd = 0.0
+        bwd_ops = 0
     mm = profile.matmul_seconds
-    fwd = sum(mm(m, k, n, mm_dtype) for m, k, n in weight_mm + act_mm) + profile.memory_seconds(ew_bytes)
+    fwd += sum(mm(m, k, n, mm_dtype) for m, k, n in weight_mm + act_mm)
     if autocast and weight_mm:  # autocast casts each weight to 16 bits before its product: read 4, write 2
         fwd += sum(profile.memory_seconds(k * n * 6) for _, k, n in weight_mm)
         ops += len(weight_mm)
-    bwd = 0.0
-    bwd_ops = 0.0
+    for name, elements, fallback_bytes in kernels:
+        measured = profile.kernel_seconds(name, elements, mm_dtype)
+        if measured is None:  # not calibrated: a memory-bound pass
+            ew_bytes += int(elements * fallback_bytes * a_bytes)
+        else:
+            fwd += measured[0]
+            bwd += measured[1]
+            bwd_ops += 1
+    fwd += profile.memory_seconds(ew_bytes)
     for m, k, n in weight_mm:
         if dgrad:
             bwd += mm(m, n, k, mm_dtype)
@@ -107,52 +162,72 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
         if trains:
             bwd += mm(k, m, n, mm_dtype)
             bwd_ops += 1
-    if dgrad or trains:
-        bwd += 2 * sum(mm(m, k, n, mm_dtype) for m, k, n in act_mm)
-        bwd += profile.memory_seconds(int(ew_bytes * BACKWARD_BYTES_FACTOR))
-        bwd_ops += 2 * len(act_mm) + (1 if ew_bytes else 0) + 1  # + the autograd node
+    if not backward:
+        return fwd, ops
+    bwd += 2 * sum(mm(m, k, n, mm_dtype) for m, k, n in act_mm)
+    bwd += profile.memory_seconds(int(ew_bytes * BACKWARD_BYTES_FACTOR))
+    bwd_ops += 2 * len(act_mm) + (1 if ew_bytes else 0) + 1  # + the autograd node
     return fwd + bwd, ops + bwd_ops
 
 
-def _calibrated_norm(row, profile, mm_dtype: str) -> tuple[float, float] | None:
-    """(forward, backward) seconds of a batch or layer norm from the profile's measured kernels."""
-    if row.kind not in ("batch_norm", "layer_norm", "group_norm", "rms_norm"):
+def _calibrated_conv(row, dgrad: bool, trains: bool, profile, mm_dtype: str) -> tuple[float, float] | None:
+    """(forward, backward) seconds of a dense 2-D convolution from the profile's measured convolutions;
+    a backward that needs one of the two gradients (the first layer's, a frozen layer's) takes half."""
+    layer = row.layer
+    if row.kind != "conv" or getattr(layer, "groups", 1) != 1 or len(row.output_shape) != 4:
         return None
-    dtype = {"tfloat32": "float32", "float16": "bfloat16"}.get(mm_dtype, mm_dtype)
-    table = profile.norms.get(dtype) or profile.norms.get("float32")
-    if not table:
+    x, out = row.input_shapes[0], row.output_shape
+    channels_in = x[-1] if layer.channels_last else x[1]
+    filters = out[-1] if layer.channels_last else out[1]
+    positions = prod(out) // filters
+    measured = profile.conv_seconds(positions, channels_in * prod(layer.kernel_size), filters, mm_dtype)
+    if measured is None:
         return None
-    entry = table.get("batch_norm" if row.kind == "batch_norm" else "layer_norm")
-    if entry is None:
-        return None
-    numel = prod(row.output_shape)
-    return (max(profile.launch_floor_s, numel * entry["forward_s_per_element"]),
-            max(profile.launch_floor_s, numel * entry["backward_s_per_element"]))
+    forward, backward = measured
+    return forward, backward * ((1 if dgrad else 0) + (1 if trains else 0)) / 2
 
 
-def _decompose(row, a_bytes: int) -> tuple[list, list, int, float]:
-    """Forward products with weights, products between activations, elementwise bytes, host ops."""
+# Bytes per element (in units of the activation dtype's size) a per-element kernel moves when the
+# profile did not calibrate it: read and write; a norm makes three such passes.
+FALLBACK_BYTES = {"relu": 2, "dropout": 2, "softmax": 2, "layer_norm": 6, "batch_norm": 6}
+
+
+def _kernel(name: str, elements) -> tuple:
+    return (name, elements, FALLBACK_BYTES[name])
+
+
+def _fused_activation(row) -> list:
+    """A Keras layer's own activation, priced like a separate one."""
+    act = getattr(row.layer, "activation", "linear")
+    if act == "linear":
+        return []
+    return [_kernel("softmax" if act == "softmax" else "relu", prod(row.output_shape))]
+
+
+def _decompose(row, a_bytes: int) -> tuple[list, list, int, float, list]:
+    """Forward products with weights, products between activations, elementwise bytes, host ops, and
+    per-element kernels (name, elements, bytes per element if uncalibrated)."""
     kind, layer = row.kind, row.layer
     x = row.input_shapes[0] if row.input_shapes else ()
     out = row.output_shape
     out_n = prod(out)
     if kind == "dense":
-        act = 0 if layer.activation == "linear" else 2 * out_n * a_bytes
-        return [(prod(x[:-1]), x[-1], out[-1])], [], act, 1 + (1 if act else 0)
+        act = _fused_activation(row)
+        return [(prod(x[:-1]), x[-1], out[-1])], [], 0, 1 + len(act), act
     if kind in ("conv", "separable_conv", "depthwise_conv", "conv_transpose"):
         channels_in = x[-1] if layer.channels_last else x[1]
         filters = out[-1] if layer.channels_last else out[1]
-        act = 0 if layer.activation == "linear" else 2 * out_n * a_bytes
+        act = _fused_activation(row)
         if kind == "depthwise_conv":  # memory-bound: each output reads a small window
-            return [], [], (prod(x) + out_n) * a_bytes, 1
+            return [], [], (prod(x) + out_n) * a_bytes, 1, act
         if kind == "conv_transpose":
             positions = prod(x) // channels_in
-            return [(positions, channels_in, filters // layer.groups * prod(layer.kernel_size))], [], act, 1
+            return [(positions, channels_in, filters // layer.groups * prod(layer.kernel_size))], [], 0, 1, act
         groups = getattr(layer, "groups", 1)
         positions = out_n // filters
-        return [(positions, channels_in // groups * prod(layer.kernel_size), filters)], [], act, 1 + (1 if act else 0)
+        return [(positions, channels_in // groups * prod(layer.kernel_size), filters)], [], 0, 1 + len(act), act
     if kind == "attention":
-        return _attention_ops(row, a_bytes)
+        return _attention_ops(row)
     if kind == "transformer":
         return _transformer_ops(row, a_bytes)
     if kind == "rnn":
@@ -161,16 +236,26 @@ def _decompose(row, a_bytes: int) -> tuple[list, list, int, float]:
         a, b = row.input_shapes
         k = a[-1]
         n = out_n // max(prod(out[:-1]), 1) if kind == "matmul" else 1
-        return [], [(out_n // max(n, 1), k, n)], 0, 1
+        return [], [(out_n // max(n, 1), k, n)], 0, 1, []
     if kind == "embedding":
-        return [], [], 2 * out_n * a_bytes, 1
-    # elementwise, pools, norms, merges, concatenation, padding: memory-bound passes
-    passes = 3 if kind in ("batch_norm", "layer_norm", "group_norm", "rms_norm") else 1
-    nbytes = (sum(prod(s) for s in row.input_shapes) + out_n) * a_bytes * passes
-    return [], [], nbytes, 1
+        return [], [], 2 * out_n * a_bytes, 1, []
+    if kind == "activation":
+        if layer.function == "linear":
+            return [], [], 0, 1, []
+        return [], [], 0, 1, [_kernel("softmax" if layer.function == "softmax" else "relu", out_n)]
+    if kind == "dropout":
+        return [], [], 0, 1, ([_kernel("dropout", out_n)] if layer.rate else [])
+    if kind in ("batch_norm", "layer_norm", "group_norm", "rms_norm"):
+        return [], [], 0, 1, [_kernel("batch_norm" if kind == "batch_norm" else "layer_norm", out_n)]
+    if kind == "pool" and layer.rank == 2:  # per input element; uncalibrated, a pass over input and output
+        n_in = prod(x)
+        return [], [], 0, 1, [(f"{layer.op}_pool", n_in, (n_in + out_n) / n_in)]
+    # elementwise, other pools, merges, concatenation, padding: memory-bound passes
+    nbytes = (sum(prod(s) for s in row.input_shapes) + out_n) * a_bytes
+    return [], [], nbytes, 1, []
 
 
-def _attention_ops(row, a_bytes: int):
+def _attention_ops(row):
     layer = row.layer
     q, k = row.input_shapes[0], row.input_shapes[1]
     b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
@@ -181,8 +266,9 @@ def _attention_ops(row, a_bytes: int):
     weight = [(b * tq, q[-1], h * kd), (b * tk, k[-1], h * kd), (b * tk, row.input_shapes[-1][-1], h * vd),
               (b * tq, h * vd, od)]
     act = [(b * h * tq, kd, tk), (b * h * tq, tk, vd)]
-    ew = 3 * b * h * tq * tk * a_bytes  # softmax read and write, dropout
-    return weight, act, ew, 8
+    scores = b * h * tq * tk
+    kernels = [_kernel("softmax", scores)] + ([_kernel("dropout", scores)] if layer.dropout else [])
+    return weight, act, 0, 8, kernels
 
 
 def _transformer_ops(row, a_bytes: int):
@@ -192,18 +278,25 @@ def _transformer_ops(row, a_bytes: int):
     b, t, e, f, h = x[b_ax], x[t_ax], layer.d_model, layer.dim_feedforward, layer.nhead
     hd = e // h
     weight, act = [], []
-    ew = 0
     attentions = 2 if layer.decoder else 1
+    tokens = b * t
+    scores = dropout = norms = 0
     for _ in range(layer.num_layers):
         for _ in range(attentions):
-            weight += [(b * t, e, 3 * e), (b * t, e, e)]
+            weight += [(tokens, e, 3 * e), (tokens, e, e)]
             act += [(b * h * t, hd, t), (b * h * t, t, hd)]
-            ew += 4 * b * h * t * t * a_bytes
-        weight += [(b * t, e, f), (b * t, f, e)]
-        # norms (3 passes each), residual adds, dropouts, activation
-        ew += (attentions + 1) * (3 * 2 + 3 + 2) * b * t * e * a_bytes + 3 * b * t * f * a_bytes
+            scores += b * h * t * t
+            dropout += b * h * t * t + tokens * e  # the probabilities and the block's output
+        weight += [(tokens, e, f), (tokens, f, e)]
+        dropout += tokens * f + tokens * e  # the feed-forward's hidden layer and output
+        norms += (attentions + 1) * tokens * e
+    hidden = layer.num_layers * tokens * f
+    residuals = layer.num_layers * (attentions + 1) * 3 * tokens * e * a_bytes  # two reads, one write
+    kernels = [_kernel("softmax", scores), _kernel("layer_norm", norms), _kernel("relu", hidden)]
+    if layer.dropout:
+        kernels.append(_kernel("dropout", dropout))
     ops = layer.num_layers * (attentions * 10 + 12)
-    return weight, act, ew, ops
+    return weight, act, residuals, ops, kernels
 
 
 def _rnn_ops(row, a_bytes: int):
@@ -220,4 +313,4 @@ def _rnn_ops(row, a_bytes: int):
             weight += [(b, h, g * h)] * t  # the recurrence, step by step
         d = layer.directions * h
     ew = layer.num_layers * layer.directions * t * b * (g + 2) * h * a_bytes * 2
-    return weight, [], ew, layer.num_layers * layer.directions * 2
+    return weight, [], ew, layer.num_layers * layer.directions * 2, []

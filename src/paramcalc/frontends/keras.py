@@ -419,7 +419,8 @@ def _mha(c: dict):
         raise SpecError("MultiHeadAttention use_gate=True is not modelled yet", value=True)
     out = output_shape if type(output_shape) is int or output_shape is None else output_shape[0]
     return MultiHeadAttention(num_heads=c["num_heads"], key_dim=c["key_dim"], value_dim=c.get("value_dim"),
-                              output_dim=out, use_bias=c.get("use_bias", True))
+                              output_dim=out, use_bias=c.get("use_bias", True),
+                              dropout=float(c.get("dropout") or 0.0))
 
 
 def _axes(value: object) -> tuple:

@@ -218,7 +218,8 @@ def _rnn(cell: str) -> Callable:
 def _mha(m) -> MultiHeadAttention:
     return MultiHeadAttention(num_heads=m.num_heads, key_dim=m.head_dim, value_dim=m.head_dim,
                               output_dim=m.embed_dim, use_bias=m.in_proj_bias is not None, layout="torch",
-                              add_bias_kv=m.bias_k is not None, batch_first=m.batch_first, embed_dim=m.embed_dim)
+                              add_bias_kv=m.bias_k is not None, batch_first=m.batch_first, embed_dim=m.embed_dim,
+                              dropout=float(m.dropout))
 
 
 def _transformer_layer(m, decoder: bool, num_layers: int = 1, final_norm: tuple = ()) -> Transformer:
@@ -233,7 +234,7 @@ def _transformer_layer(m, decoder: bool, num_layers: int = 1, final_norm: tuple 
     return Transformer(d_model=m.self_attn.embed_dim, nhead=m.self_attn.num_heads,
                        dim_feedforward=m.linear1.out_features, decoder=decoder, num_layers=num_layers,
                        final_norm=final_norm, bias=m.linear1.bias is not None, activation=activation,
-                       batch_first=m.self_attn.batch_first)
+                       batch_first=m.self_attn.batch_first, dropout=float(m.dropout.p))
 
 
 def _transformer_stack(decoder: bool) -> Callable:

@@ -71,6 +71,7 @@ class MultiHeadAttention(Layer):
     add_bias_kv: bool = False
     batch_first: bool = True
     embed_dim: Dim | None = None  # torch: the declared query width
+    dropout: float = 0.0  # on the attention probabilities while training (time, not shapes)
 
     def __post_init__(self) -> None:
         if type(self.num_heads) is not int or self.num_heads < 1:
@@ -148,6 +149,7 @@ class Transformer(Layer):
     bias: bool = True
     activation: str = "relu"
     batch_first: bool = False
+    dropout: float = 0.1  # torch's default; on the probabilities, each block's output and the FF hidden
 
     def __post_init__(self) -> None:
         _check_heads(self.display_type, self.d_model, self.nhead, self.name)

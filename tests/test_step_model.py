@@ -1,0 +1,132 @@
+"""The step-time model's calibrated parts (optimizer updates by tensor count and size, convolutions,
+per-element kernels, fresh pages on CPU hosts) and the update's temporaries in the memory model.
+
+Profiles here are built by hand so that every expected figure follows from the table given."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from paramcalc import Activation, Conv, Dense, Dropout, Flatten, Sequential, estimate, training_cost
+from paramcalc.devices import BUILTIN, from_calibration
+from paramcalc.timing import MMAP_CEILING
+
+CPU = BUILTIN["cpu"]
+# Adam over 64 one-element tensors: 1e-5 s each; 1 ns per parameter at 4,096 parameters, 2 ns at 65,536
+ADAM_ROWS = [(64, 64, 64e-5), (8, 4096, 8e-5 + 4096e-9), (8, 65536, 8e-5 + 65536 * 2e-9)]
+
+
+def _profile(**fields):
+    return replace(CPU, **fields)
+
+
+def _cost(layers, shape, batch, profile, optimizer="adam"):
+    est = estimate(Sequential(layers), input_shape=shape, batch_size=batch)
+    return training_cost(est, optimizer=optimizer, device=profile)
+
+
+def test_update_priced_per_tensor_and_per_parameter_by_size():
+    p = _profile(optimizer_sizes={"adam": ADAM_ROWS})
+    assert p.update_seconds("adam", [4000, 96]) == pytest.approx(2e-5 + 4096e-9)
+    assert p.update_seconds("adam", [65536]) == pytest.approx(1e-5 + 65536 * 2e-9)
+    # log-linear between the measured totals, flat beyond them
+    assert p.update_seconds("adam", [16384]) == pytest.approx(1e-5 + 16384 * 2**0.5 * 1e-9)
+    assert p.update_seconds("adam", [10**6]) == pytest.approx(1e-5 + 10**6 * 2e-9)
+    assert p.update_seconds("sgd", [10]) is None  # not calibrated: the per-parameter figure is used
+
+
+def test_step_takes_the_calibrated_update_of_the_model_tensors():
+    p = _profile(optimizer_sizes={"adam": ADAM_ROWS}, overheads_exclude_update=True)
+    cost = _cost([Dense(10), Dense(5)], (100,), 8, p)
+    assert dict(cost.layer_seconds)["adam update"] == pytest.approx(p.update_seconds("adam", [1000, 10, 50, 5]))
+
+
+def test_convolutions_priced_from_measured_convolutions():
+    # one measured convolution: 1,024 positions x 27 inputs x 16 filters, 1 ms forward, 3 ms backward
+    p = _profile(convs={"float32": [(1024, 27, 16, 1e-3, 3e-3)]})
+    cost = _cost([Conv(16, 3, padding="same", name="first"), Conv(16, 3, padding="same", name="second")],
+                 (32, 32, 3), 1, p)
+    seconds = dict(cost.layer_seconds)
+    assert seconds["first"] == pytest.approx(1e-3 + 3e-3 / 2)  # no input gradient for the first layer
+    scale = (16 * 9) / 27  # the second reads 16 channels at the same measured rate
+    assert seconds["second"] == pytest.approx(scale * (1e-3 + 3e-3))
+
+
+def test_per_element_kernels_and_their_fallback():
+    kernels = {"float32": {"dropout": {"forward_s_per_element": 5e-9, "backward_s_per_element": 1e-9},
+                           "relu": {"forward_s_per_element": 1e-10, "backward_s_per_element": 4e-10}}}
+    p = _profile(kernels=kernels)
+    layers = [Dense(64), Activation("relu", name="act"), Dropout(0.1, name="drop"), Dense(1)]
+    seconds = dict(_cost(layers, (32,), 100, p).layer_seconds)
+    assert seconds["drop"] == pytest.approx(6400 * 6e-9)
+    assert seconds["act"] == pytest.approx(6400 * 5e-10)
+    uncalibrated = dict(_cost(layers, (32,), 100, CPU).layer_seconds)["drop"]
+    assert uncalibrated == pytest.approx(CPU.memory_seconds(6400 * 4 * 2) * (1 + 1.5))  # a pass, 1.5 back
+
+
+def test_dropout_rate_reaches_transformer_timing():
+    torch = pytest.importorskip("torch")
+    kernels = {"float32": {"dropout": {"forward_s_per_element": 5e-9, "backward_s_per_element": 1e-9}}}
+    p = _profile(kernels=kernels)
+    times = []
+    for rate in (0.0, 0.1):
+        with torch.device("meta"):
+            layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=rate, batch_first=True)
+        est = estimate(layer, input_shape=(16, 32), batch_size=4)
+        assert est.layers[0].layer.dropout == rate
+        times.append(training_cost(est, device=p).device_seconds)
+    b, t, e, f, h = 4, 16, 32, 64, 4
+    dropped = b * h * t * t + 2 * b * t * e + b * t * f  # probabilities, both block outputs, FF hidden
+    assert times[1] - times[0] == pytest.approx(dropped * 6e-9)
+
+
+def test_fresh_blocks_are_paged_in_on_cpu_hosts():
+    p = _profile(page_fault_s_per_byte=1e-10)
+    units = MMAP_CEILING // 4 // 64 + 1  # a batch of 64 outputs just over the ceiling
+    layers = [Dense(units, name="wide"), Dense(1, name="head")]
+    with_faults = _cost(layers, (1,), 64, p, optimizer="sgd")
+    without = _cost(layers, (1,), 64, CPU, optimizer="sgd")
+    fresh = 64 * units * 4  # the wide output forward and its gradient backward
+    # below the ceiling, the largest blocks (the wide kernel's, its bias' and the head kernel's gradients,
+    # units floats each) sit at the allocator's threshold: paged in again in the backward pass
+    threshold_blocks = 3 * units * 4
+    assert with_faults.device_seconds - without.device_seconds == pytest.approx((2 * fresh + threshold_blocks) * 1e-10)
+    gpu = replace(BUILTIN["h100-sxm"], page_fault_s_per_byte=1e-10)  # device memory: no such pages
+    assert _cost(layers, (1,), 64, gpu).step_seconds == _cost(layers, (1,), 64, BUILTIN["h100-sxm"]).step_seconds
+
+
+def test_the_largest_tensors_temporaries_are_paged_in_when_they_set_the_threshold():
+    p = _profile(page_fault_s_per_byte=1e-10)
+    # 512x512 weights (1 MiB) are the largest blocks of the step: Adam's two temporaries of each fault
+    layers = [Dense(512), Dense(512), Dense(512), Dense(10)]
+    update = dict(_cost(layers, (512,), 16, p).layer_seconds)["adam update"]
+    base = dict(_cost(layers, (512,), 16, CPU).layer_seconds)["adam update"]
+    assert update - base == pytest.approx(3 * 2 * 512 * 512 * 4 * 1e-10)
+    # a batch whose activations outgrow the weights moves the threshold: no fault in the update
+    update = dict(_cost(layers, (512,), 1024, p).layer_seconds)["adam update"]
+    assert update == pytest.approx(dict(_cost(layers, (512,), 1024, CPU).layer_seconds)["adam update"])
+
+
+def test_update_temporaries_follow_the_device():
+    # batch 1: the update is the peak; Adam's loop (CPUs) holds two temporaries of the largest tensor,
+    # its foreach kernels (GPUs, and the default without a device) one of every tensor at once
+    est = estimate(Sequential([Dense(300), Dense(100), Flatten(), Dense(1)]), input_shape=(2000,), batch_size=1)
+    sizes = [2000 * 300, 300, 300 * 100, 100, 100, 1]
+    static = 16 * sum(sizes)  # weights, gradients, two moments
+    batch = 2000 * 4
+    assert training_cost(est, device="cpu").memory.peak == static + 2 * 4 * max(sizes) + batch
+    assert training_cost(est, device="h100-sxm").memory.peak == static + 4 * sum(sizes) + batch
+    assert training_cost(est).memory.peak == static + 4 * sum(sizes) + batch
+
+
+def test_old_calibrations_still_load():
+    data = {"device": "cpu", "matmul": {"float32": [{"m": 64, "k": 64, "n": 64, "seconds": 1e-5}]},
+            "bandwidth": [{"bytes": 2**20, "seconds": 1e-4}], "op_overhead_s": 2e-6,
+            "norms": {"float32": {"layer_norm": {"forward_s_per_element": 1e-10, "backward_s_per_element": 2e-10}}},
+            "optimizers": {"adam": {"seconds_per_param": 1e-9, "params": 2**22}}}
+    p = from_calibration(data)
+    assert p.kernel_seconds("layer_norm", 10, "float32") == pytest.approx((1e-9, 2e-9))
+    assert p.update_seconds("adam", [10]) is None and not p.overheads_exclude_update
+    assert p.page_fault_s_per_byte == 0.0
