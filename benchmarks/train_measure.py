@@ -127,10 +127,15 @@ def _alive_bytes(torch, model, optimizer) -> int:
 def allocator_peak(torch, owners, step) -> int:
     """Peak bytes of torch's CPU allocator during one ``step``: the storages alive before it plus the
     highest running sum of the allocations and frees the profiler records while it runs."""
+    model, optimizer = owners
+    return allocator_peak_of(torch, _alive_bytes(torch, model, optimizer), step)
+
+
+def allocator_peak_of(torch, before: int, step) -> int:
+    """``before`` (bytes alive when ``step`` starts) plus the highest running sum of torch's CPU
+    allocator events (allocations, and frees as negative sizes) while ``step`` runs."""
     from torch.profiler import ProfilerActivity, profile
 
-    model, optimizer = owners
-    before = _alive_bytes(torch, model, optimizer)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),

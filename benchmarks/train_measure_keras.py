@@ -1,9 +1,16 @@
-"""Train Keras (TensorFlow backend) versions of the zoo's seed models and MLPs on this CPU, and record
-step time (median of compiled ``train_on_batch`` steps after warm-up) and peak memory (the rise of the
-process's peak resident set over its value after a warm-up step of a tiny model; allocator caching
-included).
+"""Train Keras versions of the zoo (seed models, MLPs, the CNN, an LSTM) and record step time (median of
+``train_on_batch`` steps after warm-up) and peak memory, on the TensorFlow backend (CPU) or the torch
+backend (CPU or CUDA).
 
-    python benchmarks/train_measure_keras.py --out results.json
+    python benchmarks/train_measure_keras.py --out results.json                      # TensorFlow, CPU
+    python benchmarks/train_measure_keras.py --backend torch [--device cuda] --out results.json
+
+Peak memory: TensorFlow keeps no allocator statistics on CPUs, so there it is the rise of the process's
+peak resident set over its value after a warm-up step of a tiny model (allocator caching included: an
+upper bound). On the torch backend it is measured as benchmarks/train_measure.py does: on CUDA
+``torch.cuda.max_memory_allocated`` over the timed steps minus what was allocated before the model was
+built; on a CPU the variables alive before one more step plus the highest running sum of torch's
+allocator events during it (the input batch excluded in both).
 """
 
 from __future__ import annotations
@@ -59,7 +66,10 @@ def build(cfg: dict):
     return keras.Sequential(layers), shape
 
 
-def measure(cfg: dict, steps: int) -> dict:
+def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "cpu") -> dict:
+    os.environ["KERAS_BACKEND"] = backend
+    if backend == "torch":
+        return _measure_torch_backend(cfg, steps, device)
     import keras
     import numpy as np
 
@@ -84,20 +94,68 @@ def measure(cfg: dict, steps: int) -> dict:
             "peak_bytes": peak, "device": "cpu", "framework": "keras"}
 
 
+def _measure_torch_backend(cfg: dict, steps: int, device: str) -> dict:
+    import keras
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import train_measure
+
+    with keras.device(device):
+        model, shape = build(cfg)
+        x = torch.randn((cfg["batch"],) + shape, device=device)
+        y = torch.randn((cfg["batch"],) + tuple(model.output_shape[1:]), device=device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() - x.nbytes - y.nbytes - _variable_bytes(model)
+    model.compile(optimizer="adam", loss="mse")
+
+    def step():
+        model.train_on_batch(x, y)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base - x.nbytes - y.nbytes
+    else:  # drop the last step's gradients first: their frees would not be recorded
+        model.zero_grad(set_to_none=True)
+        before = _variable_bytes(model) + sum(v.value.untyped_storage().nbytes()
+                                              for v in model.optimizer.variables)
+        peak = train_measure.allocator_peak_of(torch, before, step)
+    return {"config": cfg, "params": model.count_params(), "step_s": statistics.median(times), "times_s": times,
+            "peak_bytes": peak, "device": device, "framework": "keras-torch", "keras": keras.__version__,
+            "torch": torch.__version__}
+
+
+def _variable_bytes(model) -> int:
+    return sum(v.value.untyped_storage().nbytes() for v in model.variables)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "torch"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: torch backend only")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(next(c for c in CONFIGS if c["name"] == args.one), args.steps)))
+        cfg = next(c for c in CONFIGS if c["name"] == args.one)
+        print(json.dumps(measure(cfg, args.steps, args.backend, args.device)))
         return
     results = []
     for cfg in CONFIGS:
         try:
             out = subprocess.run([sys.executable, __file__, "--out", "-", "--one", cfg["name"], "--steps",
-                                  str(args.steps)], capture_output=True, text=True, check=True)
+                                  str(args.steps), "--backend", args.backend, "--device", args.device],
+                                 capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
         except Exception as err:
             result = {"config": cfg, "error": f"{type(err).__name__}: {str(err)[:300]}"}

@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+from dataclasses import replace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -28,11 +29,13 @@ from paramcalc.training import training_cost  # noqa: E402
 
 
 def predict(cfg: dict, profile, amp: str | None, framework: str = "torch"):
-    if framework == "keras":  # Keras models are read from their config: never built for a prediction
+    if framework in ("keras", "keras-torch"):  # read from their config: never built for a prediction
         import train_measure_keras
 
         model, shape = train_measure_keras.build(cfg)
         est = paramcalc.estimate(model.get_config(), input_shape=shape, batch_size=cfg["batch"])
+        if framework == "keras-torch":  # torch's kernels, Keras' own update
+            profile = replace(profile, framework="keras-torch")
     else:
         import torch
 
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("measured")
     parser.add_argument("calibration")
     parser.add_argument("--json", default="")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/)")
     args = parser.parse_args()
     measured = json.load(open(args.measured, encoding="utf-8"))
     profile = from_calibration(json.load(open(args.calibration, encoding="utf-8")))
@@ -84,6 +88,15 @@ def main() -> None:
               f"{peak / 2**20:11.1f}{me * 100:7.1f}%")
     print(f"step time error: {summary(time_errors)}")
     print(f"peak memory error: {summary(memory_errors)}")
+    if args.markdown:
+        print("\n| model | amp | measured ms/step | predicted | error | measured peak MiB | predicted | error |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['amp'] or '-'} | {r['measured_step_s'] * 1e3:.3f} | "
+                  f"{r['predicted_step_s'] * 1e3:.3f} | {r['step_error'] * 100:+.1f}% | "
+                  f"{r['measured_peak_bytes'] / 2**20:.1f} | {r['predicted_peak_bytes'] / 2**20:.1f} | "
+                  f"{r['peak_error'] * 100:+.1f}% |")
+        print(f"\n- step time error: {summary(time_errors)}\n- peak memory error: {summary(memory_errors)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"device": profile.name, "rows": rows}, handle, indent=1)

@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from paramcalc import Activation, Conv, Dense, Dropout, Flatten, Sequential, estimate, training_cost
+from paramcalc import (Activation, Conv, Dense, Dropout, Flatten, Recurrent, Sequential, estimate,
+                       training_cost)
 from paramcalc.devices import BUILTIN, from_calibration
 from paramcalc.timing import MMAP_CEILING
 
@@ -130,3 +131,28 @@ def test_old_calibrations_still_load():
     assert p.kernel_seconds("layer_norm", 10, "float32") == pytest.approx((1e-9, 2e-9))
     assert p.update_seconds("adam", [10]) is None and not p.overheads_exclude_update
     assert p.page_fault_s_per_byte == 0.0
+
+
+def test_recurrent_layers_step_through_time_at_the_measured_rate():
+    # LSTM layers measured at 1e6 and 1e7 FLOPs per step: 10 and 50 us forward, 20 and 100 backward
+    p = _profile(recurrent={"lstm": [(10**6, 1e-5, 2e-5), (10**7, 5e-5, 1e-4)]}, kind_overheads={"rnn": 1.0})
+    est = estimate(Sequential([Recurrent(cell="lstm", units=64, return_sequences=True, name="rnn")]),
+                   input_shape=(10, 61), batch_size=16)
+    work = 2 * 16 * (61 + 64) * 4 * 64  # 1,024,000 FLOPs per step, just past the first row
+    cost = training_cost(est, device=p)
+    forward, backward = p.recurrent_step_seconds("lstm", work)
+    assert 1e-5 < forward < 1.1e-5 and 2e-5 < backward < 2.2e-5
+    assert dict(cost.layer_seconds)["rnn"] == pytest.approx(10 * (forward + backward))
+    assert cost.host_seconds < 1.0  # the measured layers hold their host cost: no per-kind cost on top
+    assert p.recurrent_step_seconds("lstm", 10**8) == pytest.approx((5e-4, 1e-3))  # past the sweep: its rate
+    assert p.recurrent_step_seconds("gru", work) is None
+
+
+def test_a_compiled_keras_step_keeps_no_update_temporaries():
+    est = estimate(Sequential([Dense(300), Dense(1)]), input_shape=(2000,), batch_size=1)
+    keras_cpu = replace(CPU, framework="keras")
+    static = 16 * est.trainable_params + 2000 * 4  # weights, gradients, two moments; the batch
+    # no temporary: the peak is the backward's, the static parts plus the 300-wide activation and its
+    # gradient at most
+    assert static <= training_cost(est, device=keras_cpu).memory.peak <= static + 2 * 300 * 4
+    assert training_cost(est, device="cpu").memory.peak == static + 2 * 4 * 2000 * 300  # torch's loop

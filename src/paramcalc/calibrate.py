@@ -109,6 +109,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
         profile["page_fault_s_per_byte"] = _page_fault_cost(torch, say)
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
     profile["convs"] = _conv_throughput(torch, device, dtypes, say)
+    profile["recurrent"] = _recurrent_throughput(torch, device, say)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
     profile["overheads_exclude_update"] = True
@@ -290,6 +291,35 @@ def _conv_throughput(torch, device: str, dtypes: tuple, say) -> dict:
             say(f"conv {dtype_name} {batch * scale}x{cin}x{side}x{side} -> {cout}, {kernel}x{kernel}: "
                 f"{2 * positions * cin * kernel * kernel * cout / forward / 1e9:.1f} GFLOP/s forward")
         out[dtype_name] = rows
+    return out
+
+
+# Recurrent layers (batch, steps, input features, hidden units): the frameworks run them as fused
+# kernels (oneDNN on CPUs, cuDNN on GPUs) that step through time, far from the matrix products' rates.
+RECURRENT = [(16, 16, 32, 32), (32, 32, 32, 64), (32, 32, 64, 128), (64, 32, 128, 256)]
+
+
+def _recurrent_throughput(torch, device: str, say) -> dict:
+    """Seconds per time step of one LSTM and one GRU layer, forward and backward, over a sweep of
+    sizes; each row keyed by the layer's work per step (2 x batch x (input + hidden) x gates x hidden)."""
+    out: dict = {}
+    run = _timer(torch, device)
+    scale = 4 if device == "cuda" else 1
+    for cell, gates in (("lstm", 4), ("gru", 3)):
+        rows = []
+        for batch, steps, features, hidden in RECURRENT:
+            batch *= scale
+            layer = getattr(torch.nn, cell.upper())(features, hidden, batch_first=True).to(device)
+            x = torch.randn(batch, steps, features, device=device, requires_grad=True)
+            grad = torch.randn(batch, steps, hidden, device=device)
+            forward = run(lambda: layer(x)[0], repeat=5)
+            both = run(lambda: layer(x)[0].backward(grad), repeat=5)
+            work = 2 * batch * (features + hidden) * gates * hidden
+            rows.append({"work_per_step": work, "forward_s_per_step": forward / steps,
+                         "backward_s_per_step": max(both - forward, forward) / steps})
+            say(f"{cell} {batch}x{steps}x{features} -> {hidden}: {forward / steps * 1e6:.1f} us per step forward, "
+                f"{max(both - forward, forward) / steps * 1e6:.1f} backward")
+        out[cell] = rows
     return out
 
 

@@ -46,6 +46,7 @@ class DeviceProfile:
     convs: dict = field(default_factory=dict, compare=False)  # dtype -> [(m, k, n, forward s, backward s)]
     optimizer_sizes: dict = field(default_factory=dict, compare=False)  # optimizer -> [(tensors, params, s)]
     overheads_exclude_update: bool = False  # step/layer/kind host costs were measured without the update
+    recurrent: dict = field(default_factory=dict, compare=False)  # cell -> [(work per step, fwd s, bwd s)]
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
 
     # -- rates ----------------------------------------------------------------------------------------
@@ -99,6 +100,18 @@ class DeviceProfile:
         return (max(self.launch_floor_s, flops / _interpolated_rate(forward, m, k, n, call)),
                 max(self.launch_floor_s, flops / _interpolated_rate(backward, m, k, n, call)))
 
+    def recurrent_step_seconds(self, cell: str, work: int) -> tuple[float, float] | None:
+        """(forward, backward) seconds of one time step of one recurrent layer and direction doing
+        ``work`` FLOPs per step, from the measured layers of this cell (log-log between them), or None."""
+        rows = self.recurrent.get(cell)
+        if not rows:
+            return None
+        top = max(rows)
+        if work > top[0]:  # beyond the sweep: the largest measured layer's rate
+            return top[1] * work / top[0], top[2] * work / top[0]
+        return (_log_interpolate(sorted((w, f) for w, f, _ in rows), work),
+                _log_interpolate(sorted((w, b) for w, _, b in rows), work))
+
     def update_seconds(self, optimizer: str, tensor_sizes: list) -> float | None:
         """Seconds of one optimizer update over tensors of these sizes, from the calibrated rows: a
         cost per tensor (64 tiny tensors) plus a cost per parameter interpolated by the total, or None."""
@@ -128,8 +141,9 @@ def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float) ->
 
     Matmul efficiency is governed by how well the output fills the tiles, by the inner dimension (a short
     one gives each output little work for its write), and by how much work there is to fill the machine;
-    inverse-distance weighting in that log space keeps the prediction between measured neighbours. Measured times include one call's host cost; it is taken
-    out (down to a floor) so the rate describes the kernel, which overlaps the host during training.
+    inverse-distance weighting in that log space keeps the prediction between measured neighbours.
+    Measured times include one call's host cost; it is taken out (down to a floor) so the rate describes
+    the kernel, which overlaps the host during training.
     """
     point = _features(m, k, n)
     weights = total = 0.0
@@ -229,6 +243,8 @@ def from_calibration(data: dict) -> DeviceProfile:
                for dtype, rows in (data.get("convs") or {}).items()},
         optimizer_sizes={name: [(r["tensors"], r["params"], r["seconds"]) for r in v["sizes"]]
                          for name, v in (data.get("optimizers") or {}).items() if v.get("sizes")},
+        recurrent={cell: [(r["work_per_step"], r["forward_s_per_step"], r["backward_s_per_step"]) for r in rows]
+                   for cell, rows in (data.get("recurrent") or {}).items()},
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault)
 
 

@@ -114,6 +114,8 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int)
 def _kind_host(row, profile) -> float | None:
     """Calibrated host time of one layer of this kind (per layer of a stack, per layer and direction of an
     RNN), or None when the profile has no measurement for it."""
+    if row.kind == "rnn" and row.layer.cell in profile.recurrent:
+        return 0.0  # the measured recurrent layers' times hold their host costs
     if row.kind not in profile.kind_overheads:
         return None
     layer = row.layer
@@ -132,6 +134,10 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
     if kind in VIEW_KINDS:
         return 0.0, 0.5  # views cost the host a little, the device nothing
     backward = dgrad or trains
+    recurrent = _calibrated_recurrent(row, profile)
+    if recurrent is not None:
+        forward, back = recurrent
+        return forward + (back if backward else 0.0), 0
     conv = _calibrated_conv(row, dgrad, trains, profile, mm_dtype)
     if conv is not None:
         weight_mm, act_mm, ew_bytes, ops, kernels = [], [], 0, 1, _fused_activation(row)
@@ -168,6 +174,26 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
     bwd += profile.memory_seconds(int(ew_bytes * BACKWARD_BYTES_FACTOR))
     bwd_ops += 2 * len(act_mm) + (1 if ew_bytes else 0) + 1  # + the autograd node
     return fwd + bwd, ops + bwd_ops
+
+
+def _calibrated_recurrent(row, profile) -> tuple[float, float] | None:
+    """(forward, backward) seconds of an RNN layer stack from the profile's measured recurrent layers:
+    each layer and direction steps through time at the measured seconds per step for its work."""
+    layer = row.layer
+    if row.kind != "rnn" or layer.cell not in profile.recurrent:
+        return None
+    x = row.input_shapes[0]
+    b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
+    b, t = x[b_ax], x[t_ax]
+    g, h = GATES[layer.cell], layer.units
+    forward = backward = 0.0
+    d = x[-1]
+    for _ in range(layer.num_layers):
+        step = profile.recurrent_step_seconds(layer.cell, 2 * b * (d + h) * g * h)
+        forward += layer.directions * t * step[0]
+        backward += layer.directions * t * step[1]
+        d = layer.directions * h
+    return forward, backward
 
 
 def _calibrated_conv(row, dgrad: bool, trains: bool, profile, mm_dtype: str) -> tuple[float, float] | None:

@@ -143,10 +143,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
         from .devices import resolve
 
         profile = resolve(device)
-    # torch updates all tensors at once (foreach kernels) by default on GPUs, one tensor at a time on
-    # CPUs; without a device, the GPU's way (the larger temporary)
-    foreach = profile is None or profile.asynchronous
-    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes, foreach)
+    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
+                     _update_style(profile))
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
     if profile is None:
@@ -305,19 +303,34 @@ def trainable_tensor_sizes(rows) -> list:
             for w in row.weights if row.layer.trains(w)]
 
 
-def update_temporary(optimizer: str, sizes: list, foreach: bool) -> Dim:
+def _update_style(profile) -> str:
+    """How the update runs: torch's foreach kernels over all tensors (its default on GPUs, and assumed
+    without a device: the larger temporary), torch's loop over tensors (its default on CPUs), or a
+    compiled step (Keras on TensorFlow, whose executor reuses the buffers in place), or Keras' own foreach
+    update on its torch backend."""
+    if profile is not None and profile.framework == "keras":
+        return "compiled"
+    if profile is not None and profile.framework == "keras-torch":
+        return "keras-foreach"
+    return "foreach" if profile is None or profile.asynchronous else "loop"
+
+
+def update_temporary(optimizer: str, sizes: list, style: str = "foreach") -> Dim:
     """Bytes of the buffers an update allocates and frees: Adam's denominator (sqrt of the second moment,
     divided, plus eps), RMSprop's and Adagrad's square roots. Foreach kernels make one per tensor at
-    once; the per-tensor loop makes them for one tensor at a time, Adam two (the root, then the quotient)."""
-    if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes:
+    once; the per-tensor loop makes them for one tensor at a time, Adam two (the root, then the quotient);
+    a compiled step none that the measurements could see. Keras' Adam on torch keeps three lists alive
+    at once (m x alpha, sqrt(v) + eps, and their quotient)."""
+    if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes or style == "compiled":
         return 0
-    if foreach:
-        return sum(sizes[1:], sizes[0]) * 4
+    if style in ("foreach", "keras-foreach"):
+        lists = 3 if style == "keras-foreach" and optimizer in ("adam", "adamw") else 1
+        return sum(sizes[1:], sizes[0]) * 4 * lists
     return _max(list(sizes)) * 4 * (2 if optimizer in ("adam", "adamw") else 1)
 
 
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-            foreach: bool = True) -> MemoryBreakdown:
+            update_style: str = "foreach") -> MemoryBreakdown:
     weights = est.params * w_bytes + est.buffers * 4
     trainable = est.trainable_params
     gradients = trainable * g_bytes
@@ -375,7 +388,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     # autocast's low-precision weight copies live from the forward to each layer's backward, not into
     # the optimizer step
     casts = est.params * cast_bytes
-    step_temporary = update_temporary(optimizer, trainable_tensor_sizes(rows), foreach)
+    step_temporary = update_temporary(optimizer, trainable_tensor_sizes(rows), update_style)
     base = weights + state
     peak = base + _max([forward_peak + casts, backward_peak + casts,
                         gradients + step_temporary]) + input_batch
