@@ -5,7 +5,7 @@
 # has its own time limit, and a part that fails leaves the others' results.
 #   bash benchmarks/gpu_validation.sh
 # Then, here: python benchmarks/validate.py OUT/train_cuda.json OUT/calibration_cuda.json
-#             python benchmarks/validate.py OUT/train_keras_cuda.json OUT/calibration_cuda.json
+#             python benchmarks/validate.py OUT/train_keras_cuda.json OUT/calibration_keras_cuda.json
 set -u
 out="${OUT:-gpu_out}"
 mkdir -p "$out"
@@ -21,8 +21,13 @@ timeout 200 python3 benchmarks/train_measure.py --device cuda --out "$out/train_
 if ls .whl/keras-*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/keras_site \
     .whl/*.whl && \
-  PYTHONPATH="/tmp/keras_site:$PYTHONPATH" KERAS_BACKEND=torch timeout 90 python3 \
-    benchmarks/train_measure_keras.py --backend torch --device cuda --steps 20 \
+  export PYTHONPATH="/tmp/keras_site:$PYTHONPATH" KERAS_BACKEND=torch
+  timeout 60 python3 -c "
+import json, paramcalc.calibrate as c
+base = json.load(open('$out/calibration_cuda.json'))
+c.save(c.measure_keras_torch('cuda', base=base, progress=print), '$out/calibration_keras_cuda.json')
+" 2>&1 | tee "$out/calibration_keras.log"
+  timeout 90 python3 benchmarks/train_measure_keras.py --backend torch --device cuda --steps 20 \
     --out "$out/train_keras_cuda.json" 2>&1 | tee "$out/train_keras.log"
 fi
 echo "done"

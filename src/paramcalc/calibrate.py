@@ -74,7 +74,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
         # rounds over the whole sweep, the median per shape: a moment when the machine is busy elsewhere
         # slows one round, not the profile
         samples: dict = {shape: [] for shape in shapes}
-        for _ in range(SWEEP_ROUNDS):
+        for _ in range(1 if quick else SWEEP_ROUNDS):
             for m, k, n in shapes:
                 a = torch.randn(m, k, device=device, dtype=dtype)
                 b = torch.randn(k, n, device=device, dtype=dtype)
@@ -106,10 +106,10 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     profile.update(_training_overhead(torch, device, say))
     profile["kind_overheads"] = _kind_overheads(torch, device, say)
     if device != "cuda":
-        profile["page_fault_s_per_byte"] = _page_fault_cost(torch, say)
+        profile["page_fault_s_per_byte"] = _page_fault_cost(torch, say, quick)
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
-    profile["convs"] = _conv_throughput(torch, device, dtypes, say)
-    profile["recurrent"] = _recurrent_throughput(torch, device, say)
+    profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
+    profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
     profile["overheads_exclude_update"] = True
@@ -193,7 +193,7 @@ def _kind_overheads(torch, device: str, say) -> dict:
     return out
 
 
-def _page_fault_cost(torch, say) -> float:
+def _page_fault_cost(torch, say, quick: bool = False) -> float:
     """Seconds per byte that writing a fresh block costs over writing an existing one, on a CPU host.
 
     The C library maps blocks of 32 MiB and more straight from the kernel, and returns them when they
@@ -202,7 +202,7 @@ def _page_fault_cost(torch, say) -> float:
     written into an existing tensor; the median of the six."""
     run = _timer(torch, "cpu")
     penalties = []
-    for mib in (64, 256):
+    for mib in (64,) if quick else (64, 256):
         n = mib * 2**20 // 4
         x = torch.rand(n) + 0.5
         out = torch.zeros(n)
@@ -260,7 +260,7 @@ CONVS = [(16, 3, 32, 32, 3, 1), (16, 32, 32, 32, 3, 1), (16, 32, 16, 64, 3, 1), 
          (16, 256, 16, 64, 1, 1), (16, 3, 64, 32, 7, 2), (4, 128, 16, 128, 3, 1), (64, 3, 32, 32, 3, 1)]
 
 
-def _conv_throughput(torch, device: str, dtypes: tuple, say) -> dict:
+def _conv_throughput(torch, device: str, dtypes: tuple, say, quick: bool = False) -> dict:
     """Forward and backward seconds of 2-D convolutions over a sweep of shapes, each keyed by the
     product it amounts to (output positions, inputs per output, filters): convolutions run their own
     kernels (oneDNN on CPUs, cuDNN on GPUs), whose rates differ from the matrix products'."""
@@ -271,9 +271,10 @@ def _conv_throughput(torch, device: str, dtypes: tuple, say) -> dict:
         if dtype_name == "tfloat32":
             continue
         dtype = getattr(torch, dtype_name)
-        samples: dict = {shape: ([], []) for shape in CONVS}
-        for _ in range(SWEEP_ROUNDS):  # interleaved rounds, medians per shape
-            for shape in CONVS:
+        shapes = CONVS[:4] if quick else CONVS
+        samples: dict = {shape: ([], []) for shape in shapes}
+        for _ in range(1 if quick else SWEEP_ROUNDS):  # interleaved rounds, medians per shape
+            for shape in shapes:
                 batch, cin, side, cout, kernel, stride = shape
                 conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
                 conv = conv.to(device=device, dtype=dtype)
@@ -299,7 +300,7 @@ def _conv_throughput(torch, device: str, dtypes: tuple, say) -> dict:
 RECURRENT = [(16, 16, 32, 32), (32, 32, 32, 64), (32, 32, 64, 128), (64, 32, 128, 256)]
 
 
-def _recurrent_throughput(torch, device: str, say) -> dict:
+def _recurrent_throughput(torch, device: str, say, quick: bool = False) -> dict:
     """Seconds per time step of one LSTM and one GRU layer, forward and backward, over a sweep of
     sizes; each row keyed by the layer's work per step (2 x batch x (input + hidden) x gates x hidden)."""
     out: dict = {}
@@ -307,7 +308,7 @@ def _recurrent_throughput(torch, device: str, say) -> dict:
     scale = 4 if device == "cuda" else 1
     for cell, gates in (("lstm", 4), ("gru", 3)):
         rows = []
-        for batch, steps, features, hidden in RECURRENT:
+        for batch, steps, features, hidden in RECURRENT[:2] if quick else RECURRENT:
             batch *= scale
             layer = getattr(torch.nn, cell.upper())(features, hidden, batch_first=True).to(device)
             x = torch.randn(batch, steps, features, device=device, requires_grad=True)
@@ -434,4 +435,58 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
     seconds = timed(lambda: apply(), 10)
     profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
     say(f"adam update: {seconds / total * 1e9:.3f} ns per parameter")
+    return profile
+
+
+def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = False,
+                        progress: Callable[[str], None] | None = None, base: dict | None = None) -> dict:
+    """A profile for Keras on its torch backend: torch's kernels (:func:`measure`), with the host costs
+    and the update Keras adds on top of them.
+
+    Keras runs each layer through its own Python machinery and updates the weights with its own foreach
+    optimizer, so the step and per-layer costs come from ``train_on_batch`` of tiny Dense(relu) models
+    (update included) and the update from Keras' Adam on large variables; torch's per-module host costs,
+    its per-tensor update rows and its fused recurrent layers (Keras steps through time itself) are
+    dropped. ``base``: a torch profile of the same device measured before (its kernels are reused).
+    """
+    import copy
+    import os
+
+    os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+    import torch
+
+    if keras.backend.backend() != "torch":
+        raise RuntimeError(f"Keras was imported with the {keras.backend.backend()} backend; "
+                           "set KERAS_BACKEND=torch before importing it")
+    say = progress or (lambda message: None)
+    profile = copy.deepcopy(base) if base else measure(device, dtypes=dtypes, quick=quick, progress=progress)
+    for key in ("kind_overheads", "recurrent"):
+        profile[key] = {}
+    profile.update(framework="keras-torch", overheads_exclude_update=False,
+                   framework_version=f"keras {keras.__version__}, torch {torch.__version__}")
+
+    def timed(fn, repeat: int) -> float:
+        return _timer(torch, device)(fn, repeat, warmup=2)
+
+    counts, times = [1, 2, 4, 8, 16], []
+    with keras.device(device):
+        x, y = torch.randn(16, 16, device=device), torch.randn(16, 16, device=device)
+        for n in counts:
+            model = keras.Sequential([keras.Input((16,))] + [keras.layers.Dense(16, activation="relu")
+                                                             for _ in range(n)])
+            model.compile(optimizer="adam", loss="mse")
+            times.append(timed(lambda: model.train_on_batch(x, y), 20))
+            say(f"Keras train_on_batch with {n} Dense(relu) layers: {times[-1] * 1e6:.0f} us")
+        mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
+        slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / \
+            sum((n - mean_n) ** 2 for n in counts)
+        profile.update(step_overhead_s=max(mean_t - slope * mean_n, 0.0), layer_overhead_s=max(slope, 0.0))
+        total = (2**24 if device == "cuda" else 2**22) // (4 if quick else 1)
+        variables = [keras.Variable(torch.randn(total // 8, device=device)) for _ in range(8)]
+        grads = [torch.randn(total // 8, device=device) for _ in range(8)]
+        optimizer = keras.optimizers.Adam()
+        seconds = timed(lambda: optimizer.apply(grads, variables), 10)
+    profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
+    say(f"Keras adam update: {seconds / total * 1e9:.3f} ns per parameter")
     return profile

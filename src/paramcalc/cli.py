@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -107,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "training steps with torch, once per device and dtype; save a profile that "
                     "estimate(..., device='profile.json') and --device read. Needs torch.")
     calibrate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    calibrate.add_argument("--framework", default="torch", choices=["torch", "keras"],
-                           help="torch (CPU or CUDA), or keras on TensorFlow (CPU)")
+    calibrate.add_argument("--framework", default="torch", choices=["torch", "keras", "keras-torch"],
+                           help="torch (CPU or CUDA), keras on TensorFlow (CPU), or keras on its torch "
+                                "backend (CPU or CUDA)")
     calibrate.add_argument("--dtypes", default="float32", help="comma-separated: float32,tfloat32,bfloat16")
     calibrate.add_argument("--quick", action="store_true", help="smaller sweeps")
     calibrate.add_argument("--out", required=True, help="where to write the profile JSON")
@@ -309,7 +311,9 @@ def _summary(args) -> str:
 def _calibrate(args) -> str:
     from .errors import ParamcalcError
 
-    module = "tensorflow" if args.framework == "keras" else "torch"
+    module = {"keras": "tensorflow", "keras-torch": "keras"}.get(args.framework, "torch")
+    if args.framework == "keras-torch":  # before Keras is first imported: it picks its backend then
+        os.environ["KERAS_BACKEND"] = "torch"
     try:
         __import__(module)
     except ImportError:
@@ -325,6 +329,9 @@ def _calibrate(args) -> str:
 
     if args.framework == "keras":
         profile = calibrate.measure_keras(quick=args.quick, progress=progress)
+    elif args.framework == "keras-torch":
+        profile = calibrate.measure_keras_torch(args.device, dtypes=tuple(args.dtypes.split(",")),
+                                                quick=args.quick, progress=progress)
     else:
         profile = calibrate.measure(args.device, dtypes=tuple(args.dtypes.split(",")), quick=args.quick,
                                     progress=progress)

@@ -1,0 +1,63 @@
+"""``paramcalc.calibrate`` on this machine, quick sweeps: the profile it saves loads back and prices every
+calibrated part of the step-time model; Keras on its torch backend reuses it (in a child process, since
+this one imported Keras on TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import paramcalc  # noqa: E402
+from paramcalc import calibrate  # noqa: E402
+from paramcalc.devices import from_calibration  # noqa: E402
+
+KERNELS = ("batch_norm", "layer_norm", "relu", "dropout", "max_pool", "avg_pool", "softmax")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calibration") / "cpu.json"
+    calibrate.save(calibrate.measure("cpu", quick=True), str(path))
+    return path
+
+
+def test_quick_cpu_calibration_prices_every_part(saved):
+    p = from_calibration(json.loads(saved.read_text()))
+    assert p.framework == "torch" and not p.asynchronous and p.overheads_exclude_update
+    assert p.page_fault_s_per_byte > 0
+    forward, backward = p.conv_seconds(16 * 32 * 32, 27, 32, "float32")
+    assert forward > 0 and backward > 0
+    assert all(s > 0 for cell in ("lstm", "gru") for s in p.recurrent_step_seconds(cell, 10**6))
+    assert p.update_seconds("adam", [1000, 10]) > p.update_seconds("adam", [10]) > 0
+    assert all(min(p.kernel_seconds(k, 1000, "float32")) > 0 for k in KERNELS)
+    nn = torch.nn
+    with torch.device("meta"):
+        models = [(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.Dropout(0.1), nn.Linear(8 * 15 * 15, 10)), (3, 32, 32)),
+                  (nn.LSTM(16, 32, batch_first=True), (10, 16)),
+                  (nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), (12, 32))]
+    for model, shape in models:
+        cost = paramcalc.estimate(model, input_shape=shape, batch_size=8, device=str(saved)).training
+        assert cost.step_seconds > 0 and cost.layer_seconds[0][1] > 0
+
+
+def test_keras_on_torch_reuses_the_torch_profile(saved, tmp_path):
+    pytest.importorskip("keras")
+    out = tmp_path / "keras_torch.json"
+    code = ("import json, paramcalc.calibrate as c; "
+            f"base = json.load(open({str(saved)!r})); "
+            f"c.save(c.measure_keras_torch('cpu', quick=True, base=base), {str(out)!r})")
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=300)
+    data = json.loads(out.read_text())
+    base = json.loads(saved.read_text())
+    assert data["framework"] == "keras-torch" and data["matmul"] == base["matmul"]
+    assert data["kind_overheads"] == {} and data["recurrent"] == {} and not data["overheads_exclude_update"]
+    p = from_calibration(data)
+    assert p.step_overhead_s > 0 and p.optimizer_seconds["adam"] > 0
