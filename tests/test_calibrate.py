@@ -34,6 +34,7 @@ def test_quick_cpu_calibration_prices_every_part(saved):
     forward, backward = p.conv_seconds(16 * 32 * 32, 27, 32, "float32")
     assert forward > 0 and backward > 0
     assert all(s > 0 for cell in ("lstm", "gru") for s in p.recurrent_step_seconds(cell, 10**6))
+    assert p.recurrent_saved["lstm"] > p.recurrent_saved["gru"] > 4  # more than the output alone
     assert p.update_seconds("adam", [1000, 10]) > p.update_seconds("adam", [10]) > 0
     assert all(min(p.kernel_seconds(k, 1000, "float32")) > 0 for k in KERNELS)
     nn = torch.nn

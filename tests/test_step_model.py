@@ -156,3 +156,12 @@ def test_a_compiled_keras_step_keeps_no_update_temporaries():
     # gradient at most
     assert static <= training_cost(est, device=keras_cpu).memory.peak <= static + 2 * 300 * 4
     assert training_cost(est, device="cpu").memory.peak == static + 2 * 4 * 2000 * 300  # torch's loop
+
+
+def test_recurrent_workspace_measured_on_the_device_replaces_the_generic_rule():
+    est = estimate(Sequential([Recurrent(cell="lstm", units=64, return_sequences=True, num_layers=2,
+                                         layout="torch", name="rnn")]), input_shape=(10, 32), batch_size=16)
+    generic = training_cost(est, device=CPU).memory.activations
+    measured = training_cost(est, device=_profile(recurrent_saved={"lstm": 70.0})).memory.activations
+    assert measured == 2 * int(70.0 * 16 * 10 * 64)  # two layers, kernel-kept bytes per batch x step x unit
+    assert generic == (2 * 16 * 10 * 64 * 6 + 16 * 10 * 64) * 4  # gates and states per step, layer inputs

@@ -243,13 +243,17 @@ def _kernel_throughput(torch, device: str, dtypes: tuple, say) -> dict:
             x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
             layer = make().to(device=device, dtype=dtype).train()
             grad = torch.randn_like(layer(x))
-            forward = run(lambda: layer(x), repeat=20)
-            both = run(lambda: layer(x).backward(grad), repeat=20)
+            forwards, boths = [], []
+            for _ in range(SWEEP_ROUNDS):  # interleaved, medians: a busy moment cannot zero the backward
+                forwards.append(run(lambda: layer(x), repeat=7))
+                boths.append(run(lambda: layer(x).backward(grad), repeat=7))
+            forward, both = statistics.median(forwards), statistics.median(boths)
+            backward = max(both - forward, 0.1 * forward)  # a backward reads and writes at least once
             numel = x.numel()
             out.setdefault(dtype_name, {})[kind] = {"forward_s_per_element": forward / numel,
-                                                    "backward_s_per_element": max(both - forward, 0.0) / numel}
+                                                    "backward_s_per_element": backward / numel}
             say(f"{kind} {dtype_name}: {forward / numel * 1e12:.2f} ps/elem forward, "
-                f"{max(both - forward, 0) / numel * 1e12:.2f} backward")
+                f"{backward / numel * 1e12:.2f} backward")
     return out
 
 
@@ -317,11 +321,28 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False) -> dict:
             both = run(lambda: layer(x)[0].backward(grad), repeat=5)
             work = 2 * batch * (features + hidden) * gates * hidden
             rows.append({"work_per_step": work, "forward_s_per_step": forward / steps,
-                         "backward_s_per_step": max(both - forward, forward) / steps})
+                         "backward_s_per_step": max(both - forward, forward) / steps,
+                         "units": batch * steps * hidden, "saved_bytes": _saved_bytes(torch, layer, x)})
             say(f"{cell} {batch}x{steps}x{features} -> {hidden}: {forward / steps * 1e6:.1f} us per step forward, "
                 f"{max(both - forward, forward) / steps * 1e6:.1f} backward")
         out[cell] = rows
     return out
+
+
+def _saved_bytes(torch, layer, x) -> int:
+    """Bytes autograd keeps for ``layer(x)``'s backward beyond its weights and its input: the kernel's
+    workspace, its output and states (distinct storages)."""
+    storages: dict = {}
+    skip = {p.untyped_storage().data_ptr() for p in layer.parameters()} | {x.untyped_storage().data_ptr()}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x)
+    return sum(storages.values())
 
 
 # Optimizer updates over sets of 8 equal tensors (total parameters), and over 64 tiny tensors, whose

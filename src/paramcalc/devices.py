@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class DeviceProfile:
     optimizer_sizes: dict = field(default_factory=dict, compare=False)  # optimizer -> [(tensors, params, s)]
     overheads_exclude_update: bool = False  # step/layer/kind host costs were measured without the update
     recurrent: dict = field(default_factory=dict, compare=False)  # cell -> [(work per step, fwd s, bwd s)]
+    recurrent_saved: dict = field(default_factory=dict, compare=False)  # cell -> bytes kept per batch x step x unit
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
 
     # -- rates ----------------------------------------------------------------------------------------
@@ -245,6 +247,9 @@ def from_calibration(data: dict) -> DeviceProfile:
                          for name, v in (data.get("optimizers") or {}).items() if v.get("sizes")},
         recurrent={cell: [(r["work_per_step"], r["forward_s_per_step"], r["backward_s_per_step"]) for r in rows]
                    for cell, rows in (data.get("recurrent") or {}).items()},
+        recurrent_saved={cell: statistics.median(r["saved_bytes"] / r["units"] for r in rows)
+                         for cell, rows in (data.get("recurrent") or {}).items()
+                         if rows and all("saved_bytes" in r for r in rows)},
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault)
 
 

@@ -144,7 +144,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
 
         profile = resolve(device)
     memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-                     _update_style(profile))
+                     _update_style(profile), profile.recurrent_saved if profile is not None else None)
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
     if profile is None:
@@ -216,8 +216,9 @@ def _bias_elements(row) -> Dim:
 
 
 # -- memory -----------------------------------------------------------------------------------------
-def _saved(row, a_bytes: int) -> list[tuple[tuple, Dim]]:
-    """(tensor key, bytes) that autograd keeps for this layer's backward pass."""
+def _saved(row, a_bytes: int, recurrent_saved: dict | None = None) -> list[tuple[tuple, Dim]]:
+    """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``recurrent_saved``: bytes
+    a device's fused recurrent kernels keep per (batch x step x unit), by cell, where calibrated."""
     kind, layer = row.kind, row.layer
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
@@ -253,7 +254,7 @@ def _saved(row, a_bytes: int) -> list[tuple[tuple, Dim]]:
     if kind == "transformer":
         return ins[:1] + _transformer_saved(row, a_bytes)
     if kind == "rnn":
-        return ins[:1] + _rnn_saved(row, a_bytes)
+        return ins[:1] + _rnn_saved(row, a_bytes, (recurrent_saved or {}).get(layer.cell))
     if kind == "time_distributed":
         return ins[:1]
     return []  # views, padding, concatenation, additions: shapes only
@@ -284,7 +285,7 @@ def _transformer_saved(row, a_bytes: int) -> list:
     return [((row.name, "internals"), layer.num_layers * (tensors * a_bytes + masks))]
 
 
-def _rnn_saved(row, a_bytes: int) -> list:
+def _rnn_saved(row, a_bytes: int, per_unit: float | None = None) -> list:
     layer = row.layer
     x = row.input_shapes[0]
     b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
@@ -292,8 +293,11 @@ def _rnn_saved(row, a_bytes: int) -> list:
     from .layers.recurrent import GATES
 
     g, h = GATES[layer.cell], layer.units
-    per_layer = b * t * layer.directions * (g + 2) * h  # gates and states of every step
-    inputs = b * t * layer.directions * h * (layer.num_layers - 1)
+    units = b * t * layer.directions * h
+    if per_unit is not None:  # measured: the kernel's workspace, its output and states, per layer
+        return [((row.name, "internals"), layer.num_layers * int(per_unit * units))]
+    per_layer = units * (g + 2)  # gates and states of every step
+    inputs = units * (layer.num_layers - 1)
     return [((row.name, "internals"), (layer.num_layers * per_layer + inputs) * a_bytes)]
 
 
@@ -330,7 +334,7 @@ def update_temporary(optimizer: str, sizes: list, style: str = "foreach") -> Dim
 
 
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-            update_style: str = "foreach") -> MemoryBreakdown:
+            update_style: str = "foreach", recurrent_saved: dict | None = None) -> MemoryBreakdown:
     weights = est.params * w_bytes + est.buffers * 4
     trainable = est.trainable_params
     gradients = trainable * g_bytes
@@ -347,7 +351,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     first_saver: dict = {}
     size: dict = {}
     for i, row in enumerate(rows):
-        for key, nbytes in _saved(row, a_bytes):
+        for key, nbytes in _saved(row, a_bytes, recurrent_saved):
             key = alias.get(key, key)
             if key[0] in input_names:
                 if cast_bytes and row.kind != "embedding":  # autocast keeps a low-precision copy
