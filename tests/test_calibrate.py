@@ -35,6 +35,8 @@ def test_quick_cpu_calibration_prices_every_part(saved):
     assert forward > 0 and backward > 0
     assert all(s > 0 for cell in ("lstm", "gru") for s in p.recurrent_step_seconds(cell, 10**6))
     assert p.recurrent_saved["lstm"] > p.recurrent_saved["gru"] > 4  # more than the output alone
+    kept = p.transformer_saved  # solved from three layers: each at least a float32 tensor's worth
+    assert kept["per_token_feature"] >= 4 and kept["per_token_hidden"] >= 4 and kept["per_score"] >= 4
     assert p.update_seconds("adam", [1000, 10]) > p.update_seconds("adam", [10]) > 0
     assert all(min(p.kernel_seconds(k, 1000, "float32")) > 0 for k in KERNELS)
     nn = torch.nn

@@ -165,3 +165,18 @@ def test_recurrent_workspace_measured_on_the_device_replaces_the_generic_rule():
     measured = training_cost(est, device=_profile(recurrent_saved={"lstm": 70.0})).memory.activations
     assert measured == 2 * int(70.0 * 16 * 10 * 64)  # two layers, kernel-kept bytes per batch x step x unit
     assert generic == (2 * 16 * 10 * 64 * 6 + 16 * 10 * 64) * 4  # gates and states per step, layer inputs
+
+
+def test_transformer_activations_measured_on_the_device():
+    torch = pytest.importorskip("torch")
+    with torch.device("meta"):
+        layer = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2,
+                                            enable_nested_tensor=False)
+    est = estimate(layer, input_shape=(16, 32), batch_size=4)
+    kept = {"per_token_feature": 48.0, "per_token_hidden": 12.0, "per_score": 12.0}
+    measured = training_cost(est, device=_profile(transformer_saved=kept)).memory.activations
+    b, t, e, f, h = 4, 16, 32, 64, 4
+    assert measured == 2 * (48 * b * t * e + 12 * b * t * f + 12 * b * h * t * t)
+    # bf16 activations are not what was calibrated: the generic rule applies
+    mixed = training_cost(est, precision="mixed_bfloat16", device=_profile(transformer_saved=kept))
+    assert mixed.memory.activations == training_cost(est, precision="mixed_bfloat16", device=CPU).memory.activations

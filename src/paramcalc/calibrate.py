@@ -110,6 +110,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
     profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
+    profile["transformer_saved"] = _transformer_saved(torch, device, say)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
     profile["overheads_exclude_update"] = True
@@ -327,6 +328,33 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False) -> dict:
                 f"{max(both - forward, forward) / steps * 1e6:.1f} backward")
         out[cell] = rows
     return out
+
+
+def _transformer_saved(torch, device: str, say) -> dict:
+    """Bytes a Transformer encoder layer (float32, dropout on) keeps for its backward per token and
+    model feature, per token and feed-forward unit, and per attention score: three layers that vary
+    the length and the feed-forward width apart, solved exactly. The attention path differs by device
+    (fused kernels on GPUs, the composite one on CPUs), so this is measured, not assumed."""
+    shapes = [(8, 16, 64, 4, 128), (8, 64, 64, 4, 128), (8, 16, 64, 4, 512)]  # batch, length, model, heads, FF
+    rows, kept = [], []
+    for b, t, e, h, f in shapes:
+        layer = torch.nn.TransformerEncoderLayer(e, h, f, dropout=0.1, batch_first=True).to(device)
+        x = torch.randn(b, t, e, device=device, requires_grad=True)
+        rows.append([b * t * e, b * t * f, b * h * t * t])
+        kept.append(_saved_bytes(torch, layer, x))
+    per_feature, per_hidden, per_score = _solve3(rows, kept)
+    say(f"Transformer layer keeps {per_feature:.1f} bytes per token feature, {per_hidden:.1f} per FF unit, "
+        f"{per_score:.1f} per attention score")
+    return {"per_token_feature": per_feature, "per_token_hidden": per_hidden, "per_score": per_score}
+
+
+def _solve3(a: list, y: list) -> list:
+    """x with a @ x = y for a 3x3 system (Cramer's rule)."""
+    def det(m):
+        return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+    d = det(a)
+    return [det([[y[r] if c == i else a[r][c] for c in range(3)] for r in range(3)]) / d for i in range(3)]
 
 
 def _saved_bytes(torch, layer, x) -> int:

@@ -49,6 +49,7 @@ class DeviceProfile:
     overheads_exclude_update: bool = False  # step/layer/kind host costs were measured without the update
     recurrent: dict = field(default_factory=dict, compare=False)  # cell -> [(work per step, fwd s, bwd s)]
     recurrent_saved: dict = field(default_factory=dict, compare=False)  # cell -> bytes kept per batch x step x unit
+    transformer_saved: dict = field(default_factory=dict, compare=False)  # bytes kept per token feature, ...
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
 
     # -- rates ----------------------------------------------------------------------------------------
@@ -250,6 +251,7 @@ def from_calibration(data: dict) -> DeviceProfile:
         recurrent_saved={cell: statistics.median(r["saved_bytes"] / r["units"] for r in rows)
                          for cell, rows in (data.get("recurrent") or {}).items()
                          if rows and all("saved_bytes" in r for r in rows)},
+        transformer_saved=data.get("transformer_saved") or {},
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault)
 
 

@@ -144,7 +144,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
 
         profile = resolve(device)
     memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-                     _update_style(profile), profile.recurrent_saved if profile is not None else None)
+                     _update_style(profile), profile)
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
     if profile is None:
@@ -216,9 +216,9 @@ def _bias_elements(row) -> Dim:
 
 
 # -- memory -----------------------------------------------------------------------------------------
-def _saved(row, a_bytes: int, recurrent_saved: dict | None = None) -> list[tuple[tuple, Dim]]:
-    """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``recurrent_saved``: bytes
-    a device's fused recurrent kernels keep per (batch x step x unit), by cell, where calibrated."""
+def _saved(row, a_bytes: int, measured=None) -> list[tuple[tuple, Dim]]:
+    """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``measured``: the device
+    profile, whose calibration may give what its recurrent and Transformer kernels keep."""
     kind, layer = row.kind, row.layer
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
@@ -252,9 +252,10 @@ def _saved(row, a_bytes: int, recurrent_saved: dict | None = None) -> list[tuple
     if kind == "attention":
         return ins + _attention_saved(row, a_bytes)
     if kind == "transformer":
-        return ins[:1] + _transformer_saved(row, a_bytes)
+        coefficients = measured.transformer_saved if measured is not None else {}
+        return ins[:1] + _transformer_saved(row, a_bytes, coefficients)
     if kind == "rnn":
-        return ins[:1] + _rnn_saved(row, a_bytes, (recurrent_saved or {}).get(layer.cell))
+        return ins[:1] + _rnn_saved(row, a_bytes, measured.recurrent_saved.get(layer.cell) if measured else None)
     if kind == "time_distributed":
         return ins[:1]
     return []  # views, padding, concatenation, additions: shapes only
@@ -272,12 +273,16 @@ def _attention_saved(row, a_bytes: int) -> list:
     return [((row.name, "internals"), (projections + probabilities + context) * a_bytes)]
 
 
-def _transformer_saved(row, a_bytes: int) -> list:
+def _transformer_saved(row, a_bytes: int, measured: dict | None = None) -> list:
     layer = row.layer
     x = row.input_shapes[0]
     b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
     b, t, e, f, h = x[b_ax], x[t_ax], layer.d_model, layer.dim_feedforward, layer.nhead
     attentions = 2 if layer.decoder else 1
+    if measured and not layer.decoder and layer.dropout and a_bytes == 4:  # as calibrated: fp32, dropout on
+        kept = (measured["per_token_feature"] * b * t * e + measured["per_token_hidden"] * b * t * f
+                + measured["per_score"] * b * h * t * t)
+        return [((row.name, "internals"), layer.num_layers * int(kept))]
     # per layer: q, k, v, context, attention output, 2 norm inputs, residual sums; FF in, hidden (x2);
     # probabilities and their dropout; dropout masks (1 byte) on every sub-block and the FF hidden
     tensors = attentions * (5 * b * t * e + 2 * b * h * t * t) + 3 * b * t * e + 2 * b * t * f
@@ -334,7 +339,7 @@ def update_temporary(optimizer: str, sizes: list, style: str = "foreach") -> Dim
 
 
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-            update_style: str = "foreach", recurrent_saved: dict | None = None) -> MemoryBreakdown:
+            update_style: str = "foreach", profile=None) -> MemoryBreakdown:
     weights = est.params * w_bytes + est.buffers * 4
     trainable = est.trainable_params
     gradients = trainable * g_bytes
@@ -351,7 +356,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     first_saver: dict = {}
     size: dict = {}
     for i, row in enumerate(rows):
-        for key, nbytes in _saved(row, a_bytes, recurrent_saved):
+        for key, nbytes in _saved(row, a_bytes, profile):
             key = alias.get(key, key)
             if key[0] in input_names:
                 if cast_bytes and row.kind != "embedding":  # autocast keeps a low-precision copy
