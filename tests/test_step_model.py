@@ -47,8 +47,8 @@ def test_step_takes_the_calibrated_update_of_the_model_tensors():
 def test_convolutions_priced_from_measured_convolutions():
     # one measured convolution: 1,024 positions x 27 inputs x 16 filters, 1 ms forward, 3 ms backward
     p = _profile(convs={"float32": [(1024, 27, 16, 1e-3, 3e-3)]})
-    cost = _cost([Conv(16, 3, padding="same", name="first"), Conv(16, 3, padding="same", name="second")],
-                 (32, 32, 3), 1, p)
+    cost = _cost([Conv(16, 3, padding="same", use_bias=False, name="first"),
+                  Conv(16, 3, padding="same", use_bias=False, name="second")], (32, 32, 3), 1, p)
     seconds = dict(cost.layer_seconds)
     assert seconds["first"] == pytest.approx(1e-3 + 3e-3 / 2)  # no input gradient for the first layer
     scale = (16 * 9) / 27  # the second reads 16 channels at the same measured rate
@@ -180,3 +180,9 @@ def test_transformer_activations_measured_on_the_device():
     # bf16 activations are not what was calibrated: the generic rule applies
     mixed = training_cost(est, precision="mixed_bfloat16", device=_profile(transformer_saved=kept))
     assert mixed.memory.activations == training_cost(est, precision="mixed_bfloat16", device=CPU).memory.activations
+
+
+def test_bias_gradient_is_a_reduction_over_the_output_gradient():
+    with_bias = dict(_cost([Dense(8), Dense(300, name="wide")], (4,), 1000, CPU).layer_seconds)["wide"]
+    without = dict(_cost([Dense(8), Dense(300, use_bias=False, name="wide")], (4,), 1000, CPU).layer_seconds)["wide"]
+    assert with_bias - without == pytest.approx(CPU.memory_seconds(1000 * 300 * 4))

@@ -13,7 +13,8 @@ from dataclasses import replace
 
 from .dims import prod
 from .layers.recurrent import GATES
-from .training import OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _trains, trainable_tensor_sizes
+from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _trains, bias_elements,
+                       trainable_tensor_sizes)
 
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
               "identity", "expand", "index", "parameter", "size", "value_op"}
@@ -170,6 +171,9 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
             bwd_ops += 1
     if not backward:
         return fwd, ops
+    if trains and bias_elements(row):  # the bias gradient: a reduction reading the output gradient
+        bwd += profile.memory_seconds(bias_elements(row) * a_bytes)
+        bwd_ops += 1
     bwd += 2 * sum(mm(m, k, n, mm_dtype) for m, k, n in act_mm)
     bwd += profile.memory_seconds(int(ew_bytes * BACKWARD_BYTES_FACTOR))
     bwd_ops += 2 * len(act_mm) + (1 if ew_bytes else 0) + 1  # + the autograd node

@@ -183,9 +183,9 @@ def _phase_flops(row, dgrad_needed: bool, trains: bool) -> tuple[Dim, Dim, Dim]:
     weight_macs = row.macs_per_batch - act_macs
     # backward through the layer's own activation products and elementwise work, needed for either
     # gradient (attention's projections get their weight gradients through the scores)
-    internal = 4 * act_macs + (forward - 2 * row.macs_per_batch - _bias_elements(row))  # bias grads: wgrad
+    internal = 4 * act_macs + (forward - 2 * row.macs_per_batch - bias_elements(row))  # bias grads: wgrad
     dgrad = (2 * weight_macs if dgrad_needed else 0) + (internal if dgrad_needed or trains else 0)
-    wgrad = 2 * weight_macs + _bias_elements(row) if trains else 0
+    wgrad = 2 * weight_macs + bias_elements(row) if trains else 0
     return forward, dgrad, wgrad
 
 
@@ -208,7 +208,7 @@ def _activation_macs(row) -> Dim:
     return 0
 
 
-def _bias_elements(row) -> Dim:
+def bias_elements(row) -> Dim:
     """A bias gradient sums the output gradient over positions: one FLOP per output element."""
     if row.kind in ("dense", "conv", "conv_transpose") and any(w.name == "bias" for w in row.weights):
         return prod(row.output_shape)
