@@ -186,3 +186,14 @@ def test_bias_gradient_is_a_reduction_over_the_output_gradient():
     with_bias = dict(_cost([Dense(8), Dense(300, name="wide")], (4,), 1000, CPU).layer_seconds)["wide"]
     without = dict(_cost([Dense(8), Dense(300, use_bias=False, name="wide")], (4,), 1000, CPU).layer_seconds)["wide"]
     assert with_bias - without == pytest.approx(CPU.memory_seconds(1000 * 300 * 4))
+
+
+def test_misaligned_products_take_the_rate_of_misaligned_measurements():
+    # bf16: 256-wide products measured at 400 TFLOP/s, 300-wide (not a multiple of 8) at 200
+    rows = [(4096, 256, 256, 2 * 4096 * 256 * 256 / 400e12), (4096, 300, 300, 2 * 4096 * 300 * 300 / 200e12)]
+    p = replace(BUILTIN["h100-sxm"], matmul={"bfloat16": rows}, launch_floor_s=0.0, op_overhead_s=0.0)
+
+    def rate(k):
+        return 2 * 4096 * k * k / p.matmul_seconds(4096, k, k, "bfloat16")
+    assert rate(296) == pytest.approx(400e12, rel=0.05)  # a multiple of 8, next to the 256-wide ones
+    assert rate(292) == pytest.approx(200e12, rel=0.05)  # not one: the misaligned measurement's rate

@@ -60,7 +60,8 @@ class DeviceProfile:
             return 0.0
         table = self.matmul.get(dtype)
         if table:
-            rate = _interpolated_rate(table, m, k, n, self._call_cost())
+            width = 8 if dtype in ("bfloat16", "float16") else 4
+            rate = _interpolated_rate(table, m, k, n, self._call_cost(), width)
         else:
             # Uncalibrated: efficiency rises with the work until tiles and waves are full.
             peak = self.peak_flops.get(dtype) or self.peak_flops["float32"]
@@ -133,13 +134,23 @@ class DeviceProfile:
         return self.op_overhead_s if self.asynchronous else 0.0
 
 
-def _features(m: int, k: int, n: int) -> tuple:
+def _features(m: int, k: int, n: int, width: int = 0) -> tuple:
     """Where a product sits for interpolation: how well its output fills the tiles (the smaller output
-    side), how much work each output element gets (the inner dimension), and the total work."""
-    return (math.log2(max(min(m, n), 1)), math.log2(max(k, 1)), math.log2(2 * m * k * n))
+    side), how much work each output element gets (the inner dimension), the total work, and, given a
+    vector width in elements, whether a side is not a multiple of it (the kernels for such operands
+    load fewer elements at a time)."""
+    base = (math.log2(max(min(m, n), 1)), math.log2(max(k, 1)), math.log2(2 * m * k * n))
+    if not width:
+        return base
+    misaligned = any(d % width for d in (m, k, n) if d > 1)
+    return base + (MISALIGNED_DISTANCE if misaligned else 0.0,)
 
 
-def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float) -> float:
+# How far apart (in the log2 units of the other features) aligned and misaligned products sit.
+MISALIGNED_DISTANCE = 4.0
+
+
+def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float, width: int = 0) -> float:
     """FLOP/s for a shape, interpolated over the measured shapes by :func:`_features`.
 
     Matmul efficiency is governed by how well the output fills the tiles, by the inner dimension (a short
@@ -148,14 +159,14 @@ def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float) ->
     Measured times include one call's host cost; it is taken out (down to a floor) so the rate describes
     the kernel, which overlaps the host during training.
     """
-    point = _features(m, k, n)
+    point = _features(m, k, n, width)
     weights = total = 0.0
     best = 0.0
     for tm, tk, tn, seconds in table:
         kernel = max(seconds - call_cost, seconds * 0.1)
         rate = 2 * tm * tk * tn / kernel
         best = max(best, rate)
-        d2 = sum((a - b) ** 2 for a, b in zip(point, _features(tm, tk, tn)))
+        d2 = sum((a - b) ** 2 for a, b in zip(point, _features(tm, tk, tn, width)))
         if d2 < 1e-9:
             return rate
         w = 1.0 / d2 ** 2
