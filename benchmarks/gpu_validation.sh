@@ -11,23 +11,23 @@ out="${OUT:-gpu_out}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$out/nvidia_smi.csv" 2>&1
-timeout 180 python3 -c "
+timeout 170 python3 -c "
 import json, paramcalc.calibrate as c
 p = c.measure('cuda', dtypes=('float32', 'tfloat32', 'bfloat16'), progress=print)
 c.save(p, '$out/calibration_cuda.json')
 " 2>&1 | tee "$out/calibration.log"
-timeout 200 python3 benchmarks/train_measure.py --device cuda --out "$out/train_cuda.json" --steps 20 \
+timeout 170 python3 benchmarks/train_measure.py --device cuda --out "$out/train_cuda.json" --steps 20 \
   --amp bfloat16 2>&1 | tee "$out/train.log"
 if ls .whl/keras-*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/keras_site \
     .whl/*.whl && \
   export PYTHONPATH="/tmp/keras_site:$PYTHONPATH" KERAS_BACKEND=torch
-  timeout 60 python3 -c "
+  timeout 50 python3 -c "
 import json, paramcalc.calibrate as c
 base = json.load(open('$out/calibration_cuda.json'))
 c.save(c.measure_keras_torch('cuda', base=base, progress=print), '$out/calibration_keras_cuda.json')
 " 2>&1 | tee "$out/calibration_keras.log"
-  timeout 90 python3 benchmarks/train_measure_keras.py --backend torch --device cuda --steps 20 \
+  timeout 80 python3 benchmarks/train_measure_keras.py --backend torch --device cuda --steps 20 \
     --out "$out/train_keras_cuda.json" 2>&1 | tee "$out/train_keras.log"
 fi
 echo "done"
