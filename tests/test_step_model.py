@@ -197,3 +197,18 @@ def test_misaligned_products_take_the_rate_of_misaligned_measurements():
         return 2 * 4096 * k * k / p.matmul_seconds(4096, k, k, "bfloat16")
     assert rate(296) == pytest.approx(400e12, rel=0.05)  # a multiple of 8, next to the 256-wide ones
     assert rate(292) == pytest.approx(200e12, rel=0.05)  # not one: the misaligned measurement's rate
+
+
+def test_cpu_page_churn_is_explained_with_its_fix():
+    from paramcalc import estimate as run
+
+    layers = [Dense(512), Dense(512), Dense(512), Dense(10)]
+    p = _profile(page_fault_s_per_byte=1e-9)  # paging dominates this step
+    est = run(Sequential(layers), input_shape=(256,), batch_size=16, device=p)
+    found = [d for d in est.diagnostics if d.code == "cpu-page-churn"]
+    assert len(found) == 1 and "1,048,576 bytes" in found[0].message
+    assert "MALLOC_MMAP_THRESHOLD_=33554432" in found[0].fix
+    assert est.training.paged_in_seconds >= 0.2 * est.training.step_seconds
+    assert est.training.largest_paged_block == 512 * 512 * 4
+    quiet = run(Sequential(layers), input_shape=(256,), batch_size=16, device=CPU)  # no page-in cost measured
+    assert not [d for d in quiet.diagnostics if d.code == "cpu-page-churn"]

@@ -235,7 +235,7 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     if optimizer is not None or dtype is not None or device is not None:
         options = (optimizer or "adam", dtype or "float32", device)
         cost = _training(result, options, strict=False)
-        result = replace(result, training_options=options, training=cost)
+        result = _with_diagnostics(replace(result, training_options=options, training=cost))
         if cost is None:
             pending = sorted(result.symbols - {result.batch_symbol}) or ["batch_size"]
             result = replace(result, notes=result.notes + (

@@ -59,10 +59,12 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
         # torch's optimizers run foreach kernels over all tensors on GPUs, a loop per tensor on CPUs
         update_ops = OPTIMIZER_OPS[optimizer] * (1 if profile.asynchronous else max(len(sizes), 1))
         update_host = update_ops * profile.op_overhead_s
+    paged_seconds, largest_paged = 0.0, 0
     if profile.page_fault_s_per_byte and not profile.asynchronous:
-        fresh_pass, fresh_update = _paged_in_bytes(rows, needs_grad, sizes, optimizer, a_bytes)
+        fresh_pass, fresh_update, largest_paged = _paged_in_bytes(rows, needs_grad, sizes, optimizer, a_bytes)
         device_total += fresh_pass * profile.page_fault_s_per_byte
         update += fresh_update * profile.page_fault_s_per_byte
+        paged_seconds = (fresh_pass + fresh_update) * profile.page_fault_s_per_byte
     per_layer.append((f"{optimizer} update", update))
     if profile.step_overhead_s is not None and profile.layer_overhead_s is not None:
         fixed = profile.step_overhead_s
@@ -82,11 +84,12 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
     device_total += update
     per_layer.sort(key=lambda item: -item[1])
     return replace(cost, device=profile.name, step_seconds=step, host_seconds=host,
-                   device_seconds=device_total, layer_seconds=tuple(per_layer))
+                   device_seconds=device_total, layer_seconds=tuple(per_layer), paged_in_seconds=paged_seconds,
+                   largest_paged_block=largest_paged)
 
 
-def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int) -> tuple[int, int]:
-    """Bytes of fresh blocks a CPU step pages in: (forward and backward, optimizer update).
+def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int) -> tuple[int, int, int]:
+    """Bytes of fresh blocks a CPU step pages in: (forward and backward, optimizer update, the largest).
 
     The step's fresh blocks are forward outputs, input and weight gradients, and the update's
     temporaries (Adam's root and quotient, one for RMSprop and Adagrad). Blocks of MMAP_CEILING and more
@@ -108,8 +111,9 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int)
 
     def paged(block: int, again: bool) -> bool:
         return block >= MMAP_CEILING or (again and block == threshold >= MMAP_FLOOR)
+    paged_blocks = [b for b in forward if paged(b, False)] + [b for b in backward + update if paged(b, True)]
     passes = sum(b for b in forward if paged(b, False)) + sum(b for b in backward if paged(b, True))
-    return passes, sum(b for b in update if paged(b, True))
+    return passes, sum(b for b in update if paged(b, True)), max(paged_blocks, default=0)
 
 
 def _kind_host(row, profile) -> float | None:

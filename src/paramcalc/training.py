@@ -75,6 +75,8 @@ class TrainingCost:
     device_seconds: float | None = None
     layer_seconds: tuple = field(default=(), compare=False)  # (layer name, seconds) by cost
     layer_flops: tuple = field(default=(), compare=False)  # (layer name, forward, dgrad, wgrad) in order
+    paged_in_seconds: float = 0.0  # CPU hosts: the step's time paging in fresh blocks (timing.py)
+    largest_paged_block: int = 0  # bytes of the largest of those blocks
 
     @property
     def flops(self) -> Dim:
