@@ -149,11 +149,16 @@ def _training_overhead(torch, device: str, say) -> dict:
     times = [statistics.median(samples[n]) for n in counts]
     for n, t in zip(counts, times):
         say(f"training step with {n} Linear+ReLU pairs: {t * 1e6:.0f} us")
-    mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
-    slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / \
-        sum((n - mean_n) ** 2 for n in counts)
-    return {"step_overhead_s": max(mean_t - slope * mean_n, 0.0), "layer_overhead_s": max(slope, 0.0),
+    return {**_step_and_layer_costs(counts, times),
             "training_overhead_samples": [{"pairs": n, "seconds": t} for n, t in zip(counts, times)]}
+
+
+def _step_and_layer_costs(counts: list, times: list) -> dict:
+    """Step times of models with ``counts`` layers fitted as a + b x layers (least squares): the fixed
+    cost of a step and the cost per layer, neither below zero."""
+    mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
+    slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / sum((n - mean_n) ** 2 for n in counts)
+    return {"step_overhead_s": max(mean_t - slope * mean_n, 0.0), "layer_overhead_s": max(slope, 0.0)}
 
 
 def _kind_overheads(torch, device: str, say) -> dict:
@@ -479,10 +484,8 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
         seconds = timed(lambda: model.train_on_batch(x, y), 30)
         times.append(seconds)
         say(f"train_on_batch with {n} Dense(relu) layers: {seconds * 1e6:.0f} us")
-    mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
-    slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / sum((n - mean_n) ** 2 for n in counts)
     # one Keras Dense(relu) is the Linear+ReLU pair the step-time model prices
-    profile.update(step_overhead_s=max(mean_t - slope * mean_n, 0.0), layer_overhead_s=max(slope, 0.0))
+    profile.update(_step_and_layer_costs(counts, times))
     total = 2**22 // (4 if quick else 1)
     variables = [keras.Variable(np.random.randn(total // 8).astype("float32")) for _ in range(8)]
     grads = [tf.random.normal((total // 8,)) for _ in range(8)]
@@ -534,10 +537,7 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
             model.compile(optimizer="adam", loss="mse")
             times.append(timed(lambda: model.train_on_batch(x, y), 20))
             say(f"Keras train_on_batch with {n} Dense(relu) layers: {times[-1] * 1e6:.0f} us")
-        mean_n, mean_t = sum(counts) / len(counts), sum(times) / len(times)
-        slope = sum((n - mean_n) * (t - mean_t) for n, t in zip(counts, times)) / \
-            sum((n - mean_n) ** 2 for n in counts)
-        profile.update(step_overhead_s=max(mean_t - slope * mean_n, 0.0), layer_overhead_s=max(slope, 0.0))
+        profile.update(_step_and_layer_costs(counts, times))
         total = (2**24 if device == "cuda" else 2**22) // (4 if quick else 1)
         variables = [keras.Variable(torch.randn(total // 8, device=device)) for _ in range(8)]
         grads = [torch.randn(total // 8, device=device) for _ in range(8)]

@@ -190,17 +190,7 @@ def _log_interpolate(points: list, x: float) -> float:
 
 def _bandwidth_at(copies: tuple, nbytes: int, call_cost: float) -> float:
     """Bytes/s at a transfer size, interpolated in log size between measured copies."""
-    points = sorted(copies)
-    rates = [(b, b / max(s - call_cost, s * 0.1)) for b, s in points]
-    if nbytes <= rates[0][0]:
-        return rates[0][1]
-    if nbytes >= rates[-1][0]:
-        return rates[-1][1]
-    for (b0, r0), (b1, r1) in zip(rates, rates[1:]):
-        if b0 <= nbytes <= b1:
-            t = (math.log(nbytes) - math.log(b0)) / (math.log(b1) - math.log(b0))
-            return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
-    return rates[-1][1]
+    return _log_interpolate([(b, b / max(s - call_cost, s * 0.1)) for b, s in sorted(copies)], nbytes)
 
 
 # Datasheet figures, dense (no sparsity); bandwidth here counts read + write at ~87% of the one-way

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from .dims import prod
 from .layers.recurrent import GATES
-from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _trains, bias_elements,
+from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _trains, bias_elements, time_axes,
                        trainable_tensor_sizes)
 
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
@@ -111,9 +111,9 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int)
 
     def paged(block: int, again: bool) -> bool:
         return block >= MMAP_CEILING or (again and block == threshold >= MMAP_FLOOR)
-    paged_blocks = [b for b in forward if paged(b, False)] + [b for b in backward + update if paged(b, True)]
-    passes = sum(b for b in forward if paged(b, False)) + sum(b for b in backward if paged(b, True))
-    return passes, sum(b for b in update if paged(b, True)), max(paged_blocks, default=0)
+    passes = [b for b in forward if paged(b, False)] + [b for b in backward if paged(b, True)]
+    temporaries = [b for b in update if paged(b, True)]
+    return sum(passes), sum(temporaries), max(passes + temporaries, default=0)
 
 
 def _kind_host(row, profile) -> float | None:
@@ -191,7 +191,7 @@ def _calibrated_recurrent(row, profile) -> tuple[float, float] | None:
     if row.kind != "rnn" or layer.cell not in profile.recurrent:
         return None
     x = row.input_shapes[0]
-    b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
+    b_ax, t_ax = time_axes(layer)
     b, t = x[b_ax], x[t_ax]
     g, h = GATES[layer.cell], layer.units
     forward = backward = 0.0
@@ -207,18 +207,26 @@ def _calibrated_recurrent(row, profile) -> tuple[float, float] | None:
 def _calibrated_conv(row, dgrad: bool, trains: bool, profile, mm_dtype: str) -> tuple[float, float] | None:
     """(forward, backward) seconds of a dense 2-D convolution from the profile's measured convolutions;
     a backward that needs one of the two gradients (the first layer's, a frozen layer's) takes half."""
-    layer = row.layer
-    if row.kind != "conv" or getattr(layer, "groups", 1) != 1 or len(row.output_shape) != 4:
+    if row.kind != "conv" or getattr(row.layer, "groups", 1) != 1 or len(row.output_shape) != 4:
         return None
-    x, out = row.input_shapes[0], row.output_shape
-    channels_in = x[-1] if layer.channels_last else x[1]
-    filters = out[-1] if layer.channels_last else out[1]
-    positions = prod(out) // filters
-    measured = profile.conv_seconds(positions, channels_in * prod(layer.kernel_size), filters, mm_dtype)
+    measured = profile.conv_seconds(*_conv_product(row), mm_dtype)
     if measured is None:
         return None
     forward, backward = measured
     return forward, backward * ((1 if dgrad else 0) + (1 if trains else 0)) / 2
+
+
+def _channels(row) -> tuple:
+    """(input channels, output channels) of a convolution, channels last or first."""
+    x, out, last = row.input_shapes[0], row.output_shape, row.layer.channels_last
+    return (x[-1], out[-1]) if last else (x[1], out[1])
+
+
+def _conv_product(row) -> tuple:
+    """The (positions, inputs per output, filters) product a convolution amounts to."""
+    channels_in, filters = _channels(row)
+    groups = getattr(row.layer, "groups", 1)
+    return prod(row.output_shape) // filters, channels_in // groups * prod(row.layer.kernel_size), filters
 
 
 # Bytes per element (in units of the activation dtype's size) a per-element kernel moves when the
@@ -249,17 +257,14 @@ def _decompose(row, a_bytes: int) -> tuple[list, list, int, float, list]:
         act = _fused_activation(row)
         return [(prod(x[:-1]), x[-1], out[-1])], [], 0, 1 + len(act), act
     if kind in ("conv", "separable_conv", "depthwise_conv", "conv_transpose"):
-        channels_in = x[-1] if layer.channels_last else x[1]
-        filters = out[-1] if layer.channels_last else out[1]
         act = _fused_activation(row)
         if kind == "depthwise_conv":  # memory-bound: each output reads a small window
             return [], [], (prod(x) + out_n) * a_bytes, 1, act
         if kind == "conv_transpose":
+            channels_in, filters = _channels(row)
             positions = prod(x) // channels_in
             return [(positions, channels_in, filters // layer.groups * prod(layer.kernel_size))], [], 0, 1, act
-        groups = getattr(layer, "groups", 1)
-        positions = out_n // filters
-        return [(positions, channels_in // groups * prod(layer.kernel_size), filters)], [], 0, 1 + len(act), act
+        return [_conv_product(row)], [], 0, 1 + len(act), act
     if kind == "attention":
         return _attention_ops(row)
     if kind == "transformer":
@@ -292,7 +297,7 @@ def _decompose(row, a_bytes: int) -> tuple[list, list, int, float, list]:
 def _attention_ops(row):
     layer = row.layer
     q, k = row.input_shapes[0], row.input_shapes[1]
-    b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+    b_ax, t_ax = time_axes(layer)
     b, tq, tk, h = q[b_ax], q[t_ax], k[t_ax], layer.num_heads
     kd = layer.key_dim
     vd = kd if layer.value_dim is None else layer.value_dim
@@ -308,7 +313,7 @@ def _attention_ops(row):
 def _transformer_ops(row, a_bytes: int):
     layer = row.layer
     x = row.input_shapes[0]
-    b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+    b_ax, t_ax = time_axes(layer)
     b, t, e, f, h = x[b_ax], x[t_ax], layer.d_model, layer.dim_feedforward, layer.nhead
     hd = e // h
     weight, act = [], []
@@ -336,7 +341,7 @@ def _transformer_ops(row, a_bytes: int):
 def _rnn_ops(row, a_bytes: int):
     layer = row.layer
     x = row.input_shapes[0]
-    b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
+    b_ax, t_ax = time_axes(layer)
     b, t = x[b_ax], x[t_ax]
     g, h = GATES[layer.cell], layer.units
     weight = []

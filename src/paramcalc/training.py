@@ -198,16 +198,21 @@ def _activation_macs(row) -> Dim:
     layer = row.layer
     if row.kind == "attention":
         q, k = row.input_shapes[0], row.input_shapes[-1] if len(row.input_shapes) > 1 else row.input_shapes[0]
-        b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
+        b_ax, t_ax = time_axes(layer)
         value_dim = layer.key_dim if layer.value_dim is None else layer.value_dim
         return q[b_ax] * layer.num_heads * q[t_ax] * k[t_ax] * (layer.key_dim + value_dim)
     if row.kind == "transformer":
         x = row.input_shapes[0]
-        b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+        b_ax, t_ax = time_axes(layer)
         mem = row.input_shapes[1][t_ax] if layer.decoder else x[t_ax]
         per = x[b_ax] * x[t_ax] * 2 * layer.d_model  # scores and context over all heads
         return layer.num_layers * per * (x[t_ax] + (mem if layer.decoder else 0))
     return 0
+
+
+def time_axes(layer) -> tuple[int, int]:
+    """(batch axis, time axis) of a sequence layer's input: (N, T, ...) when batch_first, else (T, N, ...)."""
+    return (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
 
 
 def bias_elements(row) -> Dim:
@@ -266,7 +271,7 @@ def _saved(row, a_bytes: int, measured=None) -> list[tuple[tuple, Dim]]:
 def _attention_saved(row, a_bytes: int) -> list:
     layer = row.layer
     q, k = row.input_shapes[0], row.input_shapes[1]
-    b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+    b_ax, t_ax = time_axes(layer)
     b, tq, tk, h = q[b_ax], q[t_ax], k[t_ax], layer.num_heads
     vd = layer.key_dim if layer.value_dim is None else layer.value_dim
     projections = b * h * (tq * layer.key_dim + tk * (layer.key_dim + vd))
@@ -278,7 +283,7 @@ def _attention_saved(row, a_bytes: int) -> list:
 def _transformer_saved(row, a_bytes: int, measured: dict | None = None) -> list:
     layer = row.layer
     x = row.input_shapes[0]
-    b_ax, t_ax = (0, 1) if layer.batch_first else (1, 0)
+    b_ax, t_ax = time_axes(layer)
     b, t, e, f, h = x[b_ax], x[t_ax], layer.d_model, layer.dim_feedforward, layer.nhead
     attentions = 2 if layer.decoder else 1
     if measured and not layer.decoder and layer.dropout and a_bytes == 4:  # as calibrated: fp32, dropout on
@@ -295,7 +300,7 @@ def _transformer_saved(row, a_bytes: int, measured: dict | None = None) -> list:
 def _rnn_saved(row, a_bytes: int, per_unit: float | None = None) -> list:
     layer = row.layer
     x = row.input_shapes[0]
-    b_ax, t_ax = (0, 1) if getattr(layer, "batch_first", True) else (1, 0)
+    b_ax, t_ax = time_axes(layer)
     b, t = x[b_ax], x[t_ax]
     from .layers.recurrent import GATES
 
