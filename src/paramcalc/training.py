@@ -145,8 +145,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
         from .devices import resolve
 
         profile = resolve(device)
-    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-                     _update_style(profile), profile)
+    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes, profile)
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
     if profile is None:
@@ -223,9 +222,9 @@ def bias_elements(row) -> Dim:
 
 
 # -- memory -----------------------------------------------------------------------------------------
-def _saved(row, a_bytes: int, measured=None) -> list[tuple[tuple, Dim]]:
-    """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``measured``: the device
-    profile, whose calibration may give what its recurrent and Transformer kernels keep."""
+def _saved(row, a_bytes: int, profile=None) -> list[tuple[tuple, Dim]]:
+    """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``profile``: the device's,
+    whose calibration may give what its recurrent and Transformer kernels keep."""
     kind, layer = row.kind, row.layer
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
@@ -259,10 +258,9 @@ def _saved(row, a_bytes: int, measured=None) -> list[tuple[tuple, Dim]]:
     if kind == "attention":
         return ins + _attention_saved(row, a_bytes)
     if kind == "transformer":
-        coefficients = measured.transformer_saved if measured is not None else {}
-        return ins[:1] + _transformer_saved(row, a_bytes, coefficients)
+        return ins[:1] + _transformer_saved(row, a_bytes, profile.transformer_saved if profile else None)
     if kind == "rnn":
-        return ins[:1] + _rnn_saved(row, a_bytes, measured.recurrent_saved.get(layer.cell) if measured else None)
+        return ins[:1] + _rnn_saved(row, a_bytes, profile.recurrent_saved.get(layer.cell) if profile else None)
     if kind == "time_distributed":
         return ins[:1]
     return []  # views, padding, concatenation, additions: shapes only
@@ -346,7 +344,7 @@ def update_temporary(optimizer: str, sizes: list, style: str = "foreach") -> Dim
 
 
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-            update_style: str = "foreach", profile=None) -> MemoryBreakdown:
+            profile=None) -> MemoryBreakdown:
     weights = est.params * w_bytes + est.buffers * 4
     trainable = est.trainable_params
     gradients = trainable * g_bytes
@@ -404,7 +402,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     # autocast's low-precision weight copies live from the forward to each layer's backward, not into
     # the optimizer step
     casts = est.params * cast_bytes
-    step_temporary = update_temporary(optimizer, trainable_tensor_sizes(rows), update_style)
+    step_temporary = update_temporary(optimizer, trainable_tensor_sizes(rows), _update_style(profile))
     base = weights + state
     peak = base + _max([forward_peak + casts, backward_peak + casts,
                         gradients + step_temporary]) + input_batch
