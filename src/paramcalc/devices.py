@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,6 +222,8 @@ MEASURED = {"h100-sxm-torch": "h100-sxm-torch.json", "cpu-dev-torch": "cpu-dev-t
 
 def from_calibration(data: dict) -> DeviceProfile:
     """A profile from ``paramcalc calibrate``'s JSON (or benchmarks/results/*_calibration_*.json)."""
+    import statistics  # here, not at import: it pulls fractions and decimal into `import paramcalc`
+
     device = data.get("device", "cpu")
     matmul = {dtype: [(r["m"], r["k"], r["n"], r["seconds"]) for r in rows]
               for dtype, rows in data.get("matmul", {}).items()}
