@@ -26,6 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import zoo  # noqa: E402
 
 
@@ -134,17 +135,9 @@ def allocator_peak(torch, owners, step) -> int:
 def allocator_peak_of(torch, before: int, step) -> int:
     """``before`` (bytes alive when ``step`` starts) plus the highest running sum of torch's CPU
     allocator events (allocations, and frees as negative sizes) while ``step`` runs."""
-    from torch.profiler import ProfilerActivity, profile
+    from paramcalc.calibrate import peak_rise
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    running = highest = 0
-    for event in events:  # nbytes is negative for a free
-        running += event.nbytes()
-        highest = max(highest, running)
-    return before + highest
+    return before + peak_rise(torch, "cpu", step)
 
 
 def main() -> None:

@@ -1,13 +1,19 @@
 """Train Keras versions of the zoo (seed models, MLPs, the CNN, an LSTM) and record step time (median of
-``train_on_batch`` steps after warm-up) and peak memory, on the TensorFlow backend (CPU) or the torch
+``train_on_batch`` steps after warm-up; with ``--rounds``, the median of whole-zoo rounds) and peak memory, on the TensorFlow backend (CPU) or the torch
 backend (CPU or CUDA).
 
     python benchmarks/train_measure_keras.py --out results.json                      # TensorFlow, CPU
     python benchmarks/train_measure_keras.py --backend torch [--device cuda] --out results.json
 
-Peak memory: TensorFlow keeps no allocator statistics on CPUs, so there it is the rise of the process's
-peak resident set over its value after a warm-up step of a tiny model (allocator caching included: an
-upper bound). On the torch backend it is measured as benchmarks/train_measure.py does: on CUDA
+Peak memory on TensorFlow (CPU): its oneDNN allocator serves requests of 256 KiB and more from a pool
+(whose own statistics count whole chunks, not what was asked for) and smaller ones from malloc. One
+untimed step runs under TensorFlow's profiler, whose allocation events carry the bytes each large
+request asked for: their highest running sum is the pool's peak. The small ones are counted at malloc by
+benchmarks/heapcount.c (preloaded into each child; the pool's chunks are in place after warm-up, so the
+count sees no large ones) over three further untimed steps: the median rise. The two peaks need not coincide,
+so ``peak_bytes`` is the variables and optimizer slots plus both rises (an upper bound) and
+``peak_bytes_low`` the same with only the larger rise (a lower bound); the resident set's rise is kept
+as ``rss_peak_bytes``. On the torch backend it is measured as benchmarks/train_measure.py does: on CUDA
 ``torch.cuda.max_memory_allocated`` over the timed steps minus what was allocated before the model was
 built; on a CPU the variables alive before one more step plus the highest running sum of torch's
 allocator events during it (the input batch excluded in both).
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -25,6 +32,10 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+import heapcount  # noqa: E402
+from paramcalc.calibrate import tf_pool_peak_rise  # noqa: E402
 
 CONFIGS = [
     {"name": "keras_seed_flat_2000", "variant": "flat", "features": 2000, "batch": 128},
@@ -72,14 +83,18 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
         return _measure_torch_backend(cfg, steps, device)
     import keras
     import numpy as np
+    import tensorflow as tf
 
+    counter = heapcount.attach()
+    if counter is None:
+        raise RuntimeError("run through main(), which preloads benchmarks/heapcount.c to count small allocations")
     warm = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
     warm.compile(optimizer="adam", loss="mse")
     warm.train_on_batch(np.zeros((2, 4), "float32"), np.zeros((2, 1), "float32"))
     model, shape = build(cfg)
-    x = np.random.randn(cfg["batch"], *shape).astype("float32")
-    out_shape = tuple(model.output_shape[1:])
-    y = np.random.randn(cfg["batch"], *out_shape).astype("float32")
+    # tensors made once, before any baseline: the steps then copy no input
+    x = tf.constant(np.random.randn(cfg["batch"], *shape).astype("float32"))
+    y = tf.constant(np.random.randn(cfg["batch"], *tuple(model.output_shape[1:])).astype("float32"))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     model.compile(optimizer="adam", loss="mse")
     for _ in range(3):
@@ -89,16 +104,32 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
         t = time.perf_counter()
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    alive = _variable_bytes(model.variables) + _variable_bytes(model.optimizer.variables)
+    pool_rise, pool_events = tf_pool_peak_rise(tf, lambda: model.train_on_batch(x, y))
+    small_rises = []
+    for _ in range(3):
+        counter.reset_peak()
+        model.train_on_batch(x, y)
+        small_rises.append(counter.peak() - counter.live_at_reset)
+    small_rise = int(statistics.median(small_rises))  # the first step after the profiler's may carry its leftovers
     return {"config": cfg, "params": model.count_params(), "step_s": statistics.median(times), "times_s": times,
-            "peak_bytes": peak, "device": "cpu", "framework": "keras"}
+            "peak_bytes": alive + pool_rise + small_rise, "peak_bytes_low": alive + max(pool_rise, small_rise),
+            "variable_bytes": alive, "pool_rise_bytes": pool_rise, "small_rise_bytes": small_rise,
+            "pool_events": pool_events, "rss_peak_bytes": rss, "device": "cpu", "framework": "keras",
+            "keras": keras.__version__, "tensorflow": tf.__version__}
+
+
+def _variable_bytes(variables) -> int:
+    import numpy as np
+
+    return sum(math.prod(int(d) for d in v.shape) * np.dtype(v.dtype).itemsize for v in variables)
 
 
 def _measure_torch_backend(cfg: dict, steps: int, device: str) -> dict:
     import keras
     import torch
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import train_measure
 
     with keras.device(device):
@@ -108,7 +139,7 @@ def _measure_torch_backend(cfg: dict, steps: int, device: str) -> dict:
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() - x.nbytes - y.nbytes - _variable_bytes(model)
+        base = torch.cuda.memory_allocated() - x.nbytes - y.nbytes - _storage_bytes(model.variables)
     model.compile(optimizer="adam", loss="mse")
 
     def step():
@@ -126,16 +157,15 @@ def _measure_torch_backend(cfg: dict, steps: int, device: str) -> dict:
         peak = torch.cuda.max_memory_allocated() - base - x.nbytes - y.nbytes
     else:  # drop the last step's gradients first: their frees would not be recorded
         model.zero_grad(set_to_none=True)
-        before = _variable_bytes(model) + sum(v.value.untyped_storage().nbytes()
-                                              for v in model.optimizer.variables)
+        before = _storage_bytes(model.variables) + _storage_bytes(model.optimizer.variables)
         peak = train_measure.allocator_peak_of(torch, before, step)
     return {"config": cfg, "params": model.count_params(), "step_s": statistics.median(times), "times_s": times,
             "peak_bytes": peak, "device": device, "framework": "keras-torch", "keras": keras.__version__,
             "torch": torch.__version__}
 
 
-def _variable_bytes(model) -> int:
-    return sum(v.value.untyped_storage().nbytes() for v in model.variables)
+def _storage_bytes(variables) -> int:
+    return sum(v.value.untyped_storage().nbytes() for v in variables)
 
 
 def main() -> None:
@@ -144,26 +174,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "torch"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: torch backend only")
+    parser.add_argument("--rounds", type=int, default=1, help="measure the whole zoo this many times; "
+                        "step time is the median of the rounds' medians")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         cfg = next(c for c in CONFIGS if c["name"] == args.one)
         print(json.dumps(measure(cfg, args.steps, args.backend, args.device)))
         return
-    results = []
-    for cfg in CONFIGS:
-        try:
-            out = subprocess.run([sys.executable, __file__, "--out", "-", "--one", cfg["name"], "--steps",
-                                  str(args.steps), "--backend", args.backend, "--device", args.device],
-                                 capture_output=True, text=True, check=True)
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-        except Exception as err:
-            result = {"config": cfg, "error": f"{type(err).__name__}: {str(err)[:300]}"}
-        results.append(result)
-        print(f"{cfg['name']:<34} " + (f"{result['step_s'] * 1e3:9.2f} ms/step  peak {result['peak_bytes'] / 2**20:8.1f} MiB"
-                                        if "step_s" in result else result["error"]), flush=True)
+    results: dict = {}
+    env = heapcount.preload_env() if args.backend == "tensorflow" else None
+    for round_ in range(args.rounds):  # whole-zoo rounds: a busy moment of the machine hits one round
+        for cfg in CONFIGS:
+            try:
+                out = subprocess.run([sys.executable, __file__, "--out", "-", "--one", cfg["name"], "--steps",
+                                      str(args.steps), "--backend", args.backend, "--device", args.device],
+                                     capture_output=True, text=True, check=True, env=env)
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+            except Exception as err:
+                detail = getattr(err, "stderr", "") or str(err)  # a child's traceback ends its stderr
+                result = {"config": cfg, "error": f"{type(err).__name__}: {detail[-300:]}"}
+            kept = results.setdefault(cfg["name"], result)  # memory: the first round's
+            if "step_s" in result:
+                kept.setdefault("round_step_s", []).append(result["step_s"])
+            print(f"round {round_ + 1} {cfg['name']:<34} " +
+                  (f"{result['step_s'] * 1e3:9.2f} ms/step  peak {result['peak_bytes'] / 2**20:8.1f} MiB"
+                   if "step_s" in result else result["error"]), flush=True)
+    for result in results.values():  # the median of the rounds' medians
+        if result.get("round_step_s"):
+            result["step_s"] = statistics.median(result["round_step_s"])
     with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=1)
+        json.dump(list(results.values()), handle, indent=1)
 
 
 if __name__ == "__main__":
