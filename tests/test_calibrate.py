@@ -35,6 +35,7 @@ def test_quick_cpu_calibration_prices_every_part(saved):
     assert forward > 0 and backward > 0
     assert all(s > 0 for cell in ("lstm", "gru") for s in p.recurrent_step_seconds(cell, 10**6))
     assert p.recurrent_saved["lstm"] > p.recurrent_saved["gru"] > 4  # more than the output alone
+    assert set(p.recurrent_workspace) == {"lstm", "gru"} and min(p.recurrent_workspace.values()) >= 0
     kept = p.transformer_saved  # solved from three layers: each at least a float32 tensor's worth
     assert kept["per_token_feature"] >= 4 and kept["per_token_hidden"] >= 4 and kept["per_score"] >= 4
     assert p.update_seconds("adam", [1000, 10]) > p.update_seconds("adam", [10]) > 0
@@ -61,6 +62,21 @@ def test_keras_on_torch_reuses_the_torch_profile(saved, tmp_path):
     data = json.loads(out.read_text())
     base = json.loads(saved.read_text())
     assert data["framework"] == "keras-torch" and data["matmul"] == base["matmul"]
-    assert data["kind_overheads"] == {} and data["recurrent"] == {} and not data["overheads_exclude_update"]
+    assert data["kind_overheads"] == {} and not data["overheads_exclude_update"]
+    assert data["recurrent"] != base["recurrent"]  # Keras' own recurrent layers, measured again
     p = from_calibration(data)
     assert p.step_overhead_s > 0 and p.optimizer_seconds["adam"] > 0
+    # Keras steps through time itself: each step's slice of the input projection is expanded back to
+    # the whole sequence in the backward, a workspace torch's fused kernel does not need
+    assert p.recurrent_saved["lstm"] >= 16 and p.recurrent_workspace["lstm"] > 0
+
+
+def test_keras_recurrent_memory_on_tensorflow_from_the_pool_events():
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("Keras runs another backend here")
+    kept = calibrate._recurrent_memory_keras_tf(keras, tf, lambda message: None)
+    # at least the gates' four floats per unit, and nothing only the backward holds
+    assert kept["lstm"]["saved_bytes_per_unit"] >= 16 and kept["gru"]["saved_bytes_per_unit"] >= 12
+    assert kept["lstm"]["workspace_bytes_per_unit"] == 0.0

@@ -148,13 +148,17 @@ def test_recurrent_layers_step_through_time_at_the_measured_rate():
     assert p.recurrent_step_seconds("gru", work) is None
 
 
-def test_a_compiled_keras_step_keeps_no_update_temporaries():
+def test_a_compiled_keras_step_updates_each_layer_inside_the_backward():
+    # TensorFlow's graph runs a variable's update as soon as its gradient exists and frees both (its
+    # allocator's events): the peak holds one layer's gradients and update buffers, not all of them
     est = estimate(Sequential([Dense(300), Dense(1)]), input_shape=(2000,), batch_size=1)
     keras_cpu = replace(CPU, framework="keras")
-    static = 16 * est.trainable_params + 2000 * 4  # weights, gradients, two moments; the batch
-    # no temporary: the peak is the backward's, the static parts plus the 300-wide activation and its
-    # gradient at most
-    assert static <= training_cost(est, device=keras_cpu).memory.peak <= static + 2 * 300 * 4
+    kernel, first_layer = 2000 * 300, 2000 * 300 + 300
+    resident = 12 * est.trainable_params + 2000 * 4  # weights and two moments; the batch
+    # the first Dense, updated last: its output's gradient, its own gradients, and Adam's two moment
+    # chains side by side (one buffer of the kernel each); the second Dense's gradients are gone by then
+    assert training_cost(est, device=keras_cpu).memory.peak == resident + 300 * 4 + 4 * first_layer + 2 * 4 * kernel
+    static = 16 * est.trainable_params + 2000 * 4  # eager: every gradient stays until the update
     assert training_cost(est, device="cpu").memory.peak == static + 2 * 4 * 2000 * 300  # torch's loop
 
 
@@ -165,6 +169,32 @@ def test_recurrent_workspace_measured_on_the_device_replaces_the_generic_rule():
     measured = training_cost(est, device=_profile(recurrent_saved={"lstm": 70.0})).memory.activations
     assert measured == 2 * int(70.0 * 16 * 10 * 64)  # two layers, kernel-kept bytes per batch x step x unit
     assert generic == (2 * 16 * 10 * 64 * 6 + 16 * 10 * 64) * 4  # gates and states per step, layer inputs
+
+
+def test_recurrent_backward_workspace_is_held_while_that_layer_runs_its_backward():
+    est = estimate(Sequential([Recurrent(cell="lstm", units=64, return_sequences=True, name="rnn"), Dense(8)]),
+                   input_shape=(10, 32), batch_size=16)
+    kept = _profile(recurrent_saved={"lstm": 30.0})
+    with_workspace = _profile(recurrent_saved={"lstm": 30.0}, recurrent_workspace={"lstm": 48.0})
+    without, held = training_cost(est, device=kept).memory, training_cost(est, device=with_workspace).memory
+    assert held.activations == without.activations  # not kept from the forward: nothing saved changes
+    # the LSTM's backward sets the peak either way, now with 48 bytes per batch x step x unit on top
+    assert held.peak - without.peak == int(48.0 * 16 * 10 * 64)
+
+
+def test_a_fused_activation_frees_the_layers_output_before_its_weight_and_input_gradients():
+    # Dense(300, relu) on 100 positions of 2,000 features: the ReLU's backward is the last to read the
+    # 300-wide output, so the product's gradients are made after that output is freed
+    est = estimate(Sequential([Dense(300, activation="relu"), Dense(1)]), input_shape=(100, 2000), batch_size=4)
+    params, out, x = est.trainable_params, 4 * 100 * 300 * 4, 4 * 100 * 2000 * 4
+    first, kernel = 2000 * 300 + 300, 2000 * 300
+    graph = training_cost(est, device=replace(CPU, framework="keras")).memory
+    # Keras on TensorFlow: the ReLU's gradient (written over the incoming one), the first Dense's own
+    # gradients and Adam's two moment chains; its output is gone (it would add 480,000 bytes)
+    assert graph.peak == 12 * params + x + out + 4 * first + 2 * 4 * kernel
+    eager = training_cost(est, optimizer="sgd", device=CPU).memory  # no optimizer state, no update buffers
+    # torch's eager step: the ReLU's gradient beside every weight gradient
+    assert eager.peak == 4 * params + x + out + 4 * params
 
 
 def test_transformer_activations_measured_on_the_device():

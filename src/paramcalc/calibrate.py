@@ -116,6 +116,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
     profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
+    profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, _torch_recurrent_layer(torch, device), say)
     profile["transformer_saved"] = _transformer_saved(torch, device, say)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
@@ -316,29 +317,227 @@ def _conv_throughput(torch, device: str, dtypes: tuple, say, quick: bool = False
 RECURRENT = [(16, 16, 32, 32), (32, 32, 32, 64), (32, 32, 64, 128), (64, 32, 128, 256)]
 
 
-def _recurrent_throughput(torch, device: str, say, quick: bool = False) -> dict:
+def _torch_recurrent_layer(torch, device: str) -> Callable:
+    """torch's own LSTM or GRU layer, batch first, on ``device``."""
+    return lambda cell, features, hidden: getattr(torch.nn, cell.upper())(
+        features, hidden, batch_first=True).to(device)
+
+
+def _output(result):
+    """The output sequence: torch's layers return (output, states), Keras' the output alone."""
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _recurrent_throughput(torch, device: str, say, quick: bool = False, make_layer: Callable | None = None) -> dict:
     """Seconds per time step of one LSTM and one GRU layer, forward and backward, over a sweep of
-    sizes; each row keyed by the layer's work per step (2 x batch x (input + hidden) x gates x hidden)."""
-    out: dict = {}
+    sizes, in interleaved rounds (medians); each row keyed by the layer's work per step (2 x batch x
+    (input + hidden) x gates x hidden). ``make_layer(cell, features, hidden)``: torch's layers, or
+    Keras' on its torch backend (which steps through time in Python: its host time is in the rows)."""
     run = _timer(torch, device)
+    make_layer = make_layer or _torch_recurrent_layer(torch, device)
     scale = 4 if device == "cuda" else 1
-    for cell, gates in (("lstm", 4), ("gru", 3)):
-        rows = []
-        for batch, steps, features, hidden in RECURRENT[:2] if quick else RECURRENT:
-            batch *= scale
-            layer = getattr(torch.nn, cell.upper())(features, hidden, batch_first=True).to(device)
-            x = torch.randn(batch, steps, features, device=device, requires_grad=True)
-            grad = torch.randn(batch, steps, hidden, device=device)
-            forward = run(lambda: layer(x)[0], repeat=5)
-            both = run(lambda: layer(x)[0].backward(grad), repeat=5)
-            work = 2 * batch * (features + hidden) * gates * hidden
-            rows.append({"work_per_step": work, "forward_s_per_step": forward / steps,
-                         "backward_s_per_step": max(both - forward, forward) / steps,
-                         "units": batch * steps * hidden, "saved_bytes": _saved_bytes(torch, layer, x)})
-            say(f"{cell} {batch}x{steps}x{features} -> {hidden}: {forward / steps * 1e6:.1f} us per step forward, "
-                f"{max(both - forward, forward) / steps * 1e6:.1f} backward")
-        out[cell] = rows
+    cases = [(cell, gates, size) for cell, gates in (("lstm", 4), ("gru", 3))
+             for size in (RECURRENT[:2] if quick else RECURRENT)]
+    samples: dict = {i: ([], []) for i in range(len(cases))}
+    for _ in range(1 if quick else SWEEP_ROUNDS):  # the LSTM's own time moves 2x on a busy host
+        for i, (cell, _, (batch, steps, features, hidden)) in enumerate(cases):
+            layer = make_layer(cell, features, hidden)
+            x = torch.randn(batch * scale, steps, features, device=device, requires_grad=True)
+            grad = torch.randn(batch * scale, steps, hidden, device=device)
+            samples[i][0].append(run(lambda: _output(layer(x)), repeat=5))
+            samples[i][1].append(run(lambda: _output(layer(x)).backward(grad), repeat=5))
+    out: dict = {"lstm": [], "gru": []}
+    for i, (cell, gates, (batch, steps, features, hidden)) in enumerate(cases):
+        batch *= scale
+        forward, both = statistics.median(samples[i][0]), statistics.median(samples[i][1])
+        layer = make_layer(cell, features, hidden)
+        x = torch.randn(batch, steps, features, device=device, requires_grad=True)
+        out[cell].append({"work_per_step": 2 * batch * (features + hidden) * gates * hidden,
+                          "forward_s_per_step": forward / steps,
+                          "backward_s_per_step": max(both - forward, forward) / steps,
+                          "units": batch * steps * hidden, "saved_bytes": _saved_bytes(torch, layer, x)})
+        say(f"{cell} {batch}x{steps}x{features} -> {hidden}: {forward / steps * 1e6:.1f} us per step forward, "
+            f"{max(both - forward, forward) / steps * 1e6:.1f} backward")
     return out
+
+
+def _recurrent_throughput_keras_tf(keras, tf, say, quick: bool = False) -> dict:
+    """Seconds per time step of Keras' LSTM and GRU on TensorFlow, as training runs them: the compiled
+    ``train_on_batch`` of a model with the layer less that of the same model without it (measured: the
+    layer alone, forward and gradients in their own ``tf.function``, took 1.5x longer), split into
+    forward and backward by the layer's own compiled forward. Rows as for torch's layers."""
+    import numpy as np
+
+    def timed(fn) -> float:
+        for _ in range(3):  # a compiled loop's first calls run slower
+            fn()
+        times = []
+        for _ in range(7):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    def trained(layers: list, x, y):
+        model = keras.Sequential([keras.Input(x.shape[1:])] + layers + [keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        return lambda: model.train_on_batch(x, y)
+    cases = [(cell, gates, size) for cell, gates in (("lstm", 4), ("gru", 3))
+             for size in (RECURRENT[:2] if quick else RECURRENT)]
+    samples: dict = {i: ([], [], []) for i in range(len(cases))}
+    for _ in range(1 if quick else SWEEP_ROUNDS):
+        for i, (cell, _, (batch, steps, features, hidden)) in enumerate(cases):
+            x = tf.constant(np.random.randn(batch, steps, features).astype("float32"))
+            y = tf.constant(np.random.randn(batch, steps, 1).astype("float32"))
+            layer = getattr(keras.layers, cell.upper())(hidden, return_sequences=True)
+            samples[i][0].append(timed(trained([layer], x, y)))
+            samples[i][1].append(timed(trained([], x, y)))
+            forward = tf.function(lambda layer=layer, x=x: tf.reduce_sum(layer(x, training=True)))
+            samples[i][2].append(timed(lambda: forward().numpy()))
+    out: dict = {"lstm": [], "gru": []}
+    for i, (cell, gates, (batch, steps, features, hidden)) in enumerate(cases):
+        with_layer, without, alone = (statistics.median(times) for times in samples[i])
+        both = max(with_layer - without, 0.0)
+        forward = min(alone, both / 2)  # the forward alone also pays a call of its own
+        out[cell].append({"work_per_step": 2 * batch * (features + hidden) * gates * hidden,
+                          "forward_s_per_step": forward / steps, "backward_s_per_step": (both - forward) / steps})
+        say(f"Keras {cell} {batch}x{steps}x{features} -> {hidden}: {forward / steps * 1e6:.1f} us per step "
+            f"forward, {(both - forward) / steps * 1e6:.1f} backward")
+    return out
+
+
+# One recurrent layer at two sequence lengths: what grows with the length, per batch x step x unit
+# (batch, features, hidden, steps). Every per-step tensor is 256 KiB or more, so TensorFlow's pool
+# (which sees only those) holds them all.
+RECURRENT_MEMORY = (512, 256, 256, 4)
+
+
+def recurrent_memory(slope_per_unit: float, saved_per_unit: float, output_per_unit: float = 0.0) -> dict:
+    """Bytes per batch x step x unit that a recurrent layer keeps from its forward to its backward
+    (``saved``) and that its backward holds only while it runs (``workspace``): the rise of the step's
+    peak with the sequence length (``slope``) less what was saved and the output it returned."""
+    return {"saved_bytes_per_unit": saved_per_unit,
+            "workspace_bytes_per_unit": max(0.0, slope_per_unit - saved_per_unit - output_per_unit)}
+
+
+def _recurrent_memory_torch(torch, device: str, make_layer: Callable, say) -> dict:
+    """Saved and backward-workspace bytes per unit of ``make_layer(cell, features, hidden)``'s LSTM and
+    GRU (torch's own, or Keras' on its torch backend): the saved tensors read by autograd's hooks, the
+    workspace from the allocator's peak at two lengths."""
+    batch, features, hidden, steps = RECURRENT_MEMORY
+    if device != "cuda":
+        batch //= 4  # the same per-unit figures in a quarter of the time
+    out = {}
+    for cell in ("lstm", "gru"):
+        rises, saved = [], 0
+        for length in (steps, 2 * steps):
+            layer = make_layer(cell, features, hidden)
+            x = torch.randn(batch, length, features, device=device)
+            grad = torch.randn(batch, length, hidden, device=device)
+            weights = list(layer.parameters())
+
+            def step():
+                _output(layer(x)).backward(grad)
+            step()
+            saved, output_saved = _saved_bytes(torch, layer, x, output=True)
+            for w in weights:  # the step starts without gradients, as training's does
+                w.grad = None
+            rises.append(peak_rise(torch, device, step))
+        units = batch * steps * hidden
+        out[cell] = recurrent_memory((rises[1] - rises[0]) / units, saved / (2 * units),
+                                     0.0 if output_saved else 4.0)
+        say(f"{cell} memory: {out[cell]['saved_bytes_per_unit']:.1f} bytes kept per batch x step x unit, "
+            f"{out[cell]['workspace_bytes_per_unit']:.1f} more while its backward runs")
+    return out
+
+
+def peak_rise(torch, device: str, step: Callable) -> int:
+    """Highest bytes allocated during ``step`` above what was allocated when it started: CUDA's
+    allocator statistics, or on CPUs the highest running sum of the allocations and frees torch's
+    profiler records (it keeps no statistics there)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    running = highest = 0
+    for event in events:  # nbytes is negative for a free
+        running += event.nbytes()
+        highest = max(highest, running)
+    return highest
+
+
+def _recurrent_memory_keras_tf(keras, tf, say) -> dict:
+    """Bytes per batch x step x unit that Keras' LSTM and GRU keep on TensorFlow, from the pool's peak
+    over a training step at two lengths: its loop keeps what grows with the length until the layer's
+    backward, one layer's beside the next's (measured: two stacked layers rise as two), so all of it
+    counts as kept."""
+    import numpy as np
+
+    batch, features, hidden, steps = RECURRENT_MEMORY
+    out = {}
+    for cell in ("lstm", "gru"):
+        rises = []
+        for length in (steps, 2 * steps):
+            model = keras.Sequential([keras.Input((length, features)), getattr(keras.layers, cell.upper())(hidden),
+                                      keras.layers.Dense(1)])
+            model.compile(optimizer="adam", loss="mse")
+            x = tf.constant(np.random.randn(batch, length, features).astype("float32"))
+            y = tf.constant(np.random.randn(batch, 1).astype("float32"))
+            model.train_on_batch(x, y)
+            rises.append(tf_pool_peak_rise(tf, lambda: model.train_on_batch(x, y))[0])
+        out[cell] = {"saved_bytes_per_unit": (rises[1] - rises[0]) / (batch * steps * hidden),
+                     "workspace_bytes_per_unit": 0.0}
+        say(f"Keras {cell} memory: {out[cell]['saved_bytes_per_unit']:.1f} bytes kept per batch x step x unit")
+    return out
+
+
+def tf_pool_peak_rise(tf, step: Callable) -> tuple[int, list]:
+    """Highest running sum of the bytes requested from TensorFlow's CPU pool during one ``step`` (its
+    oneDNN allocator serves requests of 256 KiB and more from the pool, smaller ones from malloc),
+    read from the profiler's allocation events; with the events themselves ([bytes, op, shape], frees
+    negative) for reading. The pool's own statistics count whole chunks, not what was asked for."""
+    import glob
+    import os
+    import tempfile
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    logdir = tempfile.mkdtemp(prefix="paramcalc-tfprof-")
+    tf.profiler.experimental.start(logdir, options=tf.profiler.experimental.ProfilerOptions(host_tracer_level=3))
+    step()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:
+        space.ParseFromString(handle.read())
+    events = []
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                kind = names.get(event.metadata_id)
+                if kind not in ("MemoryAllocation", "MemoryDeallocation"):
+                    continue
+                stats = {stat_names[s.metadata_id]: stat_names[s.ref_value] if s.ref_value  # interned text
+                         else s.int64_value or s.uint64_value or s.str_value for s in event.stats}
+                sign = 1 if kind == "MemoryAllocation" else -1
+                events.append((line.timestamp_ns * 1000 + event.offset_ps, sign * int(stats["requested_bytes"]),
+                               stats.get("tf_op", ""), stats.get("shape", "")))
+    events.sort()
+    running = highest = 0
+    for _, nbytes, _, _ in events:
+        running += nbytes
+        highest = max(highest, running)
+    return highest, [[nbytes, op, shape] for _, nbytes, op, shape in events]
 
 
 def _transformer_saved(torch, device: str, say) -> dict:
@@ -369,9 +568,10 @@ def _solve3(a: list, y: list) -> list:
     return [det([[y[r] if c == i else a[r][c] for c in range(3)] for r in range(3)]) / d for i in range(3)]
 
 
-def _saved_bytes(torch, layer, x) -> int:
+def _saved_bytes(torch, layer, x, output: bool = False):
     """Bytes autograd keeps for ``layer(x)``'s backward beyond its weights and its input: the kernel's
-    workspace, its output and states (distinct storages)."""
+    workspace, its output and states (distinct storages). ``output``: also say whether the output
+    returned is among them."""
     storages: dict = {}
     skip = {p.untyped_storage().data_ptr() for p in layer.parameters()} | {x.untyped_storage().data_ptr()}
 
@@ -381,8 +581,11 @@ def _saved_bytes(torch, layer, x) -> int:
             storages[storage.data_ptr()] = storage.nbytes()
         return t
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        layer(x)
-    return sum(storages.values())
+        result = layer(x)
+    if not output:
+        return sum(storages.values())
+    first = result[0] if isinstance(result, tuple) else result
+    return sum(storages.values()), first.untyped_storage().data_ptr() in storages
 
 
 # Optimizer updates over sets of 8 equal tensors (total parameters), and over 64 tiny tensors, whose
@@ -494,6 +697,8 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
     seconds = timed(lambda: apply(), 10)
     profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
     say(f"adam update: {seconds / total * 1e9:.3f} ns per parameter")
+    profile["recurrent"] = _recurrent_throughput_keras_tf(keras, tf, say, quick)
+    profile["recurrent_memory"] = _recurrent_memory_keras_tf(keras, tf, say)
     return profile
 
 
@@ -504,9 +709,10 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
 
     Keras runs each layer through its own Python machinery and updates the weights with its own foreach
     optimizer, so the step and per-layer costs come from ``train_on_batch`` of tiny Dense(relu) models
-    (update included) and the update from Keras' Adam on large variables; torch's per-module host costs,
-    its per-tensor update rows and its fused recurrent layers (Keras steps through time itself) are
-    dropped. ``base``: a torch profile of the same device measured before (its kernels are reused).
+    (update included) and the update from Keras' Adam on large variables; torch's per-module host costs
+    and its per-tensor update rows are dropped, and the recurrent layers are measured again as Keras'
+    own (which steps through time in Python, re-expanding each step's gradient to the whole sequence).
+    ``base``: a torch profile of the same device measured before (its kernels are reused).
     """
     import copy
     import os
@@ -520,8 +726,7 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
                            "set KERAS_BACKEND=torch before importing it")
     say = progress or (lambda message: None)
     profile = copy.deepcopy(base) if base else measure(device, dtypes=dtypes, quick=quick, progress=progress)
-    for key in ("kind_overheads", "recurrent"):
-        profile[key] = {}
+    profile["kind_overheads"] = {}
     profile.update(framework="keras-torch", overheads_exclude_update=False,
                    framework_version=f"keras {keras.__version__}, torch {torch.__version__}")
 
@@ -545,4 +750,12 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
         seconds = timed(lambda: optimizer.apply(grads, variables), 10)
     profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
     say(f"Keras adam update: {seconds / total * 1e9:.3f} ns per parameter")
+
+    def keras_layer(cell: str, features: int, hidden: int):
+        with keras.device(device):
+            layer = getattr(keras.layers, cell.upper())(hidden, return_sequences=True)
+            layer.build((None, None, features))
+        return layer
+    profile["recurrent"] = _recurrent_throughput(torch, device, say, quick, keras_layer)
+    profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, keras_layer, say)
     return profile

@@ -48,6 +48,7 @@ class DeviceProfile:
     overheads_exclude_update: bool = False  # step/layer/kind host costs were measured without the update
     recurrent: dict = field(default_factory=dict, compare=False)  # cell -> [(work per step, fwd s, bwd s)]
     recurrent_saved: dict = field(default_factory=dict, compare=False)  # cell -> bytes kept per batch x step x unit
+    recurrent_workspace: dict = field(default_factory=dict, compare=False)  # cell -> more per unit in its backward
     transformer_saved: dict = field(default_factory=dict, compare=False)  # bytes kept per token feature, ...
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
 
@@ -250,11 +251,21 @@ def from_calibration(data: dict) -> DeviceProfile:
                          for name, v in (data.get("optimizers") or {}).items() if v.get("sizes")},
         recurrent={cell: [(r["work_per_step"], r["forward_s_per_step"], r["backward_s_per_step"]) for r in rows]
                    for cell, rows in (data.get("recurrent") or {}).items()},
-        recurrent_saved={cell: statistics.median(r["saved_bytes"] / r["units"] for r in rows)
-                         for cell, rows in (data.get("recurrent") or {}).items()
-                         if rows and all("saved_bytes" in r for r in rows)},
+        recurrent_saved=_recurrent_saved(data, statistics),
+        recurrent_workspace={cell: m["workspace_bytes_per_unit"]
+                             for cell, m in (data.get("recurrent_memory") or {}).items()},
         transformer_saved=data.get("transformer_saved") or {},
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault)
+
+
+def _recurrent_saved(data: dict, statistics) -> dict:
+    """Bytes a recurrent cell keeps per batch x step x unit: measured with its workspace
+    (``recurrent_memory``), or by older calibrations beside its timings."""
+    saved = {cell: statistics.median(r["saved_bytes"] / r["units"] for r in rows)
+             for cell, rows in (data.get("recurrent") or {}).items()
+             if rows and all("saved_bytes" in r for r in rows)}
+    saved.update({cell: m["saved_bytes_per_unit"] for cell, m in (data.get("recurrent_memory") or {}).items()})
+    return saved
 
 
 def _merged_kernels(data: dict) -> dict:

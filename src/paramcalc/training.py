@@ -39,6 +39,7 @@ PRECISIONS = {
     "float16": (2, 2, 2, "float16", 0),
 }
 
+FUSED_ACTIVATION_KINDS = ("dense", "conv", "conv_transpose", "depthwise_conv")
 OUTPUT_SAVERS = {"relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "hard_tanh"}
 # Layers whose output shares its input's storage: saving either keeps the same bytes, and their
 # backward passes gradients through without new buffers.
@@ -222,6 +223,11 @@ def bias_elements(row) -> Dim:
 
 
 # -- memory -----------------------------------------------------------------------------------------
+def _fused_activation(row) -> bool:
+    """A Keras layer that applies its activation itself (Dense(300, activation="relu"))."""
+    return row.kind in FUSED_ACTIVATION_KINDS and getattr(row.layer, "activation", "linear") != "linear"
+
+
 def _saved(row, a_bytes: int, profile=None) -> list[tuple[tuple, Dim]]:
     """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``profile``: the device's,
     whose calibration may give what its recurrent and Transformer kernels keep."""
@@ -229,7 +235,7 @@ def _saved(row, a_bytes: int, profile=None) -> list[tuple[tuple, Dim]]:
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
     out_n = prod(row.output_shape)
-    if kind in ("dense", "conv", "conv_transpose", "depthwise_conv"):
+    if kind in FUSED_ACTIVATION_KINDS:
         saved = ins[:1]
         act = getattr(layer, "activation", "linear")
         if act != "linear":  # Keras' fused activation: the output, or the pre-activation too
@@ -297,13 +303,10 @@ def _transformer_saved(row, a_bytes: int, measured: dict | None = None) -> list:
 
 def _rnn_saved(row, a_bytes: int, per_unit: float | None = None) -> list:
     layer = row.layer
-    x = row.input_shapes[0]
-    b_ax, t_ax = time_axes(layer)
-    b, t = x[b_ax], x[t_ax]
     from .layers.recurrent import GATES
 
-    g, h = GATES[layer.cell], layer.units
-    units = b * t * layer.directions * h
+    g = GATES[layer.cell]
+    units = _rnn_units(row)
     if per_unit is not None:  # measured: the kernel's workspace, its output and states, per layer
         return [((row.name, "internals"), layer.num_layers * int(per_unit * units))]
     per_layer = units * (g + 2)  # gates and states of every step
@@ -311,16 +314,40 @@ def _rnn_saved(row, a_bytes: int, per_unit: float | None = None) -> list:
     return [((row.name, "internals"), (layer.num_layers * per_layer + inputs) * a_bytes)]
 
 
+def _rnn_units(row) -> Dim:
+    """Batch x steps x directions x hidden units of one layer of a recurrent row."""
+    layer = row.layer
+    b_ax, t_ax = time_axes(layer)
+    x = row.input_shapes[0]
+    return x[b_ax] * x[t_ax] * layer.directions * layer.units
+
+
+def _backward_workspace(row, profile) -> Dim:
+    """Bytes a layer's backward holds only while it runs, beyond its gradients: what the device's
+    calibration measured for recurrent kernels (oneDNN's, or Keras' loop on torch re-expanding each
+    step's slice of the input projection), one layer at a time."""
+    if row.kind != "rnn" or profile is None:
+        return 0
+    per_unit = profile.recurrent_workspace.get(row.layer.cell)
+    return int(per_unit * _rnn_units(row)) if per_unit else 0
+
+
 def trainable_tensor_sizes(rows) -> list:
     """Elements of each trainable weight tensor, once per tensor (a shared layer's later calls reuse it)."""
-    return [w.numel for row in rows if row.shared_with is None and row.layer is not None
-            for w in row.weights if row.layer.trains(w)]
+    return [n for row in rows for n in _own_trainable_sizes(row)]
+
+
+def _own_trainable_sizes(row) -> list:
+    """Elements of each trainable weight tensor this row owns (none for a shared layer's later calls)."""
+    if row.shared_with is not None or row.layer is None:
+        return []
+    return [w.numel for w in row.weights if row.layer.trains(w)]
 
 
 def _update_style(profile) -> str:
     """How the update runs: torch's foreach kernels over all tensors (its default on GPUs, and assumed
     without a device: the larger temporary), torch's loop over tensors (its default on CPUs), or a
-    compiled step (Keras on TensorFlow, whose executor reuses the buffers in place), or Keras' own foreach
+    compiled graph (Keras on TensorFlow: each layer's update runs in the backward), or Keras' own foreach
     update on its torch backend."""
     if profile is not None and profile.framework == "keras":
         return "compiled"
@@ -333,14 +360,26 @@ def update_temporary(optimizer: str, sizes: list, style: str = "foreach") -> Dim
     """Bytes of the buffers an update allocates and frees: Adam's denominator (sqrt of the second moment,
     divided, plus eps), RMSprop's and Adagrad's square roots. Foreach kernels make one per tensor at
     once; the per-tensor loop makes them for one tensor at a time, Adam two (the root, then the quotient);
-    a compiled step none that the measurements could see. Keras' Adam on torch keeps three lists alive
-    at once (m x alpha, sqrt(v) + eps, and their quotient)."""
+    Keras' Adam on torch keeps three lists alive at once (m x alpha, sqrt(v) + eps, and their quotient).
+    A compiled graph updates each layer inside the backward instead: graph_update_temporary."""
     if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes or style == "compiled":
         return 0
     if style in ("foreach", "keras-foreach"):
         lists = 3 if style == "keras-foreach" and optimizer in ("adam", "adamw") else 1
         return sum(sizes[1:], sizes[0]) * 4 * lists
     return _max(list(sizes)) * 4 * (2 if optimizer in ("adam", "adamw") else 1)
+
+
+def graph_update_temporary(optimizer: str, sizes: list, last: bool) -> Dim:
+    """Bytes a compiled graph's update of one layer's tensors allocates while it runs (Keras on
+    TensorFlow, read from the allocator's events): one fp32 buffer of the layer's largest tensor at a
+    time (Adam's square, root, product in turn; elementwise ops reuse their input's buffer), and two for
+    the last layer updated, whose first and second moment chains run side by side once no backward work
+    is left to share the threads."""
+    if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes:
+        return 0
+    chains = 2 if last and optimizer in ("adam", "adamw") else 1
+    return _max(list(sizes)) * 4 * chains
 
 
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
@@ -385,6 +424,11 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     # backward, last layer first: saved tensors until their first saver is done, the gradient
     # coming in plus the one going out; weight gradients appear as their layers are reached (the step
     # dropped the last ones: zero_grad(set_to_none=True), torch's default)
+    style = _update_style(profile)
+    # a compiled graph (Keras on TensorFlow) runs each variable's update as soon as its gradient exists
+    # and frees both; an eager step keeps every gradient until the optimizer runs over all of them
+    in_graph = style == "compiled"
+    last_updated = min((i for i, row in enumerate(rows) if _own_trainable_sizes(row)), default=-1)
     backward = []
     alive_bwd = activations
     grads_so_far: Dim = 0
@@ -393,19 +437,33 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
         in_flight = 0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes
         if row.kind not in VIEW_KINDS and any(src in needs_grad for src, _ in row.inbound):
             in_flight = in_flight + sum(prod(s) for s in row.input_shapes) * a_bytes
-        if row.shared_with is None and row.layer is not None:
-            grads_so_far = grads_so_far + sum(w.numel for w in row.weights if row.layer.trains(w)) * g_bytes
-        backward.append(alive_bwd + in_flight + grads_so_far)
+        in_flight = in_flight + _backward_workspace(row, profile)
+        own = _own_trainable_sizes(row)
+        layer_grads = sum(own[1:], own[0]) * g_bytes if own else 0
+        # a fused activation's backward runs first and is the last to read the layer's own output (and
+        # pre-activation): both are freed before the input gradient is made. Its gradient is a new
+        # buffer in an eager step; a graph writes it over the incoming one.
+        released: Dim = 0
+        if _fused_activation(row):
+            out_grad = prod(row.output_shape) * a_bytes
+            backward.append(alive_bwd + out_grad + (0 if in_graph else out_grad + grads_so_far))
+            released = sum(size[key] for key in by_layer.get(i, []) if key[0] == row.name)
+        if in_graph:
+            updating = graph_update_temporary(optimizer, own, last=i == last_updated)
+            backward.append(alive_bwd - released + in_flight + layer_grads + updating)
+        else:
+            grads_so_far = grads_so_far + layer_grads
+            backward.append(alive_bwd - released + in_flight + grads_so_far)
         for key in by_layer.get(i, []):
             alive_bwd = alive_bwd - size[key]
     backward_peak = _max(backward) if backward else 0
     # autocast's low-precision weight copies live from the forward to each layer's backward, not into
     # the optimizer step
     casts = est.params * cast_bytes
-    step_temporary = update_temporary(optimizer, trainable_tensor_sizes(rows), _update_style(profile))
-    base = weights + state
-    peak = base + _max([forward_peak + casts, backward_peak + casts,
-                        gradients + step_temporary]) + input_batch
+    candidates = [forward_peak + casts, backward_peak + casts]
+    if not in_graph:  # the optimizer's own phase: every gradient, and what its kernels allocate
+        candidates.append(gradients + update_temporary(optimizer, trainable_tensor_sizes(rows), style))
+    peak = weights + state + _max(candidates) + input_batch
     return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak)
 
 
