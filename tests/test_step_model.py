@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from paramcalc import (Activation, Conv, Dense, Dropout, Flatten, Recurrent, Sequential, estimate,
-                       training_cost)
+from paramcalc import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Pool, Recurrent, Sequential,
+                       estimate, training_cost)
 from paramcalc.devices import BUILTIN, from_calibration
 from paramcalc.timing import MMAP_CEILING
 
@@ -156,8 +156,11 @@ def test_a_compiled_keras_step_updates_each_layer_inside_the_backward():
     kernel, first_layer = 2000 * 300, 2000 * 300 + 300
     resident = 12 * est.trainable_params + 2000 * 4  # weights and two moments; the batch
     # the first Dense, updated last: its output's gradient, its own gradients, and Adam's two moment
-    # chains side by side (one buffer of the kernel each); the second Dense's gradients are gone by then
-    assert training_cost(est, device=keras_cpu).memory.peak == resident + 300 * 4 + 4 * first_layer + 2 * 4 * kernel
+    # chains side by side (one buffer of the kernel each); the second Dense's update may still be
+    # running (its 301 gradients and one buffer of its kernel); gradients of layers before it are gone
+    second_updating = 4 * 301 + 4 * 300
+    assert training_cost(est, device=keras_cpu).memory.peak == \
+        resident + 300 * 4 + 4 * first_layer + 2 * 4 * kernel + second_updating
     static = 16 * est.trainable_params + 2000 * 4  # eager: every gradient stays until the update
     assert training_cost(est, device="cpu").memory.peak == static + 2 * 4 * 2000 * 300  # torch's loop
 
@@ -190,11 +193,44 @@ def test_a_fused_activation_frees_the_layers_output_before_its_weight_and_input_
     first, kernel = 2000 * 300 + 300, 2000 * 300
     graph = training_cost(est, device=replace(CPU, framework="keras")).memory
     # Keras on TensorFlow: the ReLU's gradient (written over the incoming one), the first Dense's own
-    # gradients and Adam's two moment chains; its output is gone (it would add 480,000 bytes)
-    assert graph.peak == 12 * params + x + out + 4 * first + 2 * 4 * kernel
+    # gradients and Adam's two moment chains, the second's update perhaps still running; the output is
+    # gone (it would add 480,000 bytes)
+    assert graph.peak == 12 * params + x + out + 4 * first + 2 * 4 * kernel + 4 * 301 + 4 * 300
     eager = training_cost(est, optimizer="sgd", device=CPU).memory  # no optimizer state, no update buffers
     # torch's eager step: the ReLU's gradient beside every weight gradient
     assert eager.peak == 4 * params + x + out + 4 * params
+
+
+def test_keras_on_torch_keeps_channels_first_copies_and_a_centred_batch():
+    # Keras hands torch a channels-first copy of a channels-last input (convolutions, max pools) and
+    # builds BatchNormalization from elementwise operations that keep the centred input
+    est = estimate(Sequential([Conv(8, 3, padding="same"), BatchNorm(), Activation("relu"), Pool(op="max")]),
+                   input_shape=(16, 16, 3), batch_size=4)
+    image, features = 4 * 16 * 16 * 3 * 4, 4 * 16 * 16 * 8 * 4
+    on_torch = training_cost(est, device=CPU).memory.activations
+    keras_torch = training_cost(est, device=replace(CPU, framework="keras-torch")).memory.activations
+    # the convolution's copy of the image, the centred batch, the pool's copy of the ReLU's output
+    # (the ReLU keeps that output itself)
+    assert keras_torch - on_torch == image + features + features
+
+
+def test_memory_follows_the_framework_that_trains():
+    from paramcalc import ParamcalcError, seed_model
+
+    def peak(**options):
+        return estimate(seed_model("flat", 2000), batch_size=128, optimizer="adam", **options).training.memory.peak
+    # a Keras model with no calibrated device trains as Keras does: on TensorFlow unless told otherwise
+    assert peak() == peak(keras_backend="tensorflow") == peak(device=replace(CPU, framework="keras"))
+    assert peak(keras_backend="torch") == peak(device=replace(CPU, framework="keras-torch"))
+    assert peak(keras_backend="torch") != peak()
+    # a calibrated profile names the framework it measured, whatever the backend given
+    assert peak(keras_backend="torch", device=replace(CPU, framework="torch")) == \
+        peak(device=replace(CPU, framework="torch"))
+    with pytest.raises(ParamcalcError, match="keras_backend"):
+        peak(keras_backend="mxnet")
+    torch_model = Sequential([Dense(4)], input_shape=(8,), framework="torch")
+    with pytest.raises(ParamcalcError, match="applies to Keras models"):
+        estimate(torch_model, batch_size=2, optimizer="adam", keras_backend="torch")
 
 
 def test_transformer_activations_measured_on_the_device():

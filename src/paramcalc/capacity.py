@@ -26,7 +26,7 @@ def parse_bytes(value: object) -> int:
 
 
 def largest_fitting(est, memory: object, *, symbol: str | None = None, optimizer: str = "adam",
-                    precision: str = "float32", upper: int = 2**40) -> int:
+                    precision: str = "float32", upper: int = 2**40, keras_backend: str | None = None) -> int:
     """The largest value of ``symbol`` (default: the batch size) for which training fits in ``memory``.
 
     >>> import paramcalc
@@ -35,6 +35,8 @@ def largest_fitting(est, memory: object, *, symbol: str | None = None, optimizer
     True
 
     Returns 0 when even 1 does not fit (the weights, gradients and optimizer state alone, say).
+    ``keras_backend``: for a Keras model, the backend whose training is simulated, as for
+    :func:`paramcalc.training_cost`.
     """
     from .training import training_cost
 
@@ -42,7 +44,8 @@ def largest_fitting(est, memory: object, *, symbol: str | None = None, optimizer
     name = symbol or est.batch_symbol
 
     def fits(value: int) -> bool:
-        cost = training_cost(est.subs({name: value}), optimizer=optimizer, precision=precision)
+        cost = training_cost(est.subs({name: value}), optimizer=optimizer, precision=precision,
+                             keras_backend=keras_backend)
         return cost.memory.peak <= budget
 
     if not fits(1):

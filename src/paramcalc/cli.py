@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--device", default=None,
                          help="predict step time on a device (h100-sxm, h100-sxm-torch, a100-80gb, l4, cpu, "
                               "cpu-dev-torch, or a calibration JSON)")
+    _keras_backend_option(summary)
 
     calibrate = commands.add_parser(
         "calibrate", help="measure this machine with torch and save a device profile",
@@ -117,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _keras_backend_option(parser) -> None:
+    parser.add_argument("--keras-backend", default=None, choices=["tensorflow", "jax", "torch"],
+                        help="for a Keras model, the backend that trains it: memory follows it (default: "
+                             "TensorFlow, unless a calibrated --device names its framework)")
+
+
 def _model_options(parser, both: bool = False) -> None:
     parser.add_argument("--input", type=_shape_arg, default=None, metavar="SHAPE",
                         help="one sample's input shape" + (" for both models" if both else ""))
@@ -128,6 +135,7 @@ def _model_options(parser, both: bool = False) -> None:
     parser.add_argument("--optimizer", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--device", default=None)
+    _keras_backend_option(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--markdown", action="store_true", help="print Markdown")
 
@@ -178,7 +186,7 @@ def _estimate_arg(model_text: str, args, input_shape=None):
 
     return estimate(load_model(model_text), input_shape=input_shape if input_shape is not None else args.input,
                     batch_size=args.batch_size, target_shape=args.target, optimizer=args.optimizer,
-                    dtype=args.dtype, device=args.device)
+                    dtype=args.dtype, device=args.device, keras_backend=args.keras_backend)
 
 
 def _compare(args) -> str:
@@ -200,7 +208,7 @@ def _plot(args) -> str:
     est = estimate(load_model(args.model), input_shape=args.input, target_shape=args.target,
                    batch_size=args.batch_size if args.symbol else None)
     path = plot(est, values, args.out, symbol=args.symbol, optimizer=args.optimizer or "adam",
-                precision=args.dtype or "float32", device=args.device)
+                precision=args.dtype or "float32", device=args.device, keras_backend=args.keras_backend)
     return f"wrote {path}"
 
 
@@ -298,7 +306,7 @@ def _summary(args) -> str:
                         f"(limit {MAX_SPEC_BYTES:,})")
     doc = load_model(args.spec)
     est = estimate(doc, input_shape=args.input, batch_size=args.batch_size, target_shape=args.target,
-                   optimizer=args.optimizer, dtype=args.dtype, device=args.device)
+                   optimizer=args.optimizer, dtype=args.dtype, device=args.device, keras_backend=args.keras_backend)
     if args.json:
         return est.to_json(indent=2)
     if args.markdown:
@@ -404,7 +412,7 @@ def _training_table(features: int) -> list[str]:
     devices = [("h100-sxm-torch", "H100 (torch)"), ("cpu-dev-keras", "2-core CPU (Keras)"),
                ("cpu-dev-torch", "2-core CPU (torch)")]
     lines = [f"== Training with Adam (float32), batch {SEED_BATCH}, {SEED_SAMPLES:,} samples per epoch ==",
-             f" {'model':<17} {'peak memory':>12} {'fits 24 GiB':>11}" + "".join(f" {label:>22}" for _, label in devices)]
+             f" {'model':<17} {'Keras memory':>12} {'fits 24 GiB':>11}" + "".join(f" {label:>22}" for _, label in devices)]
     epochs = {}
     for variant in SEED_VARIANTS:
         base = estimate(seed_model(variant, features), batch_size=SEED_BATCH, optimizer="adam")

@@ -180,7 +180,7 @@ class Estimate:
 # -- estimate() ---------------------------------------------------------------------------------------------
 def estimate(model: object, *, input_shape: object = None, batch_size: object = None,
              target_shape: object = None, optimizer: str | None = None, dtype: str | None = None,
-             device: object = None) -> Estimate:
+             device: object = None, keras_backend: str | None = None) -> Estimate:
     """Shapes, parameters and FLOPs of ``model``, without building it or allocating a weight.
 
     ``model``: a paramcalc :class:`Sequential`, a spec dict / JSON string, a Keras ``Sequential``
@@ -194,7 +194,10 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad"), ``dtype`` ("float32", "tfloat32",
     "mixed_bfloat16", "mixed_float16", "bfloat16", "float16") or ``device`` (a built-in name such as
     "h100-sxm", "h100-sxm-torch" (measured), "cpu", a calibration JSON path, or a DeviceProfile) is
-    given: memory by part and peak, FLOPs by phase, and with a device the step time.
+    given: memory by part and peak, FLOPs by phase, and with a device the step time. Memory follows the
+    framework that trains: for a Keras model, ``keras_backend`` ("tensorflow", "jax" or "torch";
+    unset, the backend of the Keras imported in this process, else TensorFlow) unless a calibrated
+    ``device`` names its own.
 
     >>> import paramcalc
     >>> est = paramcalc.estimate(paramcalc.seed_model("flat"), input_shape=(20020,))
@@ -233,7 +236,7 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     elif batch is not None:
         result = replace(result, batch_size=batch)
     if optimizer is not None or dtype is not None or device is not None:
-        options = (optimizer or "adam", dtype or "float32", device)
+        options = (optimizer or "adam", dtype or "float32", device, keras_backend)
         cost = _training(result, options, strict=False)
         result = _with_diagnostics(replace(result, training_options=options, training=cost))
         if cost is None:
@@ -247,11 +250,11 @@ def _training(est: Estimate, options: tuple, strict: bool):
     """The training cost for ``options``; None (when not strict) while sizes are still symbolic."""
     from .training import training_cost
 
-    optimizer, precision, device = options
+    optimizer, precision, device, keras_backend = options
     pending = est.symbols - {est.batch_symbol}
     if not strict and (pending or (device is not None and type(est.batch_size) is not int)):
         return None
-    return training_cost(est, optimizer=optimizer, precision=precision, device=device)
+    return training_cost(est, optimizer=optimizer, precision=precision, device=device, keras_backend=keras_backend)
 
 
 def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) -> tuple:

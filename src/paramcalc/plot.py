@@ -11,14 +11,15 @@ PARTS = ("weights", "gradients", "optimizer", "activations", "input_batch")
 
 
 def sweep(est, values: list[int], symbol: str | None = None, *, optimizer: str = "adam",
-          precision: str = "float32", device: object = None) -> list[dict]:
+          precision: str = "float32", device: object = None, keras_backend: str | None = None) -> list[dict]:
     """Training cost at each value of ``symbol`` (default: the batch size), as plain numbers."""
     from .training import training_cost
 
     name = symbol or est.batch_symbol
     rows = []
     for value in values:
-        cost = training_cost(est.subs({name: value}), optimizer=optimizer, precision=precision, device=device)
+        cost = training_cost(est.subs({name: value}), optimizer=optimizer, precision=precision, device=device,
+                             keras_backend=keras_backend)
         m = cost.memory
         rows.append({"value": value, **{part: getattr(m, part) for part in PARTS}, "peak": m.peak,
                      "step_seconds": cost.step_seconds})
@@ -26,7 +27,7 @@ def sweep(est, values: list[int], symbol: str | None = None, *, optimizer: str =
 
 
 def plot(est, values: list[int], path: str, *, symbol: str | None = None, optimizer: str = "adam",
-         precision: str = "float32", device: object = None) -> str:
+         precision: str = "float32", device: object = None, keras_backend: str | None = None) -> str:
     """Write a PNG: memory by part (stacked) with the device's memory as a line, and step time."""
     try:
         import matplotlib
@@ -38,7 +39,7 @@ def plot(est, values: list[int], path: str, *, symbol: str | None = None, optimi
     from .devices import resolve
 
     profile = resolve(device) if device is not None else None
-    rows = sweep(est, values, symbol, optimizer=optimizer, precision=precision, device=profile)
+    rows = sweep(est, values, symbol, optimizer=optimizer, precision=precision, device=profile, keras_backend=keras_backend)
     xs = [r["value"] for r in rows]
     label = symbol or "batch size"
     panels = 2 if profile is not None else 1

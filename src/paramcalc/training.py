@@ -114,11 +114,13 @@ class TrainingCost:
 
 
 def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", device: object = None,
-                  batch_size: object = None) -> TrainingCost:
+                  batch_size: object = None, keras_backend: str | None = None) -> TrainingCost:
     """Training FLOPs, memory and (with ``device``) step time of an Estimate.
 
     Sizes other than the batch must be concrete (``est.subs(n=...)`` first); an unset batch gives
-    FLOPs and memory as formulas in ``B``, and time needs a concrete batch.
+    FLOPs and memory as formulas in ``B``, and time needs a concrete batch. Memory follows the
+    framework that trains (:func:`training_path`): for a Keras model, ``keras_backend`` ("tensorflow",
+    "jax" or "torch") when the device profile does not say.
     """
     if optimizer not in OPTIMIZER_STATE_BYTES:
         raise ParamcalcError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_STATE_BYTES)}",
@@ -146,7 +148,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
         from .devices import resolve
 
         profile = resolve(device)
-    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes, profile)
+    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes, profile,
+                     training_path(est, profile, keras_backend))
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
     if profile is None:
@@ -228,9 +231,35 @@ def _fused_activation(row) -> bool:
     return row.kind in FUSED_ACTIVATION_KINDS and getattr(row.layer, "activation", "linear") != "linear"
 
 
-def _saved(row, a_bytes: int, profile=None) -> list[tuple[tuple, Dim]]:
+def _saved(row, a_bytes: int, profile=None, path: str = "torch") -> list[tuple[tuple, Dim]]:
     """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``profile``: the device's,
-    whose calibration may give what its recurrent and Transformer kernels keep."""
+    whose calibration may give what its recurrent and Transformer kernels keep; ``path``: the framework
+    that trains (Keras on torch keeps copies of its own)."""
+    saved = _saved_by_torch(row, a_bytes, profile)
+    if path == "keras-torch":
+        saved = _keras_on_torch_copies(row, saved, a_bytes)
+    return saved
+
+
+def _keras_on_torch_copies(row, saved: list, a_bytes: int) -> list:
+    """What Keras' own operations on its torch backend keep beyond torch's layers (read with autograd's
+    saved-tensor hooks): a channels-last convolution or max pool keeps the channels-first copy of its
+    input it hands to torch, and BatchNormalization, built from elementwise operations, keeps its
+    centred input (x - mean, copied before an in-place product)."""
+    layer = row.layer
+    in_bytes = prod(row.input_shapes[0]) * a_bytes if row.input_shapes else 0
+    copy = ((row.name, "channels_first_input"), in_bytes)
+    if row.kind in ("conv", "depthwise_conv", "separable_conv") and getattr(layer, "channels_last", False):
+        return saved + [copy]
+    if row.kind == "pool" and layer.op == "max" and layer.channels_last:
+        return [copy] + saved[1:]  # the copy, not the input itself; the indices as before
+    if row.kind == "batch_norm":
+        return saved + [((row.name, "centred"), in_bytes)]
+    return saved
+
+
+def _saved_by_torch(row, a_bytes: int, profile=None) -> list[tuple[tuple, Dim]]:
+    """(tensor key, bytes) that torch's autograd keeps for this layer's backward pass."""
     kind, layer = row.kind, row.layer
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
@@ -344,14 +373,47 @@ def _own_trainable_sizes(row) -> list:
     return [w.numel for w in row.weights if row.layer.trains(w)]
 
 
-def _update_style(profile) -> str:
+TRAINING_PATHS = ("torch", "keras", "keras-torch")
+KERAS_BACKENDS = {"tensorflow": "keras", "jax": "keras", "torch": "keras-torch"}
+
+
+def training_path(est, profile=None, keras_backend: str | None = None) -> str:
+    """Which framework runs the training step: "torch", "keras" (Keras compiling the step: TensorFlow,
+    or JAX) or "keras-torch" (Keras on its torch backend, eager). A calibrated profile names the one it
+    measured; otherwise the model's own framework decides, and for a Keras model its backend:
+    ``keras_backend``, else that of the Keras already imported in this process, else TensorFlow
+    (Keras' default). A plain spec follows torch's rules unless ``keras_backend`` is named."""
+    if profile is not None and profile.framework in TRAINING_PATHS:
+        return profile.framework
+    if est.framework == "torch" and keras_backend is not None:
+        raise ParamcalcError(f"keras_backend={keras_backend!r} applies to Keras models; this one is a torch "
+                             "module", value=keras_backend, fix="leave keras_backend out for torch models")
+    if est.framework != "keras" and keras_backend is None:
+        return "torch"
+    backend = keras_backend or _imported_keras_backend() or "tensorflow"
+    if backend not in KERAS_BACKENDS:
+        raise ParamcalcError(f"unknown Keras backend {backend!r}; known: {', '.join(KERAS_BACKENDS)}",
+                             value=backend, fix='pass keras_backend="tensorflow", "jax" or "torch"')
+    return KERAS_BACKENDS[backend]
+
+
+def _imported_keras_backend() -> str | None:
+    """The backend of the Keras this process imported, without importing it."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    backend = getattr(getattr(keras, "backend", None), "backend", None)
+    return backend() if callable(backend) else None
+
+
+def _update_style(profile, path: str = "torch") -> str:
     """How the update runs: torch's foreach kernels over all tensors (its default on GPUs, and assumed
     without a device: the larger temporary), torch's loop over tensors (its default on CPUs), or a
     compiled graph (Keras on TensorFlow: each layer's update runs in the backward), or Keras' own foreach
     update on its torch backend."""
-    if profile is not None and profile.framework == "keras":
+    if path == "keras":
         return "compiled"
-    if profile is not None and profile.framework == "keras-torch":
+    if path == "keras-torch":
         return "keras-foreach"
     return "foreach" if profile is None or profile.asynchronous else "loop"
 
@@ -375,7 +437,8 @@ def graph_update_temporary(optimizer: str, sizes: list, last: bool) -> Dim:
     TensorFlow, read from the allocator's events): one fp32 buffer of the layer's largest tensor at a
     time (Adam's square, root, product in turn; elementwise ops reuse their input's buffer), and two for
     the last layer updated, whose first and second moment chains run side by side once no backward work
-    is left to share the threads."""
+    is left to share the threads. The previous layer's update may still be running beside it (its
+    gradients and one buffer: the memory simulation adds them)."""
     if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes:
         return 0
     chains = 2 if last and optimizer in ("adam", "adamw") else 1
@@ -383,7 +446,7 @@ def graph_update_temporary(optimizer: str, sizes: list, last: bool) -> Dim:
 
 
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
-            profile=None) -> MemoryBreakdown:
+            profile=None, path: str = "torch") -> MemoryBreakdown:
     weights = est.params * w_bytes + est.buffers * 4
     trainable = est.trainable_params
     gradients = trainable * g_bytes
@@ -400,7 +463,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     first_saver: dict = {}
     size: dict = {}
     for i, row in enumerate(rows):
-        for key, nbytes in _saved(row, a_bytes, profile):
+        for key, nbytes in _saved(row, a_bytes, profile, path):
             key = alias.get(key, key)
             if key[0] in input_names:
                 if cast_bytes and row.kind != "embedding":  # autocast keeps a low-precision copy
@@ -424,7 +487,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     # backward, last layer first: saved tensors until their first saver is done, the gradient
     # coming in plus the one going out; weight gradients appear as their layers are reached (the step
     # dropped the last ones: zero_grad(set_to_none=True), torch's default)
-    style = _update_style(profile)
+    style = _update_style(profile, path)
     # a compiled graph (Keras on TensorFlow) runs each variable's update as soon as its gradient exists
     # and frees both; an eager step keeps every gradient until the optimizer runs over all of them
     in_graph = style == "compiled"
@@ -432,6 +495,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     backward = []
     alive_bwd = activations
     grads_so_far: Dim = 0
+    still_updating: Dim = 0
     for i in range(len(rows) - 1, -1, -1):
         row = rows[i]
         in_flight = 0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes
@@ -450,7 +514,9 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
             released = sum(size[key] for key in by_layer.get(i, []) if key[0] == row.name)
         if in_graph:
             updating = graph_update_temporary(optimizer, own, last=i == last_updated)
-            backward.append(alive_bwd - released + in_flight + layer_grads + updating)
+            backward.append(alive_bwd - released + in_flight + layer_grads + updating + still_updating)
+            if own:  # its update may still run while the next layer's backward and update start
+                still_updating = layer_grads + graph_update_temporary(optimizer, own, last=False)
         else:
             grads_so_far = grads_so_far + layer_grads
             backward.append(alive_bwd - released + in_flight + grads_so_far)

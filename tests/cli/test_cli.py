@@ -94,6 +94,18 @@ def test_summary_with_training_cost(spec_file):
     assert training["step_seconds"] > 0 and training["device"] == "cpu"
 
 
+def test_keras_backend_chooses_whose_training_memory(spec_file):
+    def peak(*extra):
+        data = json.loads(run("summary", str(spec_file), "--input", "100,1", "--batch-size", "32", "--optimizer",
+                              "adam", "--json", *extra).stdout)
+        return data["training"]["memory_bytes"]["peak"]
+    # a plain spec follows torch's rules (one update buffer per parameter); named as Keras on TensorFlow,
+    # its compiled step holds one layer's gradients and update buffers; Keras on torch keeps three
+    # lists of every tensor for its update
+    on_tensorflow, on_torch = peak("--keras-backend", "tensorflow"), peak("--keras-backend", "torch")
+    assert len({peak(), on_tensorflow, on_torch}) == 3 and on_torch == max(peak(), on_tensorflow, on_torch)
+
+
 def test_unknown_device_is_a_one_line_error(spec_file):
     result = run("summary", str(spec_file), "--input", "100,1", "--batch-size", "2", "--device", "tpu", check=False)
     assert result.returncode == 1 and "unknown device 'tpu'" in result.stderr
