@@ -2,7 +2,7 @@
 # One prepared run on a lent GPU (torch): calibrate the device, train the torch zoo, then (when the Keras
 # wheels travelled in .whl/, see benchmarks/fetch_keras_wheels.sh) the Keras zoo on Keras' torch
 # backend; JSON to $OUT (or ./gpu_out). Sized to finish well inside 8 minutes on one H100: each part
-# has its own time limit, and a part that fails leaves the others' results.
+# has its own time limit (170 + 170 + 70 + 80 s), and a part that fails leaves the others' results.
 #   bash benchmarks/gpu_validation.sh
 # Then, here: python benchmarks/validate.py OUT/train_cuda.json OUT/calibration_cuda.json
 #             python benchmarks/validate.py OUT/train_keras_cuda.json OUT/calibration_keras_cuda.json
@@ -22,7 +22,7 @@ if ls .whl/keras-*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/keras_site \
     .whl/*.whl && \
   export PYTHONPATH="/tmp/keras_site:$PYTHONPATH" KERAS_BACKEND=torch
-  timeout 50 python3 -c "
+  timeout 70 python3 -c "
 import json, paramcalc.calibrate as c
 base = json.load(open('$out/calibration_cuda.json'))
 c.save(c.measure_keras_torch('cuda', base=base, progress=print), '$out/calibration_keras_cuda.json')

@@ -339,7 +339,8 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False, make_lay
     cases = [(cell, gates, size) for cell, gates in (("lstm", 4), ("gru", 3))
              for size in (RECURRENT[:2] if quick else RECURRENT)]
     samples: dict = {i: ([], []) for i in range(len(cases))}
-    for _ in range(1 if quick else SWEEP_ROUNDS):  # the LSTM's own time moves 2x on a busy host
+    rounds = 1 if quick or device == "cuda" else SWEEP_ROUNDS  # the LSTM's time moves 2x on a busy CPU host
+    for _ in range(rounds):
         for i, (cell, _, (batch, steps, features, hidden)) in enumerate(cases):
             layer = make_layer(cell, features, hidden)
             x = torch.randn(batch * scale, steps, features, device=device, requires_grad=True)
