@@ -82,12 +82,20 @@ def main() -> None:
         memory_errors.append(me)
         rows.append({"model": m["config"]["name"], "amp": m.get("amp"), "measured_step_s": m["step_s"],
                      "predicted_step_s": cost.step_seconds, "step_error": te, "measured_peak_bytes": m["peak_bytes"],
-                     "predicted_peak_bytes": peak, "peak_error": me, "params": est.params})
+                     "predicted_peak_bytes": peak, "peak_error": me, "params": est.params,
+                     "measured_paged_in_bytes": m.get("paged_in_bytes"),
+                     "predicted_paged_in_bytes": (int(cost.paged_in_seconds / profile.page_fault_s_per_byte)
+                                                  if profile.page_fault_s_per_byte else None)})
         print(f"{m['config']['name']:<28}{m.get('amp') or '-':<10}{m['step_s'] * 1e3:12.3f}"
               f"{cost.step_seconds * 1e3:11.3f}{te * 100:7.1f}%{m['peak_bytes'] / 2**20:11.1f}"
               f"{peak / 2**20:11.1f}{me * 100:7.1f}%")
     print(f"step time error: {summary(time_errors)}")
     print(f"peak memory error: {summary(memory_errors)}")
+    paged = [(r["model"], r["measured_paged_in_bytes"], r["predicted_paged_in_bytes"]) for r in rows
+             if r["measured_paged_in_bytes"] is not None and r["predicted_paged_in_bytes"] is not None]
+    if paged:  # the CPU's fresh pages per step: minor faults measured, the model's paged-in blocks
+        print("fresh pages per step, MiB measured / predicted: " +
+              ", ".join(f"{name} {m / 2**20:.1f}/{p / 2**20:.1f}" for name, m, p in paged))
     if args.markdown:
         print("\n| model | amp | measured ms/step | predicted | error | measured peak MiB | predicted | error |")
         print("|---|---|---|---|---|---|---|---|")
