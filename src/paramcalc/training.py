@@ -484,10 +484,28 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
             alive = alive + size[key]
         candidates.append(alive + (0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes))
     forward_peak = _max(candidates)
-    # backward, last layer first: saved tensors until their first saver is done, the gradient
-    # coming in plus the one going out; weight gradients appear as their layers are reached (the step
-    # dropped the last ones: zero_grad(set_to_none=True), torch's default)
     style = _update_style(profile, path)
+    backward_peak = _backward_peak(rows, needs_grad, size, by_layer, activations, optimizer, g_bytes, a_bytes,
+                                   profile, style)
+    # autocast's low-precision weight copies live from the forward to each layer's backward, not into
+    # the optimizer step
+    casts = est.params * cast_bytes
+    candidates = [forward_peak + casts, backward_peak + casts]
+    if style != "compiled":  # an eager optimizer's own phase: every gradient, and what its kernels allocate
+        candidates.append(gradients + update_temporary(optimizer, trainable_tensor_sizes(rows), style))
+    peak = weights + state + _max(candidates) + input_batch
+    return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak)
+
+
+def _backward_peak(rows, needs_grad, size: dict, by_layer: dict, activations: Dim, optimizer: str, g_bytes: int,
+                   a_bytes: int, profile, style: str) -> Dim:
+    """The highest bytes the backward pass holds beyond weights, optimizer state and the batch.
+
+    Last layer first: saved tensors until their first saver is done (``by_layer``: the keys each row
+    frees, ``size``: their bytes), the gradient coming in plus the one going out; weight gradients
+    appear as their layers are reached (the step dropped the last ones: zero_grad(set_to_none=True),
+    torch's default).
+    """
     # a compiled graph (Keras on TensorFlow) runs each variable's update as soon as its gradient exists
     # and frees both; an eager step keeps every gradient until the optimizer runs over all of them
     in_graph = style == "compiled"
@@ -522,15 +540,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
             backward.append(alive_bwd - released + in_flight + grads_so_far)
         for key in by_layer.get(i, []):
             alive_bwd = alive_bwd - size[key]
-    backward_peak = _max(backward) if backward else 0
-    # autocast's low-precision weight copies live from the forward to each layer's backward, not into
-    # the optimizer step
-    casts = est.params * cast_bytes
-    candidates = [forward_peak + casts, backward_peak + casts]
-    if not in_graph:  # the optimizer's own phase: every gradient, and what its kernels allocate
-        candidates.append(gradients + update_temporary(optimizer, trainable_tensor_sizes(rows), style))
-    peak = weights + state + _max(candidates) + input_batch
-    return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak)
+    return _max(backward) if backward else 0
 
 
 def _max(values: list) -> Dim:
