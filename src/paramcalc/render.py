@@ -90,7 +90,10 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True, color: bool 
 
 def _training_lines(cost) -> list[str]:
     m = cost.memory
-    lines = ["", f"Training step ({cost.optimizer}, {cost.precision}, batch {format_count(cost.batch_size)}):"]
+    from .training import PATH_NAMES
+
+    lines = ["", f"Training step ({cost.optimizer}, {cost.precision}, batch {format_count(cost.batch_size)}; "
+                 f"{PATH_NAMES[cost.framework]}):"]
     lines.append(f" Memory: weights {format_bytes(m.weights)} + gradients {format_bytes(m.gradients)} + optimizer "
                  f"{format_bytes(m.optimizer)} + saved activations {format_bytes(m.activations)} + input batch "
                  f"{format_bytes(m.input_batch)}; predicted peak {format_bytes(m.peak)}")

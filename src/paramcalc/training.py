@@ -78,6 +78,7 @@ class TrainingCost:
     layer_flops: tuple = field(default=(), compare=False)  # (layer name, forward, dgrad, wgrad) in order
     paged_in_seconds: float = 0.0  # CPU hosts: the step's time paging in fresh blocks (timing.py)
     largest_paged_block: int = 0  # bytes of the largest of those blocks
+    framework: str = "torch"  # whose training step the memory follows (training_path)
 
     @property
     def flops(self) -> Dim:
@@ -101,6 +102,7 @@ class TrainingCost:
             return x if x is None or isinstance(x, (int, float, str)) else str(x)
         m = self.memory
         return {"batch_size": v(self.batch_size), "optimizer": self.optimizer, "precision": self.precision,
+                "framework": self.framework,
                 "flops": {"forward": v(self.forward_flops), "dgrad": v(self.dgrad_flops),
                           "wgrad": v(self.wgrad_flops), "total": v(self.flops)},
                 "memory_bytes": {"weights": v(m.weights), "gradients": v(m.gradients),
@@ -148,10 +150,11 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
         from .devices import resolve
 
         profile = resolve(device)
-    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes, profile,
-                     training_path(est, profile, keras_backend))
+    path = training_path(est, profile, keras_backend)
+    memory = _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes, profile, path)
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
-    cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer))
+    cost = TrainingCost(batch, optimizer, precision, fwd, dgrad, wgrad, memory, layer_flops=tuple(per_layer),
+                        framework=path)
     if profile is None:
         return cost
     from .timing import step_time
@@ -374,6 +377,8 @@ def _own_trainable_sizes(row) -> list:
 
 
 TRAINING_PATHS = ("torch", "keras", "keras-torch")
+PATH_NAMES = {"torch": "torch, eager", "keras": "Keras, compiled step (TensorFlow, JAX)",
+              "keras-torch": "Keras on torch, eager"}
 KERAS_BACKENDS = {"tensorflow": "keras", "jax": "keras", "torch": "keras-torch"}
 
 
