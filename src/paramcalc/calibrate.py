@@ -634,7 +634,8 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
 
     Matmuls and elementwise passes run inside ``tf.function`` as Keras' training step does; the
     per-step and per-layer costs come from ``train_on_batch`` on tiny Dense+ReLU models; the optimizer's
-    cost per parameter from Keras' Adam on large variables.
+    cost per parameter from Keras' Adam on large variables; the recurrent layers per time step as
+    training runs them, with what they keep.
     """
     import os
 
