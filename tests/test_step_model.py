@@ -233,6 +233,18 @@ def test_memory_follows_the_framework_that_trains():
         estimate(torch_model, batch_size=2, optimizer="adam", keras_backend="torch")
 
 
+def test_measured_bytes_per_element_stay_whole_bytes():
+    from paramcalc import ParamcalcError
+
+    p = _profile(recurrent_saved={"lstm": 77.1875}, recurrent_workspace={"lstm": 17.0625})
+    est = estimate(Sequential([Recurrent(cell="lstm", units=16, return_sequences=True)]), input_shape=(10, 8))
+    # a symbolic batch asks for a concrete one (it used to fail inside the memory model on float x B)
+    with pytest.raises(ParamcalcError, match="concrete batch"):
+        training_cost(est, device=p)
+    memory = training_cost(est.subs(B=32), device=p).memory
+    assert type(memory.peak) is int and memory.activations == 77 * 32 * 10 * 16
+
+
 def test_transformer_activations_measured_on_the_device():
     torch = pytest.importorskip("torch")
     with torch.device("meta"):

@@ -323,9 +323,9 @@ def _transformer_saved(row, a_bytes: int, measured: dict | None = None) -> list:
     b, t, e, f, h = x[b_ax], x[t_ax], layer.d_model, layer.dim_feedforward, layer.nhead
     attentions = 2 if layer.decoder else 1
     if measured and not layer.decoder and layer.dropout and a_bytes == 4:  # as calibrated: fp32, dropout on
-        kept = (measured["per_token_feature"] * b * t * e + measured["per_token_hidden"] * b * t * f
-                + measured["per_score"] * b * h * t * t)
-        return [((row.name, "internals"), layer.num_layers * int(kept))]
+        kept = (_whole(measured["per_token_feature"]) * b * t * e + _whole(measured["per_token_hidden"]) * b * t * f
+                + _whole(measured["per_score"]) * b * h * t * t)
+        return [((row.name, "internals"), layer.num_layers * kept)]
     # per layer: q, k, v, context, attention output, 2 norm inputs, residual sums; FF in, hidden (x2);
     # probabilities and their dropout; dropout masks (1 byte) on every sub-block and the FF hidden
     tensors = attentions * (5 * b * t * e + 2 * b * h * t * t) + 3 * b * t * e + 2 * b * t * f
@@ -340,7 +340,7 @@ def _rnn_saved(row, a_bytes: int, per_unit: float | None = None) -> list:
     g = GATES[layer.cell]
     units = _rnn_units(row)
     if per_unit is not None:  # measured: the kernel's workspace, its output and states, per layer
-        return [((row.name, "internals"), layer.num_layers * int(per_unit * units))]
+        return [((row.name, "internals"), layer.num_layers * _whole(per_unit) * units)]
     per_layer = units * (g + 2)  # gates and states of every step
     inputs = units * (layer.num_layers - 1)
     return [((row.name, "internals"), (layer.num_layers * per_layer + inputs) * a_bytes)]
@@ -361,7 +361,13 @@ def _backward_workspace(row, profile) -> Dim:
     if row.kind != "rnn" or profile is None:
         return 0
     per_unit = profile.recurrent_workspace.get(row.layer.cell)
-    return int(per_unit * _rnn_units(row)) if per_unit else 0
+    return _whole(per_unit) * _rnn_units(row) if per_unit else 0
+
+
+def _whole(measured_bytes: float) -> int:
+    """A calibrated figure in bytes per element, as whole bytes: sizes stay exact integers, and a
+    formula in the batch gives what a concrete batch gives."""
+    return round(measured_bytes)
 
 
 def trainable_tensor_sizes(rows) -> list:
