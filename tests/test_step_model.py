@@ -234,15 +234,18 @@ def test_memory_follows_the_framework_that_trains():
 
 
 def test_measured_bytes_per_element_stay_whole_bytes():
-    from paramcalc import ParamcalcError
-
     p = _profile(recurrent_saved={"lstm": 77.1875}, recurrent_workspace={"lstm": 17.0625})
     est = estimate(Sequential([Recurrent(cell="lstm", units=16, return_sequences=True)]), input_shape=(10, 8))
-    # a symbolic batch asks for a concrete one (it used to fail inside the memory model on float x B)
-    with pytest.raises(ParamcalcError, match="concrete batch"):
-        training_cost(est, device=p)
+    # a symbolic batch gives memory as a formula by the device's rules, and no time yet (it used to
+    # fail inside the memory model on float x B)
+    symbolic = training_cost(est, device=p)
+    assert symbolic.step_seconds is None and symbolic.device == p.name
     memory = training_cost(est.subs(B=32), device=p).memory
     assert type(memory.peak) is int and memory.activations == 77 * 32 * 10 * 16
+    assert symbolic.memory.activations.subs({"B": 32}) == memory.activations
+    assert symbolic.memory.peak.subs({"B": 32}) >= memory.peak  # the formula's peak bounds it from above
+    noted = estimate(Sequential([Recurrent(cell="lstm", units=16)]), input_shape=(10, 8), device=p, optimizer="adam")
+    assert noted.training.step_seconds is None and any("concrete batch size" in n for n in noted.notes)
 
 
 def test_transformer_activations_measured_on_the_device():

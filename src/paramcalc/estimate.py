@@ -240,9 +240,12 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
         cost = _training(result, options, strict=False)
         result = _with_diagnostics(replace(result, training_options=options, training=cost))
         if cost is None:
-            pending = sorted(result.symbols - {result.batch_symbol}) or ["batch_size"]
+            pending = sorted(result.symbols - {result.batch_symbol})
             result = replace(result, notes=result.notes + (
                 f"training cost needs concrete sizes: call subs({pending[0]}=...) to see it",))
+        elif device is not None and cost.step_seconds is None:
+            result = replace(result, notes=result.notes + (
+                f"step time needs a concrete batch size: pass batch_size=... or call subs({result.batch_symbol}=...)",))
     return result
 
 
@@ -251,8 +254,7 @@ def _training(est: Estimate, options: tuple, strict: bool):
     from .training import training_cost
 
     optimizer, precision, device, keras_backend = options
-    pending = est.symbols - {est.batch_symbol}
-    if not strict and (pending or (device is not None and type(est.batch_size) is not int)):
+    if not strict and est.symbols - {est.batch_symbol}:
         return None
     return training_cost(est, optimizer=optimizer, precision=precision, device=device, keras_backend=keras_backend)
 

@@ -16,7 +16,7 @@ Conventions (docs/conventions.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .dims import Dim, Sym, prod
@@ -120,7 +120,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     """Training FLOPs, memory and (with ``device``) step time of an Estimate.
 
     Sizes other than the batch must be concrete (``est.subs(n=...)`` first); an unset batch gives
-    FLOPs and memory as formulas in ``B``, and time needs a concrete batch. Memory follows the
+    FLOPs and memory as formulas in ``B`` (with a device, by its rules) and no step time, which needs
+    a concrete batch. Memory follows the
     framework that trains (:func:`training_path`): for a Keras model, ``keras_backend`` ("tensorflow",
     "jax" or "torch") when the device profile does not say.
     """
@@ -157,10 +158,10 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
                         framework=path)
     if profile is None:
         return cost
+    if type(est.batch_size) is not int:  # memory as a formula in B, by the device's rules; no time yet
+        return replace(cost, device=profile.name)
     from .timing import step_time
 
-    if type(est.batch_size) is not int:
-        raise ParamcalcError("step time needs a concrete batch size", fix="pass batch_size=...")
     return step_time(cost, est, rows, needs_grad, profile, mm_dtype, a_bytes, optimizer,
                      autocast=precision.startswith("mixed"))
 
