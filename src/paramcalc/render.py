@@ -12,8 +12,8 @@ _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 def format_bytes(value) -> str:
     """1,801,831,101 * 4 bytes -> '6.71 GiB' (display only; the exact int stays on the Estimate)."""
-    if type(value) is not int:
-        return f"{value} B"
+    if type(value) is not int:  # a formula: "B" would read as the batch symbol
+        return f"({value}) bytes"
     size, unit = value, 0
     while size >= 1024 ** (unit + 1) and unit < len(_BINARY_UNITS) - 1:
         unit += 1
