@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: torch backend only")
     parser.add_argument("--rounds", type=int, default=1, help="measure the whole zoo this many times; "
                         "step time is the median of the rounds' medians")
+    parser.add_argument("--only", default="", help="names containing this text")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -185,7 +186,7 @@ def main() -> None:
     results: dict = {}
     env = heapcount.preload_env() if args.backend == "tensorflow" else None
     for round_ in range(args.rounds):  # whole-zoo rounds: a busy moment of the machine hits one round
-        for cfg in CONFIGS:
+        for cfg in [c for c in CONFIGS if args.only in c["name"]]:
             try:
                 out = subprocess.run([sys.executable, __file__, "--out", "-", "--one", cfg["name"], "--steps",
                                       str(args.steps), "--backend", args.backend, "--device", args.device],
