@@ -79,6 +79,22 @@ def test_largest_batch_is_the_boundary():
     assert training_cost(est.subs(B=largest + 1)).memory.peak > budget
 
 
+def test_largest_batch_on_a_device_by_its_rules_and_memory():
+    est = estimate(paramcalc.seed_model("flat", 20020))
+    keras_torch = paramcalc.largest_fitting(est, "2 GiB", keras_backend="torch")
+    on_tensorflow = paramcalc.largest_fitting(est, "2 GiB")
+    assert keras_torch < on_tensorflow  # Keras' own update on torch holds three lists of every tensor
+    assert training_cost(est.subs(B=keras_torch), keras_backend="torch").memory.peak <= 2 * 2**30
+    # the device's memory is the budget unless one is given; its framework's rules decide the peak
+    h100 = paramcalc.largest_fitting(est, device="h100-sxm-torch")
+    peak = training_cost(est.subs(B=h100), device="h100-sxm-torch").memory.peak
+    assert peak <= paramcalc.devices.resolve("h100-sxm-torch").memory_bytes
+    assert training_cost(est.subs(B=h100 + 1), device="h100-sxm-torch").memory.peak > \
+        paramcalc.devices.resolve("h100-sxm-torch").memory_bytes
+    with pytest.raises(paramcalc.ParamcalcError, match="memory budget or a device"):
+        paramcalc.largest_fitting(est)
+
+
 def test_largest_input_length():
     est = estimate(Sequential([Dense(64), Flatten(), Dense(1)]), input_shape=("n", 1), batch_size=32)
     n = paramcalc.largest_fitting(est, "1 GiB", symbol="n")

@@ -25,26 +25,39 @@ def parse_bytes(value: object) -> int:
                          value=value)
 
 
-def largest_fitting(est, memory: object, *, symbol: str | None = None, optimizer: str = "adam",
-                    precision: str = "float32", upper: int = 2**40, keras_backend: str | None = None) -> int:
+def largest_fitting(est, memory: object = None, *, symbol: str | None = None, optimizer: str = "adam",
+                    precision: str = "float32", upper: int = 2**40, device: object = None,
+                    keras_backend: str | None = None) -> int:
     """The largest value of ``symbol`` (default: the batch size) for which training fits in ``memory``.
 
     >>> import paramcalc
     >>> est = paramcalc.estimate(paramcalc.seed_model("flat", 20020))
     >>> largest_fitting(est, "80 GiB") > 100000
     True
+    >>> reshaped = paramcalc.estimate(paramcalc.seed_model("reshaped_flatten", 20020))
+    >>> largest_fitting(reshaped, "24 GiB"), largest_fitting(reshaped, device="h100-sxm") > 128
+    (0, True)
 
     Returns 0 when even 1 does not fit (the weights, gradients and optimizer state alone, say).
-    ``keras_backend``: for a Keras model, the backend whose training is simulated, as for
-    :func:`paramcalc.training_cost`.
+    ``device``: simulate memory by that device's rules (a calibrated profile's framework, its measured
+    recurrent and Transformer internals); ``memory`` defaults to the device's own. ``keras_backend``:
+    for a Keras model, the backend whose training is simulated, as for :func:`paramcalc.training_cost`.
     """
     from .training import training_cost
 
+    if memory is None:
+        if device is None:
+            raise ParamcalcError("largest_fitting needs a memory budget or a device", value=None,
+                                 fix='pass memory="24 GiB" (say) or device="h100-sxm"')
+        from .devices import resolve
+
+        device = resolve(device)
+        memory = device.memory_bytes
     budget = parse_bytes(memory)
     name = symbol or est.batch_symbol
 
     def fits(value: int) -> bool:
-        cost = training_cost(est.subs({name: value}), optimizer=optimizer, precision=precision,
+        cost = training_cost(est.subs({name: value}), optimizer=optimizer, precision=precision, device=device,
                              keras_backend=keras_backend)
         return cost.memory.peak <= budget
 
