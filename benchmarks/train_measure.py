@@ -12,8 +12,9 @@ gradients) plus the highest running sum of the recorded allocations. That is wha
 max_memory_allocated measures on CUDA. The process's resident-set rise (ru_maxrss over its value after
 the batch was made; each CPU model runs in a fresh process) is recorded too, as ``rss_peak_bytes``: it
 adds the C library's and oneDNN's caching and never falls, so it is an upper bound. On CPUs the minor
-page faults of each timed step (median, in bytes: ``paged_in_bytes``) measure the fresh pages the step
-touched, which the step-time model prices as ``paged_in_seconds``.
+page faults of each timed step (median, in bytes: ``paged_in_bytes``, the update's share in
+``update_paged_in_bytes``) measure the fresh pages the step touched, which the step-time model prices as
+``paged_in_seconds``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss() if cfg["task"] == "classification" else torch.nn.MSELoss()
 
-    def step():
+    def passes():
         optimizer.zero_grad(set_to_none=True)
         if amp:
             with torch.autocast(device_type=device, dtype=getattr(torch, amp)):
@@ -92,28 +93,36 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
             out = model(x)
         loss = loss_fn(out.float(), y)
         loss.backward()
+
+    def step():
+        passes()
         optimizer.step()
 
     for _ in range(warmup):
         step()
-    times, faults = [], []
+    times, faults, update_faults = [], [], []
     for _ in range(steps):
         if device == "cuda":
             torch.cuda.synchronize()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
-        step()
+        passes()
+        between = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        update_faults.append(faults[-1] - (between - before))
     extra = {}
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
         extra["rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
         # fresh pages touched per step: what the allocator handed back to the kernel and took again
-        extra["paged_in_bytes"] = int(statistics.median(faults)) * os.sysconf("SC_PAGE_SIZE")
+        page = os.sysconf("SC_PAGE_SIZE")
+        extra["paged_in_bytes"] = int(statistics.median(faults)) * page
+        extra["update_paged_in_bytes"] = int(statistics.median(update_faults)) * page  # of which, the update
         optimizer.zero_grad(set_to_none=True)
         peak = allocator_peak(torch, [model, optimizer], step)
     q = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times), max(times)]
