@@ -31,6 +31,8 @@ SWEEP_ROUNDS = 3
 
 
 def _timer(torch, device: str) -> Callable:
+    """``run(fn, repeat, warmup)``: the median seconds of ``fn`` after warm-up calls, synchronised on
+    CUDA (``torch`` may be None on a CPU: TensorFlow's calibration times with it too)."""
     def run(fn: Callable, repeat: int, warmup: int = 3) -> float:
         for _ in range(warmup):
             fn()
@@ -339,6 +341,7 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False, make_lay
     cases = [(cell, gates, size) for cell, gates in (("lstm", 4), ("gru", 3))
              for size in (RECURRENT[:2] if quick else RECURRENT)]
     samples: dict = {i: ([], []) for i in range(len(cases))}
+    measured: dict = {}  # the last round's layer and input per case, for what it keeps
     rounds = 1 if quick or device == "cuda" else SWEEP_ROUNDS  # the LSTM's time moves 2x on a busy CPU host
     for _ in range(rounds):
         for i, (cell, _, (batch, steps, features, hidden)) in enumerate(cases):
@@ -347,12 +350,12 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False, make_lay
             grad = torch.randn(batch * scale, steps, hidden, device=device)
             samples[i][0].append(run(lambda: _output(layer(x)), repeat=5))
             samples[i][1].append(run(lambda: _output(layer(x)).backward(grad), repeat=5))
+            measured[i] = (layer, x)
     out: dict = {"lstm": [], "gru": []}
     for i, (cell, gates, (batch, steps, features, hidden)) in enumerate(cases):
         batch *= scale
         forward, both = statistics.median(samples[i][0]), statistics.median(samples[i][1])
-        layer = make_layer(cell, features, hidden)
-        x = torch.randn(batch, steps, features, device=device, requires_grad=True)
+        layer, x = measured[i]
         out[cell].append({"work_per_step": 2 * batch * (features + hidden) * gates * hidden,
                           "forward_s_per_step": forward / steps,
                           "backward_s_per_step": max(both - forward, forward) / steps,
@@ -370,14 +373,7 @@ def _recurrent_throughput_keras_tf(keras, tf, say, quick: bool = False) -> dict:
     import numpy as np
 
     def timed(fn) -> float:
-        for _ in range(3):  # a compiled loop's first calls run slower
-            fn()
-        times = []
-        for _ in range(7):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
+        return _timer(None, "cpu")(fn, repeat=7, warmup=3)  # a compiled loop's first calls run slower
 
     def trained(layers: list, x, y):
         model = keras.Sequential([keras.Input(x.shape[1:])] + layers + [keras.layers.Dense(1)])
@@ -469,9 +465,14 @@ def peak_rise(torch, device: str, step: Callable) -> int:
         step()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
+    return _highest_running_sum(e.nbytes() for e in events)  # nbytes is negative for a free
+
+
+def _highest_running_sum(sizes) -> int:
+    """The most bytes held at once by a time-ordered stream of allocations (+) and frees (-)."""
     running = highest = 0
-    for event in events:  # nbytes is negative for a free
-        running += event.nbytes()
+    for nbytes in sizes:
+        running += nbytes
         highest = max(highest, running)
     return highest
 
@@ -534,11 +535,8 @@ def tf_pool_peak_rise(tf, step: Callable) -> tuple[int, list]:
                 events.append((line.timestamp_ns * 1000 + event.offset_ps, sign * int(stats["requested_bytes"]),
                                stats.get("tf_op", ""), stats.get("shape", "")))
     events.sort()
-    running = highest = 0
-    for _, nbytes, _, _ in events:
-        running += nbytes
-        highest = max(highest, running)
-    return highest, [[nbytes, op, shape] for _, nbytes, op, shape in events]
+    return (_highest_running_sum(nbytes for _, nbytes, _, _ in events),
+            [[nbytes, op, shape] for _, nbytes, op, shape in events])
 
 
 def _transformer_saved(torch, device: str, say) -> dict:
@@ -585,8 +583,7 @@ def _saved_bytes(torch, layer, x, output: bool = False):
         result = layer(x)
     if not output:
         return sum(storages.values())
-    first = result[0] if isinstance(result, tuple) else result
-    return sum(storages.values()), first.untyped_storage().data_ptr() in storages
+    return sum(storages.values()), _output(result).untyped_storage().data_ptr() in storages
 
 
 # Optimizer updates over sets of 8 equal tensors (total parameters), and over 64 tiny tensors, whose
@@ -649,13 +646,7 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
                      f"tensorflow {tf.__version__}", "device": "cpu", "matmul": {}, "bandwidth": []}
 
     def timed(fn, repeat: int) -> float:
-        fn()
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
+        return _timer(None, "cpu")(fn, repeat, warmup=1)
 
     rows = []
     shapes = [(s, s, s) for s in SQUARE if s <= (512 if quick else 2048)] + [t for t in SKINNY if max(t) <= 20020] + \

@@ -223,8 +223,6 @@ MEASURED = {"h100-sxm-torch": "h100-sxm-torch.json", "cpu-dev-torch": "cpu-dev-t
 
 def from_calibration(data: dict) -> DeviceProfile:
     """A profile from ``paramcalc calibrate``'s JSON (or benchmarks/results/*_calibration_*.json)."""
-    import statistics  # here, not at import: it pulls fractions and decimal into `import paramcalc`
-
     device = data.get("device", "cpu")
     matmul = {dtype: [(r["m"], r["k"], r["n"], r["seconds"]) for r in rows]
               for dtype, rows in data.get("matmul", {}).items()}
@@ -251,16 +249,18 @@ def from_calibration(data: dict) -> DeviceProfile:
                          for name, v in (data.get("optimizers") or {}).items() if v.get("sizes")},
         recurrent={cell: [(r["work_per_step"], r["forward_s_per_step"], r["backward_s_per_step"]) for r in rows]
                    for cell, rows in (data.get("recurrent") or {}).items()},
-        recurrent_saved=_recurrent_saved(data, statistics),
+        recurrent_saved=_recurrent_saved(data),
         recurrent_workspace={cell: m["workspace_bytes_per_unit"]
                              for cell, m in (data.get("recurrent_memory") or {}).items()},
         transformer_saved=data.get("transformer_saved") or {},
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault)
 
 
-def _recurrent_saved(data: dict, statistics) -> dict:
+def _recurrent_saved(data: dict) -> dict:
     """Bytes a recurrent cell keeps per batch x step x unit: measured with its workspace
     (``recurrent_memory``), or by older calibrations beside its timings."""
+    import statistics  # here, not at import: it pulls fractions and decimal into `import paramcalc`
+
     saved = {cell: statistics.median(r["saved_bytes"] / r["units"] for r in rows)
              for cell, rows in (data.get("recurrent") or {}).items()
              if rows and all("saved_bytes" in r for r in rows)}
