@@ -63,6 +63,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
         "name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "framework": "torch", "framework_version": torch.__version__, "device": device,
         "threads": torch.get_num_threads(), "matmul": {}, "bandwidth": [], "op_overhead_s": None,
+        "matmul_into": "existing",  # products timed into an existing output: no fresh pages in their times
     }
     if device == "cuda":  # the framework's defaults, recorded before the sweep changes them
         profile["tf32_matmul_default"] = bool(torch.backends.cuda.matmul.allow_tf32)
@@ -86,9 +87,14 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
             for m, k, n in shapes:
                 a = torch.randn(m, k, device=device, dtype=dtype)
                 b = torch.randn(k, n, device=device, dtype=dtype)
+                # Into an existing output: on a CPU host a fresh output of 32 MiB and more is paged in
+                # (and a 256 MiB one took 9x the 1-wide product's kernel time), which the step-time
+                # model prices once, as fresh pages, for every block a step maps.
+                out = torch.empty(m, n, device=device, dtype=dtype)
                 repeat = max(3, min(50, int(2e11 / (2 * m * k * n)) if device == "cuda" else
                                     int(2e9 / (2 * m * k * n))))
-                samples[(m, k, n)].append(run(lambda: a @ b, repeat))
+                samples[(m, k, n)].append(run(lambda: torch.matmul(a, b, out=out), repeat))
+                del a, b, out
         rows = []
         for (m, k, n), times in samples.items():
             flops, seconds = 2 * m * k * n, statistics.median(times)
