@@ -39,6 +39,10 @@ def test_quick_cpu_calibration_prices_every_part(saved):
     kept = p.transformer_saved  # solved from three layers: each at least a float32 tensor's worth
     assert kept["per_token_feature"] >= 4 and kept["per_token_hidden"] >= 4 and kept["per_score"] >= 4
     assert p.update_seconds("adam", [1000, 10]) > p.update_seconds("adam", [10]) > 0
+    for dropout in (True, False):  # attention between its projections, as MultiheadAttention runs it
+        assert min(p.attention_seconds(8 * 4, 64, 64, 16, dropout, "float32")) > 0
+    if sys.platform.startswith("linux"):
+        assert json.loads(saved.read_text())["heap"] == "steady"
     assert all(min(p.kernel_seconds(k, 1000, "float32")) > 0 for k in KERNELS)
     nn = torch.nn
     with torch.device("meta"):
@@ -80,3 +84,32 @@ def test_keras_recurrent_memory_on_tensorflow_from_the_pool_events():
     # at least the gates' four floats per unit, and nothing only the backward holds
     assert kept["lstm"]["saved_bytes_per_unit"] >= 16 and kept["gru"]["saved_bytes_per_unit"] >= 12
     assert kept["lstm"]["workspace_bytes_per_unit"] == 0.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+def test_steady_heap_keeps_blocks_under_32_mib_paged_in():
+    # in a child: the context changes the process's allocator for good (fixed thresholds after it)
+    code = """
+import ctypes, resource
+from paramcalc.calibrate import steady_heap
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def faults_per_block(n=20, size=4 << 20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(block)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
+with steady_heap() as steady:
+    faults_per_block()  # the heap grows once
+    inside = faults_per_block()
+after = faults_per_block()
+print(steady, inside, after)
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60)
+    steady, inside, after = out.stdout.split()
+    assert steady == "True"
+    assert float(inside) < 16  # reused from the heap: no fresh pages
+    assert float(after) > 512  # glibc's default threshold again: mapped afresh (1,024 pages) each time

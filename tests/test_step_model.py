@@ -293,3 +293,40 @@ def test_cpu_page_churn_is_explained_with_its_fix():
     assert est.training.largest_paged_block == 512 * 512 * 4
     quiet = run(Sequential(layers), input_shape=(256,), batch_size=16, device=CPU)  # no page-in cost measured
     assert not [d for d in quiet.diagnostics if d.code == "cpu-page-churn"]
+
+
+# Attention between projections, measured: 64 x 64 scores per head, 4 x 8 heads of width 16, with and
+# without dropout; forward and backward seconds
+ATTENTION = {"float32": {"dropout": [(32, 64, 64, 16, 1.2e-3, 0.6e-3), (32, 256, 256, 16, 32e-3, 16e-3)],
+                         "plain": [(32, 64, 64, 16, 0.2e-3, 0.4e-3)]}}
+
+
+def test_attention_core_priced_from_measured_attention_layers():
+    p = _profile(attention=ATTENTION)
+    assert p.attention_seconds(32, 64, 64, 16, True, "float32") == (1.2e-3, 0.6e-3)
+    assert p.attention_seconds(32, 64, 64, 16, False, "float32") == (0.2e-3, 0.4e-3)
+    assert p.attention_seconds(32, 64, 64, 16, True, "bfloat16") == (1.2e-3, 0.6e-3)  # float32's, if alone
+    # per score, geometric between the measured rows (equally far in log scores, same head width)
+    fwd, bwd = p.attention_seconds(32, 128, 128, 16, True, "float32")
+    per_score = (1.2e-3 / (32 * 64 * 64) * 32e-3 / (32 * 256 * 256)) ** 0.5
+    assert fwd == pytest.approx(32 * 128 * 128 * per_score)
+    assert bwd == pytest.approx(fwd / 2)
+    assert _profile().attention_seconds(32, 64, 64, 16, True, "float32") is None
+
+
+def test_torch_attention_layers_take_the_measured_core():
+    torch = pytest.importorskip("torch")
+    with torch.device("meta"):
+        layer = torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.1, batch_first=True)
+    est = estimate(layer, input_shape=(64, 64), batch_size=8)
+    plain = training_cost(est, device=_profile(framework="torch"))
+    measured = training_cost(est, device=_profile(framework="torch", attention=ATTENTION))
+    core = sum(ATTENTION["float32"]["dropout"][0][4:])
+    # the measured core replaces the scores' products, their softmax and the probabilities' dropout
+    products = sum(CPU.matmul_seconds(m, k, n, "float32") for m, k, n in ((32 * 64, 16, 64), (32 * 64, 64, 16)))
+    softmax_and_dropout = CPU.memory_seconds(32 * 64 * 64 * 4 * 2 * 2) * 2.5
+    assert measured.device_seconds - plain.device_seconds == pytest.approx(
+        core - 3 * products - softmax_and_dropout)
+    # Keras builds attention from its own operations: a Keras profile keeps the decomposition
+    keras = training_cost(est, device=_profile(framework="keras-torch", attention=ATTENTION))
+    assert keras.device_seconds == pytest.approx(training_cost(est, device=_profile(framework="keras-torch")).device_seconds)

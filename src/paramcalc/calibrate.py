@@ -7,6 +7,7 @@ Imports torch only when called (the core never does). Timings take the median of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -31,15 +32,22 @@ SWEEP_ROUNDS = 3
 
 
 def _timer(torch, device: str) -> Callable:
-    """``run(fn, repeat, warmup)``: the median seconds of ``fn`` after warm-up calls, synchronised on
-    CUDA (``torch`` may be None on a CPU: TensorFlow's calibration times with it too)."""
-    def run(fn: Callable, repeat: int, warmup: int = 3) -> float:
+    """``run(fn, repeat, warmup, setup)``: the median seconds of ``fn`` after warm-up calls, synchronised
+    on CUDA, with ``setup`` (untimed) before each call when given (``torch`` may be None on a CPU:
+    TensorFlow's calibration times with it too)."""
+    def run(fn: Callable, repeat: int, warmup: int = 3, setup: Callable | None = None) -> float:
         for _ in range(warmup):
+            if setup:
+                setup()
             fn()
         if device == "cuda":
             torch.cuda.synchronize()
         times = []
         for _ in range(repeat):
+            if setup:
+                setup()
+                if device == "cuda":
+                    torch.cuda.synchronize()
             t = time.perf_counter()
             fn()
             if device == "cuda":
@@ -49,9 +57,51 @@ def _timer(torch, device: str) -> Callable:
     return run
 
 
+# glibc's mallopt parameters (malloc.h) and its highest accepted mmap threshold on 64-bit hosts
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20
+GLIBC_DEFAULT_THRESHOLD = 128 * 2**10
+
+
+@contextlib.contextmanager
+def steady_heap(active: bool = True):
+    """glibc's heap without its churn while a CPU is measured: blocks under 32 MiB stay in the heap and
+    the heap is not trimmed, so kernels and updates are timed without the page-ins that glibc's dynamic
+    threshold causes in some processes and not in others. The step-time model prices those page-ins
+    apart, at the cost measured on blocks of 64 MiB and more, which glibc maps from the kernel either
+    way. Afterwards glibc's default thresholds are set again (as fixed values: its dynamic threshold
+    stays off for the rest of the process). Does nothing where the C library has no ``mallopt``."""
+    mallopt = None
+    if active:
+        try:
+            import ctypes
+
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            mallopt = None
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)
+        mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # an int: trimmed only past 2 GiB free
+    try:
+        yield mallopt is not None
+    finally:
+        if mallopt is not None:
+            mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+
+
 def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = False,
             progress: Callable[[str], None] | None = None) -> dict:
-    """A device profile measured with torch on ``device`` ("cpu" or "cuda")."""
+    """A device profile measured with torch on ``device`` ("cpu" or "cuda"); on a CPU with glibc's
+    heap held steady (:func:`steady_heap`)."""
+    with steady_heap(device != "cuda") as steady:
+        profile = _measure(device, dtypes, quick, progress)
+    if steady:
+        profile["heap"] = "steady"  # no glibc churn in the timings: fresh pages are priced apart
+    return profile
+
+
+def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], None] | None) -> dict:
     import torch
 
     say = progress or (lambda message: None)
@@ -126,6 +176,7 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
     profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, _torch_recurrent_layer(torch, device), say)
     profile["transformer_saved"] = _transformer_saved(torch, device, say)
+    profile["attention"] = _attention_throughput(torch, device, dtypes, say, quick)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
     profile["overheads_exclude_update"] = True
@@ -564,6 +615,63 @@ def _transformer_saved(torch, device: str, say) -> dict:
     return {"per_token_feature": per_feature, "per_token_hidden": per_hidden, "per_score": per_score}
 
 
+# Attention as torch's MultiheadAttention runs it (batch, length, model width, heads): short and long
+# sequences, head widths of 16 to 64; larger on GPUs, where small ones measure the launches.
+ATTENTION_CPU = [(16, 64, 64, 4), (4, 256, 128, 8), (8, 128, 256, 4), (2, 512, 256, 4)]
+ATTENTION_GPU = [(32, 256, 512, 8), (8, 1024, 512, 8), (8, 1024, 1024, 16), (2, 4096, 1024, 8)]
+
+
+def _attention_throughput(torch, device: str, dtypes: tuple, say, quick: bool = False) -> dict:
+    """Seconds of attention's core (the scores' products, mask handling, softmax, dropout on the
+    probabilities, and the heads' layout changes), forward and backward, as torch's
+    MultiheadAttention runs it in training: the whole layer less its input and output projections,
+    timed apart as the same Linear layers on the same tokens. Per dtype, with dropout 0.1 and without
+    (random numbers for the scores cost more than the rest of the core on CPUs). Rows: batch x heads,
+    query and key length, head width, forward and backward seconds."""
+    nn = torch.nn
+    run = _timer(torch, device)
+    shapes = ATTENTION_GPU if device == "cuda" else ATTENTION_CPU
+    if quick:
+        shapes = shapes[:2]
+    out: dict = {}
+    for dtype_name in dtypes:
+        if dtype_name == "tfloat32":
+            continue
+        dtype = getattr(torch, dtype_name)
+        for dropout in (0.1, 0.0):
+            rows = out.setdefault(dtype_name, {}).setdefault("dropout" if dropout else "plain", [])
+            for b, t, e, h in shapes:
+                layer = nn.MultiheadAttention(e, h, dropout=dropout, batch_first=True).to(device, dtype)
+                projections = [nn.Linear(e, 3 * e).to(device, dtype), nn.Linear(e, e).to(device, dtype)]
+                x = torch.randn(b, t, e, device=device, dtype=dtype, requires_grad=True)
+                tokens = torch.randn(t, b, e, device=device, dtype=dtype, requires_grad=True)
+
+                def whole(backward: bool):
+                    y = layer(x, x, x, need_weights=False)[0]
+                    if backward:
+                        y.sum().backward()
+
+                def projected(backward: bool):
+                    y = sum(p(tokens).sum() for p in projections)
+                    if backward:
+                        y.backward()
+                samples = {key: [] for key in ("fwd", "both", "proj_fwd", "proj_both")}
+                for _ in range(1 if quick else SWEEP_ROUNDS):  # interleaved rounds, medians
+                    samples["fwd"].append(run(lambda: whole(False), repeat=5))
+                    samples["both"].append(run(lambda: whole(True), repeat=5))
+                    samples["proj_fwd"].append(run(lambda: projected(False), repeat=5))
+                    samples["proj_both"].append(run(lambda: projected(True), repeat=5))
+                m = {key: statistics.median(v) for key, v in samples.items()}
+                forward = max(m["fwd"] - m["proj_fwd"], 0.1 * m["fwd"])
+                both = max(m["both"] - m["proj_both"], 1.1 * forward)  # a backward is never free
+                rows.append({"batch_heads": b * h, "query": t, "key": t, "head_dim": e // h,
+                             "forward_s": forward, "backward_s": both - forward})
+                say(f"attention {dtype_name} dropout {dropout}: {b}x{h} heads, length {t}, width {e // h}: "
+                    f"{forward / (b * h * t * t) * 1e9:.2f} ns per score forward, "
+                    f"{(both - forward) / (b * h * t * t) * 1e9:.2f} backward")
+    return out
+
+
 def _solve3(a: list, y: list) -> list:
     """x with a @ x = y for a 3x3 system (Cramer's rule)."""
     def det(m):
@@ -612,11 +720,17 @@ def _optimizer_throughput(torch, device: str, quick: bool, say) -> dict:
     out: dict = {name: {"sizes": []} for name, _ in makers}
     for tensors, total in sets:
         params = [torch.nn.Parameter(torch.randn(total // tensors, device=device)) for _ in range(tensors)]
-        for p in params:
-            p.grad = torch.randn_like(p)
+        grads = [torch.randn_like(p) for p in params]
+
+        def fresh_gradients():
+            # as in training, where each backward writes new gradients: an update of a set that fits
+            # the cache, timed again and again on the same gradients, ran 1.5x faster on a CPU
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
         for name, make in makers:
             opt = make(params)
-            seconds = _timer(torch, device)(opt.step, repeat=10 if total < 2**22 else 4, warmup=2)
+            seconds = _timer(torch, device)(opt.step, repeat=10 if total < 2**22 else 4, warmup=2,
+                                            setup=fresh_gradients)
             out[name]["sizes"].append({"tensors": tensors, "params": total, "seconds": seconds})
             del opt
         say(f"updates of {tensors} tensors, {total} parameters: " + ", ".join(

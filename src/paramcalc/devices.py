@@ -51,6 +51,8 @@ class DeviceProfile:
     recurrent_workspace: dict = field(default_factory=dict, compare=False)  # cell -> more per unit in its backward
     transformer_saved: dict = field(default_factory=dict, compare=False)  # bytes kept per token feature, ...
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
+    # dtype -> "dropout" | "plain" -> [(batch x heads, query length, key length, head width, fwd s, bwd s)]
+    attention: dict = field(default_factory=dict, compare=False)
 
     # -- rates ----------------------------------------------------------------------------------------
     def matmul_seconds(self, m: int, k: int, n: int, dtype: str) -> float:
@@ -115,6 +117,31 @@ class DeviceProfile:
             return top[1] * work / top[0], top[2] * work / top[0]
         return (_log_interpolate(sorted((w, f) for w, f, _ in rows), work),
                 _log_interpolate(sorted((w, b) for w, _, b in rows), work))
+
+    def attention_seconds(self, batch_heads: int, query: int, key: int, head_dim: int, dropout: bool,
+                          dtype: str) -> tuple[float, float] | None:
+        """(forward, backward) seconds of attention between its projections (scores, softmax, dropout on
+        the probabilities when ``dropout``, weighted values) from the measured attention layers: their
+        cost per score, weighted towards the rows nearest in scores and head width, or None."""
+        dtype = {"tfloat32": "float32", "float16": "bfloat16"}.get(dtype, dtype)
+        table = self.attention.get(dtype) or self.attention.get("float32") or {}
+        rows = table.get("dropout" if dropout else "plain")
+        scores = batch_heads * query * key
+        if not rows or scores <= 0:
+            return None
+        # head width counts double: it sets the products' share of each score's work
+        point = (math.log2(scores), 2 * math.log2(max(head_dim, 1)))
+        weights, fwd, bwd = 0.0, 0.0, 0.0
+        for bh, tq, tk, hd, f, b in rows:
+            n = bh * tq * tk
+            d2 = (point[0] - math.log2(n)) ** 2 + (point[1] - 2 * math.log2(hd)) ** 2
+            if d2 < 1e-9:
+                return f, b
+            w = 1.0 / d2 ** 2
+            weights += w
+            fwd += w * math.log(f / n)
+            bwd += w * math.log(b / n)
+        return scores * math.exp(fwd / weights), scores * math.exp(bwd / weights)
 
     def update_seconds(self, optimizer: str, tensor_sizes: list) -> float | None:
         """Seconds of one optimizer update over tensors of these sizes, from the calibrated rows: a
@@ -253,7 +280,10 @@ def from_calibration(data: dict) -> DeviceProfile:
         recurrent_workspace={cell: m["workspace_bytes_per_unit"]
                              for cell, m in (data.get("recurrent_memory") or {}).items()},
         transformer_saved=data.get("transformer_saved") or {},
-        overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault)
+        overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault,
+        attention={dtype: {variant: [(r["batch_heads"], r["query"], r["key"], r["head_dim"], r["forward_s"],
+                                      r["backward_s"]) for r in rows] for variant, rows in table.items()}
+                   for dtype, table in (data.get("attention") or {}).items()})
 
 
 def _recurrent_saved(data: dict) -> dict:

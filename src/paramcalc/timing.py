@@ -9,7 +9,7 @@ per layer, bytes moved by backward passes) are named here; nothing is fitted per
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from .dims import prod
 from .layers.recurrent import GATES
@@ -149,9 +149,16 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
         fwd, bwd = conv
         bwd_ops = (1 if dgrad else 0) + (1 if trains else 0)
     else:
-        weight_mm, act_mm, ew_bytes, ops, kernels = _decompose(row, a_bytes)
+        weight_mm, act_mm, ew_bytes, ops, kernels, cores = _decompose(row, a_bytes)
         fwd = bwd = 0.0
         bwd_ops = 0
+        for core in cores:
+            measured = _calibrated_attention(core, profile, mm_dtype)
+            if measured is None:  # not calibrated: its products and per-element kernels
+                act_mm, kernels = act_mm + core.products(), kernels + core.kernels()
+            else:
+                fwd += measured[0]
+                bwd += measured[1]
     mm = profile.matmul_seconds
     fwd += sum(mm(m, k, n, mm_dtype) for m, k, n in weight_mm + act_mm)
     if autocast and weight_mm:  # autocast casts each weight to 16 bits before its product: read 4, write 2
@@ -182,6 +189,38 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
     bwd += profile.memory_seconds(int(ew_bytes * BACKWARD_BYTES_FACTOR))
     bwd_ops += 2 * len(act_mm) + (1 if ew_bytes else 0) + 1  # + the autograd node
     return fwd + bwd, ops + bwd_ops
+
+
+@dataclass(frozen=True)
+class AttentionCore:
+    """Attention between projections: scores, softmax, dropout on the probabilities, weighted values."""
+    batch_heads: int
+    query: int
+    key: int
+    head_dim: int
+    value_dim: int
+    dropout: bool
+
+    def products(self) -> list:
+        return [(self.batch_heads * self.query, self.head_dim, self.key),
+                (self.batch_heads * self.query, self.key, self.value_dim)]
+
+    def kernels(self) -> list:
+        scores = self.batch_heads * self.query * self.key
+        return [_kernel("softmax", scores)] + ([_kernel("dropout", scores)] if self.dropout else [])
+
+
+# Profiles whose attention layers are not torch's MultiheadAttention (Keras builds its own from einsums)
+OWN_ATTENTION = ("keras", "keras-torch")
+
+
+def _calibrated_attention(core: AttentionCore, profile, mm_dtype: str) -> tuple[float, float] | None:
+    """(forward, backward) seconds of an attention core from the profile's measured attention layers,
+    or None when it has none (or its framework builds attention its own way)."""
+    if profile.framework in OWN_ATTENTION:
+        return None
+    return profile.attention_seconds(core.batch_heads, core.query, core.key, core.head_dim, core.dropout,
+                                     mm_dtype)
 
 
 def _calibrated_recurrent(row, profile) -> tuple[float, float] | None:
@@ -246,9 +285,18 @@ def _fused_activation(row) -> list:
     return [_kernel("softmax" if act == "softmax" else "relu", prod(row.output_shape))]
 
 
-def _decompose(row, a_bytes: int) -> tuple[list, list, int, float, list]:
-    """Forward products with weights, products between activations, elementwise bytes, host ops, and
-    per-element kernels (name, elements, bytes per element if uncalibrated)."""
+def _decompose(row, a_bytes: int) -> tuple[list, list, int, float, list, list]:
+    """Forward products with weights, products between activations, elementwise bytes, host ops,
+    per-element kernels (name, elements, bytes per element if uncalibrated), and attention cores."""
+    if row.kind == "attention":
+        return _attention_ops(row)
+    if row.kind == "transformer":
+        return _transformer_ops(row, a_bytes)
+    return (*_operations(row, a_bytes), [])
+
+
+def _operations(row, a_bytes: int) -> tuple[list, list, int, float, list]:
+    """What :func:`_decompose` gives for layers without attention."""
     kind, layer = row.kind, row.layer
     x = row.input_shapes[0] if row.input_shapes else ()
     out = row.output_shape
@@ -265,10 +313,6 @@ def _decompose(row, a_bytes: int) -> tuple[list, list, int, float, list]:
             positions = prod(x) // channels_in
             return [(positions, channels_in, filters // layer.groups * prod(layer.kernel_size))], [], 0, 1, act
         return [_conv_product(row)], [], 0, 1 + len(act), act
-    if kind == "attention":
-        return _attention_ops(row)
-    if kind == "transformer":
-        return _transformer_ops(row, a_bytes)
     if kind == "rnn":
         return _rnn_ops(row, a_bytes)
     if kind in ("matmul", "dot"):
@@ -304,10 +348,7 @@ def _attention_ops(row):
     od = row.output_shape[-1]
     weight = [(b * tq, q[-1], h * kd), (b * tk, k[-1], h * kd), (b * tk, row.input_shapes[-1][-1], h * vd),
               (b * tq, h * vd, od)]
-    act = [(b * h * tq, kd, tk), (b * h * tq, tk, vd)]
-    scores = b * h * tq * tk
-    kernels = [_kernel("softmax", scores)] + ([_kernel("dropout", scores)] if layer.dropout else [])
-    return weight, act, 0, 8, kernels
+    return weight, [], 0, 8, [], [AttentionCore(b * h, tq, tk, kd, vd, bool(layer.dropout))]
 
 
 def _transformer_ops(row, a_bytes: int):
@@ -319,23 +360,23 @@ def _transformer_ops(row, a_bytes: int):
     weight, act = [], []
     attentions = 2 if layer.decoder else 1
     tokens = b * t
-    scores = dropout = norms = 0
+    dropout = norms = 0
+    cores = []
     for _ in range(layer.num_layers):
         for _ in range(attentions):
             weight += [(tokens, e, 3 * e), (tokens, e, e)]
-            act += [(b * h * t, hd, t), (b * h * t, t, hd)]
-            scores += b * h * t * t
-            dropout += b * h * t * t + tokens * e  # the probabilities and the block's output
+            cores.append(AttentionCore(b * h, t, t, hd, hd, bool(layer.dropout)))
+            dropout += tokens * e  # the block's output (the probabilities' dropout is the core's)
         weight += [(tokens, e, f), (tokens, f, e)]
         dropout += tokens * f + tokens * e  # the feed-forward's hidden layer and output
         norms += (attentions + 1) * tokens * e
     hidden = layer.num_layers * tokens * f
     residuals = layer.num_layers * (attentions + 1) * 3 * tokens * e * a_bytes  # two reads, one write
-    kernels = [_kernel("softmax", scores), _kernel("layer_norm", norms), _kernel("relu", hidden)]
+    kernels = [_kernel("layer_norm", norms), _kernel("relu", hidden)]
     if layer.dropout:
         kernels.append(_kernel("dropout", dropout))
     ops = layer.num_layers * (attentions * 10 + 12)
-    return weight, act, residuals, ops, kernels
+    return weight, act, residuals, ops, kernels, cores
 
 
 def _rnn_ops(row, a_bytes: int):
