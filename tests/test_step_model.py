@@ -330,3 +330,16 @@ def test_torch_attention_layers_take_the_measured_core():
     # Keras builds attention from its own operations: a Keras profile keeps the decomposition
     keras = training_cost(est, device=_profile(framework="keras-torch", attention=ATTENTION))
     assert keras.device_seconds == pytest.approx(training_cost(est, device=_profile(framework="keras-torch")).device_seconds)
+
+
+def test_a_recurrent_kernels_kept_blocks_are_paged_in_again_when_they_set_the_threshold():
+    torch = pytest.importorskip("torch")
+    with torch.device("meta"):
+        model = torch.nn.LSTM(8, 64, num_layers=2, batch_first=True)
+    est = estimate(model, input_shape=(32, 8), batch_size=32)
+    kept = 77 * 32 * 32 * 64  # bytes per batch x step x unit, per layer: the step's largest block
+    p = _profile(page_fault_s_per_byte=1e-10, recurrent_saved={"lstm": 77.0}, recurrent_workspace={"lstm": 17.0})
+    cost = training_cost(est, optimizer="sgd", device=p)
+    # freed in the backward and made again by the next forward, one per layer; the smaller workspace is not
+    assert cost.largest_paged_block == kept
+    assert cost.paged_in_seconds == pytest.approx(2 * kept * 1e-10)

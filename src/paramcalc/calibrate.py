@@ -843,6 +843,12 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
     profile.update(framework="keras-torch", overheads_exclude_update=False,
                    framework_version=f"keras {keras.__version__}, torch {torch.__version__}")
 
+    with steady_heap(device != "cuda"):
+        return _measure_keras_costs(keras, torch, device, quick, say, profile)
+
+
+def _measure_keras_costs(keras, torch, device: str, quick: bool, say, profile: dict) -> dict:
+    """What Keras on torch adds to ``profile``: step and layer host costs, its Adam, its recurrent layers."""
     def timed(fn, repeat: int) -> float:
         return _timer(torch, device)(fn, repeat, warmup=2)
 

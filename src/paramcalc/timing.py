@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 from .dims import prod
 from .layers.recurrent import GATES
-from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _trains, bias_elements, time_axes,
-                       trainable_tensor_sizes)
+from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _backward_workspace, _rnn_units,
+                       _trains, _whole, bias_elements, time_axes, trainable_tensor_sizes)
 
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
               "identity", "expand", "index", "parameter", "size", "value_op"}
@@ -61,7 +61,8 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
         update_host = update_ops * profile.op_overhead_s
     paged_seconds, largest_paged = 0.0, 0
     if profile.page_fault_s_per_byte and not profile.asynchronous:
-        fresh_pass, fresh_update, largest_paged = _paged_in_bytes(rows, needs_grad, sizes, optimizer, a_bytes)
+        fresh_pass, fresh_update, largest_paged = _paged_in_bytes(rows, needs_grad, sizes, optimizer, a_bytes,
+                                                                  profile)
         device_total += fresh_pass * profile.page_fault_s_per_byte
         update += fresh_update * profile.page_fault_s_per_byte
         paged_seconds = (fresh_pass + fresh_update) * profile.page_fault_s_per_byte
@@ -88,15 +89,17 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
                    largest_paged_block=largest_paged)
 
 
-def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int) -> tuple[int, int, int]:
+def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int,
+                    profile=None) -> tuple[int, int, int]:
     """Bytes of fresh blocks a CPU step pages in: (forward and backward, optimizer update, the largest).
 
     The step's fresh blocks are forward outputs, input and weight gradients, and the update's
     temporaries (Adam's root and quotient, one for RMSprop and Adagrad). Blocks of MMAP_CEILING and more
     are paged in every time. Below it, the allocator's threshold settles at the largest block of the
-    step; blocks of that size written in the backward pass and the update are paged in again every step
+    step; blocks of that size freed in the backward pass or the update are paged in again every step
     (measured on this project's CPU host: the weight gradients and Adam temporaries of an MLP's largest
-    layers, the input gradients when activations are the largest blocks)."""
+    layers, the input gradients when activations are the largest blocks, and what a calibrated
+    recurrent kernel keeps for its backward: one block per layer, the LSTM's largest)."""
     forward, backward = [], []
     for row in rows:
         if row.kind in VIEW_KINDS or row.layer is None:
@@ -104,6 +107,9 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int)
         forward.append(prod(row.output_shape) * a_bytes)
         if any(src in needs_grad for src, _ in row.inbound):
             backward += [prod(s) * a_bytes for s in row.input_shapes]
+        if row.kind == "rnn" and profile is not None and row.layer.cell in profile.recurrent_saved:
+            kept = _whole(profile.recurrent_saved[row.layer.cell]) * _rnn_units(row)
+            backward += [kept] * row.layer.num_layers + [_backward_workspace(row, profile)]
     backward += [4 * n for n in sizes]
     temporaries = {"adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}.get(optimizer, 0)
     update = [4 * n for n in sizes for _ in range(temporaries)]
