@@ -343,3 +343,16 @@ def test_a_recurrent_kernels_kept_blocks_are_paged_in_again_when_they_set_the_th
     # freed in the backward and made again by the next forward, one per layer; the smaller workspace is not
     assert cost.largest_paged_block == kept
     assert cost.paged_in_seconds == pytest.approx(2 * kept * 1e-10)
+
+
+def test_keras_on_torch_adds_the_bias_and_the_activation_as_operations_of_their_own():
+    p = _profile(page_fault_s_per_byte=1e-10, framework="torch")
+    units = MMAP_CEILING // 4 // 64 + 1  # outputs just over the ceiling: each a fresh mapped block
+    layers = [Dense(units, activation="relu", name="wide"), Dense(1, name="head")]
+    torch_cost = _cost(layers, (1,), 64, p, optimizer="sgd")
+    keras_cost = _cost(layers, (1,), 64, replace(p, framework="keras-torch"), optimizer="sgd")
+    block = 64 * units * 4
+    # the product's own output and the biased one before the activation, and the activation's gradient
+    assert keras_cost.paged_in_seconds - torch_cost.paged_in_seconds == pytest.approx(3 * block * 1e-10)
+    wide = dict(keras_cost.layer_seconds)["wide"] - dict(torch_cost.layer_seconds)["wide"]
+    assert wide == pytest.approx(CPU.memory_seconds(2 * block))  # the bias added in a pass of its own

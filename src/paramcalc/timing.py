@@ -107,6 +107,9 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int,
         forward.append(prod(row.output_shape) * a_bytes)
         if any(src in needs_grad for src, _ in row.inbound):
             backward += [prod(s) * a_bytes for s in row.input_shapes]
+        separate = _separate_outputs(row, profile)
+        forward += [prod(row.output_shape) * a_bytes] * separate.forward_blocks
+        backward += [prod(row.output_shape) * a_bytes] * separate.backward_blocks
         if row.kind == "rnn" and profile is not None and row.layer.cell in profile.recurrent_saved:
             kept = _whole(profile.recurrent_saved[row.layer.cell]) * _rnn_units(row)
             backward += [kept] * row.layer.num_layers + [_backward_workspace(row, profile)]
@@ -120,6 +123,29 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int,
     passes = [b for b in forward if paged(b, False)] + [b for b in backward if paged(b, True)]
     temporaries = [b for b in update if paged(b, True)]
     return sum(passes), sum(temporaries), max(passes + temporaries, default=0)
+
+
+@dataclass(frozen=True)
+class SeparateOutputs:
+    """Blocks of a layer's output size that its framework makes beyond the output itself."""
+    bias_add: bool = False
+    forward_blocks: int = 0
+    backward_blocks: int = 0
+
+
+# Keras on torch runs Dense and convolutions as the product, then ops.add(bias), then the activation,
+# each an eager torch operation with its own output (torch's Linear adds the bias inside its product);
+# the activation's backward writes one more gradient of the output's size.
+SEPARATE_BIAS_KINDS = ("dense", "conv", "separable_conv", "depthwise_conv", "conv_transpose")
+
+
+def _separate_outputs(row, profile) -> SeparateOutputs:
+    if profile is None or profile.framework != "keras-torch" or row.kind not in SEPARATE_BIAS_KINDS:
+        return SeparateOutputs()
+    bias = any(w.name == "bias" for w in row.weights)
+    activation = getattr(row.layer, "activation", "linear") != "linear"
+    return SeparateOutputs(bias_add=bias, forward_blocks=int(bias) + int(activation),
+                           backward_blocks=int(activation))
 
 
 def _kind_host(row, profile) -> float | None:
@@ -179,6 +205,9 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
             bwd += measured[1]
             bwd_ops += 1
     fwd += profile.memory_seconds(ew_bytes)
+    if _separate_outputs(row, profile).bias_add:  # its own pass: read the product, write anew; its
+        fwd += profile.memory_seconds(2 * prod(row.output_shape) * a_bytes)  # backward passes the gradient on
+        ops += 2
     for m, k, n in weight_mm:
         if dgrad:
             bwd += mm(m, n, k, mm_dtype)
