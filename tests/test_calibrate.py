@@ -68,6 +68,11 @@ def test_keras_on_torch_reuses_the_torch_profile(saved, tmp_path):
     assert data["framework"] == "keras-torch" and data["matmul"] == base["matmul"]
     assert data["kind_overheads"] == {} and not data["overheads_exclude_update"]
     assert data["recurrent"] != base["recurrent"]  # Keras' own recurrent layers, measured again
+    # Keras' own convolutions (layout changes, bias added apart), batch norm (elementwise operations)
+    # and pooling, measured again; torch's other kernels kept
+    assert data["convs"] != base["convs"] and set(data["own_layers"]) == {"conv", "batch_norm", "max_pool", "avg_pool"}
+    kernels, torch_kernels = data["kernels"]["float32"], base["kernels"]["float32"]
+    assert kernels["batch_norm"] != torch_kernels["batch_norm"] and kernels["dropout"] == torch_kernels["dropout"]
     p = from_calibration(data)
     assert p.step_overhead_s > 0 and p.optimizer_seconds["adam"] > 0
     # Keras steps through time itself: each step's slice of the input projection is expanded back to

@@ -8,6 +8,7 @@ Imports torch only when called (the core never does). Timings take the median of
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import statistics
 import time
@@ -296,15 +297,24 @@ def _kernel_throughput(torch, device: str, dtypes: tuple, say) -> dict:
     big = device == "cuda"  # large enough that the kernels, not the calls around them, take the time
     image = (128, 64, 64, 64) if big else (32, 64, 32, 32)
     rows = (65536, 512) if big else (8192, 256)
+
+    def module(make):
+        return lambda dtype: make().to(device=device, dtype=dtype).train()
     makers = {
-        "batch_norm": (lambda: nn.BatchNorm2d(image[1]), image),
-        "layer_norm": (lambda: nn.LayerNorm(rows[-1]), rows),
-        "relu": (lambda: nn.ReLU(), image),
-        "dropout": (lambda: nn.Dropout(0.1), image),
-        "max_pool": (lambda: nn.MaxPool2d(2), image),
-        "avg_pool": (lambda: nn.AvgPool2d(2), image),
-        "softmax": (lambda: nn.Softmax(dim=-1), (image[0] * image[1], image[2], image[3])),
+        "batch_norm": (module(lambda: nn.BatchNorm2d(image[1])), image),
+        "layer_norm": (module(lambda: nn.LayerNorm(rows[-1])), rows),
+        "relu": (module(lambda: nn.ReLU()), image),
+        "dropout": (module(lambda: nn.Dropout(0.1)), image),
+        "max_pool": (module(lambda: nn.MaxPool2d(2)), image),
+        "avg_pool": (module(lambda: nn.AvgPool2d(2)), image),
+        "softmax": (module(lambda: nn.Softmax(dim=-1)), (image[0] * image[1], image[2], image[3])),
     }
+    return _per_element_costs(torch, device, dtypes, say, makers)
+
+
+def _per_element_costs(torch, device: str, dtypes: tuple, say, makers: dict) -> dict:
+    """dtype -> kind -> forward and backward seconds per input element of each ``makers`` entry,
+    ``kind: (make(torch dtype) -> callable layer in training mode, input shape)``."""
     out: dict = {}
     run = _timer(torch, device)
     for dtype_name in dtypes:
@@ -313,7 +323,7 @@ def _kernel_throughput(torch, device: str, dtypes: tuple, say) -> dict:
         dtype = getattr(torch, dtype_name)
         for kind, (make, shape) in makers.items():
             x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
-            layer = make().to(device=device, dtype=dtype).train()
+            layer = make(dtype)
             grad = torch.randn_like(layer(x))
             forwards, boths = [], []
             for _ in range(SWEEP_ROUNDS):  # interleaved, medians: a busy moment cannot zero the backward
@@ -336,10 +346,21 @@ CONVS = [(16, 3, 32, 32, 3, 1), (16, 32, 32, 32, 3, 1), (16, 32, 16, 64, 3, 1), 
          (16, 256, 16, 64, 1, 1), (16, 3, 64, 32, 7, 2), (4, 128, 16, 128, 3, 1), (64, 3, 32, 32, 3, 1)]
 
 
-def _conv_throughput(torch, device: str, dtypes: tuple, say, quick: bool = False) -> dict:
+def _torch_conv(torch, device: str) -> Callable:
+    def make(cin: int, cout: int, kernel: int, stride: int, dtype) -> tuple:
+        conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+        return conv.to(device=device, dtype=dtype), False
+    return make
+
+
+def _conv_throughput(torch, device: str, dtypes: tuple, say, quick: bool = False,
+                     make_conv: Callable | None = None) -> dict:
     """Forward and backward seconds of 2-D convolutions over a sweep of shapes, each keyed by the
     product it amounts to (output positions, inputs per output, filters): convolutions run their own
-    kernels (oneDNN on CPUs, cuDNN on GPUs), whose rates differ from the matrix products'."""
+    kernels (oneDNN on CPUs, cuDNN on GPUs), whose rates differ from the matrix products'.
+    ``make_conv(in, out, kernel, stride, torch dtype)`` gives a layer and whether it reads channels last
+    (Keras' own, with the layout changes it makes around torch's kernel); torch's Conv2d by default."""
+    make_conv = make_conv or _torch_conv(torch, device)
     out: dict = {}
     run = _timer(torch, device)
     scale = 4 if device == "cuda" else 1  # bigger batches where the machine is bigger
@@ -352,9 +373,9 @@ def _conv_throughput(torch, device: str, dtypes: tuple, say, quick: bool = False
         for _ in range(1 if quick else SWEEP_ROUNDS):  # interleaved rounds, medians per shape
             for shape in shapes:
                 batch, cin, side, cout, kernel, stride = shape
-                conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
-                conv = conv.to(device=device, dtype=dtype)
-                x = torch.randn(batch * scale, cin, side, side, device=device, dtype=dtype, requires_grad=True)
+                conv, channels_last = make_conv(cin, cout, kernel, stride, dtype)
+                layout = (side, side, cin) if channels_last else (cin, side, side)
+                x = torch.randn(batch * scale, *layout, device=device, dtype=dtype, requires_grad=True)
                 grad = torch.randn_like(conv(x))
                 samples[shape][0].append(run(lambda: conv(x), repeat=5))
                 samples[shape][1].append(run(lambda: conv(x).backward(grad), repeat=5))
@@ -827,7 +848,6 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
     own (which steps through time in Python, re-expanding each step's gradient to the whole sequence).
     ``base``: a torch profile of the same device measured before (its kernels are reused).
     """
-    import copy
     import os
 
     os.environ["KERAS_BACKEND"] = "torch"
@@ -845,6 +865,35 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
 
     with steady_heap(device != "cuda"):
         return _measure_keras_costs(keras, torch, device, quick, say, profile)
+
+
+def _keras_conv(keras, device: str) -> Callable:
+    """Keras' Conv2D on torch, channels last: it hands torch a channels-first copy of its input and
+    adds the bias in an operation of its own."""
+    def make(cin: int, cout: int, kernel: int, stride: int, dtype) -> tuple:
+        with keras.device(device):
+            conv = keras.layers.Conv2D(cout, kernel, strides=stride, padding="same", dtype=str(dtype).split(".")[-1])
+            conv.build((None, None, None, cin))
+        return conv, True
+    return make
+
+
+def _keras_per_element_costs(keras, torch, device: str, say) -> dict:
+    """Keras' BatchNormalization (built from elementwise operations on torch) and pooling (with its
+    layout changes), per input element, channels last, as :func:`_kernel_throughput` measures torch's."""
+    image = (128, 64, 64, 64) if device == "cuda" else (32, 32, 32, 64)
+
+    def layer(make):
+        def built(dtype):
+            with keras.device(device):
+                made = make(str(dtype).split(".")[-1])
+                made.build((None,) + image[1:])
+            return lambda x: made(x, training=True)
+        return built
+    makers = {"batch_norm": (layer(lambda d: keras.layers.BatchNormalization(dtype=d)), image),
+              "max_pool": (layer(lambda d: keras.layers.MaxPooling2D(2, dtype=d)), image),
+              "avg_pool": (layer(lambda d: keras.layers.AveragePooling2D(2, dtype=d)), image)}
+    return _per_element_costs(torch, device, ("float32",), say, makers)
 
 
 def _measure_keras_costs(keras, torch, device: str, quick: bool, say, profile: dict) -> dict:
@@ -869,6 +918,12 @@ def _measure_keras_costs(keras, torch, device: str, quick: bool, say, profile: d
         seconds = timed(lambda: optimizer.apply(grads, variables), 10)
     profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
     say(f"Keras adam update: {seconds / total * 1e9:.3f} ns per parameter")
+
+    profile["convs"] = _conv_throughput(torch, device, ("float32",), say, quick, _keras_conv(keras, device))
+    profile["own_layers"] = ["conv", "batch_norm", "max_pool", "avg_pool"]  # timed as Keras' own layers
+    profile["kernels"] = copy.deepcopy(profile.get("kernels") or {})
+    for dtype_name, table in _keras_per_element_costs(keras, torch, device, say).items():
+        profile["kernels"].setdefault(dtype_name, {}).update(table)
 
     def keras_layer(cell: str, features: int, hidden: int):
         with keras.device(device):

@@ -53,6 +53,7 @@ class DeviceProfile:
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
     # dtype -> "dropout" | "plain" -> [(batch x heads, query length, key length, head width, fwd s, bwd s)]
     attention: dict = field(default_factory=dict, compare=False)
+    own_layers: tuple = ()  # kinds timed as the framework's own layers (Keras' on torch), not torch's
 
     # -- rates ----------------------------------------------------------------------------------------
     def matmul_seconds(self, m: int, k: int, n: int, dtype: str) -> float:
@@ -283,7 +284,8 @@ def from_calibration(data: dict) -> DeviceProfile:
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault,
         attention={dtype: {variant: [(r["batch_heads"], r["query"], r["key"], r["head_dim"], r["forward_s"],
                                       r["backward_s"]) for r in rows] for variant, rows in table.items()}
-                   for dtype, table in (data.get("attention") or {}).items()})
+                   for dtype, table in (data.get("attention") or {}).items()},
+        own_layers=tuple(data.get("own_layers") or ()))
 
 
 def _recurrent_saved(data: dict) -> dict:

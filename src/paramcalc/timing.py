@@ -205,8 +205,10 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
             bwd += measured[1]
             bwd_ops += 1
     fwd += profile.memory_seconds(ew_bytes)
-    if _separate_outputs(row, profile).bias_add:  # its own pass: read the product, write anew; its
-        fwd += profile.memory_seconds(2 * prod(row.output_shape) * a_bytes)  # backward passes the gradient on
+    if _separate_outputs(row, profile).bias_add and row.kind not in profile.own_layers:
+        # a pass of its own (read the product, write anew) unless the layer was timed whole; its
+        # backward passes the gradient on
+        fwd += profile.memory_seconds(2 * prod(row.output_shape) * a_bytes)
         ops += 2
     for m, k, n in weight_mm:
         if dgrad:
