@@ -108,6 +108,11 @@ def test_the_largest_tensors_temporaries_are_paged_in_when_they_set_the_threshol
     # a batch whose activations outgrow the weights moves the threshold: no fault in the update
     update = dict(_cost(layers, (512,), 1024, p).layer_seconds)["adam update"]
     assert update == pytest.approx(dict(_cost(layers, (512,), 1024, CPU).layer_seconds)["adam update"])
+    # Keras' Adam on torch keeps three lists of temporaries (m x alpha, sqrt(v) + eps, the quotient)
+    keras = replace(p, framework="keras-torch")
+    update = dict(_cost(layers, (512,), 16, keras).layer_seconds)["adam update"]
+    base = dict(_cost(layers, (512,), 16, replace(CPU, framework="keras-torch")).layer_seconds)["adam update"]
+    assert update - base == pytest.approx(3 * 3 * 512 * 512 * 4 * 1e-10)
 
 
 def test_update_temporaries_follow_the_device():

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 
 from .dims import prod
 from .layers.recurrent import GATES
-from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _backward_workspace, _rnn_units,
-                       _trains, _whole, bias_elements, time_axes, trainable_tensor_sizes)
+from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TRAINING_PATHS, TrainingCost, _backward_workspace,
+                       _rnn_units, _trains, _update_style, _whole, bias_elements, temporaries_per_tensor, time_axes,
+                       trainable_tensor_sizes)
 
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
               "identity", "expand", "index", "parameter", "size", "value_op"}
@@ -90,7 +91,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
 
 
 def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int,
-                    profile=None) -> tuple[int, int, int]:
+                    profile) -> tuple[int, int, int]:
     """Bytes of fresh blocks a CPU step pages in: (forward and backward, optimizer update, the largest).
 
     The step's fresh blocks are forward outputs, input and weight gradients, and the update's
@@ -110,11 +111,12 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int,
         separate = _separate_outputs(row, profile)
         forward += [prod(row.output_shape) * a_bytes] * separate.forward_blocks
         backward += [prod(row.output_shape) * a_bytes] * separate.backward_blocks
-        if row.kind == "rnn" and profile is not None and row.layer.cell in profile.recurrent_saved:
+        if row.kind == "rnn" and row.layer.cell in profile.recurrent_saved:
             kept = _whole(profile.recurrent_saved[row.layer.cell]) * _rnn_units(row)
             backward += [kept] * row.layer.num_layers + [_backward_workspace(row, profile)]
     backward += [4 * n for n in sizes]
-    temporaries = {"adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}.get(optimizer, 0)
+    path = profile.framework if profile.framework in TRAINING_PATHS else "torch"
+    temporaries = temporaries_per_tensor(optimizer, _update_style(profile, path))
     update = [4 * n for n in sizes for _ in range(temporaries)]
     threshold = max([b for b in forward + backward + update if b < MMAP_CEILING], default=0)
 
@@ -140,7 +142,7 @@ SEPARATE_BIAS_KINDS = ("dense", "conv", "separable_conv", "depthwise_conv", "con
 
 
 def _separate_outputs(row, profile) -> SeparateOutputs:
-    if profile is None or profile.framework != "keras-torch" or row.kind not in SEPARATE_BIAS_KINDS:
+    if profile.framework != "keras-torch" or row.kind not in SEPARATE_BIAS_KINDS:
         return SeparateOutputs()
     bias = any(w.name == "bias" for w in row.weights)
     activation = getattr(row.layer, "activation", "linear") != "linear"

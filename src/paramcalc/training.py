@@ -436,12 +436,21 @@ def update_temporary(optimizer: str, sizes: list, style: str = "foreach") -> Dim
     once; the per-tensor loop makes them for one tensor at a time, Adam two (the root, then the quotient);
     Keras' Adam on torch keeps three lists alive at once (m x alpha, sqrt(v) + eps, and their quotient).
     A compiled graph updates each layer inside the backward instead: graph_update_temporary."""
-    if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes or style == "compiled":
+    if not sizes:
         return 0
+    per_tensor = temporaries_per_tensor(optimizer, style)
     if style in ("foreach", "keras-foreach"):
-        lists = 3 if style == "keras-foreach" and optimizer in ("adam", "adamw") else 1
-        return sum(sizes[1:], sizes[0]) * 4 * lists
-    return _max(list(sizes)) * 4 * (2 if optimizer in ("adam", "adamw") else 1)
+        return sum(sizes[1:], sizes[0]) * 4 * per_tensor
+    return _max(list(sizes)) * 4 * per_tensor
+
+
+def temporaries_per_tensor(optimizer: str, style: str) -> int:
+    """Buffers of a tensor's size that an update makes for each tensor (see :func:`update_temporary`)."""
+    if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or style == "compiled":
+        return 0
+    if optimizer in ("adam", "adamw"):
+        return {"foreach": 1, "keras-foreach": 3}.get(style, 2)
+    return 1
 
 
 def graph_update_temporary(optimizer: str, sizes: list, last: bool) -> Dim:
