@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from .dims import prod
 from .layers.recurrent import GATES
-from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TRAINING_PATHS, TrainingCost, _backward_workspace,
+from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _backward_workspace,
                        _rnn_units, _trains, _update_style, _whole, bias_elements, temporaries_per_tensor, time_axes,
                        trainable_tensor_sizes)
 
@@ -39,7 +39,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
     kind_host = 0.0  # host time of layers whose kind the profile calibrated directly
     for row in rows:
         dgrad = any(src in needs_grad for src, _ in row.inbound)
-        seconds, ops = _row_time(row, dgrad, _trains(row), profile, mm_dtype, a_bytes, autocast)
+        seconds, ops = _row_time(row, dgrad, _trains(row), profile, mm_dtype, a_bytes, cost.framework, autocast)
         device_total += seconds
         calibrated = _kind_host(row, profile)
         if calibrated is None:
@@ -63,7 +63,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
     paged_seconds, largest_paged = 0.0, 0
     if profile.page_fault_s_per_byte and not profile.asynchronous:
         fresh_pass, fresh_update, largest_paged = _paged_in_bytes(rows, needs_grad, sizes, optimizer, a_bytes,
-                                                                  profile)
+                                                                  profile, cost.framework)
         device_total += fresh_pass * profile.page_fault_s_per_byte
         update += fresh_update * profile.page_fault_s_per_byte
         paged_seconds = (fresh_pass + fresh_update) * profile.page_fault_s_per_byte
@@ -90,8 +90,8 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
                    largest_paged_block=largest_paged)
 
 
-def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int,
-                    profile) -> tuple[int, int, int]:
+def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int, profile,
+                    path: str) -> tuple[int, int, int]:
     """Bytes of fresh blocks a CPU step pages in: (forward and backward, optimizer update, the largest).
 
     The step's fresh blocks are forward outputs, input and weight gradients, and the update's
@@ -108,14 +108,13 @@ def _paged_in_bytes(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int,
         forward.append(prod(row.output_shape) * a_bytes)
         if any(src in needs_grad for src, _ in row.inbound):
             backward += [prod(s) * a_bytes for s in row.input_shapes]
-        separate = _separate_outputs(row, profile)
+        separate = _separate_outputs(row, path)
         forward += [prod(row.output_shape) * a_bytes] * separate.forward_blocks
         backward += [prod(row.output_shape) * a_bytes] * separate.backward_blocks
         if row.kind == "rnn" and row.layer.cell in profile.recurrent_saved:
             kept = _whole(profile.recurrent_saved[row.layer.cell]) * _rnn_units(row)
             backward += [kept] * row.layer.num_layers + [_backward_workspace(row, profile)]
     backward += [4 * n for n in sizes]
-    path = profile.framework if profile.framework in TRAINING_PATHS else "torch"
     temporaries = temporaries_per_tensor(optimizer, _update_style(profile, path))
     update = [4 * n for n in sizes for _ in range(temporaries)]
     threshold = max([b for b in forward + backward + update if b < MMAP_CEILING], default=0)
@@ -141,8 +140,8 @@ class SeparateOutputs:
 SEPARATE_BIAS_KINDS = ("dense", "conv", "separable_conv", "depthwise_conv", "conv_transpose")
 
 
-def _separate_outputs(row, profile) -> SeparateOutputs:
-    if profile.framework != "keras-torch" or row.kind not in SEPARATE_BIAS_KINDS:
+def _separate_outputs(row, path: str) -> SeparateOutputs:
+    if path != "keras-torch" or row.kind not in SEPARATE_BIAS_KINDS:
         return SeparateOutputs()
     bias = any(w.name == "bias" for w in row.weights)
     activation = getattr(row.layer, "activation", "linear") != "linear"
@@ -166,7 +165,7 @@ def _kind_host(row, profile) -> float | None:
     return profile.kind_overheads[row.kind] * repeats
 
 
-def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: int,
+def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: int, path: str,
               autocast: bool = False) -> tuple[float, float]:
     """(device seconds, host operations) of one layer call, forward and backward."""
     kind = row.kind
@@ -187,7 +186,7 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
         fwd = bwd = 0.0
         bwd_ops = 0
         for core in cores:
-            measured = _calibrated_attention(core, profile, mm_dtype)
+            measured = _calibrated_attention(core, profile, mm_dtype, path)
             if measured is None:  # not calibrated: its products and per-element kernels
                 act_mm, kernels = act_mm + core.products(), kernels + core.kernels()
             else:
@@ -207,7 +206,7 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
             bwd += measured[1]
             bwd_ops += 1
     fwd += profile.memory_seconds(ew_bytes)
-    if _separate_outputs(row, profile).bias_add and row.kind not in profile.own_layers:
+    if _separate_outputs(row, path).bias_add and row.kind not in profile.own_layers:
         # a pass of its own (read the product, write anew) unless the layer was timed whole; its
         # backward passes the gradient on
         fwd += profile.memory_seconds(2 * prod(row.output_shape) * a_bytes)
@@ -249,14 +248,11 @@ class AttentionCore:
         return [_kernel("softmax", scores)] + ([_kernel("dropout", scores)] if self.dropout else [])
 
 
-# Profiles whose attention layers are not torch's MultiheadAttention (Keras builds its own from einsums)
-OWN_ATTENTION = ("keras", "keras-torch")
-
-
-def _calibrated_attention(core: AttentionCore, profile, mm_dtype: str) -> tuple[float, float] | None:
-    """(forward, backward) seconds of an attention core from the profile's measured attention layers,
-    or None when it has none (or its framework builds attention its own way)."""
-    if profile.framework in OWN_ATTENTION:
+def _calibrated_attention(core: AttentionCore, profile, mm_dtype: str, path: str) -> tuple[float, float] | None:
+    """(forward, backward) seconds of an attention core from the profile's measured attention layers
+    (torch's MultiheadAttention), or None when it has none or Keras trains (it builds attention from
+    its own operations)."""
+    if path != "torch":
         return None
     return profile.attention_seconds(core.batch_heads, core.query, core.key, core.head_dim, core.dropout,
                                      mm_dtype)
