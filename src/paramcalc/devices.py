@@ -130,19 +130,12 @@ class DeviceProfile:
         scores = batch_heads * query * key
         if not rows or scores <= 0:
             return None
-        # head width counts double: it sets the products' share of each score's work
-        point = (math.log2(scores), 2 * math.log2(max(head_dim, 1)))
-        weights, fwd, bwd = 0.0, 0.0, 0.0
-        for bh, tq, tk, hd, f, b in rows:
-            n = bh * tq * tk
-            d2 = (point[0] - math.log2(n)) ** 2 + (point[1] - 2 * math.log2(hd)) ** 2
-            if d2 < 1e-9:
-                return f, b
-            w = 1.0 / d2 ** 2
-            weights += w
-            fwd += w * math.log(f / n)
-            bwd += w * math.log(b / n)
-        return scores * math.exp(fwd / weights), scores * math.exp(bwd / weights)
+        def where(n: int, width: int) -> tuple:  # head width counts double: it sets the products' share
+            return (math.log2(n), 2 * math.log2(max(width, 1)))
+        point = where(scores, head_dim)
+        per_score = [(where(bh * tq * tk, hd), (f / (bh * tq * tk), b / (bh * tq * tk)))
+                     for bh, tq, tk, hd, f, b in rows]
+        return tuple(scores * _inverse_distance([(at, v[i]) for at, v in per_score], point) for i in (0, 1))
 
     def update_seconds(self, optimizer: str, tensor_sizes: list) -> float | None:
         """Seconds of one optimizer update over tensors of these sizes, from the calibrated rows: a
@@ -187,20 +180,24 @@ def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float, wi
     Measured times include one call's host cost; it is taken out (down to a floor) so the rate describes
     the kernel, which overlaps the host during training.
     """
-    point = _features(m, k, n, width)
+    rates = [(_features(tm, tk, tn, width), 2 * tm * tk * tn / max(seconds - call_cost, seconds * 0.1))
+             for tm, tk, tn, seconds in table]
+    return min(max(rate for _, rate in rates), _inverse_distance(rates, _features(m, k, n, width)))
+
+
+def _inverse_distance(samples: list, point: tuple) -> float:
+    """A value at ``point`` from measured (features, value) samples: the geometric mean of the values
+    weighted by 1 / distance^4 in feature space, so the nearest measurements dominate; a measured point
+    gives its own value."""
     weights = total = 0.0
-    best = 0.0
-    for tm, tk, tn, seconds in table:
-        kernel = max(seconds - call_cost, seconds * 0.1)
-        rate = 2 * tm * tk * tn / kernel
-        best = max(best, rate)
-        d2 = sum((a - b) ** 2 for a, b in zip(point, _features(tm, tk, tn, width)))
+    for features, value in samples:
+        d2 = sum((a - b) ** 2 for a, b in zip(point, features))
         if d2 < 1e-9:
-            return rate
+            return value
         w = 1.0 / d2 ** 2
         weights += w
-        total += w * math.log(rate)
-    return min(best, math.exp(total / weights))
+        total += w * math.log(value)
+    return math.exp(total / weights)
 
 
 def _log_interpolate(points: list, x: float) -> float:
