@@ -864,7 +864,7 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
                    framework_version=f"keras {keras.__version__}, torch {torch.__version__}")
 
     with steady_heap(device != "cuda"):
-        return _measure_keras_costs(keras, torch, device, quick, say, profile)
+        return _measure_keras_costs(keras, torch, device, dtypes, quick, say, profile)
 
 
 def _keras_conv(keras, device: str) -> Callable:
@@ -872,13 +872,18 @@ def _keras_conv(keras, device: str) -> Callable:
     adds the bias in an operation of its own."""
     def make(cin: int, cout: int, kernel: int, stride: int, dtype) -> tuple:
         with keras.device(device):
-            conv = keras.layers.Conv2D(cout, kernel, strides=stride, padding="same", dtype=str(dtype).split(".")[-1])
+            conv = keras.layers.Conv2D(cout, kernel, strides=stride, padding="same", dtype=_dtype_name(dtype))
             conv.build((None, None, None, cin))
         return conv, True
     return make
 
 
-def _keras_per_element_costs(keras, torch, device: str, say) -> dict:
+def _dtype_name(dtype) -> str:
+    """torch.float32 -> "float32", the name Keras takes."""
+    return str(dtype).split(".")[-1]
+
+
+def _keras_per_element_costs(keras, torch, device: str, dtypes: tuple, say) -> dict:
     """Keras' BatchNormalization (built from elementwise operations on torch) and pooling (with its
     layout changes), per input element, channels last, as :func:`_kernel_throughput` measures torch's."""
     image = (128, 64, 64, 64) if device == "cuda" else (32, 32, 32, 64)
@@ -886,18 +891,19 @@ def _keras_per_element_costs(keras, torch, device: str, say) -> dict:
     def layer(make):
         def built(dtype):
             with keras.device(device):
-                made = make(str(dtype).split(".")[-1])
+                made = make(_dtype_name(dtype))
                 made.build((None,) + image[1:])
             return lambda x: made(x, training=True)
         return built
     makers = {"batch_norm": (layer(lambda d: keras.layers.BatchNormalization(dtype=d)), image),
               "max_pool": (layer(lambda d: keras.layers.MaxPooling2D(2, dtype=d)), image),
               "avg_pool": (layer(lambda d: keras.layers.AveragePooling2D(2, dtype=d)), image)}
-    return _per_element_costs(torch, device, ("float32",), say, makers)
+    return _per_element_costs(torch, device, dtypes, say, makers)
 
 
-def _measure_keras_costs(keras, torch, device: str, quick: bool, say, profile: dict) -> dict:
-    """What Keras on torch adds to ``profile``: step and layer host costs, its Adam, its recurrent layers."""
+def _measure_keras_costs(keras, torch, device: str, dtypes: tuple, quick: bool, say, profile: dict) -> dict:
+    """What Keras on torch puts in ``profile`` (a torch profile's copy): step and layer host costs, its
+    Adam, its own convolutions, batch norm and pooling, its recurrent layers."""
     def timed(fn, repeat: int) -> float:
         return _timer(torch, device)(fn, repeat, warmup=2)
 
@@ -926,11 +932,11 @@ def _measure_keras_costs(keras, torch, device: str, quick: bool, say, profile: d
     profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
     say(f"Keras adam update: {seconds / total * 1e9:.3f} ns per parameter")
 
-    profile["convs"] = _conv_throughput(torch, device, ("float32",), say, quick, _keras_conv(keras, device))
+    keras_convs = _conv_throughput(torch, device, dtypes, say, quick, _keras_conv(keras, device))
+    profile.setdefault("convs", {}).update(keras_convs)
     profile["own_layers"] = ["conv", "batch_norm", "max_pool", "avg_pool"]  # timed as Keras' own layers
-    profile["kernels"] = copy.deepcopy(profile.get("kernels") or {})
-    for dtype_name, table in _keras_per_element_costs(keras, torch, device, say).items():
-        profile["kernels"].setdefault(dtype_name, {}).update(table)
+    for dtype_name, table in _keras_per_element_costs(keras, torch, device, dtypes, say).items():
+        profile.setdefault("kernels", {}).setdefault(dtype_name, {}).update(table)
 
     def keras_layer(cell: str, features: int, hidden: int):
         with keras.device(device):
