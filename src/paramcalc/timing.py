@@ -57,9 +57,15 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
             update = trainable * profile.optimizer_seconds[optimizer]
         else:
             update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer])
-        # torch's optimizers run foreach kernels over all tensors on GPUs, a loop per tensor on CPUs
-        update_ops = OPTIMIZER_OPS[optimizer] * (1 if profile.asynchronous else max(len(sizes), 1))
-        update_host = update_ops * profile.op_overhead_s
+        if cost.framework == "keras":
+            # A compiled step dispatches no update operation from Python: what its graph executor spends
+            # per variable is in the calibrated per-layer cost (train_on_batch of Dense layers, their two
+            # variables' updates included), not eager dispatches.
+            update_host = 0.0
+        else:
+            # torch's optimizers run foreach kernels over all tensors on GPUs, a loop per tensor on CPUs
+            update_ops = OPTIMIZER_OPS[optimizer] * (1 if profile.asynchronous else max(len(sizes), 1))
+            update_host = update_ops * profile.op_overhead_s
     paged_seconds, largest_paged = 0.0, 0
     if profile.page_fault_s_per_byte and not profile.asynchronous:
         fresh_pass, fresh_update, largest_paged = _paged_in_bytes(rows, needs_grad, sizes, optimizer, a_bytes,
@@ -199,11 +205,14 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
         ops += len(weight_mm)
     for name, elements, fallback_bytes in kernels:
         measured = profile.kernel_seconds(name, elements, mm_dtype)
+        passes = int(elements * fallback_bytes * a_bytes)
         if measured is None:  # not calibrated: a memory-bound pass
-            ew_bytes += int(elements * fallback_bytes * a_bytes)
+            ew_bytes += passes
         else:
-            fwd += measured[0]
-            bwd += measured[1]
+            # Calibrated on tensors that fit in cache: a larger one moves its bytes at memory's rate
+            floor = profile.memory_seconds(passes)
+            fwd += max(measured[0], floor)
+            bwd += max(measured[1], profile.memory_seconds(int(passes * BACKWARD_BYTES_FACTOR)))
             bwd_ops += 1
     fwd += profile.memory_seconds(ew_bytes)
     if _separate_outputs(row, path).bias_add and row.kind not in profile.own_layers:
@@ -220,7 +229,8 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
             bwd_ops += 1
     if not backward:
         return fwd, ops
-    if trains and bias_elements(row):  # the bias gradient: a reduction reading the output gradient
+    if trains and bias_elements(row) and conv is None:
+        # the bias gradient: a reduction reading the output gradient (in a measured convolution's time)
         bwd += profile.memory_seconds(bias_elements(row) * a_bytes)
         bwd_ops += 1
     bwd += 2 * sum(mm(m, k, n, mm_dtype) for m, k, n in act_mm)
