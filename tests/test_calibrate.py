@@ -118,3 +118,54 @@ print(steady, inside, after)
     assert steady == "True"
     assert float(inside) < 16  # reused from the heap: no fresh pages
     assert float(after) > 512  # glibc's default threshold again: mapped afresh (1,024 pages) each time
+
+
+def test_keras_convolutions_and_kernels_on_tensorflow_price_a_keras_cnn():
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("Keras runs another backend here")
+    say = lambda message: None  # noqa: E731
+    convs = calibrate._conv_throughput_keras_tf(keras, tf, say, quick=True)
+    kernels = calibrate._keras_tf_per_element_costs(keras, tf, say)
+    assert [(r["m"], r["k"], r["n"]) for r in convs] == [(16 * 32 * 32, 27, 32), (16 * 32 * 32, 288, 32),
+                                                          (16 * 16 * 16, 288, 64), (16 * 16 * 16, 576, 64)]
+    assert all(r["forward_s"] > 0 and r["backward_s"] >= r["forward_s"] for r in convs)
+    assert set(kernels) == set(KERNELS)
+    assert all(k["forward_s_per_element"] > 0 and k["backward_s_per_element"] > 0 for k in kernels.values())
+    # dropout draws a random number per element; ReLU only compares
+    assert kernels["dropout"]["forward_s_per_element"] > kernels["relu"]["forward_s_per_element"]
+    p = from_calibration({"framework": "keras", "matmul": {"float32": [{"m": 64, "k": 64, "n": 64, "seconds": 1e-5}]},
+                          "convs": {"float32": convs}, "kernels": {"float32": kernels}})
+    L = keras.layers
+    model = keras.Sequential([keras.Input((32, 32, 3)), L.Conv2D(32, 3, padding="same", name="conv"),
+                              L.BatchNormalization(name="bn"), L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(10)])
+    seconds = dict(paramcalc.estimate(model, batch_size=16, device=p).training.layer_seconds)
+    measured_first = convs[0]["forward_s"] + convs[0]["backward_s"] / 2  # the first layer: no input gradient
+    assert seconds["conv"] == pytest.approx(measured_first)
+    bn = kernels["batch_norm"]
+    assert seconds["bn"] >= 16 * 32 * 32 * 32 * (bn["forward_s_per_element"] + bn["backward_s_per_element"])
+
+
+def test_quick_keras_calibration_on_tensorflow_loads_and_prices_a_keras_model(tmp_path):
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("Keras runs another backend here")
+    path = tmp_path / "keras.json"
+    calibrate.save(calibrate.measure_keras(quick=True), str(path))
+    data = json.loads(path.read_text())
+    p = from_calibration(data)
+    assert p.framework == "keras" and not p.overheads_exclude_update
+    assert p.step_overhead_s > 0 and p.layer_overhead_s > 0 and p.optimizer_seconds["adam"] > 0
+    assert p.optimizer_alone_seconds["adam"] > 0  # one variable updated with nothing beside it
+    assert all(r["seconds"] > 0 for r in data["matmul"]["float32"]) and len(data["bandwidth"]) == 6
+    # the same shapes read with either operand transposed, as a layer's backward reads them
+    for layout in ("transpose_a", "transpose_b"):
+        rows = data["matmul_layouts"][layout]["float32"]
+        assert [(r["m"], r["k"], r["n"]) for r in rows] == [(r["m"], r["k"], r["n"]) for r in data["matmul"]["float32"]]
+        assert p.matmul_layouts[layout]["float32"][0][3] == rows[0]["seconds"] > 0
+    assert set(data["kernels"]["float32"]) == set(KERNELS) and len(data["convs"]["float32"]) == 4
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
+    cost = paramcalc.estimate(model, batch_size=16, optimizer="adam", device=str(path)).training
+    assert cost.framework == "keras" and cost.step_seconds > cost.host_seconds > 0

@@ -384,3 +384,34 @@ def test_keras_on_torch_adds_the_bias_and_the_activation_as_operations_of_their_
     assert keras_cost.paged_in_seconds - torch_cost.paged_in_seconds == pytest.approx(3 * block * 1e-10)
     wide = dict(keras_cost.layer_seconds)["wide"] - dict(torch_cost.layer_seconds)["wide"]
     assert wide == pytest.approx(CPU.memory_seconds(2 * block))  # the bias added in a pass of its own
+
+
+def test_products_reading_an_operand_transposed_take_that_layouts_rates():
+    # measured products of a 64-row batch: forward-shaped and input-gradient-shaped, plain and with a
+    # transposed second operand; weight-gradient-shaped with a transposed first operand
+    fwd, dgrad, wgrad = (64, 128, 256), (64, 256, 128), (128, 64, 256)
+    p = _profile(matmul={"float32": [(*fwd, 1e-3), (*dgrad, 4e-3)]},
+                 matmul_layouts={"transpose_b": {"float32": [(*fwd, 2e-3), (*dgrad, 8e-3)]},
+                                 "transpose_a": {"float32": [(*wgrad, 3e-3)]}})
+    assert p.matmul_seconds(*dgrad, "float32", "transpose_b") == pytest.approx(8e-3)
+    assert p.matmul_seconds(*dgrad, "float32", "transpose_a") == pytest.approx(3e-3)  # one shape measured
+    assert p.matmul_seconds(*fwd, "bfloat16", "transpose_b") == p.matmul_seconds(*fwd, "bfloat16")  # not measured
+    layers = [Dense(128, use_bias=False, name="first"), Dense(256, use_bias=False, name="second")]
+    est = estimate(Sequential(layers), input_shape=(128,), batch_size=64)
+
+    def second(framework):
+        return dict(training_cost(est, device=replace(p, framework=framework)).layer_seconds)["second"]
+    # Keras' kernel is (in, out): x @ W, dy @ W^T, x^T @ dy; torch's (out, in): x @ W^T, dy @ W, dy^T @ x
+    assert second("keras") == pytest.approx(1e-3 + 8e-3 + 3e-3)
+    assert second("torch") == pytest.approx(2e-3 + 4e-3 + 3e-3)
+
+
+def test_the_first_layers_update_runs_alone_in_a_compiled_step():
+    # Adam measured at 1 ns per parameter over tensors updated side by side, 3 ns for one tensor alone:
+    # the first layer's gradients come last in the backward, so nothing runs beside its update
+    p = _profile(framework="keras", optimizer_seconds={"adam": 1e-9}, optimizer_alone_seconds={"adam": 3e-9})
+    cost = _cost([Dense(300, name="first"), Dense(1)], (2000,), 8, p)
+    first, total = 2000 * 300 + 300, 2000 * 300 + 300 + 301
+    assert dict(cost.layer_seconds)["adam update"] == pytest.approx(total * 1e-9 + first * 2e-9)
+    side_by_side = _cost([Dense(300), Dense(1)], (2000,), 8, replace(p, optimizer_alone_seconds={}))
+    assert dict(side_by_side.layer_seconds)["adam update"] == pytest.approx(total * 1e-9)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import statistics
 import time
 from typing import Callable
@@ -450,8 +451,7 @@ def _recurrent_throughput_keras_tf(keras, tf, say, quick: bool = False) -> dict:
     forward and backward by the layer's own compiled forward. Rows as for torch's layers."""
     import numpy as np
 
-    def timed(fn) -> float:
-        return _timer(None, "cpu")(fn, repeat=7, warmup=3)  # a compiled loop's first calls run slower
+    timed = _tf_timer()
 
     def trained(layers: list, x, y):
         model = keras.Sequential([keras.Input(x.shape[1:])] + layers + [keras.layers.Dense(1)])
@@ -770,10 +770,11 @@ def save(profile: dict, path: str) -> None:
 def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """A CPU profile measured with Keras on TensorFlow: what ``model.fit`` runs (compiled train steps).
 
-    Matmuls and elementwise passes run inside ``tf.function`` as Keras' training step does; the
-    per-step and per-layer costs come from ``train_on_batch`` on tiny Dense+ReLU models; the optimizer's
-    cost per parameter from Keras' Adam on large variables; the recurrent layers per time step as
-    training runs them, with what they keep.
+    Matmuls (plain and with either operand transposed, one after another) and elementwise passes run
+    inside ``tf.function`` as Keras' training step does; the per-step and per-layer costs come from
+    ``train_on_batch`` on tiny Dense+ReLU models; the optimizer's cost per parameter from Keras' Adam on
+    large variables; Keras' Conv2D and its per-element layers compiled alone; the recurrent layers per
+    time step as training runs them, with what they keep. Sweeps run in interleaved rounds, medians.
     """
     import os
 
@@ -789,51 +790,209 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
     def timed(fn, repeat: int) -> float:
         return _timer(None, "cpu")(fn, repeat, warmup=1)
 
-    rows = []
-    shapes = [(s, s, s) for s in SQUARE if s <= (512 if quick else 2048)] + [t for t in SKINNY if max(t) <= 20020] + \
-        [t for t in TALL if max(t) <= 2**18]
-    for m, k, n in shapes:
-        # distinct operands per product: TensorFlow's graph optimiser merges identical ones
-        reps = max(1, min(8, int(2e8 // (4 * m * k))))
-        operands = [tf.random.normal((m, k)) for _ in range(reps)]
-        b = tf.random.normal((k, n))
-        fn = tf.function(lambda: [tf.reduce_sum(tf.matmul(a, b)[:1, :1]) for a in operands])
-        seconds = timed(lambda: [t.numpy() for t in fn()], 5) / reps
-        rows.append({"m": m, "k": k, "n": n, "seconds": seconds, "flops_per_s": 2 * m * k * n / seconds})
-        say(f"matmul {m}x{k}x{n}: {2 * m * k * n / seconds / 1e9:.1f} GFLOP/s")
-    profile["matmul"]["float32"] = rows
+    plain, transposed = _tf_product_sweep(tf, quick, say, timed)
+    profile["matmul"]["float32"] = plain
+    profile["matmul_layouts"] = {layout: {"float32": rows} for layout, rows in transposed.items()}
     for size in [2 ** p for p in range(16, 28, 2)]:
         x = tf.random.normal((size // 4,))
         reps = 8  # several passes per call, so the call's own cost is spread thin
-        fn = tf.function(lambda: [tf.reduce_sum((x * float(i + 2))[:1]) for i in range(reps)])
+        fn = tf.function(lambda: _one_after_another(tf, [lambda i=i: x * float(i + 2) for i in range(reps)]))
         seconds = timed(lambda: [t.numpy() for t in fn()], 5) / reps
         profile["bandwidth"].append({"bytes": 2 * size, "seconds": seconds, "bytes_per_s": 2 * size / seconds})
         say(f"fresh write {size / 2**20:.1f} MiB: {2 * size / seconds / 1e9:.1f} GB/s")
     tiny = tf.zeros((1,))
     profile["op_overhead_s"] = timed(lambda: [tf.add(tiny, 1.0) for _ in range(100)], 10) / 100
-    counts, times = [1, 2, 4, 8, 16], []
+    counts = [1, 2, 4, 8, 16]
     x, y = np.random.randn(16, 16).astype("float32"), np.random.randn(16, 16).astype("float32")
+    models = []
     for n in counts:
         layers = [keras.Input((16,))] + [keras.layers.Dense(16, activation="relu") for _ in range(n)]
-        model = keras.Sequential(layers)
-        model.compile(optimizer="adam", loss="mse")
-        model.train_on_batch(x, y)
-        seconds = timed(lambda: model.train_on_batch(x, y), 30)
-        times.append(seconds)
+        models.append(keras.Sequential(layers))
+        models[-1].compile(optimizer="adam", loss="mse")
+        models[-1].train_on_batch(x, y)
+    step_times: list = [[] for _ in counts]
+    for _ in range(1 if quick else SWEEP_ROUNDS):  # interleaved: the line through them is a difference of small times
+        for model, samples in zip(models, step_times):
+            samples.append(timed(lambda: model.train_on_batch(x, y), 30))
+    times = [statistics.median(samples) for samples in step_times]
+    for n, seconds in zip(counts, times):
         say(f"train_on_batch with {n} Dense(relu) layers: {seconds * 1e6:.0f} us")
     # one Keras Dense(relu) is the Linear+ReLU pair the step-time model prices
     profile.update(_step_and_layer_costs(counts, times))
-    total = 2**22 // (4 if quick else 1)
-    variables = [keras.Variable(np.random.randn(total // 8).astype("float32")) for _ in range(8)]
-    grads = [tf.random.normal((total // 8,)) for _ in range(8)]
-    optimizer = keras.optimizers.Adam()
-    apply = tf.function(lambda: optimizer.apply_gradients(zip(grads, variables)))
-    seconds = timed(lambda: apply(), 10)
-    profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
-    say(f"adam update: {seconds / total * 1e9:.3f} ns per parameter")
+    profile["optimizers"] = {"adam": _keras_tf_adam(keras, tf, quick, timed)}
+    say(f"adam update: {profile['optimizers']['adam']['seconds_per_param'] * 1e9:.3f} ns per parameter, "
+        f"{profile['optimizers']['adam']['seconds_per_param_alone'] * 1e9:.3f} for one variable alone")
+    profile["convs"] = {"float32": _conv_throughput_keras_tf(keras, tf, say, quick)}
+    profile["kernels"] = {"float32": _keras_tf_per_element_costs(keras, tf, say)}
     profile["recurrent"] = _recurrent_throughput_keras_tf(keras, tf, say, quick)
     profile["recurrent_memory"] = _recurrent_memory_keras_tf(keras, tf, say)
     return profile
+
+
+def _tf_product_sweep(tf, quick: bool, say, timed) -> tuple[list, dict]:
+    """Matmul rows over the sweep's shapes read as stored, and per transposed layout, compiled with
+    ``tf.function``: interleaved rounds, the median per shape and layout (as for torch's sweep)."""
+    shapes = [(s, s, s) for s in SQUARE if s <= (512 if quick else 2048)] + [t for t in SKINNY if max(t) <= 20020] + \
+        [t for t in TALL if max(t) <= 2**18] + ([] if quick else [t for t in MISALIGNED if max(t) <= 2**18])
+    product_times: dict = {(layout, shape): [] for layout in PRODUCT_LAYOUTS for shape in shapes}
+    for _ in range(1 if quick else SWEEP_ROUNDS):
+        for m, k, n in shapes:
+            reps = max(1, min(8, int(2e8 // (4 * m * k))))
+            for layout in PRODUCT_LAYOUTS:
+                fn = _tf_products(tf, layout, m, k, n, reps)
+                product_times[(layout, (m, k, n))].append(timed(lambda: [t.numpy() for t in fn()], 5) / reps)
+    tables: dict = {}
+    for (layout, (m, k, n)), times in product_times.items():
+        seconds = statistics.median(times)
+        tables.setdefault(layout, []).append({"m": m, "k": k, "n": n, "seconds": seconds,
+                                              "flops_per_s": 2 * m * k * n / seconds})
+        say(f"matmul {m}x{k}x{n} {layout}: {2 * m * k * n / seconds / 1e9:.1f} GFLOP/s")
+    return tables.pop("plain"), tables
+
+
+def _keras_tf_adam(keras, tf, quick: bool, timed) -> dict:
+    """Keras' Adam per parameter over eight variables and over one, compiled, in interleaved rounds.
+
+    Eight variables' updates run side by side on TensorFlow's inter-op threads; one variable's has
+    nothing beside it (2.5 against 1.6 ns per parameter on the development CPU), as the first layer's,
+    updated last in a training step."""
+    import numpy as np
+
+    total = 2**22 // (4 if quick else 1)
+
+    def adam_over(parts: int) -> Callable:
+        variables = [keras.Variable(np.random.randn(total // parts).astype("float32")) for _ in range(parts)]
+        grads = [tf.random.normal((total // parts,)) for _ in range(parts)]
+        optimizer = keras.optimizers.Adam()
+        return tf.function(lambda: optimizer.apply_gradients(zip(grads, variables)))
+    applies = {"seconds_per_param": adam_over(8), "seconds_per_param_alone": adam_over(1)}
+    adam_times: dict = {key: [] for key in applies}
+    for _ in range(1 if quick else SWEEP_ROUNDS):
+        for key, apply in applies.items():
+            adam_times[key].append(timed(apply, 10) / total)
+    return {key: statistics.median(times) for key, times in adam_times.items()} | {"params": total}
+
+
+# How a product reads its operands: as stored, or one of them transposed (a layer's backward reads
+# its weight or its input that way). oneDNN under TensorFlow ran 128x20020 @ (300x20020)^T at 220
+# GFLOP/s where the plain product ran at 390 on the development CPU; MKL under torch at the same rate.
+PRODUCT_LAYOUTS = ("plain", "transpose_a", "transpose_b")
+
+
+def _tf_products(tf, layout: str, m: int, k: int, n: int, reps: int) -> Callable:
+    """A compiled function making ``reps`` (m, k) @ (k, n) products in ``layout``, one after another,
+    from distinct first operands (TensorFlow's graph optimiser merges identical products)."""
+    transpose_a, transpose_b = layout == "transpose_a", layout == "transpose_b"
+    operands = [tf.random.normal((k, m) if transpose_a else (m, k)) for _ in range(reps)]
+    b = tf.random.normal((n, k) if transpose_b else (k, n))
+    return tf.function(lambda: _one_after_another(
+        tf, [lambda a=a: tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b) for a in operands]))
+
+
+def _one_after_another(tf, ops: list) -> list:
+    """One element of each op's result, each op started only once the previous one has finished.
+
+    A compiled function runs independent operations at once on its inter-op threads: 8 independent
+    products timed together ran 10-20% faster per product on the 2-core development CPU than the same
+    products one after another (128x512x512: 340 against 278 GFLOP/s), and a training step's operations
+    mostly wait for each other."""
+    out: list = []
+    for op in ops:
+        with tf.control_dependencies(out[-1:]):
+            out.append(tf.reshape(op(), [-1])[:1])
+    return out
+
+
+def _tf_layer_seconds(tf, layer, x, timed) -> tuple[float, float]:
+    """(forward, backward) seconds of a built Keras layer on TensorFlow, each compiled with
+    ``tf.function`` as a compiled training step runs it: the forward, then the forward with the gradients
+    of the input and the weights, each less a compiled call that only reads one element (what every
+    such call pays besides the layer's work)."""
+    grad = tf.random.normal(layer(x, training=True).shape)
+    weights = list(layer.trainable_variables)
+
+    def first(t):  # one element of each result: enough to make the call run, nothing to copy out
+        return tf.reshape(t, [-1])[:1]
+
+    @tf.function
+    def forward():
+        return first(layer(x, training=True))
+
+    @tf.function
+    def both():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        return [first(g) for g in tape.gradient(y, [x] + weights, output_gradients=grad)]
+
+    call = tf.function(lambda: first(x))
+    cost = timed(lambda: call().numpy())
+    forward_s = max(timed(lambda: forward().numpy()) - cost, 0.0)
+    both_s = max(timed(lambda: [g.numpy() for g in both()]) - cost, 0.0)
+    return forward_s, both_s
+
+
+def _conv_throughput_keras_tf(keras, tf, say, quick: bool = False) -> list:
+    """Keras' Conv2D on TensorFlow (channels last, oneDNN's kernels, whose rates are not the matrix
+    products'), forward and backward over :data:`CONVS`, in interleaved rounds; rows as for torch's."""
+    timed = _tf_timer()
+    shapes = CONVS[:4] if quick else CONVS
+    samples: dict = {shape: ([], []) for shape in shapes}
+    for _ in range(1 if quick else SWEEP_ROUNDS):
+        for shape in shapes:
+            batch, cin, side, cout, kernel, stride = shape
+            conv = keras.layers.Conv2D(cout, kernel, strides=stride, padding="same")
+            x = tf.random.normal((batch, side, side, cin))
+            conv.build(x.shape)
+            forward, both = _tf_layer_seconds(tf, conv, x, timed)
+            samples[shape][0].append(forward)
+            samples[shape][1].append(both)
+    rows = []
+    for (batch, cin, side, cout, kernel, stride), (forwards, boths) in samples.items():
+        forward, both = statistics.median(forwards), statistics.median(boths)
+        side_out = (side + 2 * (kernel // 2) - kernel) // stride + 1
+        positions = batch * side_out * side_out
+        rows.append({"m": positions, "k": cin * kernel * kernel, "n": cout, "forward_s": forward,
+                     "backward_s": max(both - forward, forward)})
+        say(f"Keras conv {batch}x{side}x{side}x{cin} -> {cout}, {kernel}x{kernel}: "
+            f"{2 * positions * cin * kernel * kernel * cout / max(forward, 1e-9) / 1e9:.1f} GFLOP/s forward")
+    return rows
+
+
+def _keras_tf_per_element_costs(keras, tf, say) -> dict:
+    """Seconds per input element of the Keras layers that run as per-element kernels (normalisation,
+    activations, dropout, pooling, softmax) on TensorFlow, compiled, forward and backward, in
+    interleaved rounds: the kernels :func:`_kernel_throughput` measures for torch."""
+    timed = _tf_timer()
+    image, rows = (32, 32, 32, 64), (8192, 256)
+    L = keras.layers
+    makers = {"batch_norm": (L.BatchNormalization, image), "layer_norm": (L.LayerNormalization, rows),
+              "relu": (L.ReLU, image), "dropout": (lambda: L.Dropout(0.1), image),
+              "max_pool": (lambda: L.MaxPooling2D(2), image), "avg_pool": (lambda: L.AveragePooling2D(2), image),
+              "softmax": (L.Softmax, (image[0] * image[1], image[2], image[3]))}
+    samples: dict = {kind: ([], []) for kind in makers}
+    for _ in range(SWEEP_ROUNDS):
+        for kind, (make, shape) in makers.items():
+            layer, x = make(), tf.random.normal(shape)
+            layer.build(x.shape)
+            forward, both = _tf_layer_seconds(tf, layer, x, timed)
+            samples[kind][0].append(forward)
+            samples[kind][1].append(both)
+    out = {}
+    for kind, (forwards, boths) in samples.items():
+        numel = math.prod(makers[kind][1])
+        forward, both = statistics.median(forwards), statistics.median(boths)
+        backward = max(both - forward, 0.1 * forward)  # a backward reads and writes at least once
+        out[kind] = {"forward_s_per_element": forward / numel, "backward_s_per_element": backward / numel}
+        say(f"Keras {kind}: {forward / numel * 1e12:.2f} ps/elem forward, {backward / numel * 1e12:.2f} backward")
+    return out
+
+
+def _tf_timer() -> Callable:
+    """``timed(fn)``: the median of 7 calls after 10: a compiled function's first calls run slower (a
+    compiled training step of one LSTM layer: 5.0-6.4 ms over its first ten calls, 3.3-4.7 ms after)."""
+    run = _timer(None, "cpu")
+    return lambda fn: run(fn, repeat=7, warmup=10)
 
 
 def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = False,

@@ -41,6 +41,9 @@ class DeviceProfile:
     step_overhead_s: float | None = None  # host cost of a training step beyond its layers (calibrated)
     layer_overhead_s: float | None = None  # host cost of one Linear+ReLU pair, forward and backward
     optimizer_seconds: dict = field(default_factory=dict, compare=False)  # optimizer -> s per parameter
+    # optimizer -> s per parameter of one tensor updated with nothing beside it (a compiled step's
+    # updates of several tensors run side by side; the last one, the first layer's, alone)
+    optimizer_alone_seconds: dict = field(default_factory=dict, compare=False)
     kernels: dict = field(default_factory=dict, compare=False)  # dtype -> kernel -> s per element (fwd, bwd)
     kind_overheads: dict = field(default_factory=dict, compare=False)  # kind -> host s per layer and step
     convs: dict = field(default_factory=dict, compare=False)  # dtype -> [(m, k, n, forward s, backward s)]
@@ -54,14 +57,19 @@ class DeviceProfile:
     # dtype -> "dropout" | "plain" -> [(batch x heads, query length, key length, head width, fwd s, bwd s)]
     attention: dict = field(default_factory=dict, compare=False)
     own_layers: tuple = ()  # kinds timed as the framework's own layers (Keras' on torch), not torch's
+    # "transpose_a" | "transpose_b" -> dtype -> [(m, k, n, seconds)]: products reading an operand
+    # transposed, where the framework's kernels run those at rates of their own
+    matmul_layouts: dict = field(default_factory=dict, compare=False)
 
     # -- rates ----------------------------------------------------------------------------------------
-    def matmul_seconds(self, m: int, k: int, n: int, dtype: str) -> float:
-        """Device time of one (m, k) @ (k, n) product: calibrated shapes when measured, else a curve."""
+    def matmul_seconds(self, m: int, k: int, n: int, dtype: str, layout: str = "plain") -> float:
+        """Device time of one (m, k) @ (k, n) product: calibrated shapes when measured, else a curve.
+        ``layout``: "transpose_a" or "transpose_b" when the product reads that operand transposed; the
+        plain products' rates serve where the profile did not measure that layout."""
         flops = 2 * m * k * n
         if flops == 0:
             return 0.0
-        table = self.matmul.get(dtype)
+        table = (self.matmul_layouts.get(layout) or {}).get(dtype) or self.matmul.get(dtype)
         if table:
             width = 8 if dtype in ("bfloat16", "float16") else 4
             rate = _interpolated_rate(table, m, k, n, self._call_cost(), width)
@@ -267,6 +275,8 @@ def from_calibration(data: dict) -> DeviceProfile:
         framework=data.get("framework"), source=f"calibrated ({data.get('framework_version', '?')})",
         step_overhead_s=data.get("step_overhead_s"), layer_overhead_s=data.get("layer_overhead_s"),
         optimizer_seconds={k: v["seconds_per_param"] for k, v in (data.get("optimizers") or {}).items()},
+        optimizer_alone_seconds={k: v["seconds_per_param_alone"] for k, v in (data.get("optimizers") or {}).items()
+                                 if "seconds_per_param_alone" in v},
         kernels=_merged_kernels(data), kind_overheads=data.get("kind_overheads") or {},
         convs={dtype: [(r["m"], r["k"], r["n"], r["forward_s"], r["backward_s"]) for r in rows]
                for dtype, rows in (data.get("convs") or {}).items()},
@@ -282,7 +292,10 @@ def from_calibration(data: dict) -> DeviceProfile:
         attention={dtype: {variant: [(r["batch_heads"], r["query"], r["key"], r["head_dim"], r["forward_s"],
                                       r["backward_s"]) for r in rows] for variant, rows in table.items()}
                    for dtype, table in (data.get("attention") or {}).items()},
-        own_layers=tuple(data.get("own_layers") or ()))
+        own_layers=tuple(data.get("own_layers") or ()),
+        matmul_layouts={layout: {dtype: [(r["m"], r["k"], r["n"], r["seconds"]) for r in rows]
+                                 for dtype, rows in tables.items()}
+                        for layout, tables in (data.get("matmul_layouts") or {}).items()})
 
 
 def _recurrent_saved(data: dict) -> dict:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from .dims import prod
 from .layers.recurrent import GATES
 from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _backward_workspace,
-                       _rnn_units, _trains, _update_style, _whole, bias_elements, temporaries_per_tensor, time_axes,
-                       trainable_tensor_sizes)
+                       _own_trainable_sizes, _rnn_units, _trains, _update_style, _whole, bias_elements,
+                       temporaries_per_tensor, time_axes, trainable_tensor_sizes)
 
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
               "identity", "expand", "index", "parameter", "size", "value_op"}
@@ -30,6 +30,13 @@ MMAP_CEILING = 32 * 2**20
 # Below the ceiling, the threshold rises to the largest block freed so far (from 128 KiB), and the heap is
 # trimmed when twice that is free at its top: blocks of the threshold's size are paged in again and again.
 MMAP_FLOOR = 128 * 2**10
+# Which operand a layer's three products read transposed, by training path. Keras keeps a Dense kernel
+# as (in, out): x @ W, then dy @ W^T and x^T @ dy; torch keeps (out, in): x @ W^T, then dy @ W and
+# dy^T @ x. Profiles that measured a layout price it at its own rates (oneDNN under TensorFlow runs a
+# transposed second operand at about half the plain rate), others at the plain ones.
+_KERAS_LAYOUTS = {"forward": "plain", "input_grad": "transpose_b", "weight_grad": "transpose_a"}
+PRODUCT_LAYOUTS = {"keras": _KERAS_LAYOUTS, "keras-torch": _KERAS_LAYOUTS,
+                   "torch": {"forward": "transpose_b", "input_grad": "plain", "weight_grad": "transpose_a"}}
 
 
 def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str, a_bytes: int,
@@ -55,6 +62,12 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
     else:
         if optimizer in profile.optimizer_seconds:  # measured update cost per parameter
             update = trainable * profile.optimizer_seconds[optimizer]
+            alone = profile.optimizer_alone_seconds.get(optimizer)
+            if alone is not None:
+                # measured over tensors updated side by side; the first layer's gradients come last in
+                # the backward, so its update runs with nothing beside it, at the rate of one tensor alone
+                last = sum(next((s for s in map(_own_trainable_sizes, rows) if s), []))
+                update += last * (alone - profile.optimizer_seconds[optimizer])
         else:
             update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer])
         if cost.framework == "keras":
@@ -199,7 +212,9 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
                 fwd += measured[0]
                 bwd += measured[1]
     mm = profile.matmul_seconds
-    fwd += sum(mm(m, k, n, mm_dtype) for m, k, n in weight_mm + act_mm)
+    layouts = PRODUCT_LAYOUTS[path]
+    fwd += sum(mm(m, k, n, mm_dtype, layouts["forward"]) for m, k, n in weight_mm)
+    fwd += sum(mm(m, k, n, mm_dtype) for m, k, n in act_mm)
     if autocast and weight_mm:  # autocast casts each weight to 16 bits before its product: read 4, write 2
         fwd += sum(profile.memory_seconds(k * n * 6) for _, k, n in weight_mm)
         ops += len(weight_mm)
@@ -222,10 +237,10 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
         ops += 2
     for m, k, n in weight_mm:
         if dgrad:
-            bwd += mm(m, n, k, mm_dtype)
+            bwd += mm(m, n, k, mm_dtype, layouts["input_grad"])
             bwd_ops += 1
         if trains:
-            bwd += mm(k, m, n, mm_dtype)
+            bwd += mm(k, m, n, mm_dtype, layouts["weight_grad"])
             bwd_ops += 1
     if not backward:
         return fwd, ops
