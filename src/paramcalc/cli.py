@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "backend (CPU or CUDA)")
     calibrate.add_argument("--dtypes", default="float32", help="comma-separated: float32,tfloat32,bfloat16")
     calibrate.add_argument("--quick", action="store_true", help="smaller sweeps")
+    calibrate.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                           help="measure nothing: write the median of these calibrations of one device and "
+                                "framework, entry by entry (a shared machine's busy spells move single runs)")
     calibrate.add_argument("--out", required=True, help="where to write the profile JSON")
     return parser
 
@@ -316,9 +319,32 @@ def _summary(args) -> str:
     return est.summary(color=args.color)
 
 
+def _read_calibration(path: str) -> dict:
+    from .errors import ParamcalcError
+
+    with open(path, encoding="utf-8") as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise ParamcalcError(f"{path}: not a calibration JSON ({err})", value=path,
+                                 fix="pass files written by `paramcalc calibrate --out`") from None
+    if not isinstance(data, dict) or "matmul" not in data:
+        raise ParamcalcError(f"{path}: not a calibration (no matmul table)", value=path,
+                             fix="pass files written by `paramcalc calibrate --out`")
+    return data
+
+
 def _calibrate(args) -> str:
     from .errors import ParamcalcError
 
+    if args.merge:
+        from .calibration_merge import merge
+
+        merged = merge([_read_calibration(path) for path in args.merge], args.merge)
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump(merged, handle, indent=1)
+        return f"saved {args.out}: the median of {len(args.merge)} calibrations ({merged.get('framework')}, " \
+               f"{merged.get('name', merged.get('device'))})"
     module = {"keras": "tensorflow", "keras-torch": "keras"}.get(args.framework, "torch")
     if args.framework == "keras-torch":  # before Keras is first imported: it picks its backend then
         os.environ["KERAS_BACKEND"] = "torch"

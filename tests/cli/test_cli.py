@@ -191,3 +191,19 @@ def test_markdown_for_demo_and_explain():
     assert "| flatten (Flatten) | `(None, 6006000)` | 0 |" in demo
     out = run("explain", "seed:reshaped:100", "--target", "()", "--markdown").stdout
     assert out.startswith("**reshaped**: 2 finding(s)") and "- **warning: dense-per-position**" in out
+
+
+def test_calibrate_merge_writes_the_median_of_several_calibrations(tmp_path):
+    paths = []
+    for i, seconds in enumerate((1e-5, 3e-5, 2e-5)):
+        path = tmp_path / f"run{i}.json"
+        path.write_text(json.dumps({"name": "cpu", "framework": "torch", "device": "cpu", "op_overhead_s": seconds,
+                                    "matmul": {"float32": [{"m": 8, "k": 8, "n": 8, "seconds": seconds}]}}))
+        paths.append(str(path))
+    out = tmp_path / "merged.json"
+    assert "median of 3 calibrations" in run("calibrate", "--merge", *paths, "--out", str(out)).stdout
+    merged = json.loads(out.read_text())
+    assert merged["op_overhead_s"] == 2e-5 and merged["matmul"]["float32"][0]["seconds"] == 2e-5
+    (tmp_path / "bad.json").write_text("{")
+    bad = run("calibrate", "--merge", paths[0], str(tmp_path / "bad.json"), "--out", str(out), check=False)
+    assert bad.returncode == 1 and "bad.json: not a calibration JSON" in bad.stderr
