@@ -77,6 +77,12 @@ def build(cfg: dict):
     return keras.Sequential(layers), shape
 
 
+# A compiled step settles after about ten calls: on the development CPU the fifth to tenth steps ran
+# 10-25% slower than the eleventh to fiftieth (the LSTM 7.2-8.5 ms against 6.2-7.5, the 512-wide MLP
+# 5.4-6.8 against 4.6-5.3), and training runs thousands.
+COMPILED_WARMUP_STEPS = 10
+
+
 def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "cpu") -> dict:
     os.environ["KERAS_BACKEND"] = backend
     if backend == "torch":
@@ -97,7 +103,7 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
     y = tf.constant(np.random.randn(cfg["batch"], *tuple(model.output_shape[1:])).astype("float32"))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     model.compile(optimizer="adam", loss="mse")
-    for _ in range(3):
+    for _ in range(COMPILED_WARMUP_STEPS):
         model.train_on_batch(x, y)
     times = []
     for _ in range(steps):
