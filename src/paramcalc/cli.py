@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                            help="measure nothing: write the median of these calibrations of one device and "
                                 "framework, entry by entry (a shared machine's busy spells move single runs)")
+    calibrate.add_argument("--repeat", type=int, default=1, metavar="N",
+                           help="calibrate N times, each in a fresh process, and write their median "
+                                "(--merge of the N runs, which are kept beside --out)")
     calibrate.add_argument("--out", required=True, help="where to write the profile JSON")
     return parser
 
@@ -334,9 +337,33 @@ def _read_calibration(path: str) -> dict:
     return data
 
 
+def _calibrate_runs(args, run=None) -> list[str]:
+    """Calibrate ``args.repeat`` times, each in a fresh process (a framework keeps state between runs
+    in one process), beside ``args.out``: the paths written."""
+    import subprocess
+
+    from .errors import ParamcalcError
+
+    run = run or (lambda command: subprocess.run(command).returncode)
+    stem = args.out[:-5] if args.out.endswith(".json") else args.out
+    paths = []
+    for i in range(1, args.repeat + 1):
+        paths.append(f"{stem}.run{i}.json")
+        command = [sys.executable, "-m", "paramcalc.cli", "calibrate", "--device", args.device,
+                   "--framework", args.framework, "--dtypes", args.dtypes, "--out", paths[-1]]
+        code = run(command + (["--quick"] if args.quick else []))
+        if code:
+            raise ParamcalcError(f"calibration run {i} of {args.repeat} failed (exit status {code})", value=code,
+                                 fix="see its message above; runs already written are kept: "
+                                     + ", ".join(paths[:-1] or ["none"]))
+    return paths
+
+
 def _calibrate(args) -> str:
     from .errors import ParamcalcError
 
+    if args.repeat > 1 and not args.merge:
+        args.merge = _calibrate_runs(args)
     if args.merge:
         from .calibration_merge import merge
 
@@ -345,6 +372,9 @@ def _calibrate(args) -> str:
             json.dump(merged, handle, indent=1)
         return f"saved {args.out}: the median of {len(args.merge)} calibrations ({merged.get('framework')}, " \
                f"{merged.get('name', merged.get('device'))})"
+    if args.repeat < 1:
+        raise ParamcalcError(f"--repeat {args.repeat}: a calibration runs at least once", value=args.repeat,
+                             fix="pass --repeat 3 on a shared machine, or leave it out")
     module = {"keras": "tensorflow", "keras-torch": "keras"}.get(args.framework, "torch")
     if args.framework == "keras-torch":  # before Keras is first imported: it picks its backend then
         os.environ["KERAS_BACKEND"] = "torch"

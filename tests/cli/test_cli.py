@@ -207,3 +207,34 @@ def test_calibrate_merge_writes_the_median_of_several_calibrations(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     bad = run("calibrate", "--merge", paths[0], str(tmp_path / "bad.json"), "--out", str(out), check=False)
     assert bad.returncode == 1 and "bad.json: not a calibration JSON" in bad.stderr
+
+
+def test_calibrate_repeat_runs_fresh_processes_and_merges_them(tmp_path):
+    import argparse
+
+    from paramcalc import cli
+    from paramcalc.errors import ParamcalcError
+
+    seconds = iter((3e-5, 1e-5, 2e-5))
+    commands = []
+
+    def fake_run(command):  # what a child `paramcalc calibrate` would write
+        commands.append(command)
+        out = command[command.index("--out") + 1]
+        value = next(seconds)
+        with open(out, "w", encoding="utf-8") as handle:
+            json.dump({"framework": "keras", "device": "cpu", "op_overhead_s": value,
+                       "matmul": {"float32": [{"m": 8, "k": 8, "n": 8, "seconds": value}]}}, handle)
+        return 0
+    args = argparse.Namespace(device="cpu", framework="keras", dtypes="float32", quick=True, repeat=3,
+                              out=str(tmp_path / "cpu.json"), merge=None)
+    paths = cli._calibrate_runs(args, fake_run)
+    assert paths == [str(tmp_path / f"cpu.run{i}.json") for i in (1, 2, 3)]
+    assert all(c[1:4] == ["-m", "paramcalc.cli", "calibrate"] and "--quick" in c and "--repeat" not in c
+               for c in commands)
+    args.merge = paths
+    assert "median of 3 calibrations" in cli._calibrate(args)
+    assert json.loads((tmp_path / "cpu.json").read_text())["op_overhead_s"] == 2e-5
+    args.merge, args.repeat = None, 2
+    with pytest.raises(ParamcalcError, match="run 1 of 2 failed"):
+        cli._calibrate_runs(args, lambda command: 1)
