@@ -104,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     _keras_backend_option(summary)
 
     calibrate = commands.add_parser(
-        "calibrate", help="measure this machine with torch and save a device profile",
-        description="Sweep matrix products over shapes, copies over sizes, the per-operation cost and tiny "
-                    "training steps with torch, once per device and dtype; save a profile that "
-                    "estimate(..., device='profile.json') and --device read. Needs torch.")
+        "calibrate", help="measure this machine with the framework that trains and save a device profile",
+        description="Sweep matrix products over shapes, copies over sizes, convolutions, recurrent layers, "
+                    "per-element kernels, optimizer updates and tiny training steps with the framework "
+                    "that trains (torch, Keras on TensorFlow, or Keras on torch), once per device, "
+                    "framework and dtype; save a profile that estimate(..., device='profile.json') and "
+                    "--device read. Needs that framework (--merge needs none).")
     calibrate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     calibrate.add_argument("--framework", default="torch", choices=["torch", "keras", "keras-torch"],
                            help="torch (CPU or CUDA), keras on TensorFlow (CPU), or keras on its torch "
