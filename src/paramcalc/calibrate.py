@@ -330,14 +330,21 @@ def _per_element_costs(torch, device: str, dtypes: tuple, say, makers: dict) -> 
             for _ in range(SWEEP_ROUNDS):  # interleaved, medians: a busy moment cannot zero the backward
                 forwards.append(run(lambda: layer(x), repeat=7))
                 boths.append(run(lambda: layer(x).backward(grad), repeat=7))
-            forward, both = statistics.median(forwards), statistics.median(boths)
-            backward = max(both - forward, 0.1 * forward)  # a backward reads and writes at least once
-            numel = x.numel()
-            out.setdefault(dtype_name, {})[kind] = {"forward_s_per_element": forward / numel,
-                                                    "backward_s_per_element": backward / numel}
-            say(f"{kind} {dtype_name}: {forward / numel * 1e12:.2f} ps/elem forward, "
-                f"{backward / numel * 1e12:.2f} backward")
+            out.setdefault(dtype_name, {})[kind] = _per_element_row(forwards, boths, x.numel())
+            say(f"{kind} {dtype_name}: {_per_element_text(out[dtype_name][kind])}")
     return out
+
+
+def _per_element_row(forwards: list, boths: list, numel: int) -> dict:
+    """Seconds per element forward and backward from timings of the forward and of both (medians)."""
+    forward, both = statistics.median(forwards), statistics.median(boths)
+    backward = max(both - forward, 0.1 * forward)  # a backward reads and writes at least once
+    return {"forward_s_per_element": forward / numel, "backward_s_per_element": backward / numel}
+
+
+def _per_element_text(row: dict) -> str:
+    return (f"{row['forward_s_per_element'] * 1e12:.2f} ps/elem forward, "
+            f"{row['backward_s_per_element'] * 1e12:.2f} backward")
 
 
 # Convolutions (batch, channels in, side, channels out, kernel, stride) as small CNNs run them: the
@@ -380,17 +387,22 @@ def _conv_throughput(torch, device: str, dtypes: tuple, say, quick: bool = False
                 grad = torch.randn_like(conv(x))
                 samples[shape][0].append(run(lambda: conv(x), repeat=5))
                 samples[shape][1].append(run(lambda: conv(x).backward(grad), repeat=5))
-        rows = []
-        for (batch, cin, side, cout, kernel, stride), (forwards, boths) in samples.items():
-            forward, both = statistics.median(forwards), statistics.median(boths)
-            side_out = (side + 2 * (kernel // 2) - kernel) // stride + 1
-            positions = batch * scale * side_out * side_out
-            rows.append({"m": positions, "k": cin * kernel * kernel, "n": cout, "forward_s": forward,
-                         "backward_s": max(both - forward, forward)})
-            say(f"conv {dtype_name} {batch * scale}x{cin}x{side}x{side} -> {cout}, {kernel}x{kernel}: "
-                f"{2 * positions * cin * kernel * kernel * cout / forward / 1e9:.1f} GFLOP/s forward")
-        out[dtype_name] = rows
+        out[dtype_name] = [_conv_row(shape, scale, forwards, boths, say, f"conv {dtype_name}")
+                           for shape, (forwards, boths) in samples.items()]
     return out
+
+
+def _conv_row(shape: tuple, scale: int, forwards: list, boths: list, say, label: str) -> dict:
+    """A convolution's row, keyed by the product it amounts to (output positions, inputs per output,
+    filters), from timings of its forward and of both passes (medians)."""
+    batch, cin, side, cout, kernel, stride = shape
+    forward, both = statistics.median(forwards), statistics.median(boths)
+    side_out = (side + 2 * (kernel // 2) - kernel) // stride + 1
+    positions = batch * scale * side_out * side_out
+    say(f"{label} {batch * scale}x{cin}x{side}x{side} -> {cout}, {kernel}x{kernel}: "
+        f"{2 * positions * cin * kernel * kernel * cout / max(forward, 1e-9) / 1e9:.1f} GFLOP/s forward")
+    return {"m": positions, "k": cin * kernel * kernel, "n": cout, "forward_s": forward,
+            "backward_s": max(both - forward, forward)}
 
 
 # Recurrent layers (batch, steps, input features, hidden units): the frameworks run them as fused
@@ -947,16 +959,7 @@ def _conv_throughput_keras_tf(keras, tf, say, quick: bool = False) -> list:
             forward, both = _tf_layer_seconds(tf, conv, x, timed)
             samples[shape][0].append(forward)
             samples[shape][1].append(both)
-    rows = []
-    for (batch, cin, side, cout, kernel, stride), (forwards, boths) in samples.items():
-        forward, both = statistics.median(forwards), statistics.median(boths)
-        side_out = (side + 2 * (kernel // 2) - kernel) // stride + 1
-        positions = batch * side_out * side_out
-        rows.append({"m": positions, "k": cin * kernel * kernel, "n": cout, "forward_s": forward,
-                     "backward_s": max(both - forward, forward)})
-        say(f"Keras conv {batch}x{side}x{side}x{cin} -> {cout}, {kernel}x{kernel}: "
-            f"{2 * positions * cin * kernel * kernel * cout / max(forward, 1e-9) / 1e9:.1f} GFLOP/s forward")
-    return rows
+    return [_conv_row(shape, 1, forwards, boths, say, "Keras conv") for shape, (forwards, boths) in samples.items()]
 
 
 def _keras_tf_per_element_costs(keras, tf, say) -> dict:
@@ -978,13 +981,10 @@ def _keras_tf_per_element_costs(keras, tf, say) -> dict:
             forward, both = _tf_layer_seconds(tf, layer, x, timed)
             samples[kind][0].append(forward)
             samples[kind][1].append(both)
-    out = {}
-    for kind, (forwards, boths) in samples.items():
-        numel = math.prod(makers[kind][1])
-        forward, both = statistics.median(forwards), statistics.median(boths)
-        backward = max(both - forward, 0.1 * forward)  # a backward reads and writes at least once
-        out[kind] = {"forward_s_per_element": forward / numel, "backward_s_per_element": backward / numel}
-        say(f"Keras {kind}: {forward / numel * 1e12:.2f} ps/elem forward, {backward / numel * 1e12:.2f} backward")
+    out = {kind: _per_element_row(forwards, boths, math.prod(makers[kind][1]))
+           for kind, (forwards, boths) in samples.items()}
+    for kind, row in out.items():
+        say(f"Keras {kind}: {_per_element_text(row)}")
     return out
 
 

@@ -70,7 +70,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
                 update += last * (alone - profile.optimizer_seconds[optimizer])
         else:
             update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer])
-        if cost.framework == "keras":
+        if _update_style(profile, cost.framework) == "compiled":
             # A compiled step dispatches no update operation from Python: what its graph executor spends
             # per variable is in the calibrated per-layer cost (train_on_batch of Dense layers, their two
             # variables' updates included), not eager dispatches.
