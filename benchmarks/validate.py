@@ -84,8 +84,7 @@ def main() -> None:
                      "predicted_step_s": cost.step_seconds, "step_error": te, "measured_peak_bytes": m["peak_bytes"],
                      "predicted_peak_bytes": peak, "peak_error": me, "params": est.params,
                      "measured_paged_in_bytes": m.get("paged_in_bytes"),
-                     "predicted_paged_in_bytes": (int(cost.paged_in_seconds / profile.page_fault_s_per_byte)
-                                                  if profile.page_fault_s_per_byte else None)})
+                     "predicted_paged_in_bytes": cost.paged_in_bytes if profile.page_fault_s_per_byte else None})
         print(f"{m['config']['name']:<28}{m.get('amp') or '-':<10}{m['step_s'] * 1e3:12.3f}"
               f"{cost.step_seconds * 1e3:11.3f}{te * 100:7.1f}%{m['peak_bytes'] / 2**20:11.1f}"
               f"{peak / 2**20:11.1f}{me * 100:7.1f}%")

@@ -107,6 +107,20 @@ def test_fresh_blocks_are_paged_in_on_cpu_hosts():
     assert _cost(layers, (1,), 64, gpu).step_seconds == _cost(layers, (1,), 64, BUILTIN["h100-sxm"]).step_seconds
 
 
+def test_heap_blocks_churned_in_a_step_take_the_cost_measured_on_training_steps():
+    # the same step as above, its heap's blocks at 3e-10 s per byte (measured on training steps), the
+    # blocks mapped apart past the ceiling at the 1e-10 measured on such blocks
+    p = _profile(page_fault_s_per_byte=1e-10, page_churn_s_per_byte=3e-10)
+    units = MMAP_CEILING // 4 // 64 + 1
+    layers = [Dense(units, name="wide"), Dense(1, name="head")]
+    cost = _cost(layers, (1,), 64, p, optimizer="sgd")
+    mapped, heap = 2 * 64 * units * 4, 3 * units * 4
+    assert cost.paged_in_seconds == pytest.approx(mapped * 1e-10 + heap * 3e-10)
+    assert cost.paged_in_bytes == mapped + heap and cost.largest_paged_block == 64 * units * 4
+    assert _cost(layers, (1,), 64, replace(p, page_churn_s_per_byte=0.0), optimizer="sgd").paged_in_seconds == \
+        pytest.approx((mapped + heap) * 1e-10)  # not measured: one cost for every block
+
+
 def test_the_largest_tensors_temporaries_are_paged_in_when_they_set_the_threshold():
     p = _profile(page_fault_s_per_byte=1e-10)
     # 512x512 weights (1 MiB) are the largest blocks of the step: Adam's two temporaries of each fault

@@ -54,6 +54,9 @@ class DeviceProfile:
     recurrent_workspace: dict = field(default_factory=dict, compare=False)  # cell -> more per unit in its backward
     transformer_saved: dict = field(default_factory=dict, compare=False)  # bytes kept per token feature, ...
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
+    # CPU hosts: what a training step loses per byte of the heap's blocks it hands back and pages in again
+    # (measured on training steps; 0: priced at page_fault_s_per_byte)
+    page_churn_s_per_byte: float = 0.0
     # dtype -> "dropout" | "plain" -> [(batch x heads, query length, key length, head width, fwd s, bwd s)]
     attention: dict = field(default_factory=dict, compare=False)
     own_layers: tuple = ()  # kinds timed as the framework's own layers (Keras' on torch), not torch's
@@ -289,6 +292,7 @@ def from_calibration(data: dict) -> DeviceProfile:
                              for cell, m in (data.get("recurrent_memory") or {}).items()},
         transformer_saved=data.get("transformer_saved") or {},
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault,
+        page_churn_s_per_byte=float(data.get("page_churn_s_per_byte") or 0.0),
         attention={dtype: {variant: [(r["batch_heads"], r["query"], r["key"], r["head_dim"], r["forward_s"],
                                       r["backward_s"]) for r in rows] for variant, rows in table.items()}
                    for dtype, table in (data.get("attention") or {}).items()},

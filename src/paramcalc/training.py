@@ -78,6 +78,7 @@ class TrainingCost:
     layer_flops: tuple = field(default=(), compare=False)  # (layer name, forward, dgrad, wgrad) in order
     paged_in_seconds: float = 0.0  # CPU hosts: the step's time paging in fresh blocks (timing.py)
     largest_paged_block: int = 0  # bytes of the largest of those blocks
+    paged_in_bytes: int = 0  # bytes of those blocks, all together
     framework: str = "torch"  # whose training step the memory follows (training_path)
 
     @property
