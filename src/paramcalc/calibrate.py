@@ -173,6 +173,9 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
     profile["kind_overheads"] = _kind_overheads(torch, device, say)
     if device != "cuda":
         profile["page_fault_s_per_byte"] = _page_fault_cost(torch, say, quick)
+        churn = _page_churn_cost(torch, say, quick)
+        if churn is not None:
+            profile["page_churn_s_per_byte"] = churn
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
     profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
@@ -288,6 +291,98 @@ def _page_fault_cost(torch, say, quick: bool = False) -> float:
     cost = statistics.median(penalties)
     say(f"fresh pages: {1 / cost / 1e9 if cost else float('inf'):.1f} GB/s paged in")
     return cost
+
+
+# Reference training steps for the heap's page churn: (width, Linear+ReLU pairs, batch). Their weight
+# gradients and Adam's temporaries (576 KiB to 2.3 MiB) are the blocks that churn; not the zoo's shapes.
+CHURN_STEPS = ((384, 4, 32), (768, 3, 32))
+
+
+def _page_churn_cost(torch, say, quick: bool = False) -> float | None:
+    """Seconds a training step loses per byte of the heap blocks it hands back and pages in again, or
+    None where that could not be measured (no glibc ``mallopt``, or no churn to divide by).
+
+    glibc's heap returns the top of its memory to the kernel when enough of it is free, and blocks over
+    its threshold are mapped apart and unmapped on free: a step whose gradients and temporaries fall
+    there pages them in again, and the kernel's zeroing of each page evicts the step's own tensors from
+    cache too. Measured whole: reference MLP steps with Adam, timed with glibc's threshold pinned low
+    (every such block churns) and with the heap held steady (none does), in interleaved rounds; the
+    time they differ by over the bytes of minor page faults they differ by (``getrusage``). In a child
+    process, whose heap is fresh: a heap grown by the sweeps before serves the blocks from its free
+    lists and churns or not by chance (two of three calibrations in one process measured none). On this
+    project's 2-core host: 0.28-0.41 ns per byte, where 64 MiB blocks paged in at 0.21-0.26."""
+    import os
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    child = subprocess.run([sys.executable, "-c", f"from paramcalc.calibrate import _page_churn_rounds as r; "
+                            f"print(r({bool(quick)}))"], capture_output=True, text=True, env=env)
+    costs = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 and child.stdout.strip() else []
+    if not costs:
+        say("heap churn in training steps: not measured (no glibc mallopt, or no churn)")
+        return None
+    cost = statistics.median(costs)
+    say(f"heap churn in training steps: {cost * 1e9:.2f} ns per byte paged in again")
+    return cost
+
+
+def _page_churn_rounds(quick: bool) -> str:
+    """The child process of :func:`_page_churn_cost`: seconds per churned byte of each round, as JSON."""
+    import ctypes
+    import os
+    import resource
+
+    import torch
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "[]"
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def timed(step: Callable, churn: bool) -> tuple[float, float]:
+        if churn:  # every block of 128 KiB and more mapped apart, the heap trimmed past 128 KiB free
+            mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+        else:  # as steady_heap holds it
+            mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)
+            mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+        for _ in range(3):
+            step()
+        times, faulted = [], []
+        for _ in range(10 if quick else 20):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+            faulted.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * page)
+        return statistics.median(times), statistics.median(faulted)
+    costs = []
+    for width, pairs, batch in CHURN_STEPS:
+        step = _reference_step(torch, width, pairs, batch)
+        for _ in range(2 if quick else 5):
+            (churned, churned_bytes), (steady, steady_bytes) = timed(step, True), timed(step, False)
+            if churned_bytes - steady_bytes >= 2**20:  # enough pages to divide by
+                costs.append(max(churned - steady, 0.0) / (churned_bytes - steady_bytes))
+    return json.dumps(costs)
+
+
+def _reference_step(torch, width: int, pairs: int, batch: int) -> Callable:
+    """A training step (forward, backward, Adam) of ``pairs`` Linear(width, width)+ReLU on a CPU."""
+    layers = []
+    for _ in range(pairs):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = torch.randn(batch, width), torch.randn(batch, width)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    return step
 
 
 def _kernel_throughput(torch, device: str, dtypes: tuple, say) -> dict:
