@@ -154,11 +154,16 @@ def _measure_torch_backend(cfg: dict, steps: int, device: str) -> dict:
             torch.cuda.synchronize()
     for _ in range(3):
         step()
-    times = []
+    times, faults = [], []
     for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    extra = {}
+    if device != "cuda":  # fresh pages touched per step, as train_measure.py records them for torch
+        extra["paged_in_bytes"] = int(statistics.median(faults)) * os.sysconf("SC_PAGE_SIZE")
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base - x.nbytes - y.nbytes
     else:  # drop the last step's gradients first: their frees would not be recorded
@@ -167,7 +172,7 @@ def _measure_torch_backend(cfg: dict, steps: int, device: str) -> dict:
         peak = train_measure.allocator_peak_of(torch, before, step)
     return {"config": cfg, "params": model.count_params(), "step_s": statistics.median(times), "times_s": times,
             "peak_bytes": peak, "device": device, "framework": "keras-torch", "keras": keras.__version__,
-            "torch": torch.__version__}
+            "torch": torch.__version__, **extra}
 
 
 def _storage_bytes(variables) -> int:
