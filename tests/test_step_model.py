@@ -108,17 +108,27 @@ def test_fresh_blocks_are_paged_in_on_cpu_hosts():
 
 
 def test_heap_blocks_churned_in_a_step_take_the_cost_measured_on_training_steps():
-    # the same step as above, its heap's blocks at 3e-10 s per byte (measured on training steps), the
-    # blocks mapped apart past the ceiling at the 1e-10 measured on such blocks
-    p = _profile(page_fault_s_per_byte=1e-10, page_churn_s_per_byte=3e-10)
+    # the same step as above: its heap's blocks at the cost measured on training steps for their size
+    # (3e-10 s per byte at 1 MiB and below, 2e-10 at 4 MiB and above, log-log between), the blocks
+    # mapped apart past the ceiling at the 1e-10 measured on such blocks
+    p = _profile(page_fault_s_per_byte=1e-10, page_churn=((2**20, 3e-10), (4 * 2**20, 2e-10)))
+    assert p.page_in_seconds(2**19, churned=True) == pytest.approx(2**19 * 3e-10)
+    assert p.page_in_seconds(2 * 2**20, churned=True) == pytest.approx(2 * 2**20 * (6e-20) ** 0.5)
+    assert p.page_in_seconds(2 * 2**20, churned=False) == pytest.approx(2 * 2**20 * 1e-10)
     units = MMAP_CEILING // 4 // 64 + 1
     layers = [Dense(units, name="wide"), Dense(1, name="head")]
     cost = _cost(layers, (1,), 64, p, optimizer="sgd")
-    mapped, heap = 2 * 64 * units * 4, 3 * units * 4
+    mapped, heap = 2 * 64 * units * 4, 3 * units * 4  # heap blocks of units floats: under 1 MiB
     assert cost.paged_in_seconds == pytest.approx(mapped * 1e-10 + heap * 3e-10)
     assert cost.paged_in_bytes == mapped + heap and cost.largest_paged_block == 64 * units * 4
-    assert _cost(layers, (1,), 64, replace(p, page_churn_s_per_byte=0.0), optimizer="sgd").paged_in_seconds == \
-        pytest.approx((mapped + heap) * 1e-10)  # not measured: one cost for every block
+    unmeasured = _cost(layers, (1,), 64, replace(p, page_churn=()), optimizer="sgd")
+    assert unmeasured.paged_in_seconds == pytest.approx((mapped + heap) * 1e-10)  # one cost for every block
+
+
+def test_a_single_heap_churn_figure_from_an_earlier_calibration_still_loads():
+    p = from_calibration({"device": "cpu", "matmul": {"float32": [{"m": 64, "k": 64, "n": 64, "seconds": 1e-5}]},
+                          "page_fault_s_per_byte": 1e-10, "page_churn_s_per_byte": 3e-10})
+    assert p.page_in_seconds(10**6, churned=True) == pytest.approx(10**6 * 3e-10)
 
 
 def test_the_largest_tensors_temporaries_are_paged_in_when_they_set_the_threshold():

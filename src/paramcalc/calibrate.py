@@ -175,7 +175,7 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
         profile["page_fault_s_per_byte"] = _page_fault_cost(torch, say, quick)
         churn = _page_churn_cost(torch, say, quick)
         if churn is not None:
-            profile["page_churn_s_per_byte"] = churn
+            profile["page_churn"] = churn
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
     profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
@@ -294,23 +294,27 @@ def _page_fault_cost(torch, say, quick: bool = False) -> float:
 
 
 # Reference training steps for the heap's page churn: (width, Linear+ReLU pairs, batch). Their weight
-# gradients and Adam's temporaries (576 KiB to 2.3 MiB) are the blocks that churn; not the zoo's shapes.
-CHURN_STEPS = ((384, 4, 32), (768, 3, 32))
+# gradients and Adam's temporaries, width x width floats (256 KiB to 4.6 MiB), are the blocks that churn;
+# not the zoo's shapes.
+CHURN_STEPS = ((256, 4, 32), (384, 4, 32), (768, 3, 32), (1100, 3, 32))
 
 
-def _page_churn_cost(torch, say, quick: bool = False) -> float | None:
-    """Seconds a training step loses per byte of the heap blocks it hands back and pages in again, or
-    None where that could not be measured (no glibc ``mallopt``, or no churn to divide by).
+def _page_churn_cost(torch, say, quick: bool = False) -> list | None:
+    """What a training step loses per byte of the heap blocks it hands back and pages in again, by block
+    size: ``[{"block_bytes", "s_per_byte"}, ...]``, or None where that could not be measured (no glibc
+    ``mallopt``, or no churn to divide by).
 
     glibc's heap returns the top of its memory to the kernel when enough of it is free, and blocks over
     its threshold are mapped apart and unmapped on free: a step whose gradients and temporaries fall
     there pages them in again, and the kernel's zeroing of each page evicts the step's own tensors from
     cache too. Measured whole: reference MLP steps with Adam, timed with glibc's threshold pinned low
     (every such block churns) and with the heap held steady (none does), in interleaved rounds; the
-    time they differ by over the bytes of minor page faults they differ by (``getrusage``). In a child
+    time they differ by over the bytes of minor page faults they differ by (``getrusage``), the median
+    of the rounds per reference. Each block also costs the kernel calls that hand it back and map it
+    again, so small blocks cost more per byte: on this project's 2-core host 0.43-0.45 ns per byte for
+    256 KiB blocks, 0.28-0.31 for 4.6 MiB ones, where 64 MiB blocks paged in at 0.21-0.26. In a child
     process, whose heap is fresh: a heap grown by the sweeps before serves the blocks from its free
-    lists and churns or not by chance (two of three calibrations in one process measured none). On this
-    project's 2-core host: 0.28-0.41 ns per byte, where 64 MiB blocks paged in at 0.21-0.26."""
+    lists and churns or not by chance (two of three calibrations in one process measured none)."""
     import os
     import subprocess
     import sys
@@ -319,17 +323,18 @@ def _page_churn_cost(torch, say, quick: bool = False) -> float | None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
     child = subprocess.run([sys.executable, "-c", f"from paramcalc.calibrate import _page_churn_rounds as r; "
                             f"print(r({bool(quick)}))"], capture_output=True, text=True, env=env)
-    costs = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 and child.stdout.strip() else []
-    if not costs:
+    rows = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 and child.stdout.strip() else []
+    if not rows:
         say("heap churn in training steps: not measured (no glibc mallopt, or no churn)")
         return None
-    cost = statistics.median(costs)
-    say(f"heap churn in training steps: {cost * 1e9:.2f} ns per byte paged in again")
-    return cost
+    for row in rows:
+        say(f"heap churn in training steps, blocks of {row['block_bytes'] / 2**20:.2f} MiB: "
+            f"{row['s_per_byte'] * 1e9:.2f} ns per byte paged in again")
+    return rows
 
 
 def _page_churn_rounds(quick: bool) -> str:
-    """The child process of :func:`_page_churn_cost`: seconds per churned byte of each round, as JSON."""
+    """The child process of :func:`_page_churn_cost`: its rows, as JSON."""
     import ctypes
     import os
     import resource
@@ -359,14 +364,17 @@ def _page_churn_rounds(quick: bool) -> str:
             times.append(time.perf_counter() - t)
             faulted.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * page)
         return statistics.median(times), statistics.median(faulted)
-    costs = []
-    for width, pairs, batch in CHURN_STEPS:
+    rows = []
+    for width, pairs, batch in CHURN_STEPS[::2] if quick else CHURN_STEPS:
         step = _reference_step(torch, width, pairs, batch)
+        costs = []
         for _ in range(2 if quick else 5):
             (churned, churned_bytes), (steady, steady_bytes) = timed(step, True), timed(step, False)
             if churned_bytes - steady_bytes >= 2**20:  # enough pages to divide by
                 costs.append(max(churned - steady, 0.0) / (churned_bytes - steady_bytes))
-    return json.dumps(costs)
+        if costs:
+            rows.append({"block_bytes": 4 * width * width, "s_per_byte": statistics.median(costs)})
+    return json.dumps(rows)
 
 
 def _reference_step(torch, width: int, pairs: int, batch: int) -> Callable:

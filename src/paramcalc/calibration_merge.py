@@ -20,9 +20,10 @@ from .errors import ParamcalcError
 # Entries that name what was measured: every calibration merged must agree on them.
 IDENTITY = ("framework", "device")
 # Entries of a table's rows that say where it measured (a product's sides, a copy's size, a set of
-# tensors, an attention layer's shape, a recurrent layer's work): rows are merged only where these agree.
+# tensors, an attention layer's shape, a recurrent layer's work, a churned block's size): rows are merged
+# only where these agree.
 SWEEP_KEYS = {"m", "k", "n", "bytes", "params", "tensors", "batch_heads", "query", "key", "head_dim",
-              "work_per_step"}
+              "work_per_step", "block_bytes"}
 
 
 def merge(profiles: list[dict], names: list[str] | None = None) -> dict:

@@ -54,9 +54,9 @@ class DeviceProfile:
     recurrent_workspace: dict = field(default_factory=dict, compare=False)  # cell -> more per unit in its backward
     transformer_saved: dict = field(default_factory=dict, compare=False)  # bytes kept per token feature, ...
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
-    # CPU hosts: what a training step loses per byte of the heap's blocks it hands back and pages in again
-    # (measured on training steps; 0: priced at page_fault_s_per_byte)
-    page_churn_s_per_byte: float = 0.0
+    # CPU hosts: what a training step loses per byte of the heap's blocks it hands back and pages in again,
+    # by block size: ((block bytes, s per byte), ...) measured on training steps; () where not measured
+    page_churn: tuple = field(default=(), compare=False)
     # dtype -> "dropout" | "plain" -> [(batch x heads, query length, key length, head width, fwd s, bwd s)]
     attention: dict = field(default_factory=dict, compare=False)
     own_layers: tuple = ()  # kinds timed as the framework's own layers (Keras' on torch), not torch's
@@ -83,6 +83,15 @@ class DeviceProfile:
         element_bytes = 2 if dtype in ("bfloat16", "float16") else 4
         traffic = (m * k + k * n + m * n) * element_bytes  # a thin product is bound by memory instead
         return max(self.launch_floor_s, flops / rate, self.memory_seconds(traffic))
+
+    def page_in_seconds(self, block: int, churned: bool) -> float:
+        """What paging in a fresh block of ``block`` bytes costs a CPU step: a block the heap hands back
+        and takes again among the step's own tensors (``churned``) at the cost measured on training steps
+        for blocks of its size (log-log between them, flat beyond), else at the page-in cost measured on
+        large blocks mapped apart."""
+        if churned and self.page_churn:
+            return block * _log_interpolate(list(self.page_churn), block)
+        return block * self.page_fault_s_per_byte
 
     def memory_seconds(self, nbytes: int) -> float:
         """Device time of a memory-bound pass moving ``nbytes`` (read + write)."""
@@ -292,7 +301,7 @@ def from_calibration(data: dict) -> DeviceProfile:
                              for cell, m in (data.get("recurrent_memory") or {}).items()},
         transformer_saved=data.get("transformer_saved") or {},
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault,
-        page_churn_s_per_byte=float(data.get("page_churn_s_per_byte") or 0.0),
+        page_churn=_page_churn(data),
         attention={dtype: {variant: [(r["batch_heads"], r["query"], r["key"], r["head_dim"], r["forward_s"],
                                       r["backward_s"]) for r in rows] for variant, rows in table.items()}
                    for dtype, table in (data.get("attention") or {}).items()},
@@ -300,6 +309,14 @@ def from_calibration(data: dict) -> DeviceProfile:
         matmul_layouts={layout: {dtype: [(r["m"], r["k"], r["n"], r["seconds"]) for r in rows]
                                  for dtype, rows in tables.items()}
                         for layout, tables in (data.get("matmul_layouts") or {}).items()})
+
+
+def _page_churn(data: dict) -> tuple:
+    """The heap churn's cost per byte by block size; a calibration of 2026-11-27 stored one figure."""
+    rows = tuple(sorted((r["block_bytes"], r["s_per_byte"]) for r in data.get("page_churn") or ()))
+    if not rows and data.get("page_churn_s_per_byte"):
+        rows = ((1, float(data["page_churn_s_per_byte"])),)
+    return rows
 
 
 def _recurrent_saved(data: dict) -> dict:

@@ -117,10 +117,10 @@ def _page_in_seconds(block: int, profile) -> float:
     """What paging in a fresh block costs a CPU step. Blocks of MMAP_CEILING and more come straight from
     the kernel, at the page-in cost measured on such blocks; smaller ones are the heap's, handed back and
     taken again among the step's own tensors, at the cost per byte measured on training steps that do
-    so (the kernel's zeroing of each page also evicts the step's tensors from cache: 0.28-0.38 ns per
-    byte on this project's 2-core host, where 64 MiB blocks paged in at 0.21-0.25)."""
-    churn = profile.page_churn_s_per_byte
-    return block * (churn if churn and block < MMAP_CEILING else profile.page_fault_s_per_byte)
+    so for blocks of that size (the kernel's zeroing of each page also evicts the step's tensors from
+    cache, and each block costs kernel calls of its own: 0.28-0.45 ns per byte on this project's 2-core
+    host, from 4.6 MiB blocks down to 256 KiB ones, where 64 MiB blocks paged in at 0.21-0.25)."""
+    return profile.page_in_seconds(block, churned=block < MMAP_CEILING)
 
 
 def _paged_in_blocks(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int, profile,
