@@ -321,9 +321,12 @@ def _page_churn_cost(torch, say, quick: bool = False) -> list | None:
 
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
-    child = subprocess.run([sys.executable, "-c", f"from paramcalc.calibrate import _page_churn_rounds as r; "
-                            f"print(r({bool(quick)}))"], capture_output=True, text=True, env=env)
-    rows = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 and child.stdout.strip() else []
+    try:
+        child = subprocess.run([sys.executable, "-c", f"from paramcalc.calibrate import _page_churn_rounds as r; "
+                                f"print(r({bool(quick)}))"], capture_output=True, text=True, env=env, timeout=600)
+        rows = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 and child.stdout.strip() else []
+    except (subprocess.TimeoutExpired, OSError, ValueError):  # no child, or no answer from it
+        rows = []
     if not rows:
         say("heap churn in training steps: not measured (no glibc mallopt, or no churn)")
         return None
