@@ -14,7 +14,10 @@ the batch was made; each CPU model runs in a fresh process) is recorded too, as 
 adds the C library's and oneDNN's caching and never falls, so it is an upper bound. On CPUs the minor
 page faults of each timed step (median, in bytes: ``paged_in_bytes``, the update's share in
 ``update_paged_in_bytes``) measure the fresh pages the step touched, which the step-time model prices as
-``paged_in_seconds``.
+``paged_in_seconds``. With ``--steady-heap`` each CPU model is measured again in a fresh process with
+glibc's heap held steady (``steady_step_s``, ``steady_paged_in_bytes``): the step without the heap's
+page churn, which depends on what the process allocated before and moves small models' steps up to
+2.5x; ``validate.py`` compares it with the prediction less that churn.
 """
 
 from __future__ import annotations
@@ -155,6 +158,19 @@ def allocator_peak_of(torch, before: int, step) -> int:
     return before + peak_rise(torch, "cpu", step)
 
 
+# glibc's heap held steady for a whole process, as calibrate.steady_heap holds it: blocks under 32 MiB
+# stay in the heap, which is trimmed only past 2 GiB free
+STEADY_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
+def _measure_in_child(cfg: dict, steps: int, warmup: int, env: dict | None = None) -> dict:
+    """One model measured on the CPU in a fresh process (with ``env`` added to its environment)."""
+    out = subprocess.run([sys.executable, __file__, "--device", "cpu", "--out", "-", "--one", cfg["name"],
+                          "--steps", str(steps), "--warmup", str(warmup)], capture_output=True, text=True,
+                         check=True, env={**os.environ, **(env or {})})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -165,6 +181,10 @@ def main() -> None:
     parser.add_argument("--amp", default="", help="also run under autocast with this dtype (e.g. bfloat16)")
     parser.add_argument("--rounds", type=int, default=1, help="measure the whole zoo this many times; "
                         "step time is the median of the rounds' medians")
+    parser.add_argument("--steady-heap", action="store_true",
+                        help="CPU: also measure each model with glibc's heap held steady (MALLOC_MMAP_THRESHOLD_ "
+                             "and MALLOC_TRIM_THRESHOLD_ set high), as steady_step_s: the step without the "
+                             "heap's page churn, which validate.py compares with the prediction less it")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one config, print JSON
     args = parser.parse_args()
     where = "gpu" if args.device == "cuda" else "cpu"
@@ -182,11 +202,13 @@ def main() -> None:
                     if args.device == "cuda":
                         result = measure(cfg, args.device, args.steps, args.warmup, amp)
                     else:  # a fresh process per model, so that peak RSS is this model's
-                        out = subprocess.run([sys.executable, __file__, "--device", "cpu", "--out", "-",
-                                              "--one", cfg["name"], "--steps", str(args.steps),
-                                              "--warmup", str(args.warmup)], capture_output=True, text=True,
-                                             check=True)
-                        result = json.loads(out.stdout.strip().splitlines()[-1])
+                        result = _measure_in_child(cfg, args.steps, args.warmup)
+                        if args.steady_heap:
+                            # without the churn, a fresh process's first ten steps ran 1.5-2x slower
+                            # than the rest (mlp_w512_b16: 4.3 ms, then 2.1-2.4)
+                            steady = _measure_in_child(cfg, args.steps, max(args.warmup, 10), STEADY_HEAP_ENV)
+                            result["steady_step_s"] = steady["step_s"]
+                            result["steady_paged_in_bytes"] = steady["paged_in_bytes"]
                 except Exception as err:  # record and go on: one model must not sink the run
                     result = {"config": cfg, "amp": amp, "error": f"{type(err).__name__}: {str(err)[:300]}"}
                 key = (cfg["name"], amp)
@@ -194,6 +216,8 @@ def main() -> None:
                     results[key] = result
                 if "step_s" in result:
                     results[key].setdefault("round_step_s", []).append(result["step_s"])
+                if "steady_step_s" in result:
+                    results[key].setdefault("steady_round_step_s", []).append(result["steady_step_s"])
                 step = result.get("step_s")
                 print(f"round {round_ + 1} {cfg['name']:<28} amp={amp or '-':<9} "
                       + (f"{step * 1e3:9.3f} ms/step  peak {result['peak_bytes'] / 2**20:9.1f} MiB" if step
@@ -205,6 +229,8 @@ def main() -> None:
     for result in results.values():  # the median of the rounds' medians
         if result.get("round_step_s"):
             result["step_s"] = statistics.median(result["round_step_s"])
+        if result.get("steady_round_step_s"):
+            result["steady_step_s"] = statistics.median(result["steady_round_step_s"])
     results = list(results.values())
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)

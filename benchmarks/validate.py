@@ -90,6 +90,14 @@ def main() -> None:
               f"{peak / 2**20:11.1f}{me * 100:7.1f}%")
     print(f"step time error: {summary(time_errors)}")
     print(f"peak memory error: {summary(memory_errors)}")
+    steady = [m for m in measured if "steady_step_s" in m]
+    if steady:  # measured with glibc's heap held steady: against the prediction without the heap's churn
+        quiet = replace(profile, page_churn=((1, 0.0),))  # heap blocks never handed back: no cost
+        errors = [error(predict(m["config"], quiet, m.get("amp"), m.get("framework", "torch"))[1].step_seconds,
+                        m["steady_step_s"]) for m in steady]
+        print("with glibc's heap held steady, measured ms / predicted without its churn: " + ", ".join(
+            f"{m['config']['name']} {m['steady_step_s'] * 1e3:.3f}/{e * 100:+.1f}%" for m, e in zip(steady, errors)))
+        print(f"steady-heap step time error: {summary(errors)}")
     paged = [(r["model"], r["measured_paged_in_bytes"], r["predicted_paged_in_bytes"]) for r in rows
              if r["measured_paged_in_bytes"] is not None and r["predicted_paged_in_bytes"] is not None]
     if paged:  # the CPU's fresh pages per step: minor faults measured, the model's paged-in blocks
