@@ -34,6 +34,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import zoo  # noqa: E402
+from paramcalc import calibrate  # noqa: E402  (no framework: torch is imported where it measures)
 
 
 def batch_for(cfg: dict, device: str, torch):
@@ -160,7 +161,8 @@ def allocator_peak_of(torch, before: int, step) -> int:
 
 # glibc's heap held steady for a whole process, as calibrate.steady_heap holds it: blocks under 32 MiB
 # stay in the heap, which is trimmed only past 2 GiB free
-STEADY_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+STEADY_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(calibrate.GLIBC_MMAP_THRESHOLD_MAX),
+                   "MALLOC_TRIM_THRESHOLD_": str(calibrate.STEADY_TRIM_THRESHOLD)}
 
 
 def _measure_in_child(cfg: dict, steps: int, warmup: int, env: dict | None = None) -> dict:

@@ -63,6 +63,14 @@ def _timer(torch, device: str) -> Callable:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20
 GLIBC_DEFAULT_THRESHOLD = 128 * 2**10
+STEADY_TRIM_THRESHOLD = 2**31 - 1  # an int: the heap trimmed only past 2 GiB free
+
+
+def _hold_heap(mallopt, steady: bool) -> None:
+    """glibc's heap held steady (blocks under 32 MiB kept in it, no trimming), or at its default
+    thresholds as fixed values (blocks of 128 KiB and more mapped apart, trimmed past 128 KiB free)."""
+    mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX if steady else GLIBC_DEFAULT_THRESHOLD)
+    mallopt(M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD if steady else GLIBC_DEFAULT_THRESHOLD)
 
 
 @contextlib.contextmanager
@@ -82,14 +90,12 @@ def steady_heap(active: bool = True):
         except (OSError, AttributeError):  # not glibc
             mallopt = None
     if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)
-        mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # an int: trimmed only past 2 GiB free
+        _hold_heap(mallopt, steady=True)
     try:
         yield mallopt is not None
     finally:
         if mallopt is not None:
-            mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
-            mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+            _hold_heap(mallopt, steady=False)
 
 
 def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = False,
@@ -351,12 +357,7 @@ def _page_churn_rounds(quick: bool) -> str:
     page = os.sysconf("SC_PAGE_SIZE")
 
     def timed(step: Callable, churn: bool) -> tuple[float, float]:
-        if churn:  # every block of 128 KiB and more mapped apart, the heap trimmed past 128 KiB free
-            mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
-            mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
-        else:  # as steady_heap holds it
-            mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)
-            mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+        _hold_heap(mallopt, steady=not churn)  # churn: every block of 128 KiB and more handed back
         for _ in range(3):
             step()
         times, faulted = [], []
