@@ -318,6 +318,22 @@ def test_misaligned_products_take_the_rate_of_misaligned_measurements():
     assert rate(292) == pytest.approx(200e12, rel=0.05)  # not one: the misaligned measurement's rate
 
 
+def test_wide_products_take_the_rate_of_wide_measurements_where_the_profile_has_them():
+    # Tall (2**18 x 128 x 300) measured at 170 GFLOP/s, the same work shaped wide (300 x 128 x 2**18,
+    # a wide layer's weight gradient in torch) at 130: the smaller output side (300) is the same for both
+    tall = (2**18, 128, 300, 2 * 2**18 * 128 * 300 / 170e9)
+    wide = (300, 128, 2**18, 2 * 300 * 128 * 2**18 / 130e9)
+    p = replace(CPU, matmul={"float32": [tall, wide]}, launch_floor_s=0.0, op_overhead_s=0.0)
+
+    def rate(profile, m, k, n):
+        return 2 * m * k * n / profile.matmul_seconds(m, k, n, "float32")
+    assert rate(p, 600000, 128, 300) == pytest.approx(170e9, rel=0.02)
+    assert rate(p, 300, 128, 600000) == pytest.approx(130e9, rel=0.02)
+    # a profile that measured no wide product prices both from the rows it has, as before
+    old = replace(p, matmul={"float32": [tall, (2**18, 256, 256, 2 * 2**18 * 256 * 256 / 190e9)]})
+    assert rate(old, 300, 128, 600000) == pytest.approx(rate(old, 600000, 128, 300), rel=0.02)
+
+
 def test_cpu_page_churn_is_explained_with_its_fix():
     from paramcalc import estimate as run
 

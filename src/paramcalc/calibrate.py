@@ -30,6 +30,11 @@ TALL = [(m, k, n) for m in (2**18, 2**21) for k, n in ((1, 256), (256, 256), (25
 # Sides that are not a multiple of the kernels' vector width (8 elements in 16 bits, 4 in 32): cuBLAS
 # runs them on narrower loads (the H100's bf16 300-wide products at about half the rate of 256-wide).
 MISALIGNED = [(4096, 300, 300), (2**18, 300, 300), (300, 2**18, 300), (2**18, 100, 300)]
+# Wide products (a few output rows, a great many columns): a Dense layer's input gradient (batch x out x
+# in) and torch's weight gradient (out x batch x in) where its input is wide, as a Flatten over many
+# positions makes it. On this project's 2-core CPU they ran at 117-131 GFLOP/s where the same work
+# shaped tall (many rows, few columns) ran at 169-177: the tall rows cannot stand in for them.
+WIDE = [(m, k, n) for n in (2**18, 2**21) for m, k in ((128, 300), (300, 128), (300, 300))]
 SWEEP_ROUNDS = 3
 
 
@@ -137,7 +142,7 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
         tall = TALL if device == "cuda" and not quick else [t for t in TALL if max(t) <= 2**18]
         shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY if max(t) <= 4 * max_square] + tall
         if not quick:
-            shapes += MISALIGNED
+            shapes += MISALIGNED + [t for t in WIDE if device == "cuda" or max(t) <= 2**18]
         # rounds over the whole sweep, the median per shape: a moment when the machine is busy elsewhere
         # slows one round, not the profile
         samples: dict = {shape: [] for shape in shapes}

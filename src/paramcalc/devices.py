@@ -175,20 +175,33 @@ class DeviceProfile:
         return self.op_overhead_s if self.asynchronous else 0.0
 
 
-def _features(m: int, k: int, n: int, width: int = 0) -> tuple:
+def _features(m: int, k: int, n: int, width: int = 0, wide_rows: bool = False) -> tuple:
     """Where a product sits for interpolation: how well its output fills the tiles (the smaller output
-    side), how much work each output element gets (the inner dimension), the total work, and, given a
-    vector width in elements, whether a side is not a multiple of it (the kernels for such operands
-    load fewer elements at a time)."""
-    base = (math.log2(max(min(m, n), 1)), math.log2(max(k, 1)), math.log2(2 * m * k * n))
-    if not width:
-        return base
-    misaligned = any(d % width for d in (m, k, n) if d > 1)
-    return base + (MISALIGNED_DISTANCE if misaligned else 0.0,)
+    side), how much work each output element gets (the inner dimension), the total work; given a vector
+    width in elements, whether a side is not a multiple of it (the kernels for such operands load fewer
+    elements at a time); and, where the table measured wide products, whether this one is wide."""
+    features = (math.log2(max(min(m, n), 1)), math.log2(max(k, 1)), math.log2(2 * m * k * n))
+    if width:
+        misaligned = any(d % width for d in (m, k, n) if d > 1)
+        features += (MISALIGNED_DISTANCE if misaligned else 0.0,)
+    if wide_rows:
+        features += (WIDE_DISTANCE if is_wide(m, n) else 0.0,)
+    return features
 
 
-# How far apart (in the log2 units of the other features) aligned and misaligned products sit.
+def is_wide(m: int, n: int) -> bool:
+    """A product whose output has a few rows and a great many columns (a wide layer's input gradient):
+    CPU kernels ran these at two thirds to three quarters of the rate of the same work shaped tall, which
+    the smaller output side alone cannot tell apart."""
+    return n >= WIDE_RATIO * m and m * n >= WIDE_OUTPUT_ELEMENTS
+
+
+# How far apart (in the log2 units of the other features) aligned and misaligned products sit, and
+# wide and other products.
 MISALIGNED_DISTANCE = 4.0
+WIDE_DISTANCE = 4.0
+WIDE_RATIO = 16  # columns per row from which an output is wide ...
+WIDE_OUTPUT_ELEMENTS = 2**23  # ... when it is also past a CPU's last-level cache (32 MiB in 32 bits)
 
 
 def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float, width: int = 0) -> float:
@@ -200,9 +213,11 @@ def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float, wi
     Measured times include one call's host cost; it is taken out (down to a floor) so the rate describes
     the kernel, which overlaps the host during training.
     """
-    rates = [(_features(tm, tk, tn, width), 2 * tm * tk * tn / max(seconds - call_cost, seconds * 0.1))
+    # Older profiles measured no wide products: for them, wide ones sit among the rest as before.
+    wide_rows = any(is_wide(tm, tn) for tm, _, tn, _ in table)
+    rates = [(_features(tm, tk, tn, width, wide_rows), 2 * tm * tk * tn / max(seconds - call_cost, seconds * 0.1))
              for tm, tk, tn, seconds in table]
-    return min(max(rate for _, rate in rates), _inverse_distance(rates, _features(m, k, n, width)))
+    return min(max(rate for _, rate in rates), _inverse_distance(rates, _features(m, k, n, width, wide_rows)))
 
 
 def _inverse_distance(samples: list, point: tuple) -> float:
