@@ -957,11 +957,12 @@ def _tf_product_sweep(tf, quick: bool, say, timed) -> tuple[list, dict]:
     """Matmul rows over the sweep's shapes read as stored, and per transposed layout, compiled with
     ``tf.function``: interleaved rounds, the median per shape and layout (as for torch's sweep)."""
     shapes = [(s, s, s) for s in SQUARE if s <= (512 if quick else 2048)] + [t for t in SKINNY if max(t) <= 20020] + \
-        [t for t in TALL if max(t) <= 2**18] + ([] if quick else [t for t in MISALIGNED if max(t) <= 2**18])
+        [t for t in TALL if max(t) <= 2**18] + ([] if quick else [t for t in MISALIGNED + WIDE if max(t) <= 2**18])
     product_times: dict = {(layout, shape): [] for layout in PRODUCT_LAYOUTS for shape in shapes}
     for _ in range(1 if quick else SWEEP_ROUNDS):
         for m, k, n in shapes:
-            reps = max(1, min(8, int(2e8 // (4 * m * k))))
+            # up to 8 products per call, while each one's own first operand and output stay under 200 MB
+            reps = max(1, min(8, int(2e8 // (4 * max(m * k, m * n)))))
             for layout in PRODUCT_LAYOUTS:
                 fn = _tf_products(tf, layout, m, k, n, reps)
                 product_times[(layout, (m, k, n))].append(timed(lambda: [t.numpy() for t in fn()], 5) / reps)
