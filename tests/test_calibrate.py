@@ -171,3 +171,14 @@ def test_quick_keras_calibration_on_tensorflow_loads_and_prices_a_keras_model(tm
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
     cost = paramcalc.estimate(model, batch_size=16, optimizer="adam", device=str(path)).training
     assert cost.framework == "keras" and cost.step_seconds > cost.host_seconds > 0
+
+
+def test_full_sweeps_time_wide_products_and_quick_ones_do_not():
+    from paramcalc.devices import is_wide
+
+    full = calibrate.product_shapes(2048, 8192, 2**18, quick=False)
+    wide = [(m, k, n) for m, k, n in full if is_wide(m, n)]
+    assert wide == [t for t in calibrate.WIDE if max(t) <= 2**18] and len(wide) == 3
+    assert not any(is_wide(m, n) for m, k, n in calibrate.product_shapes(512, 2048, 2**18, quick=True))
+    gpu = calibrate.product_shapes(8192, 4 * 8192, 2**21, quick=False)
+    assert sum(is_wide(m, n) for m, k, n in gpu) == 6  # 2**21 columns too

@@ -38,6 +38,17 @@ WIDE = [(m, k, n) for n in (2**18, 2**21) for m, k in ((128, 300), (300, 128), (
 SWEEP_ROUNDS = 3
 
 
+def product_shapes(max_square: int, max_skinny: int, max_side: int, quick: bool) -> list:
+    """The matrix products a calibration times: squares up to ``max_square``, the skinny shapes up to
+    ``max_skinny``, the tall ones up to ``max_side``; then, unless ``quick``, the misaligned and wide
+    ones up to ``max_side``."""
+    shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY if max(t) <= max_skinny]
+    shapes += [t for t in TALL if max(t) <= max_side]
+    if not quick:
+        shapes += [t for t in MISALIGNED + WIDE if max(t) <= max_side]
+    return shapes
+
+
 def _timer(torch, device: str) -> Callable:
     """``run(fn, repeat, warmup, setup)``: the median seconds of ``fn`` after warm-up calls, synchronised
     on CUDA, with ``setup`` (untimed) before each call when given (``torch`` may be None on a CPU:
@@ -139,10 +150,8 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
         dtype = getattr(torch, "float32" if tf32 else dtype_name)
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
-        tall = TALL if device == "cuda" and not quick else [t for t in TALL if max(t) <= 2**18]
-        shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY if max(t) <= 4 * max_square] + tall
-        if not quick:
-            shapes += MISALIGNED + [t for t in WIDE if device == "cuda" or max(t) <= 2**18]
+        shapes = product_shapes(max_square, 4 * max_square, 2**21 if device == "cuda" and not quick else 2**18,
+                                quick)
         # rounds over the whole sweep, the median per shape: a moment when the machine is busy elsewhere
         # slows one round, not the profile
         samples: dict = {shape: [] for shape in shapes}
@@ -956,8 +965,7 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
 def _tf_product_sweep(tf, quick: bool, say, timed) -> tuple[list, dict]:
     """Matmul rows over the sweep's shapes read as stored, and per transposed layout, compiled with
     ``tf.function``: interleaved rounds, the median per shape and layout (as for torch's sweep)."""
-    shapes = [(s, s, s) for s in SQUARE if s <= (512 if quick else 2048)] + [t for t in SKINNY if max(t) <= 20020] + \
-        [t for t in TALL if max(t) <= 2**18] + ([] if quick else [t for t in MISALIGNED + WIDE if max(t) <= 2**18])
+    shapes = product_shapes(512 if quick else 2048, 20020, 2**18, quick)
     product_times: dict = {(layout, shape): [] for layout in PRODUCT_LAYOUTS for shape in shapes}
     for _ in range(1 if quick else SWEEP_ROUNDS):
         for m, k, n in shapes:
