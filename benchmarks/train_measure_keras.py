@@ -10,7 +10,9 @@ Peak memory on TensorFlow (CPU): its oneDNN allocator serves requests of 256 KiB
 untimed step runs under TensorFlow's profiler, whose allocation events carry the bytes each large
 request asked for: their highest running sum is the pool's peak. The small ones are counted at malloc by
 benchmarks/heapcount.c (preloaded into each child; the pool's chunks are in place after warm-up, so the
-count sees no large ones) over three further untimed steps: the median rise. The two peaks need not coincide,
+count sees no large ones) over three further untimed steps: the median rise; it counts nothing while the
+steps are timed, since its counting slows allocation-heavy steps (the LSTM's 2.3x; measurements before
+run 14 were timed counted). The two peaks need not coincide,
 so ``peak_bytes`` is the variables and optimizer slots plus both rises (an upper bound) and
 ``peak_bytes_low`` the same with only the larger rise (a lower bound); the resident set's rise is kept
 as ``rss_peak_bytes``. On the torch backend it is measured as benchmarks/train_measure.py does: on CUDA
@@ -94,6 +96,7 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
     counter = heapcount.attach()
     if counter is None:
         raise RuntimeError("run through main(), which preloads benchmarks/heapcount.c to count small allocations")
+    counter.set_counting(False)  # until the memory steps: counted, the LSTM's step ran 2.3x slower
     warm = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
     warm.compile(optimizer="adam", loss="mse")
     warm.train_on_batch(np.zeros((2, 4), "float32"), np.zeros((2, 1), "float32"))
@@ -114,6 +117,7 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
     alive = _variable_bytes(model.variables) + _variable_bytes(model.optimizer.variables)
     pool_rise, pool_events = tf_pool_peak_rise(tf, lambda: model.train_on_batch(x, y))
     small_rises = []
+    counter.set_counting(True)
     for _ in range(3):
         counter.reset_peak()
         model.train_on_batch(x, y)
