@@ -335,18 +335,7 @@ def _page_churn_cost(torch, say, quick: bool = False) -> list | None:
     256 KiB blocks, 0.28-0.31 for 4.6 MiB ones, where 64 MiB blocks paged in at 0.21-0.26. In a child
     process, whose heap is fresh: a heap grown by the sweeps before serves the blocks from its free
     lists and churns or not by chance (two of three calibrations in one process measured none)."""
-    import os
-    import subprocess
-    import sys
-
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
-    try:
-        child = subprocess.run([sys.executable, "-c", f"from paramcalc.calibrate import _page_churn_rounds as r; "
-                                f"print(r({bool(quick)}))"], capture_output=True, text=True, env=env, timeout=600)
-        rows = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 and child.stdout.strip() else []
-    except (subprocess.TimeoutExpired, OSError, ValueError):  # no child, or no answer from it
-        rows = []
+    rows = _in_fresh_process(f"from paramcalc.calibrate import _page_churn_rounds as r; print(r({bool(quick)}))")
     if not rows:
         say("heap churn in training steps: not measured (no glibc mallopt, or no churn)")
         return None
@@ -354,6 +343,23 @@ def _page_churn_cost(torch, say, quick: bool = False) -> list | None:
         say(f"heap churn in training steps, blocks of {row['block_bytes'] / 2**20:.2f} MiB: "
             f"{row['s_per_byte'] * 1e9:.2f} ns per byte paged in again")
     return rows
+
+
+def _in_fresh_process(code: str, timeout: float = 600):
+    """The JSON that ``code`` prints last, run by this Python in a child process that imports this
+    paramcalc; None when the child fails, times out or prints nothing."""
+    import os
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    try:
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+        lines = child.stdout.strip().splitlines()
+        return json.loads(lines[-1]) if child.returncode == 0 and lines else None
+    except (subprocess.TimeoutExpired, OSError, ValueError):  # no child, or no answer from it
+        return None
 
 
 def _page_churn_rounds(quick: bool) -> str:
@@ -575,6 +581,23 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False, make_lay
         say(f"{cell} {batch}x{steps}x{features} -> {hidden}: {forward / steps * 1e6:.1f} us per step forward, "
             f"{max(both - forward, forward) / steps * 1e6:.1f} backward")
     return out
+
+
+def _keras_tf_recurrent_in_fresh_process(keras, tf, say, quick: bool) -> dict:
+    """:func:`_recurrent_throughput_keras_tf` in a child process, as a training process runs the layers:
+    measured after this calibration's sweeps, in its own process, the zoo's LSTM layer took 133-152 us
+    per time step in three calibrations, where a fresh process measured 91 and the layer added to a
+    training model 74-84. In this process where no child answers."""
+    rows = _in_fresh_process("import os; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3'); import json, keras, "
+                             "tensorflow as tf; from paramcalc.calibrate import _recurrent_throughput_keras_tf as r; "
+                             f"print(json.dumps(r(keras, tf, lambda message: None, {bool(quick)})))")
+    if not rows:
+        return _recurrent_throughput_keras_tf(keras, tf, say, quick)
+    for cell, measured in rows.items():
+        for row in measured:
+            say(f"Keras {cell}, {row['work_per_step']} FLOPs per step: {row['forward_s_per_step'] * 1e6:.1f} us per "
+                f"step forward, {row['backward_s_per_step'] * 1e6:.1f} backward (in a fresh process)")
+    return rows
 
 
 def _recurrent_throughput_keras_tf(keras, tf, say, quick: bool = False) -> dict:
@@ -957,7 +980,7 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
         f"{profile['optimizers']['adam']['seconds_per_param_alone'] * 1e9:.3f} for one variable alone")
     profile["convs"] = {"float32": _conv_throughput_keras_tf(keras, tf, say, quick)}
     profile["kernels"] = {"float32": _keras_tf_per_element_costs(keras, tf, say)}
-    profile["recurrent"] = _recurrent_throughput_keras_tf(keras, tf, say, quick)
+    profile["recurrent"] = _keras_tf_recurrent_in_fresh_process(keras, tf, say, quick)
     profile["recurrent_memory"] = _recurrent_memory_keras_tf(keras, tf, say)
     return profile
 
