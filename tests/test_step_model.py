@@ -334,6 +334,20 @@ def test_wide_products_take_the_rate_of_wide_measurements_where_the_profile_has_
     assert rate(old, 300, 128, 600000) == pytest.approx(rate(old, 600000, 128, 300), rel=0.02)
 
 
+def test_torchs_weight_gradient_of_a_wide_layer_is_a_wide_product():
+    # torch makes dW = dy^T @ x: (out x batch) @ (batch x in), wide when the input is; Keras x^T @ dy, tall
+    tall = (2**18, 128, 300, 2 * 2**18 * 128 * 300 / 170e9)
+    wide = (300, 128, 2**18, 2 * 300 * 128 * 2**18 / 130e9)
+    p = replace(CPU, matmul={"float32": [tall, wide]}, launch_floor_s=0.0, op_overhead_s=0.0)
+    from paramcalc.timing import _weight_grad_product
+
+    assert _weight_grad_product(128, 600000, 300, "torch") == (300, 128, 600000)
+    assert _weight_grad_product(128, 600000, 300, "keras") == (600000, 128, 300)
+    rate = {path: 2 * 128 * 600000 * 300 / p.matmul_seconds(*_weight_grad_product(128, 600000, 300, path), "float32")
+            for path in ("torch", "keras")}
+    assert rate["torch"] == pytest.approx(130e9, rel=0.02) and rate["keras"] == pytest.approx(170e9, rel=0.02)
+
+
 def test_cpu_page_churn_is_explained_with_its_fix():
     from paramcalc import estimate as run
 

@@ -201,7 +201,10 @@ def is_wide(m: int, n: int) -> bool:
 MISALIGNED_DISTANCE = 4.0
 WIDE_DISTANCE = 4.0
 WIDE_RATIO = 16  # columns per row from which an output is wide ...
-WIDE_OUTPUT_ELEMENTS = 2**23  # ... when it is also past a CPU's last-level cache (32 MiB in 32 bits)
+# ... when it also has this many elements (8 MiB in 32 bits): on the 2-core CPU, outputs of 2.6 M
+# elements and more ran 10-30% slower wide than tall (300x128x20020 at 129 GFLOP/s, 20020x128x300 at
+# 171), outputs of 1 M elements at most 15% (128x300x8192: 175 against 206)
+WIDE_OUTPUT_ELEMENTS = 2**21
 
 
 def _interpolated_rate(table: list, m: int, k: int, n: int, call_cost: float, width: int = 0) -> float:
