@@ -318,34 +318,33 @@ def test_misaligned_products_take_the_rate_of_misaligned_measurements():
     assert rate(292) == pytest.approx(200e12, rel=0.05)  # not one: the misaligned measurement's rate
 
 
+# Tall (2**18 x 128 x 300) measured at 170 GFLOP/s, the same work shaped wide (300 x 128 x 2**18, a wide
+# layer's weight gradient in torch) at 130: the smaller output side (300) is the same for both
+TALL_AND_WIDE = [(2**18, 128, 300, 2 * 2**18 * 128 * 300 / 170e9), (300, 128, 2**18, 2 * 300 * 128 * 2**18 / 130e9)]
+
+
 def test_wide_products_take_the_rate_of_wide_measurements_where_the_profile_has_them():
-    # Tall (2**18 x 128 x 300) measured at 170 GFLOP/s, the same work shaped wide (300 x 128 x 2**18,
-    # a wide layer's weight gradient in torch) at 130: the smaller output side (300) is the same for both
-    tall = (2**18, 128, 300, 2 * 2**18 * 128 * 300 / 170e9)
-    wide = (300, 128, 2**18, 2 * 300 * 128 * 2**18 / 130e9)
-    p = replace(CPU, matmul={"float32": [tall, wide]}, launch_floor_s=0.0, op_overhead_s=0.0)
+    p = replace(CPU, matmul={"float32": TALL_AND_WIDE}, launch_floor_s=0.0, op_overhead_s=0.0)
 
     def rate(profile, m, k, n):
         return 2 * m * k * n / profile.matmul_seconds(m, k, n, "float32")
     assert rate(p, 600000, 128, 300) == pytest.approx(170e9, rel=0.02)
     assert rate(p, 300, 128, 600000) == pytest.approx(130e9, rel=0.02)
     # a profile that measured no wide product prices both from the rows it has, as before
-    old = replace(p, matmul={"float32": [tall, (2**18, 256, 256, 2 * 2**18 * 256 * 256 / 190e9)]})
+    old = replace(p, matmul={"float32": [TALL_AND_WIDE[0], (2**18, 256, 256, 2 * 2**18 * 256 * 256 / 190e9)]})
     assert rate(old, 300, 128, 600000) == pytest.approx(rate(old, 600000, 128, 300), rel=0.02)
 
 
 def test_torchs_weight_gradient_of_a_wide_layer_is_a_wide_product():
-    # torch makes dW = dy^T @ x: (out x batch) @ (batch x in), wide when the input is; Keras x^T @ dy, tall
-    tall = (2**18, 128, 300, 2 * 2**18 * 128 * 300 / 170e9)
-    wide = (300, 128, 2**18, 2 * 300 * 128 * 2**18 / 130e9)
-    p = replace(CPU, matmul={"float32": [tall, wide]}, launch_floor_s=0.0, op_overhead_s=0.0)
-    from paramcalc.timing import _weight_grad_product
-
-    assert _weight_grad_product(128, 600000, 300, "torch") == (300, 128, 600000)
-    assert _weight_grad_product(128, 600000, 300, "keras") == (600000, 128, 300)
-    rate = {path: 2 * 128 * 600000 * 300 / p.matmul_seconds(*_weight_grad_product(128, 600000, 300, path), "float32")
-            for path in ("torch", "keras")}
-    assert rate["torch"] == pytest.approx(130e9, rel=0.02) and rate["keras"] == pytest.approx(170e9, rel=0.02)
+    # torch makes dW = dy^T @ x: (out x batch) @ (batch x in), wide when the input is; Keras x^T @ dy, tall.
+    # A first layer (no input gradient): its step differs between the two by that product alone.
+    p = replace(CPU, matmul={"float32": TALL_AND_WIDE}, launch_floor_s=0.0, op_overhead_s=0.0)
+    est = estimate(Sequential([Dense(300, name="wide")]), input_shape=(600000,), batch_size=128)
+    seconds = {fw: dict(training_cost(est, optimizer="sgd", device=replace(p, framework=fw)).layer_seconds)["wide"]
+               for fw in ("torch", "keras")}
+    wide, tall = p.matmul_seconds(300, 128, 600000, "float32"), p.matmul_seconds(600000, 128, 300, "float32")
+    assert wide == pytest.approx(tall * 170 / 130, rel=0.02)
+    assert seconds["torch"] - seconds["keras"] == pytest.approx(wide - tall)
 
 
 def test_cpu_page_churn_is_explained_with_its_fix():
