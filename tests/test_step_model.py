@@ -12,7 +12,7 @@ import pytest
 from paramcalc import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Pool, Recurrent, Sequential,
                        estimate, training_cost)
 from paramcalc.devices import BUILTIN, from_calibration
-from paramcalc.timing import MMAP_CEILING
+from paramcalc.timing import MMAP_CEILING, PAIR_OPS
 
 CPU = BUILTIN["cpu"]
 # Adam over 64 one-element tensors: 1e-5 s each; 1 ns per parameter at 4,096 parameters, 2 ns at 65,536
@@ -468,3 +468,20 @@ def test_the_first_layers_update_runs_alone_in_a_compiled_step():
     assert dict(cost.layer_seconds)["adam update"] == pytest.approx(total * 1e-9 + first * 2e-9)
     side_by_side = _cost([Dense(300), Dense(1)], (2000,), 8, replace(p, optimizer_alone_seconds={}))
     assert dict(side_by_side.layer_seconds)["adam update"] == pytest.approx(total * 1e-9)
+
+
+def test_autocast_casts_each_weight_and_its_gradient_as_operations_of_their_own():
+    # a Linear with a bias: two casts in the forward, two gradients cast back in the backward, each an
+    # operation at the calibrated share of a Linear+ReLU pair; each cast moves 6 bytes per element
+    pair = 7e-5
+    p = _profile(step_overhead_s=1e-4, layer_overhead_s=pair, overheads_exclude_update=True)
+    layers = [Dense(64, activation="relu"), Dense(32, activation="relu"), Dense(1)]
+    est = estimate(Sequential(layers), input_shape=(16,), batch_size=8)
+    full, mixed = (training_cost(est, optimizer="sgd", precision=precision, device=p)
+                   for precision in ("float32", "mixed_bfloat16"))
+    assert mixed.host_seconds - full.host_seconds == pytest.approx(3 * 4 * pair / PAIR_OPS)
+    frozen = estimate(Sequential([Dense(64, trainable=False)] + layers[1:]), input_shape=(16,), batch_size=8)
+    frozen_mixed = training_cost(frozen, optimizer="sgd", precision="mixed_bfloat16", device=p)
+    frozen_full = training_cost(frozen, optimizer="sgd", precision="float32", device=p)
+    # the frozen layer's weights are cast in the forward, their gradients never
+    assert frozen_mixed.host_seconds - frozen_full.host_seconds == pytest.approx(10 * pair / PAIR_OPS)
