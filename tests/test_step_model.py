@@ -485,3 +485,14 @@ def test_autocast_casts_each_weight_and_its_gradient_as_operations_of_their_own(
     frozen_full = training_cost(frozen, optimizer="sgd", precision="float32", device=p)
     # the frozen layer's weights are cast in the forward, their gradients never
     assert frozen_mixed.host_seconds - frozen_full.host_seconds == pytest.approx(10 * pair / PAIR_OPS)
+
+
+def test_autocast_casts_add_to_a_layer_kinds_calibrated_host_cost():
+    # the kind's host cost was measured without autocast: the casts of its weight and bias come on top
+    pair = 7e-5
+    p = _profile(step_overhead_s=1e-4, layer_overhead_s=pair, overheads_exclude_update=True,
+                 kind_overheads={"conv": 3e-4})
+    est = estimate(Sequential([Conv(8, 3), Flatten(), Dense(1)]), input_shape=(8, 8, 3), batch_size=4)
+    full, mixed = (training_cost(est, optimizer="sgd", precision=precision, device=p)
+                   for precision in ("float32", "mixed_bfloat16"))
+    assert mixed.host_seconds - full.host_seconds == pytest.approx(2 * 4 * pair / PAIR_OPS)

@@ -54,6 +54,9 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
             host_ops += ops
         else:
             kind_host += calibrated
+            if autocast:  # the layer's host cost was measured without autocast: its casts come on top
+                _, _, forward_casts, backward_casts = _cast_costs(row, profile)
+                host_ops += forward_casts + (backward_casts if dgrad or _trains(row) else 0)
         per_layer.append((row.name, seconds))
     sizes = trainable_tensor_sizes(rows)
     trainable = est.trainable_params
