@@ -182,3 +182,18 @@ def test_full_sweeps_time_wide_products_and_quick_ones_do_not():
     assert not any(is_wide(m, n) for m, k, n in calibrate.product_shapes(512, 2048, 2**18, quick=True))
     gpu = calibrate.product_shapes(8192, 4 * 8192, 2**21, quick=False)
     assert sum(is_wide(m, n) for m, k, n in gpu) == 6  # 2**21 columns too
+
+
+def test_sixteen_bit_kernels_are_timed_as_mixed_precision_trains_them():
+    # a 32-bit module under autocast on 16-bit activations, never a module converted to 16 bits
+    makers = calibrate._torch_kernel_makers(torch, "cpu")
+    make, shape = makers["batch_norm"]
+    layer = make(torch.bfloat16)
+    seen = []
+    layer.module.register_forward_pre_hook(lambda module, args: seen.append(torch.is_autocast_enabled("cpu")))
+    layer(torch.randn(2, *shape[1:], dtype=torch.bfloat16))
+    assert seen == [True] and layer.module.weight.dtype == layer.module.running_mean.dtype == torch.float32
+    full = makers["batch_norm"][0](torch.float32)  # 32 bits: the module itself
+    assert isinstance(full, torch.nn.BatchNorm2d) and full.weight.dtype == torch.float32
+    rows = calibrate._per_element_costs(torch, "cpu", ("bfloat16",), lambda _: None, {"relu": makers["relu"]})
+    assert min(rows["bfloat16"]["relu"].values()) > 0
