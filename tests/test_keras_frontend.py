@@ -186,3 +186,25 @@ def test_shared_layer_weights_belong_to_its_first_declared_call():
     assert (rows["shared"].params, rows["shared"].shared_with) == (shared.count_params(), None)
     assert (rows["shared@1"].params, rows["shared@1"].shared_with) == (0, "shared")
     assert estimate(model).params == model.count_params()
+
+
+KERAS_OPTIMIZERS = {"adam": lambda: keras.optimizers.Adam(), "adamw": lambda: keras.optimizers.AdamW(),
+                    "sgd": lambda: keras.optimizers.SGD(), "momentum": lambda: keras.optimizers.SGD(momentum=0.9),
+                    "rmsprop": lambda: keras.optimizers.RMSprop(), "adagrad": lambda: keras.optimizers.Adagrad()}
+
+
+@pytest.mark.parametrize("optimizer", sorted(KERAS_OPTIMIZERS))
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "bfloat16"])
+def test_optimizer_state_bytes_as_keras_keeps_them(optimizer, precision):
+    # Keras makes each slot like its variable: 32-bit under the mixed policy, 16-bit in a 16-bit model
+    import numpy as np
+
+    layers = [L.Dense(8, activation="relu", dtype=precision), L.Dense(3, dtype=precision)]
+    model = keras.Sequential([keras.Input((12,))] + layers)
+    opt = KERAS_OPTIMIZERS[optimizer]()
+    model.compile(optimizer=opt, loss="mse")
+    model.train_on_batch(np.zeros((4, 12), "float32"), np.zeros((4, 3), "float32"))
+    slots = [v for v in opt.variables if v.name not in ("iteration", "learning_rate")]
+    state = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in slots)
+    est = estimate(model, input_shape=(12,), batch_size=4, optimizer=optimizer, dtype=precision)
+    assert est.training.memory.optimizer == state

@@ -165,3 +165,28 @@ def test_tied_weights_count_once():
     est = estimate(model, input_shape=(7,), batch_size=2)
     assert est.params == sum(p.numel() for p in model.parameters()) == 1600
     assert est.output_shape == (2, 7, 100)
+
+
+TORCH_OPTIMIZERS = {"adam": lambda p: torch.optim.Adam(p), "adamw": lambda p: torch.optim.AdamW(p),
+                    "sgd": lambda p: torch.optim.SGD(p, lr=0.1), "momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+                    "rmsprop": lambda p: torch.optim.RMSprop(p), "adagrad": lambda p: torch.optim.Adagrad(p)}
+
+
+@pytest.mark.parametrize("optimizer", sorted(TORCH_OPTIMIZERS))
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "bfloat16"])
+def test_optimizer_state_bytes_as_torch_keeps_them(optimizer, precision):
+    # mixed precision (autocast) keeps the 32-bit model and its 32-bit state; a 16-bit model has 16-bit
+    # state. torch's per-parameter step counters (a one-element tensor each) are left out.
+    model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    if precision == "bfloat16":
+        model = model.to(torch.bfloat16)
+    opt = TORCH_OPTIMIZERS[optimizer](model.parameters())
+    x = torch.randn(4, 12, dtype=torch.bfloat16 if precision == "bfloat16" else torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "mixed_bfloat16"):
+        loss = model(x).float().pow(2).mean()
+    loss.backward()
+    opt.step()
+    state = sum(t.numel() * t.element_size() for s in opt.state.values() for key, t in s.items()
+                if torch.is_tensor(t) and key != "step")
+    est = estimate(model, input_shape=(12,), batch_size=4, optimizer=optimizer, dtype=precision)
+    assert est.training.memory.optimizer == state

@@ -41,7 +41,9 @@ PRODUCT_LAYOUTS = {"keras": _KERAS_LAYOUTS, "keras-torch": _KERAS_LAYOUTS,
 
 
 def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str, a_bytes: int,
-              optimizer: str, autocast: bool = False) -> TrainingCost:
+              optimizer: str, autocast: bool = False, w_bytes: int = 4) -> TrainingCost:
+    """The step's time on ``profile``; ``w_bytes``: bytes per weight, gradient and optimizer-state
+    element (4 under mixed precision, whose variables are fp32)."""
     device_total = host_ops = 0.0
     per_layer = []
     kind_host = 0.0  # host time of layers whose kind the profile calibrated directly
@@ -73,7 +75,8 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
                 last = sum(next((s for s in map(_own_trainable_sizes, rows) if s), []))
                 update += last * (alone - profile.optimizer_seconds[optimizer])
         else:
-            update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer])
+            # the fp32 traffic, in the weights' dtype (its state and gradients are in it too)
+            update = profile.memory_seconds(trainable * OPTIMIZER_TRAFFIC_BYTES[optimizer] * w_bytes // 4)
         if _update_style(profile, cost.framework) == "compiled":
             # A compiled step dispatches no update operation from Python: what its graph executor spends
             # per variable is in the calibrated per-layer cost (train_on_batch of Dense layers, their two
@@ -86,7 +89,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
     paged_seconds, largest_paged, paged_bytes = 0.0, 0, 0
     if profile.page_fault_s_per_byte and not profile.asynchronous:
         fresh_pass, fresh_update = _paged_in_blocks(rows, needs_grad, sizes, optimizer, a_bytes, profile,
-                                                    cost.framework)
+                                                    cost.framework, w_bytes)
         pass_seconds, update_seconds = (sum(_page_in_seconds(b, profile) for b in blocks)
                                         for blocks in (fresh_pass, fresh_update))
         device_total += pass_seconds
@@ -128,7 +131,7 @@ def _page_in_seconds(block: int, profile) -> float:
 
 
 def _paged_in_blocks(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int, profile,
-                     path: str) -> tuple[list, list]:
+                     path: str, w_bytes: int = 4) -> tuple[list, list]:
     """Sizes of the fresh blocks a CPU step pages in: (forward and backward, optimizer update).
 
     The step's fresh blocks are forward outputs, input and weight gradients, and the update's
@@ -151,9 +154,9 @@ def _paged_in_blocks(rows, needs_grad, sizes: list, optimizer: str, a_bytes: int
         if row.kind == "rnn" and row.layer.cell in profile.recurrent_saved:
             kept = _whole(profile.recurrent_saved[row.layer.cell]) * _rnn_units(row)
             backward += [kept] * row.layer.num_layers + [_backward_workspace(row, profile)]
-    backward += [4 * n for n in sizes]
+    backward += [w_bytes * n for n in sizes]
     temporaries = temporaries_per_tensor(optimizer, _update_style(profile, path))
-    update = [4 * n for n in sizes for _ in range(temporaries)]
+    update = [w_bytes * n for n in sizes for _ in range(temporaries)]
     threshold = max([b for b in forward + backward + update if b < MMAP_CEILING], default=0)
 
     def paged(block: int, again: bool) -> bool:

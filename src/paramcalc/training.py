@@ -22,9 +22,11 @@ from typing import Any
 from .dims import Dim, Sym, prod
 from .errors import ParamcalcError
 
-# bytes per trainable parameter of optimizer state (fp32 buffers)
-OPTIMIZER_STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8, "rmsprop": 4, "adagrad": 4}
-# bytes moved per trainable parameter by one update (reads + writes, torch's foreach kernels)
+# buffers of optimizer state per trainable parameter, each in the parameter's own dtype: torch and Keras
+# make their slots like the variable (fp32 under mixed precision, whose variables are fp32; 16 bits when
+# the model itself is 16-bit)
+OPTIMIZER_STATE_BUFFERS = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}
+# bytes moved per trainable fp32 parameter by one update (reads + writes, torch's foreach kernels)
 OPTIMIZER_TRAFFIC_BYTES = {"sgd": 12, "momentum": 20, "adam": 40, "adamw": 44, "rmsprop": 28, "adagrad": 28}
 # framework operations per update (foreach kernels over all parameters)
 OPTIMIZER_OPS = {"sgd": 2, "momentum": 4, "adam": 12, "adamw": 13, "rmsprop": 8, "adagrad": 6}
@@ -126,8 +128,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     framework that trains (:func:`training_path`): for a Keras model, ``keras_backend`` ("tensorflow",
     "jax" or "torch") when the device profile does not say.
     """
-    if optimizer not in OPTIMIZER_STATE_BYTES:
-        raise ParamcalcError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_STATE_BYTES)}",
+    if optimizer not in OPTIMIZER_STATE_BUFFERS:
+        raise ParamcalcError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_STATE_BUFFERS)}",
                              value=optimizer)
     if precision not in PRECISIONS:
         raise ParamcalcError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}", value=precision)
@@ -164,7 +166,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     from .timing import step_time
 
     return step_time(cost, est, rows, needs_grad, profile, mm_dtype, a_bytes, optimizer,
-                     autocast=precision.startswith("mixed"))
+                     autocast=precision.startswith("mixed"), w_bytes=w_bytes)
 
 
 # -- which tensors need gradients -------------------------------------------------------------------
@@ -431,18 +433,19 @@ def _update_style(profile, path: str = "torch") -> str:
     return "foreach" if profile is None or profile.asynchronous else "loop"
 
 
-def update_temporary(optimizer: str, sizes: list, style: str = "foreach") -> Dim:
+def update_temporary(optimizer: str, sizes: list, style: str = "foreach", nbytes: int = 4) -> Dim:
     """Bytes of the buffers an update allocates and frees: Adam's denominator (sqrt of the second moment,
     divided, plus eps), RMSprop's and Adagrad's square roots. Foreach kernels make one per tensor at
     once; the per-tensor loop makes them for one tensor at a time, Adam two (the root, then the quotient);
     Keras' Adam on torch keeps three lists alive at once (m x alpha, sqrt(v) + eps, and their quotient).
-    A compiled graph updates each layer inside the backward instead: graph_update_temporary."""
+    A compiled graph updates each layer inside the backward instead: graph_update_temporary. Each
+    buffer holds ``nbytes`` per element, the parameters' dtype."""
     if not sizes:
         return 0
     per_tensor = temporaries_per_tensor(optimizer, style)
     if style in ("foreach", "keras-foreach"):
-        return sum(sizes[1:], sizes[0]) * 4 * per_tensor
-    return _max(list(sizes)) * 4 * per_tensor
+        return sum(sizes[1:], sizes[0]) * nbytes * per_tensor
+    return _max(list(sizes)) * nbytes * per_tensor
 
 
 def temporaries_per_tensor(optimizer: str, style: str) -> int:
@@ -454,17 +457,17 @@ def temporaries_per_tensor(optimizer: str, style: str) -> int:
     return 1
 
 
-def graph_update_temporary(optimizer: str, sizes: list, last: bool) -> Dim:
+def graph_update_temporary(optimizer: str, sizes: list, last: bool, nbytes: int = 4) -> Dim:
     """Bytes a compiled graph's update of one layer's tensors allocates while it runs (Keras on
-    TensorFlow, read from the allocator's events): one fp32 buffer of the layer's largest tensor at a
+    TensorFlow, read from the allocator's events): one buffer of the layer's largest tensor at a
     time (Adam's square, root, product in turn; elementwise ops reuse their input's buffer), and two for
     the last layer updated, whose first and second moment chains run side by side once no backward work
     is left to share the threads. The previous layer's update may still be running beside it (its
-    gradients and one buffer: the memory simulation adds them)."""
+    gradients and one buffer: the memory simulation adds them). ``nbytes``: the parameters' dtype."""
     if optimizer not in ("adam", "adamw", "rmsprop", "adagrad") or not sizes:
         return 0
     chains = 2 if last and optimizer in ("adam", "adamw") else 1
-    return _max(list(sizes)) * 4 * chains
+    return _max(list(sizes)) * nbytes * chains
 
 
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
@@ -472,7 +475,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     weights = est.params * w_bytes + est.buffers * 4
     trainable = est.trainable_params
     gradients = trainable * g_bytes
-    state = trainable * OPTIMIZER_STATE_BYTES[optimizer]
+    state = trainable * OPTIMIZER_STATE_BUFFERS[optimizer] * w_bytes
     input_names = {name for name, _ in est.inputs}
     input_batch = sum(prod((est.batch_size if est.batch_size is not None else Sym._from_terms(
         {((est.batch_symbol, 1),): 1}),) + tuple(shape)) for _, shape in est.inputs) * a_bytes
@@ -514,7 +517,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     casts = est.params * cast_bytes
     candidates = [forward_peak + casts, backward_peak + casts]
     if style != "compiled":  # an eager optimizer's own phase: every gradient, and what its kernels allocate
-        candidates.append(gradients + update_temporary(optimizer, trainable_tensor_sizes(rows), style))
+        candidates.append(gradients + update_temporary(optimizer, trainable_tensor_sizes(rows), style, w_bytes))
     peak = weights + state + _max(candidates) + input_batch
     return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak)
 
@@ -553,10 +556,10 @@ def _backward_peak(rows, needs_grad, size: dict, by_layer: dict, activations: Di
             backward.append(alive_bwd + out_grad + (0 if in_graph else out_grad + grads_so_far))
             released = sum(size[key] for key in by_layer.get(i, []) if key[0] == row.name)
         if in_graph:
-            updating = graph_update_temporary(optimizer, own, last=i == last_updated)
+            updating = graph_update_temporary(optimizer, own, last=i == last_updated, nbytes=g_bytes)
             backward.append(alive_bwd - released + in_flight + layer_grads + updating + still_updating)
             if own:  # its update may still run while the next layer's backward and update start
-                still_updating = layer_grads + graph_update_temporary(optimizer, own, last=False)
+                still_updating = layer_grads + graph_update_temporary(optimizer, own, last=False, nbytes=g_bytes)
         else:
             grads_so_far = grads_so_far + layer_grads
             backward.append(alive_bwd - released + in_flight + grads_so_far)
