@@ -190,3 +190,14 @@ def test_optimizer_state_bytes_as_torch_keeps_them(optimizer, precision):
                 if torch.is_tensor(t) and key != "step")
     est = estimate(model, input_shape=(12,), batch_size=4, optimizer=optimizer, dtype=precision)
     assert est.training.memory.optimizer == state
+
+
+@pytest.mark.parametrize("dtype,precision", [(torch.float32, "float32"), (torch.float32, "mixed_bfloat16"),
+                                             (torch.bfloat16, "bfloat16")])
+def test_weight_bytes_with_buffers_as_torch_holds_them(dtype, precision):
+    # BatchNorm's running statistics follow the model's dtype, its batch counter stays int64
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4),
+                          nn.BatchNorm1d(4)).to(dtype)
+    held = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    est = estimate(model, input_shape=(3, 8, 8), batch_size=2, optimizer="sgd", dtype=precision)
+    assert est.training.memory.weights == held

@@ -374,7 +374,7 @@ def _subs_row(row: LayerRow, mapping: Mapping[str, Dim]) -> LayerRow:
                if f.name not in ("name", "type", "kind", "weights", "shared_with", "layer", "inbound")}
     changes["input_shapes"] = tuple(_subs(s, mapping) for s in row.input_shapes)
     changes["output_shapes"] = tuple(_subs(s, mapping) for s in row.output_shapes)
-    changes["weights"] = tuple(Weight(w.name, _subs(w.shape, mapping), w.trainable, w.buffer)
+    changes["weights"] = tuple(replace(w, shape=_subs(w.shape, mapping))
                                for w in row.weights)
     return replace(row, **changes)
 

@@ -470,9 +470,21 @@ def graph_update_temporary(optimizer: str, sizes: list, last: bool, nbytes: int 
     return _max(list(sizes)) * nbytes * chains
 
 
+def _buffer_bytes(rows, w_bytes: int) -> Dim:
+    """Bytes of torch's buffers: floating ones in the weights' dtype (``model.to(dtype)`` converts them,
+    autocast leaves them 32-bit), counters at their own size."""
+    total: Dim = 0
+    for row in rows:
+        if row.shared_with is None and row.layer is not None:
+            for w in row.weights:
+                if w.buffer:
+                    total = total + w.numel * (w.itemsize or w_bytes)
+    return total
+
+
 def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_bytes,
             profile=None, path: str = "torch") -> MemoryBreakdown:
-    weights = est.params * w_bytes + est.buffers * 4
+    weights = est.params * w_bytes + _buffer_bytes(rows, w_bytes)
     trainable = est.trainable_params
     gradients = trainable * g_bytes
     state = trainable * OPTIMIZER_STATE_BUFFERS[optimizer] * w_bytes

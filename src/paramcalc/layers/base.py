@@ -18,12 +18,15 @@ from ..spec import TensorSpec
 
 @dataclass(frozen=True, slots=True)
 class Weight:
-    """One weight tensor a layer creates. ``buffer``: torch state that is not a Parameter."""
+    """One weight tensor a layer creates. ``buffer``: torch state that is not a Parameter.
+    ``itemsize``: bytes per element where the framework fixes them (torch's int64 batch counter),
+    None where they follow the training dtype."""
 
     name: str
     shape: tuple[Dim, ...]
     trainable: bool = True
     buffer: bool = False
+    itemsize: int | None = None
 
     @property
     def numel(self) -> Dim:

@@ -64,7 +64,7 @@ class BatchNorm(Layer):
         elif self.stats == "buffers":
             weights += [Weight("running_mean", (channels,), buffer=True),
                         Weight("running_var", (channels,), buffer=True),
-                        Weight("num_batches_tracked", (), buffer=True)]
+                        Weight("num_batches_tracked", (), buffer=True, itemsize=8)]
         return ctx.result(x, weights=weights, flops=8 * x.numel)
 
 
