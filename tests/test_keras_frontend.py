@@ -208,3 +208,15 @@ def test_optimizer_state_bytes_as_keras_keeps_them(optimizer, precision):
     state = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in slots)
     est = estimate(model, input_shape=(12,), batch_size=4, optimizer=optimizer, dtype=precision)
     assert est.training.memory.optimizer == state
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "bfloat16"])
+def test_weight_bytes_as_keras_holds_them(precision):
+    # the moving statistics are non-trainable weights of the policy's variable dtype
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(8, 3, dtype=precision),
+                              L.BatchNormalization(dtype=precision), L.Flatten(), L.Dense(4, dtype=precision)])
+    held = sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights)
+    est = estimate(model, input_shape=(8, 8, 3), batch_size=2, optimizer="sgd", dtype=precision)
+    assert est.training.memory.weights == held
