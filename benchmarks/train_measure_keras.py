@@ -85,13 +85,17 @@ def build(cfg: dict):
 COMPILED_WARMUP_STEPS = 10
 
 
-def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "cpu") -> dict:
+def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "cpu",
+            amp: str | None = None) -> dict:
     os.environ["KERAS_BACKEND"] = backend
     if backend == "torch":
         return _measure_torch_backend(cfg, steps, device)
     import keras
     import numpy as np
     import tensorflow as tf
+
+    if amp:  # Keras' mixed precision: 32-bit variables, 16-bit compute (its norms compute in 32 bits)
+        keras.config.set_dtype_policy(f"mixed_{amp}")
 
     counter = heapcount.attach()
     if counter is None:
@@ -123,7 +127,8 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
         model.train_on_batch(x, y)
         small_rises.append(counter.peak() - counter.live_at_reset)
     small_rise = int(statistics.median(small_rises))  # the first step after the profiler's may carry its leftovers
-    return {"config": cfg, "params": model.count_params(), "step_s": statistics.median(times), "times_s": times,
+    return {"config": cfg, "amp": amp, "params": model.count_params(), "step_s": statistics.median(times),
+            "times_s": times,
             "peak_bytes": alive + pool_rise + small_rise, "peak_bytes_low": alive + max(pool_rise, small_rise),
             "variable_bytes": alive, "pool_rise_bytes": pool_rise, "small_rise_bytes": small_rise,
             "pool_events": pool_events, "rss_peak_bytes": rss, "device": "cpu", "framework": "keras",
@@ -192,11 +197,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="measure the whole zoo this many times; "
                         "step time is the median of the rounds' medians")
     parser.add_argument("--only", default="", help="names containing this text")
+    parser.add_argument("--amp", default="", help="TensorFlow: train under Keras' mixed policy of this dtype "
+                        "(e.g. bfloat16) instead of float32")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.amp and args.backend != "tensorflow":
+        parser.error("--amp: the mixed policy is measured on TensorFlow only")
     if args.one:
         cfg = next(c for c in CONFIGS if c["name"] == args.one)
-        print(json.dumps(measure(cfg, args.steps, args.backend, args.device)))
+        print(json.dumps(measure(cfg, args.steps, args.backend, args.device, args.amp or None)))
         return
     results: dict = {}
     env = heapcount.preload_env() if args.backend == "tensorflow" else None
@@ -204,7 +213,8 @@ def main() -> None:
         for cfg in [c for c in CONFIGS if args.only in c["name"]]:
             try:
                 out = subprocess.run([sys.executable, __file__, "--out", "-", "--one", cfg["name"], "--steps",
-                                      str(args.steps), "--backend", args.backend, "--device", args.device],
+                                      str(args.steps), "--backend", args.backend, "--device", args.device,
+                                      "--amp", args.amp],
                                      capture_output=True, text=True, check=True, env=env)
                 result = json.loads(out.stdout.strip().splitlines()[-1])
             except Exception as err:

@@ -496,3 +496,25 @@ def test_autocast_casts_add_to_a_layer_kinds_calibrated_host_cost():
     full, mixed = (training_cost(est, optimizer="sgd", precision=precision, device=p)
                    for precision in ("float32", "mixed_bfloat16"))
     assert mixed.host_seconds - full.host_seconds == pytest.approx(2 * 4 * pair / PAIR_OPS)
+
+
+def test_keras_norms_keep_a_float32_copy_of_their_input_under_mixed_precision():
+    # Keras' BatchNormalization, LayerNormalization, GroupNormalization and RMSNormalization compute in
+    # float32 whatever the policy (keras/src/layers/normalization): under mixed precision their backward
+    # reads the copy of their input cast up; torch's autocast runs BatchNorm on the 16-bit input itself
+    from paramcalc.training import _saved
+
+    est = estimate(Sequential([Conv(8, 3, padding="same"), BatchNorm(), Activation("relu")]),
+                   input_shape=(8, 8, 3), batch_size=4)
+    bn, n = est.layers[1], 4 * 8 * 8 * 8
+    assert _saved(bn, 2, CPU, "keras", mixed=True) == [((bn.name, "float32_input"), 4 * n)]
+    assert _saved(bn, 2, CPU, "keras-torch", mixed=True) == [((bn.name, "float32_input"), 4 * n),
+                                                               ((bn.name, "centred"), 4 * n)]
+    assert _saved(bn, 2, CPU, "torch", mixed=True) == [(bn.inbound[0], 2 * n)]
+    assert _saved(bn, 4, CPU, "keras") == [(bn.inbound[0], 4 * n)]
+
+    def activations(precision):
+        return training_cost(est, precision=precision, device=replace(CPU, framework="keras")).memory.activations
+    # mixed precision halves what the others keep (and adds the cast copy of the model's input, 2 bytes
+    # per element, which the convolution reads); the norm's copy stays 4 bytes per element
+    assert activations("mixed_bfloat16") == (activations("float32") - 4 * n) // 2 + 4 * n + 2 * 4 * 8 * 8 * 3

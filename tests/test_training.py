@@ -140,3 +140,25 @@ def test_training_in_json_and_summary():
     # a Keras model on a datasheet profile trains as Keras compiles it, and both views say so
     assert data["framework"] == "keras"
     assert "Training step (adam, float32, batch 8; Keras, compiled step (TensorFlow, JAX))" in est.summary()
+
+
+def test_a_calibrated_profile_without_the_precisions_products_says_so():
+    model = Sequential([Dense(100), Dense(10)])
+
+    def notes(device, dtype):
+        return estimate(model, input_shape=(100,), batch_size=8, optimizer="adam", dtype=dtype, device=device).notes
+    assert notes("cpu-dev-torch", "float32") == ()
+    assert notes("h100-sxm", "mixed_bfloat16") == ()  # a datasheet profile: curves are all it has
+    assert notes("h100-sxm-torch", "mixed_bfloat16") == ()  # measured bfloat16 products
+    (note,) = notes("cpu-dev-torch", "mixed_bfloat16")
+    assert "measured float32 matrix products, not bfloat16" in note and "--dtypes float32,bfloat16" in note
+
+
+def test_substituting_sizes_settles_the_training_notes():
+    est = estimate(Sequential([Dense(300), Flatten(), Dense(1)]), input_shape=("n", 1), batch_size=8,
+                   optimizer="adam", device="cpu")
+    assert est.training is None and est.notes == ("training cost needs concrete sizes: call subs(n=...) to see it",)
+    settled = est.subs(n=100)
+    assert settled.training.step_seconds > 0 and settled.notes == ()
+    waiting = estimate(Sequential([Dense(4)]), input_shape=(3,), optimizer="adam", device="cpu")
+    assert any("concrete batch size" in n for n in waiting.notes) and waiting.subs(B=2).notes == ()

@@ -112,6 +112,7 @@ class Estimate:
     notes: tuple = ()
     training: Any = None  # a TrainingCost when optimizer, dtype or device was given
     training_options: tuple = field(default=(), compare=False, repr=False)
+    training_notes: tuple = field(default=(), compare=False, repr=False)  # the notes about training
 
     # -- derived figures --------------------------------------------------------------------------------
     @property
@@ -238,15 +239,41 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     if optimizer is not None or dtype is not None or device is not None:
         options = (optimizer or "adam", dtype or "float32", device, keras_backend)
         cost = _training(result, options, strict=False)
-        result = _with_diagnostics(replace(result, training_options=options, training=cost))
-        if cost is None:
-            pending = sorted(result.symbols - {result.batch_symbol})
-            result = replace(result, notes=result.notes + (
-                f"training cost needs concrete sizes: call subs({pending[0]}=...) to see it",))
-        elif device is not None and cost.step_seconds is None:
-            result = replace(result, notes=result.notes + (
-                f"step time needs a concrete batch size: pass batch_size=... or call subs({result.batch_symbol}=...)",))
+        result = _with_training_notes(_with_diagnostics(replace(result, training_options=options, training=cost)))
     return result
+
+
+def _with_training_notes(est: Estimate) -> Estimate:
+    """The estimate with the notes about its training cost (what it waits for, what it could not
+    measure) in place of earlier ones: a substitution may have settled them."""
+    notes = tuple(n for n in est.notes if n not in est.training_notes)
+    device, precision = est.training_options[2], est.training_options[1]
+    if est.training is None:
+        pending = sorted(est.symbols - {est.batch_symbol})
+        added = (f"training cost needs concrete sizes: call subs({pending[0]}=...) to see it",)
+    elif device is not None and est.training.step_seconds is None:
+        added = (f"step time needs a concrete batch size: pass batch_size=... or call "
+                 f"subs({est.batch_symbol}=...)",)
+    elif device is not None:
+        added = _uncalibrated_dtype_notes(device, precision)
+    else:
+        added = ()
+    return replace(est, notes=notes + added, training_notes=added)
+
+
+def _uncalibrated_dtype_notes(device: object, precision: str) -> tuple:
+    """A note where a calibrated profile measured no matrix products of the precision's dtype: its
+    products are then priced from a datasheet curve, not from this machine."""
+    from .devices import resolve
+    from .training import PRECISIONS
+
+    profile, dtype = resolve(device), PRECISIONS[precision][3]
+    if profile.source == "datasheet" or dtype in profile.matmul or not profile.matmul:
+        return ()
+    measured = ",".join(sorted(profile.matmul))
+    peak = dtype if dtype in profile.peak_flops else "float32"
+    return (f"the {profile.name} profile measured {measured} matrix products, not {dtype}: their time is a curve "
+            f"to its {peak} peak, not a measurement (for torch, paramcalc calibrate --dtypes {measured},{dtype})",)
 
 
 def _training(est: Estimate, options: tuple, strict: bool):
@@ -404,7 +431,7 @@ def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
                   inputs=tuple((name, _subs(shape, mapping)) for name, shape in est.inputs),
                   assumptions=tuple(kept), **{name: _subs(getattr(est, name), mapping) for name in scalar})
     if est.training_options:
-        est = replace(est, training=_training(est, est.training_options, strict=False))
+        est = _with_training_notes(replace(est, training=_training(est, est.training_options, strict=False)))
     return _with_diagnostics(est)
 
 

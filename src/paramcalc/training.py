@@ -238,14 +238,33 @@ def _fused_activation(row) -> bool:
     return row.kind in FUSED_ACTIVATION_KINDS and getattr(row.layer, "activation", "linear") != "linear"
 
 
-def _saved(row, a_bytes: int, profile=None, path: str = "torch") -> list[tuple[tuple, Dim]]:
+# Keras' normalisation layers compute in float32 whatever the policy: under mixed precision they cast
+# their 16-bit input up (a copy their backward reads) and their output back down.
+KERAS_FLOAT32_NORMS = ("batch_norm", "layer_norm", "group_norm", "rms_norm")
+
+
+def _saved(row, a_bytes: int, profile=None, path: str = "torch",
+           mixed: bool = False) -> list[tuple[tuple, Dim]]:
     """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``profile``: the device's,
     whose calibration may give what its recurrent and Transformer kernels keep; ``path``: the framework
-    that trains (Keras on torch keeps copies of its own)."""
+    that trains (Keras on torch keeps copies of its own); ``mixed``: mixed precision."""
     saved = _saved_by_torch(row, a_bytes, profile)
     if path == "keras-torch":
         saved = _keras_on_torch_copies(row, saved, a_bytes)
+    if mixed and path in ("keras", "keras-torch") and row.kind in KERAS_FLOAT32_NORMS:
+        saved = _upcast_to_float32(row, saved, a_bytes)
     return saved
+
+
+def _upcast_to_float32(row, saved: list, a_bytes: int) -> list:
+    """What a Keras norm keeps under mixed precision: the float32 copy of its input in place of the
+    input, and its other tensors (Keras on torch's centred input) in float32 too."""
+    upcast = []
+    for key, nbytes in saved:
+        if key == row.inbound[0]:
+            key = (row.name, "float32_input")
+        upcast.append((key, nbytes * 4 // a_bytes))
+    return upcast
 
 
 def _keras_on_torch_copies(row, saved: list, a_bytes: int) -> list:
@@ -500,7 +519,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     first_saver: dict = {}
     size: dict = {}
     for i, row in enumerate(rows):
-        for key, nbytes in _saved(row, a_bytes, profile, path):
+        for key, nbytes in _saved(row, a_bytes, profile, path, mixed=bool(cast_bytes)):
             key = alias.get(key, key)
             if key[0] in input_names:
                 if cast_bytes and row.kind != "embedding":  # autocast keeps a low-precision copy
