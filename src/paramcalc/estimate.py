@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from .dims import Dim, Sym, as_dim, equal, exact_div, format_dim, is_positive, symbol, symbols_of
 from .errors import ShapeError, SpecError
 from .graph import Node, normalize_shape, propagate
-from .layers.base import Layer, Weight, format_shape
+from .layers.base import Layer, format_shape
 from .spec import TensorSpec, dtype_bytes
 
 FLOP_CONVENTION = "1 multiply-add = 2 FLOPs; MACs count multiply-adds; per sample unless 'per batch'"

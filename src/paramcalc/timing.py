@@ -280,7 +280,7 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
 
 # Layers whose products torch's autocast runs in 16 bits (its lower-precision list: linear, the
 # convolutions, the recurrent kernels, attention), casting each of their 32-bit weight tensors first.
-# Norms run in 32 bits (autocast's float32 list): their weights stay as they are.
+# A Transformer layer's LayerNorms run in 32 bits (autocast's float32 list): their weights stay as they are.
 AUTOCAST_KINDS = {"dense", "conv", "conv_transpose", "separable_conv", "depthwise_conv", "rnn", "attention",
                   "transformer"}
 _NORM_WEIGHT = re.compile(r"(^|\.)norm\d*\.")
