@@ -165,11 +165,11 @@ STEADY_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(calibrate.GLIBC_MMAP_THRESHOLD_
                    "MALLOC_TRIM_THRESHOLD_": str(calibrate.STEADY_TRIM_THRESHOLD)}
 
 
-def _measure_in_child(cfg: dict, steps: int, warmup: int, env: dict | None = None) -> dict:
+def _measure_in_child(cfg: dict, steps: int, warmup: int, env: dict | None = None, amp: str | None = None) -> dict:
     """One model measured on the CPU in a fresh process (with ``env`` added to its environment)."""
     out = subprocess.run([sys.executable, __file__, "--device", "cpu", "--out", "-", "--one", cfg["name"],
-                          "--steps", str(steps), "--warmup", str(warmup)], capture_output=True, text=True,
-                         check=True, env={**os.environ, **(env or {})})
+                          "--steps", str(steps), "--warmup", str(warmup), "--amp", amp or ""],
+                         capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -198,17 +198,17 @@ def main() -> None:
     results = {}
     for round_ in range(args.rounds):  # whole-zoo rounds: a busy moment of the machine hits one round
         for cfg in configs:
-            variants = [None] + ([args.amp] if args.amp and args.device == "cuda" else [])
+            variants = [None] + ([args.amp] if args.amp else [])
             for amp in variants:
                 try:
                     if args.device == "cuda":
                         result = measure(cfg, args.device, args.steps, args.warmup, amp)
                     else:  # a fresh process per model, so that peak RSS is this model's
-                        result = _measure_in_child(cfg, args.steps, args.warmup)
+                        result = _measure_in_child(cfg, args.steps, args.warmup, amp=amp)
                         if args.steady_heap:
                             # without the churn, a fresh process's first ten steps ran 1.5-2x slower
                             # than the rest (mlp_w512_b16: 4.3 ms, then 2.1-2.4)
-                            steady = _measure_in_child(cfg, args.steps, max(args.warmup, 10), STEADY_HEAP_ENV)
+                            steady = _measure_in_child(cfg, args.steps, max(args.warmup, 10), STEADY_HEAP_ENV, amp)
                             result["steady_step_s"] = steady["step_s"]
                             result["steady_paged_in_bytes"] = steady["paged_in_bytes"]
                 except Exception as err:  # record and go on: one model must not sink the run

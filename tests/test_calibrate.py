@@ -40,6 +40,11 @@ def test_quick_cpu_calibration_prices_every_part(saved):
     assert set(p.recurrent_workspace) == {"lstm", "gru"} and min(p.recurrent_workspace.values()) >= 0
     kept = p.transformer_saved  # solved from three layers: each at least a float32 tensor's worth
     assert kept["per_token_feature"] >= 4 and kept["per_token_hidden"] >= 4 and kept["per_score"] >= 4
+    # under autocast: measured too, each at least a 16-bit tensor's worth, the LSTM's below float32's
+    mixed = p.mixed_memory
+    assert set(mixed) == {"recurrent_saved", "recurrent_workspace", "transformer_saved"}
+    assert 2 <= mixed["recurrent_saved"]["lstm"] < p.recurrent_saved["lstm"]
+    assert min(mixed["transformer_saved"].values()) >= 2
     assert p.update_seconds("adam", [1000, 10]) > p.update_seconds("adam", [10]) > 0
     for dropout in (True, False):  # attention between its projections, as MultiheadAttention runs it
         assert min(p.attention_seconds(8 * 4, 64, 64, 16, dropout, "float32")) > 0
@@ -197,3 +202,12 @@ def test_sixteen_bit_kernels_are_timed_as_mixed_precision_trains_them():
     assert isinstance(full, torch.nn.BatchNorm2d) and full.weight.dtype == torch.float32
     rows = calibrate._per_element_costs(torch, "cpu", ("bfloat16",), lambda _: None, {"relu": makers["relu"]})
     assert min(rows["bfloat16"]["relu"].values()) > 0
+
+
+def test_saved_bytes_under_autocast_leave_out_the_weights_copies():
+    # a Linear under autocast keeps its input's 16-bit copy and the weight's; the weight's is counted
+    # apart by the memory model (est.params x 2 bytes), so the calibration leaves it out
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(16, 64)
+    assert calibrate._saved_bytes(torch, layer, x, autocast=torch.bfloat16) == 16 * 64 * 2
+    assert calibrate._saved_bytes(torch, layer, x) == 0  # float32: its input and weight only

@@ -299,6 +299,29 @@ def test_transformer_activations_measured_on_the_device():
     # bf16 activations are not what was calibrated: the generic rule applies
     mixed = training_cost(est, precision="mixed_bfloat16", device=_profile(transformer_saved=kept))
     assert mixed.memory.activations == training_cost(est, precision="mixed_bfloat16", device=CPU).memory.activations
+    # unless the calibration measured the layer under autocast too
+    kept_mixed = {"per_token_feature": 24.0, "per_token_hidden": 7.0, "per_score": 13.0}
+    both = _profile(transformer_saved=kept, mixed_memory={"transformer_saved": kept_mixed})
+    cast_input = 2 * b * t * e  # the layer reads the model's input: autocast keeps a 16-bit copy of it
+    assert training_cost(est, precision="mixed_bfloat16", device=both).memory.activations == \
+        2 * (24 * b * t * e + 7 * b * t * f + 13 * b * h * t * t) + cast_input
+    assert training_cost(est, device=both).memory.activations == measured  # float32 keeps its own
+
+
+def test_recurrent_layers_keep_what_was_measured_under_autocast():
+    est = estimate(Sequential([Recurrent(cell="lstm", units=16, return_sequences=True)]), input_shape=(10, 8),
+                   batch_size=4)
+    units = 4 * 10 * 16
+    float32_only = _profile(recurrent_saved={"lstm": 77.0}, recurrent_workspace={"lstm": 17.0})
+    both = replace(float32_only, mixed_memory={"recurrent_saved": {"lstm": 53.0},
+                                               "recurrent_workspace": {"lstm": 5.0}})
+
+    def kept(profile, precision):
+        return training_cost(est, precision=precision, device=profile).memory.activations
+    # the layer's input is the model's: float32 counts it apart, autocast keeps a 16-bit copy of it
+    assert kept(both, "float32") == kept(float32_only, "float32") == 77 * units
+    assert kept(both, "mixed_bfloat16") == 53 * units + 2 * 4 * 10 * 8
+    assert kept(float32_only, "mixed_bfloat16") == 77 * units + 2 * 4 * 10 * 8  # unmeasured: float32's, a bound
 
 
 def test_bias_gradient_is_a_reduction_over_the_output_gradient():

@@ -199,8 +199,13 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
     profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
-    profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, _torch_recurrent_layer(torch, device), say)
+    recurrent_layer = _torch_recurrent_layer(torch, device)
+    profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, recurrent_layer, say)
     profile["transformer_saved"] = _transformer_saved(torch, device, say)
+    # what the same layers keep under autocast, as mixed precision trains them (memory: no dtype sweep needed)
+    profile["recurrent_memory_mixed"] = _recurrent_memory_torch(torch, device, recurrent_layer, say,
+                                                                autocast=torch.bfloat16)
+    profile["transformer_saved_mixed"] = _transformer_saved(torch, device, say, autocast=torch.bfloat16)
     profile["attention"] = _attention_throughput(torch, device, dtypes, say, quick)
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
@@ -670,33 +675,40 @@ def recurrent_memory(slope_per_unit: float, saved_per_unit: float, output_per_un
             "workspace_bytes_per_unit": max(0.0, slope_per_unit - saved_per_unit - output_per_unit)}
 
 
-def _recurrent_memory_torch(torch, device: str, make_layer: Callable, say) -> dict:
+def _recurrent_memory_torch(torch, device: str, make_layer: Callable, say, autocast=None) -> dict:
     """Saved and backward-workspace bytes per unit of ``make_layer(cell, features, hidden)``'s LSTM and
     GRU (torch's own, or Keras' on its torch backend): the saved tensors read by autograd's hooks, the
-    workspace from the allocator's peak at two lengths."""
+    workspace from the allocator's peak at two lengths. ``autocast``: the same under autocast to this
+    16-bit dtype, on a 16-bit input (a layer inside a mixed-precision model reads one)."""
     batch, features, hidden, steps = RECURRENT_MEMORY
     if device != "cuda":
         batch //= 4  # the same per-unit figures in a quarter of the time
+    dtype = autocast or torch.float32
+    context = ((lambda: torch.autocast(device_type=device, dtype=autocast)) if autocast is not None
+               else contextlib.nullcontext)
     out = {}
     for cell in ("lstm", "gru"):
         rises, saved = [], 0
         for length in (steps, 2 * steps):
             layer = make_layer(cell, features, hidden)
-            x = torch.randn(batch, length, features, device=device)
-            grad = torch.randn(batch, length, hidden, device=device)
+            x = torch.randn(batch, length, features, device=device, dtype=dtype)
+            grad = torch.randn(batch, length, hidden, device=device, dtype=dtype)
             weights = list(layer.parameters())
 
             def step():
-                _output(layer(x)).backward(grad)
+                with context():
+                    y = _output(layer(x))
+                y.backward(grad.to(y.dtype))
             step()
-            saved, output_saved = _saved_bytes(torch, layer, x, output=True)
+            saved, output_saved = _saved_bytes(torch, layer, x, output=True, autocast=autocast)
             for w in weights:  # the step starts without gradients, as training's does
                 w.grad = None
             rises.append(peak_rise(torch, device, step))
         units = batch * steps * hidden
         out[cell] = recurrent_memory((rises[1] - rises[0]) / units, saved / (2 * units),
-                                     0.0 if output_saved else 4.0)
-        say(f"{cell} memory: {out[cell]['saved_bytes_per_unit']:.1f} bytes kept per batch x step x unit, "
+                                     0.0 if output_saved else dtype.itemsize)
+        mode = f" under {str(autocast).split('.')[-1]} autocast" if autocast is not None else ""
+        say(f"{cell} memory{mode}: {out[cell]['saved_bytes_per_unit']:.1f} bytes kept per batch x step x unit, "
             f"{out[cell]['workspace_bytes_per_unit']:.1f} more while its backward runs")
     return out
 
@@ -792,21 +804,24 @@ def tf_pool_peak_rise(tf, step: Callable) -> tuple[int, list]:
             [[nbytes, op, shape] for _, nbytes, op, shape in events])
 
 
-def _transformer_saved(torch, device: str, say) -> dict:
+def _transformer_saved(torch, device: str, say, autocast=None) -> dict:
     """Bytes a Transformer encoder layer (float32, dropout on) keeps for its backward per token and
     model feature, per token and feed-forward unit, and per attention score: three layers that vary
     the length and the feed-forward width apart, solved exactly. The attention path differs by device
-    (fused kernels on GPUs, the composite one on CPUs), so this is measured, not assumed."""
+    (fused kernels on GPUs, the composite one on CPUs), so this is measured, not assumed. ``autocast``:
+    the same under autocast to this 16-bit dtype (the residual stream stays float32, the products' outputs
+    are 16-bit: neither half nor all of the float32 figures)."""
     shapes = [(8, 16, 64, 4, 128), (8, 64, 64, 4, 128), (8, 16, 64, 4, 512)]  # batch, length, model, heads, FF
     rows, kept = [], []
     for b, t, e, h, f in shapes:
         layer = torch.nn.TransformerEncoderLayer(e, h, f, dropout=0.1, batch_first=True).to(device)
         x = torch.randn(b, t, e, device=device, requires_grad=True)
         rows.append([b * t * e, b * t * f, b * h * t * t])
-        kept.append(_saved_bytes(torch, layer, x))
+        kept.append(_saved_bytes(torch, layer, x, autocast=autocast))
     # a fused attention kernel keeps no scores: its solved coefficient is alignment noise around zero
     per_feature, per_hidden, per_score = (max(c, 0.0) for c in _solve3(rows, kept))
-    say(f"Transformer layer keeps {per_feature:.1f} bytes per token feature, {per_hidden:.1f} per FF unit, "
+    mode = f" under {str(autocast).split('.')[-1]} autocast" if autocast is not None else ""
+    say(f"Transformer layer{mode} keeps {per_feature:.1f} bytes per token feature, {per_hidden:.1f} per FF unit, "
         f"{per_score:.1f} per attention score")
     return {"per_token_feature": per_feature, "per_token_hidden": per_hidden, "per_score": per_score}
 
@@ -877,19 +892,24 @@ def _solve3(a: list, y: list) -> list:
     return [det([[y[r] if c == i else a[r][c] for c in range(3)] for r in range(3)]) / d for i in range(3)]
 
 
-def _saved_bytes(torch, layer, x, output: bool = False):
+def _saved_bytes(torch, layer, x, output: bool = False, autocast=None):
     """Bytes autograd keeps for ``layer(x)``'s backward beyond its weights and its input: the kernel's
     workspace, its output and states (distinct storages). ``output``: also say whether the output
-    returned is among them."""
+    returned is among them. ``autocast``: a 16-bit dtype to run it under autocast, whose 16-bit copies
+    of the weights (a parameter's shape) are left out too: the memory model counts them apart."""
     storages: dict = {}
     skip = {p.untyped_storage().data_ptr() for p in layer.parameters()} | {x.untyped_storage().data_ptr()}
+    weight_shapes = {tuple(p.shape) for p in layer.parameters()}
 
     def pack(t):
         storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
+        cast_weight = autocast is not None and t.dtype == autocast and tuple(t.shape) in weight_shapes
+        if storage.data_ptr() not in skip and not cast_weight:
             storages[storage.data_ptr()] = storage.nbytes()
         return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    context = (torch.autocast(device_type=x.device.type, dtype=autocast) if autocast is not None
+               else contextlib.nullcontext())
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), context:
         result = layer(x)
     if not output:
         return sum(storages.values())

@@ -53,6 +53,9 @@ class DeviceProfile:
     recurrent_saved: dict = field(default_factory=dict, compare=False)  # cell -> bytes kept per batch x step x unit
     recurrent_workspace: dict = field(default_factory=dict, compare=False)  # cell -> more per unit in its backward
     transformer_saved: dict = field(default_factory=dict, compare=False)  # bytes kept per token feature, ...
+    # what the recurrent and Transformer layers keep under autocast (mixed precision): the same three
+    # tables by name ("recurrent_saved", "recurrent_workspace", "transformer_saved"), where measured
+    mixed_memory: dict = field(default_factory=dict, compare=False)
     page_fault_s_per_byte: float = 0.0  # CPU hosts: cost of paging in a fresh block the allocator mapped
     # CPU hosts: what a training step loses per byte of the heap's blocks it hands back and pages in again,
     # by block size: ((block bytes, s per byte), ...) measured on training steps; () where not measured
@@ -318,6 +321,7 @@ def from_calibration(data: dict) -> DeviceProfile:
         recurrent_workspace={cell: m["workspace_bytes_per_unit"]
                              for cell, m in (data.get("recurrent_memory") or {}).items()},
         transformer_saved=data.get("transformer_saved") or {},
+        mixed_memory=_mixed_memory(data),
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault,
         page_churn=_page_churn(data),
         attention={dtype: {variant: [(r["batch_heads"], r["query"], r["key"], r["head_dim"], r["forward_s"],
@@ -335,6 +339,18 @@ def _page_churn(data: dict) -> tuple:
     if not rows and data.get("page_churn_s_per_byte"):
         rows = ((1, float(data["page_churn_s_per_byte"])),)
     return rows
+
+
+def _mixed_memory(data: dict) -> dict:
+    """What a calibration measured the recurrent and Transformer layers keep under autocast."""
+    out: dict = {}
+    recurrent = data.get("recurrent_memory_mixed") or {}
+    if recurrent:
+        out["recurrent_saved"] = {cell: m["saved_bytes_per_unit"] for cell, m in recurrent.items()}
+        out["recurrent_workspace"] = {cell: m["workspace_bytes_per_unit"] for cell, m in recurrent.items()}
+    if data.get("transformer_saved_mixed"):
+        out["transformer_saved"] = data["transformer_saved_mixed"]
+    return out
 
 
 def _recurrent_saved(data: dict) -> dict:

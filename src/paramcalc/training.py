@@ -248,7 +248,7 @@ def _saved(row, a_bytes: int, profile=None, path: str = "torch",
     """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``profile``: the device's,
     whose calibration may give what its recurrent and Transformer kernels keep; ``path``: the framework
     that trains (Keras on torch keeps copies of its own); ``mixed``: mixed precision."""
-    saved = _saved_by_torch(row, a_bytes, profile)
+    saved = _saved_by_torch(row, a_bytes, profile, mixed)
     if path == "keras-torch":
         saved = _keras_on_torch_copies(row, saved, a_bytes)
     if mixed and path in ("keras", "keras-torch") and row.kind in KERAS_FLOAT32_NORMS:
@@ -284,7 +284,22 @@ def _keras_on_torch_copies(row, saved: list, a_bytes: int) -> list:
     return saved
 
 
-def _saved_by_torch(row, a_bytes: int, profile=None) -> list[tuple[tuple, Dim]]:
+def kept_by_kernels(profile, table: str, mixed: bool) -> dict:
+    """What the device's calibration measured its recurrent or Transformer kernels keep (``table``:
+    "recurrent_saved", "recurrent_workspace" or "transformer_saved"), under autocast when ``mixed``;
+    a mixed-precision step without that measurement takes the float32 one for recurrent layers (an
+    upper bound: the LSTM kept 53 bytes per unit under autocast where 77 in float32) and the generic
+    rule for the Transformer."""
+    if profile is None:
+        return {}
+    if mixed and table in profile.mixed_memory:
+        return profile.mixed_memory[table]
+    if mixed and table == "transformer_saved":
+        return {}
+    return getattr(profile, table)
+
+
+def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False) -> list[tuple[tuple, Dim]]:
     """(tensor key, bytes) that torch's autograd keeps for this layer's backward pass."""
     kind, layer = row.kind, row.layer
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
@@ -319,9 +334,11 @@ def _saved_by_torch(row, a_bytes: int, profile=None) -> list[tuple[tuple, Dim]]:
     if kind == "attention":
         return ins + _attention_saved(row, a_bytes)
     if kind == "transformer":
-        return ins[:1] + _transformer_saved(row, a_bytes, profile.transformer_saved if profile else None)
+        measured = kept_by_kernels(profile, "transformer_saved", mixed)
+        return ins[:1] + _transformer_saved(row, a_bytes, measured, mixed)
     if kind == "rnn":
-        return ins[:1] + _rnn_saved(row, a_bytes, profile.recurrent_saved.get(layer.cell) if profile else None)
+        per_unit = kept_by_kernels(profile, "recurrent_saved", mixed).get(layer.cell)
+        return ins[:1] + _rnn_saved(row, a_bytes, per_unit)
     if kind == "time_distributed":
         return ins[:1]
     return []  # views, padding, concatenation, additions: shapes only
@@ -339,13 +356,14 @@ def _attention_saved(row, a_bytes: int) -> list:
     return [((row.name, "internals"), (projections + probabilities + context) * a_bytes)]
 
 
-def _transformer_saved(row, a_bytes: int, measured: dict | None = None) -> list:
+def _transformer_saved(row, a_bytes: int, measured: dict | None = None, mixed: bool = False) -> list:
     layer = row.layer
     x = row.input_shapes[0]
     b_ax, t_ax = time_axes(layer)
     b, t, e, f, h = x[b_ax], x[t_ax], layer.d_model, layer.dim_feedforward, layer.nhead
     attentions = 2 if layer.decoder else 1
-    if measured and not layer.decoder and layer.dropout and a_bytes == 4:  # as calibrated: fp32, dropout on
+    # as calibrated: an encoder with dropout, in float32 or under autocast
+    if measured and not layer.decoder and layer.dropout and (a_bytes == 4 or mixed):
         kept = (_whole(measured["per_token_feature"]) * b * t * e + _whole(measured["per_token_hidden"]) * b * t * f
                 + _whole(measured["per_score"]) * b * h * t * t)
         return [((row.name, "internals"), layer.num_layers * kept)]
@@ -377,13 +395,13 @@ def _rnn_units(row) -> Dim:
     return x[b_ax] * x[t_ax] * layer.directions * layer.units
 
 
-def _backward_workspace(row, profile) -> Dim:
+def _backward_workspace(row, profile, mixed: bool = False) -> Dim:
     """Bytes a layer's backward holds only while it runs, beyond its gradients: what the device's
     calibration measured for recurrent kernels (oneDNN's, or Keras' loop on torch re-expanding each
     step's slice of the input projection), one layer at a time."""
     if row.kind != "rnn" or profile is None:
         return 0
-    per_unit = profile.recurrent_workspace.get(row.layer.cell)
+    per_unit = kept_by_kernels(profile, "recurrent_workspace", mixed).get(row.layer.cell)
     return _whole(per_unit) * _rnn_units(row) if per_unit else 0
 
 
@@ -542,7 +560,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     forward_peak = _max(candidates)
     style = _update_style(profile, path)
     backward_peak = _backward_peak(rows, needs_grad, size, by_layer, activations, optimizer, g_bytes, a_bytes,
-                                   profile, style)
+                                   profile, style, mixed=bool(cast_bytes))
     # autocast's low-precision weight copies live from the forward to each layer's backward, not into
     # the optimizer step
     casts = est.params * cast_bytes
@@ -554,7 +572,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
 
 
 def _backward_peak(rows, needs_grad, size: dict, by_layer: dict, activations: Dim, optimizer: str, g_bytes: int,
-                   a_bytes: int, profile, style: str) -> Dim:
+                   a_bytes: int, profile, style: str, mixed: bool = False) -> Dim:
     """The highest bytes the backward pass holds beyond weights, optimizer state and the batch.
 
     Last layer first: saved tensors until their first saver is done (``by_layer``: the keys each row
@@ -575,7 +593,7 @@ def _backward_peak(rows, needs_grad, size: dict, by_layer: dict, activations: Di
         in_flight = 0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes
         if row.kind not in VIEW_KINDS and any(src in needs_grad for src, _ in row.inbound):
             in_flight = in_flight + sum(prod(s) for s in row.input_shapes) * a_bytes
-        in_flight = in_flight + _backward_workspace(row, profile)
+        in_flight = in_flight + _backward_workspace(row, profile, mixed)
         own = _own_trainable_sizes(row)
         layer_grads = sum(own[1:], own[0]) * g_bytes if own else 0
         # a fused activation's backward runs first and is the last to read the layer's own output (and
