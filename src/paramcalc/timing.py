@@ -9,14 +9,13 @@ per layer, bytes moved by backward passes) are named here; nothing is fitted per
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 from .dims import prod
 from .layers.recurrent import GATES
 from .training import (OPTIMIZER_OPS, OPTIMIZER_TRAFFIC_BYTES, TrainingCost, _backward_workspace,
-                       _own_trainable_sizes, _rnn_units, _trains, _update_style, _whole, bias_elements,
-                       temporaries_per_tensor, time_axes, trainable_tensor_sizes)
+                       _own_trainable_sizes, _rnn_units, _trains, _update_style, _whole, autocast_casts,
+                       bias_elements, temporaries_per_tensor, time_axes, trainable_tensor_sizes)
 
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
               "identity", "expand", "index", "parameter", "size", "value_op"}
@@ -276,60 +275,6 @@ def _row_time(row, dgrad: bool, trains: bool, profile, mm_dtype: str, a_bytes: i
     bwd += profile.memory_seconds(int(ew_bytes * BACKWARD_BYTES_FACTOR))
     bwd_ops += 2 * len(act_mm) + (1 if ew_bytes else 0) + 1  # + the autograd node
     return fwd + bwd, ops + bwd_ops
-
-
-# Layers whose products torch's autocast runs in 16 bits (its lower-precision list: linear, the
-# convolutions, the recurrent kernels, attention), casting each of their 32-bit weight tensors first.
-# A Transformer layer's LayerNorms run in 32 bits (autocast's float32 list): their weights stay as they are.
-AUTOCAST_KINDS = {"dense", "conv", "conv_transpose", "separable_conv", "depthwise_conv", "rnn", "attention",
-                  "transformer"}
-_NORM_WEIGHT = re.compile(r"(^|\.)norm\d*\.")
-# torch's attention keeps the query, key and value projections in one tensor when the three read inputs
-# of the same width (in_proj_weight, in_proj_bias), and casts what each product needs: all three whole
-# for self-attention, the query's part and the key's and value's together when key is value (a
-# decoder's cross-attention), each part apart otherwise.
-_PROJECTION = re.compile(r"^(.*)(query|key|value)_(kernel|bias)$")
-
-
-def autocast_casts(row) -> list:
-    """(elements, trained) of each weight tensor autocast casts to 16 bits for one call of this layer.
-
-    Each cast is an operation in the forward and, autograd recording it, another in the backward that
-    casts the 16-bit gradient back to the 32-bit parameter's dtype (torch's ToCopyBackward0): a Linear
-    with a bias costs four operations more under autocast than without, about half of what its
-    forward, backward and ReLU cost the host otherwise (measured on this project's CPU host: 12.9 us
-    more per Linear+ReLU pair of 24.5 us)."""
-    if row.kind not in AUTOCAST_KINDS:
-        return []
-    layer = row.layer
-    tensors: dict = {}  # what torch casts -> [elements, trained]
-    for w in row.weights:
-        if w.buffer or _NORM_WEIGHT.search(w.name) or w.name.endswith(("bias_k", "bias_v")):
-            continue  # bias_k and bias_v join the projections by concatenation, promoted, not cast
-        name, projection = w.name, _PROJECTION.match(w.name)
-        if projection:
-            prefix, which, part = projection.groups()
-            name = f"{prefix}{_packed_projection(row, prefix)[which]}_{part}"
-        entry = tensors.setdefault(name, [0, False])
-        entry[0] += prod(w.shape)
-        entry[1] = entry[1] or layer.trains(w)
-    return [tuple(entry) for entry in tensors.values()]
-
-
-def _packed_projection(row, prefix: str) -> dict:
-    """Which of torch's casts holds the query's, key's and value's projections (by name)."""
-    apart = {"query": "query", "key": "key", "value": "value"}
-    if row.kind == "transformer":
-        inputs = ("x", "memory", "memory") if prefix.endswith("multihead_attn.") else ("x", "x", "x")
-    elif getattr(row.layer, "layout", None) == "torch" and len({s[-1] for s in row.input_shapes[:3]}) == 1:
-        inputs = tuple(row.inbound[:3])
-    else:
-        return apart
-    if inputs[0] == inputs[1] == inputs[2]:
-        return dict.fromkeys(apart, "in_proj")
-    if inputs[1] == inputs[2]:
-        return {"query": "query", "key": "key_value", "value": "key_value"}
-    return apart
 
 
 def _cast_costs(row, profile) -> tuple[float, float, int, int]:
