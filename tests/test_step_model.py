@@ -530,14 +530,15 @@ def test_keras_norms_keep_a_float32_copy_of_their_input_under_mixed_precision():
     est = estimate(Sequential([Conv(8, 3, padding="same"), BatchNorm(), Activation("relu")]),
                    input_shape=(8, 8, 3), batch_size=4)
     bn, n = est.layers[1], 4 * 8 * 8 * 8
-    assert _saved(bn, 2, CPU, "keras", mixed=True) == [((bn.name, "float32_input"), 4 * n)]
-    assert _saved(bn, 2, CPU, "keras-torch", mixed=True) == [((bn.name, "float32_input"), 4 * n),
+    stats = ((bn.name, "statistics"), 2 * 8 * 4)  # a float32 mean and inverse deviation per channel
+    assert _saved(bn, 2, CPU, "keras", mixed=True) == [((bn.name, "float32_input"), 4 * n), stats]
+    assert _saved(bn, 2, CPU, "keras-torch", mixed=True) == [((bn.name, "float32_input"), 4 * n), stats,
                                                                ((bn.name, "centred"), 4 * n)]
-    assert _saved(bn, 2, CPU, "torch", mixed=True) == [(bn.inbound[0], 2 * n)]
-    assert _saved(bn, 4, CPU, "keras") == [(bn.inbound[0], 4 * n)]
+    assert _saved(bn, 2, CPU, "torch", mixed=True) == [(bn.inbound[0], 2 * n), stats]
+    assert _saved(bn, 4, CPU, "keras") == [(bn.inbound[0], 4 * n), stats]
 
     def activations(precision):
         return training_cost(est, precision=precision, device=replace(CPU, framework="keras")).memory.activations
     # mixed precision halves what the others keep (and adds the cast copy of the model's input, 2 bytes
     # per element, which the convolution reads); the norm's copy stays 4 bytes per element
-    assert activations("mixed_bfloat16") == (activations("float32") - 4 * n) // 2 + 4 * n + 2 * 4 * 8 * 8 * 3
+    assert activations("mixed_bfloat16") == (activations("float32") - 4 * n - 64) // 2 + 4 * n + 64 + 2 * 4 * 8 * 8 * 3

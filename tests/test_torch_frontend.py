@@ -225,3 +225,65 @@ def test_seed_models_training_peak_matches_the_lent_h100_measurement(amp):
         memory = est.training.memory
         predicted = memory.peak - memory.input_batch
         assert abs(predicted - r["peak_bytes"]) <= 0.003 * r["peak_bytes"], (cfg["name"], predicted, r["peak_bytes"])
+
+
+def _saved_by_autograd(model, x) -> int:
+    """Bytes autograd keeps for ``model(x)``'s backward beyond parameters, buffers and the input."""
+    held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
+    kept = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in held:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(kept.values())
+
+
+def _frozen(model, *indices, bias=True):
+    for i in indices:
+        model[i].weight.requires_grad_(False)
+        if bias and model[i].bias is not None:
+            model[i].bias.requires_grad_(False)
+    return model
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 64), nn.ReLU(),
+                         nn.Linear(64, 8))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3),
+                         nn.GroupNorm(2, 8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 1 * 1, 4))
+
+
+def _tokens():
+    return nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 32), nn.LayerNorm(32),
+                         nn.Linear(32, 4))
+
+
+SAVED_CASES = {
+    "mlp": lambda: (_mlp(), (32,)),
+    "mlp, frozen prefix": lambda: (_frozen(_mlp(), 0, 3), (32,)),
+    "mlp, frozen middle": lambda: (_frozen(_mlp(), 3), (32,)),
+    "mlp, frozen kernel, training bias": lambda: (_frozen(_mlp(), 3, bias=False), (32,)),
+    "cnn": lambda: (_cnn(), (3, 8, 8)),
+    "cnn, frozen stem": lambda: (_frozen(_cnn(), 0, 1), (3, 8, 8)),
+    "cnn, frozen middle conv": lambda: (_frozen(_cnn(), 4), (3, 8, 8)),
+    "tokens with layer norms": lambda: (_tokens(), (5, 16)),
+    "tokens, frozen first block": lambda: (_frozen(_tokens(), 0, 1, 3), (5, 16)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAVED_CASES))
+def test_saved_activations_are_what_autograd_keeps(case):
+    # frozen layers with nothing trainable before them keep nothing; a frozen Linear keeps no input (a
+    # frozen convolution does); norms keep float32 statistics beside their input; dropout on a CPU
+    # keeps its noise in the input's dtype
+    model, shape = SAVED_CASES[case]()
+    model.train()
+    x = torch.randn(4, *shape)
+    est = estimate(model, input_shape=shape, batch_size=4, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations == _saved_by_autograd(model, x)

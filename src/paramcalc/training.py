@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .dims import Dim, Sym, prod
+from .dims import Dim, Sym, exact_div, prod
 from .errors import ParamcalcError
 
 # buffers of optimizer state per trainable parameter, each in the parameter's own dtype: torch and Keras
@@ -304,6 +304,10 @@ def _saved(row, a_bytes: int, profile=None, path: str = "torch",
     whose calibration may give what its recurrent and Transformer kernels keep; ``path``: the framework
     that trains (Keras on torch keeps copies of its own); ``mixed``: mixed precision."""
     saved = _saved_by_torch(row, a_bytes, profile, mixed)
+    if path == "torch" and row.kind == "dropout" and saved and profile is not None and profile.kind == "cpu":
+        # on CPUs torch's dropout multiplies by a noise tensor of the input's dtype and keeps it; CUDA's
+        # fused kernel keeps a one-byte mask
+        saved = [(key, prod(row.input_shapes[0]) * a_bytes) for key, _ in saved]
     if path == "keras-torch":
         saved = _keras_on_torch_copies(row, saved, a_bytes)
     if mixed and path in ("keras", "keras-torch") and row.kind in KERAS_FLOAT32_NORMS:
@@ -316,6 +320,9 @@ def _upcast_to_float32(row, saved: list, a_bytes: int) -> list:
     input, and its other tensors (Keras on torch's centred input) in float32 too."""
     upcast = []
     for key, nbytes in saved:
+        if key == (row.name, "statistics"):  # float32 already
+            upcast.append((key, nbytes))
+            continue
         if key == row.inbound[0]:
             key = (row.name, "float32_input")
         upcast.append((key, nbytes * 4 // a_bytes))
@@ -361,7 +368,11 @@ def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False) -> lis
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
     out_n = prod(row.output_shape)
     if kind in FUSED_ACTIVATION_KINDS:
-        saved = ins[:1]
+        # a product keeps its input for the kernel's gradient only (a frozen Dense keeps its weights,
+        # counted apart, for the input gradient; a bias gradient needs neither); a convolution's
+        # backward takes its input whichever gradients it makes, so torch keeps it
+        kernel_trains = any(layer.trains(w) for w in row.weights if w.name != "bias")
+        saved = ins[:1] if kernel_trains or kind != "dense" else []
         act = getattr(layer, "activation", "linear")
         if act != "linear":  # Keras' fused activation: the output, or the pre-activation too
             saved += out if act in OUTPUT_SAVERS else [((row.name, "pre"), out_n * a_bytes)] + out
@@ -374,7 +385,9 @@ def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False) -> lis
         return out if layer.function in OUTPUT_SAVERS else ins[:1]
     if kind == "dropout":
         return [((row.name, "mask"), prod(row.input_shapes[0]))] if layer.rate else []  # bool mask
-    if kind in ("batch_norm", "layer_norm", "group_norm", "rms_norm", "prelu"):
+    if kind in ("batch_norm", "layer_norm", "group_norm"):
+        return ins[:1] + [((row.name, "statistics"), _norm_statistics(row))]
+    if kind in ("rms_norm", "prelu"):
         return ins[:1]
     if kind == "pool":
         return ins[:1] + [((row.name, "indices"), out_n * 8)] if layer.op == "max" else []
@@ -397,6 +410,22 @@ def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False) -> lis
     if kind == "time_distributed":
         return ins[:1]
     return []  # views, padding, concatenation, additions: shapes only
+
+
+def _norm_statistics(row) -> Dim:
+    """Bytes of the statistics a norm's forward keeps for its backward, float32 whatever the input's
+    dtype: BatchNorm a mean and an inverse deviation per channel, LayerNorm per normalised row,
+    GroupNorm per sample and group."""
+    layer, x = row.layer, row.input_shapes[0]
+    if row.kind == "batch_norm":
+        groups = x[layer.axis]
+    elif row.kind == "group_norm":
+        groups = x[0] * layer.groups
+    else:
+        normalized = (prod(layer.normalized_shape) if layer.normalized_shape is not None
+                      else prod(x[a] for a in layer.axes))
+        groups = exact_div(prod(x), normalized)
+    return 2 * groups * 4
 
 
 def _attention_saved(row, a_bytes: int) -> list:
@@ -592,6 +621,8 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     first_saver: dict = {}
     size: dict = {}
     for i, row in enumerate(rows):
+        if row.name not in needs_grad:
+            continue  # no gradient flows through it (frozen, nothing trainable before it): nothing kept
         for key, nbytes in _saved(row, a_bytes, profile, path, mixed=bool(cast_bytes)):
             key = alias.get(key, key)
             if key[0] in input_names:
@@ -614,13 +645,18 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
         candidates.append(alive + (0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes))
     forward_peak = _max(candidates)
     style = _update_style(profile, path)
-    # autocast's low-precision weight copies live from each layer's forward to its backward, not into
-    # the optimizer step: all of them at the forward's end, fewer as the backward goes
-    row_casts = [sum(elements for elements, _ in autocast_casts(row)) * cast_bytes
-                 if cast_bytes and row.shared_with is None and row.layer is not None else 0 for row in rows]
+    # autocast's 16-bit weight copies: all of them at the forward's end (its cast cache holds them until
+    # the autocast region ends), then those a backward reads, each freed as its layer's backward ends:
+    # a layer's input gradient is made with its weights, a first Dense's or convolution's weight
+    # gradient with its input alone; recurrent and attention layers read theirs for the gradients
+    # inside them (through time, between their own products) whatever their input needs
+    casts = [sum(elements for elements, _ in autocast_casts(row)) * cast_bytes
+             if cast_bytes and row.shared_with is None and row.layer is not None else 0 for row in rows]
+    kept_casts = [c if row.kind in ("rnn", "attention", "transformer") or _reads_grad_tensor(row, needs_grad)
+                  else 0 for c, row in zip(casts, rows)]
     backward_peak = _backward_peak(rows, needs_grad, size, by_layer, activations, optimizer, g_bytes, a_bytes,
-                                   profile, style, mixed=bool(cast_bytes), row_casts=row_casts)
-    candidates = [forward_peak + sum(row_casts), backward_peak]
+                                   profile, style, mixed=bool(cast_bytes), row_casts=kept_casts)
+    candidates = [forward_peak + sum(casts), backward_peak]
     if style != "compiled":  # an eager optimizer's own phase: every gradient, and what its kernels allocate
         candidates.append(gradients + update_temporary(optimizer, trainable_tensor_sizes(rows), style, w_bytes))
     peak = weights + state + _max(candidates) + input_batch
