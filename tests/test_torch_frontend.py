@@ -274,6 +274,14 @@ SAVED_CASES = {
     "cnn, frozen middle conv": lambda: (_frozen(_cnn(), 4), (3, 8, 8)),
     "tokens with layer norms": lambda: (_tokens(), (5, 16)),
     "tokens, frozen first block": lambda: (_frozen(_tokens(), 0, 1, 3), (5, 16)),
+    # ELU and ReLU6 keep their input in torch, sigmoid and softmax their output
+    "activations": lambda: (nn.Sequential(nn.Linear(16, 16), nn.ELU(), nn.Linear(16, 16), nn.ReLU6(),
+                                          nn.Linear(16, 16), nn.GELU(), nn.Sigmoid(), nn.Linear(16, 16),
+                                          nn.Softmax(-1), nn.Linear(16, 4)), (16,)),
+    # an average pool keeps its input in torch (TensorFlow's only its shape)
+    "pools and transposed convolution": lambda: (nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.AvgPool2d(2), nn.ConvTranspose2d(8, 4, 3), nn.Conv2d(4, 4, 3, groups=4),
+        nn.Upsample(scale_factor=2), nn.AdaptiveMaxPool2d(2), nn.Flatten(), nn.Linear(16, 4)), (3, 8, 8)),
 }
 
 

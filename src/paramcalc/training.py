@@ -43,7 +43,11 @@ PRECISIONS = {
 }
 
 FUSED_ACTIVATION_KINDS = ("dense", "conv", "conv_transpose", "depthwise_conv")
-OUTPUT_SAVERS = {"relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "hard_tanh"}
+# Activations whose backward reads their output (the others read their input): torch's ELU, ReLU6 and
+# hardtanh read the input, TensorFlow's ELU and ReLU6 gradients the output (checked against torch's
+# saved-tensor hooks and TensorFlow's registered gradients, nn_grad.py)
+OUTPUT_SAVERS = {"relu", "sigmoid", "tanh", "softmax", "log_softmax"}
+TF_OUTPUT_SAVERS = OUTPUT_SAVERS | {"elu", "relu6"}
 # Layers whose output shares its input's storage: saving either keeps the same bytes, and their
 # backward passes gradients through without new buffers.
 VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose", "unsqueeze", "squeeze",
@@ -303,7 +307,9 @@ def _saved(row, a_bytes: int, profile=None, path: str = "torch",
     """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``profile``: the device's,
     whose calibration may give what its recurrent and Transformer kernels keep; ``path``: the framework
     that trains (Keras on torch keeps copies of its own); ``mixed``: mixed precision."""
-    saved = _saved_by_torch(row, a_bytes, profile, mixed)
+    saved = _saved_by_torch(row, a_bytes, profile, mixed, TF_OUTPUT_SAVERS if path == "keras" else OUTPUT_SAVERS)
+    if path == "torch" and row.kind == "pool" and row.layer.op == "avg":
+        saved = [(row.inbound[0], prod(row.input_shapes[0]) * a_bytes)]  # torch's backward reads its input
     if path == "torch" and row.kind == "dropout" and saved and profile is not None and profile.kind == "cpu":
         # on CPUs torch's dropout multiplies by a noise tensor of the input's dtype and keeps it; CUDA's
         # fused kernel keeps a one-byte mask
@@ -361,8 +367,10 @@ def kept_by_kernels(profile, table: str, mixed: bool) -> dict:
     return getattr(profile, table)
 
 
-def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False) -> list[tuple[tuple, Dim]]:
-    """(tensor key, bytes) that torch's autograd keeps for this layer's backward pass."""
+def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False,
+                   output_savers: set = OUTPUT_SAVERS) -> list[tuple[tuple, Dim]]:
+    """(tensor key, bytes) that torch's autograd keeps for this layer's backward pass (``output_savers``:
+    the activations that keep their output, TensorFlow's for Keras on it)."""
     kind, layer = row.kind, row.layer
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
@@ -375,14 +383,14 @@ def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False) -> lis
         saved = ins[:1] if kernel_trains or kind != "dense" else []
         act = getattr(layer, "activation", "linear")
         if act != "linear":  # Keras' fused activation: the output, or the pre-activation too
-            saved += out if act in OUTPUT_SAVERS else [((row.name, "pre"), out_n * a_bytes)] + out
+            saved += out if act in output_savers else [((row.name, "pre"), out_n * a_bytes)] + out
         return saved
     if kind == "separable_conv":
         return ins[:1] + [((row.name, "depthwise"), out_n * a_bytes)]
     if kind == "activation":
         if layer.function == "linear":
             return []
-        return out if layer.function in OUTPUT_SAVERS else ins[:1]
+        return out if layer.function in output_savers else ins[:1]
     if kind == "dropout":
         return [((row.name, "mask"), prod(row.input_shapes[0]))] if layer.rate else []  # bool mask
     if kind in ("batch_norm", "layer_norm", "group_norm"):
