@@ -278,6 +278,10 @@ SAVED_CASES = {
     "activations": lambda: (nn.Sequential(nn.Linear(16, 16), nn.ELU(), nn.Linear(16, 16), nn.ReLU6(),
                                           nn.Linear(16, 16), nn.GELU(), nn.Sigmoid(), nn.Linear(16, 16),
                                           nn.Softmax(-1), nn.Linear(16, 4)), (16,)),
+    # InstanceNorm keeps per-sample statistics and per-sample copies of its weight and running stats
+    "instance norms": lambda: (nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8, affine=True),
+                                             nn.Conv2d(8, 8, 3), nn.InstanceNorm2d(8, track_running_stats=True),
+                                             nn.Flatten(), nn.Linear(8 * 4 * 4, 4)), (3, 8, 8)),
     # an average pool keeps its input in torch (TensorFlow's only its shape)
     "pools and transposed convolution": lambda: (nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.AvgPool2d(2), nn.ConvTranspose2d(8, 4, 3), nn.Conv2d(4, 4, 3, groups=4),

@@ -422,9 +422,15 @@ def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False,
 
 def _norm_statistics(row) -> Dim:
     """Bytes of the statistics a norm's forward keeps for its backward, float32 whatever the input's
-    dtype: BatchNorm a mean and an inverse deviation per channel, LayerNorm per normalised row,
+    dtype: BatchNorm a mean and an inverse deviation per channel (InstanceNorm per sample and
+    channel, with copies of its weight and running statistics), LayerNorm per normalised row,
     GroupNorm per sample and group."""
     layer, x = row.layer, row.input_shapes[0]
+    if row.kind == "batch_norm" and layer.per_sample:
+        # torch's InstanceNorm runs BatchNorm over the batch folded into the channels: its weight and
+        # running statistics repeated per sample are kept too
+        repeated = int(layer.scale) + (2 if layer.stats == "buffers" else 0)
+        return (2 + repeated) * x[0] * x[layer.axis] * 4
     if row.kind == "batch_norm":
         groups = x[layer.axis]
     elif row.kind == "group_norm":

@@ -104,7 +104,13 @@ def test_pools(case):
 
 @st.composite
 def norm_case(draw):
-    kind = draw(st.sampled_from(["batch", "layer", "group", "rms"]))
+    kind = draw(st.sampled_from(["batch", "instance", "layer", "group", "rms"]))
+    if kind == "instance":  # statistics per sample and channel; BatchNorm's weights and buffers
+        rank = draw(st.integers(1, 3))
+        channels = draw(st.integers(1, 4))
+        module = getattr(nn, f"InstanceNorm{rank}d")(channels, affine=draw(st.booleans()),
+                                                     track_running_stats=draw(st.booleans()))
+        return module, (channels,) + tuple(draw(st.integers(2, 4)) for _ in range(rank))
     if kind == "batch":
         rank = draw(st.integers(0, 3))
         channels = draw(st.integers(1, 4))
@@ -319,7 +325,7 @@ def test_every_torch_builtin_is_covered():
              "Hardswish"}
     for r in (1, 2, 3):
         drawn |= {f"Conv{r}d", f"ConvTranspose{r}d", f"MaxPool{r}d", f"AvgPool{r}d", f"AdaptiveAvgPool{r}d",
-                  f"AdaptiveMaxPool{r}d", f"BatchNorm{r}d", f"ZeroPad{r}d", f"ConstantPad{r}d",
+                  f"AdaptiveMaxPool{r}d", f"BatchNorm{r}d", f"InstanceNorm{r}d", f"ZeroPad{r}d", f"ConstantPad{r}d",
                   f"ReplicationPad{r}d"}
     # same rules as drawn classes, checked by unit tests
     elsewhere = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"} | \

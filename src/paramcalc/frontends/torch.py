@@ -197,9 +197,9 @@ def _pool(rank: int, op: str) -> Callable:
                           dilation=getattr(m, "dilation", 1), ceil_mode=m.ceil_mode, rank=rank, channels_last=False)
 
 
-def _batch_norm(m) -> BatchNorm:
+def _batch_norm(m, per_sample: bool = False) -> BatchNorm:
     return BatchNorm(axis=1, center=m.affine, scale=m.affine, num_features=m.num_features,
-                     stats="buffers" if m.track_running_stats else "none")
+                     stats="buffers" if m.track_running_stats else "none", per_sample=per_sample)
 
 
 def _pad(rank: int) -> Callable:
@@ -285,6 +285,7 @@ for _r in (1, 2, 3):
     BUILTINS[f"torch.nn.modules.pooling.AdaptiveMaxPool{_r}d"] = (
         lambda m, r=_r: AdaptivePool("max", m.output_size, rank=r))
     BUILTINS[f"torch.nn.modules.batchnorm.BatchNorm{_r}d"] = _batch_norm
+    BUILTINS[f"torch.nn.modules.instancenorm.InstanceNorm{_r}d"] = lambda m: _batch_norm(m, per_sample=True)
     for _kind in ("Zero", "Constant", "Reflection", "Replication", "Circular"):
         BUILTINS[f"torch.nn.modules.padding.{_kind}Pad{_r}d"] = _pad(_r)
 for _name in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"):

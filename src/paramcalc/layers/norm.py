@@ -33,6 +33,8 @@ class BatchNorm(Layer):
 
     ``stats``: "weights" (Keras: moving mean/variance as non-trainable weights), "buffers" (torch:
     running mean/var and num_batches_tracked), or "none" (torch track_running_stats=False).
+    ``per_sample``: statistics per sample and channel, torch's InstanceNorm1d/2d/3d (the same weights
+    and buffers, by its affine and track_running_stats).
     """
 
     axis: int = -1
@@ -40,6 +42,7 @@ class BatchNorm(Layer):
     scale: bool = True
     stats: str = "weights"
     num_features: Dim | None = None
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         if self.stats not in ("weights", "buffers", "none"):
