@@ -282,6 +282,10 @@ SAVED_CASES = {
     "instance norms": lambda: (nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8, affine=True),
                                              nn.Conv2d(8, 8, 3), nn.InstanceNorm2d(8, track_running_stats=True),
                                              nn.Flatten(), nn.Linear(8 * 4 * 4, 4)), (3, 8, 8)),
+    # a pixel shuffle moves elements: it keeps nothing
+    "pixel shuffle": lambda: (nn.Sequential(nn.Conv2d(3, 16, 3), nn.PixelShuffle(2), nn.ReLU(),
+                                            nn.PixelUnshuffle(2), nn.Conv2d(16, 4, 3), nn.Flatten(),
+                                            nn.Linear(4 * 4 * 4, 4)), (3, 8, 8)),
     # an average pool keeps its input in torch (TensorFlow's only its shape)
     "pools and transposed convolution": lambda: (nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.AvgPool2d(2), nn.ConvTranspose2d(8, 4, 3), nn.Conv2d(4, 4, 3, groups=4),
@@ -299,3 +303,28 @@ def test_saved_activations_are_what_autograd_keeps(case):
     x = torch.randn(4, *shape)
     est = estimate(model, input_shape=shape, batch_size=4, optimizer="sgd", device="cpu")
     assert est.training.memory.activations == _saved_by_autograd(model, x)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_pixel_shuffle_and_unshuffle_as_torch_shapes_them(factor):
+    F = torch.nn.functional
+
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2 * factor * factor, 3, padding=1)
+
+        def forward(self, x):
+            up = nn.functional.pixel_shuffle(self.conv(x), factor)
+            return up, F.pixel_unshuffle(up, factor)
+    for model in (nn.Sequential(nn.Conv2d(3, 2 * factor * factor, 3, padding=1), nn.PixelShuffle(factor)),
+                  nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.PixelUnshuffle(factor)), Both()):
+        x = torch.randn(2, 3, 6 * factor, 6 * factor)
+        out = model(x)
+        outs = out if isinstance(out, tuple) else (out,)
+        est = estimate(model, input_shape=(3, 6 * factor, 6 * factor))
+        assert [s[1:] for s in est.output_shapes] == [tuple(o.shape[1:]) for o in outs]
+        assert est.params == sum(p.numel() for p in model.parameters())
+    if factor > 1:  # channels not divisible by factor squared: the layer, the value and the rule
+        with pytest.raises(ShapeError, match=f"divisible by {factor * factor}, received 5"):
+            estimate(nn.Sequential(nn.Conv2d(3, 5, 3), nn.PixelShuffle(factor)), input_shape=(3, 9, 9))

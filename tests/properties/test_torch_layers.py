@@ -328,6 +328,6 @@ def test_every_torch_builtin_is_covered():
                   f"AdaptiveMaxPool{r}d", f"BatchNorm{r}d", f"InstanceNorm{r}d", f"ZeroPad{r}d", f"ConstantPad{r}d",
                   f"ReplicationPad{r}d"}
     # same rules as drawn classes, checked by unit tests
-    elsewhere = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"} | \
+    elsewhere = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout", "PixelShuffle", "PixelUnshuffle"} | \
         {f"{k}Pad{r}d" for k in ("Reflection", "Circular") for r in (1, 2, 3)}
     assert {name.rsplit(".", 1)[1] for name in BUILTINS} == drawn | elsewhere

@@ -17,8 +17,8 @@ from typing import Callable
 from ..errors import ParamcalcError, SpecError, UnknownLayerError
 from ..graph import Graph, GraphNode, Sequential
 from ..layers import (Activation, AdaptivePool, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Embedding, Flatten,
-                      GroupNorm, Identity, LayerNorm, MultiHeadAttention, Pad, Pool, PReLU, Recurrent, RMSNorm,
-                      Transformer, Unflatten, UpSample)
+                      GroupNorm, Identity, LayerNorm, MultiHeadAttention, Pad, PixelShuffle, Pool, PReLU, Recurrent,
+                      RMSNorm, Transformer, Unflatten, UpSample)
 from ..registry import register_torch_module, torch_converter
 
 MAX_NESTING = 64
@@ -265,6 +265,8 @@ BUILTINS: dict[str, Callable] = {
         groups=m.num_groups, axis=1, center=m.affine, scale=m.affine, num_channels=m.num_channels),
     "torch.nn.modules.normalization.RMSNorm": lambda m: RMSNorm(normalized_shape=tuple(m.normalized_shape),
                                                                 scale=m.elementwise_affine),
+    "torch.nn.modules.pixelshuffle.PixelShuffle": lambda m: PixelShuffle(m.upscale_factor),
+    "torch.nn.modules.pixelshuffle.PixelUnshuffle": lambda m: PixelShuffle(m.downscale_factor, inverse=True),
     "torch.nn.modules.upsampling.Upsample": lambda m: UpSample(axes=None, sizes=m.size, factors=m.scale_factor,
                                                                interpolation=m.mode),
     "torch.nn.modules.transformer.TransformerEncoderLayer": lambda m: _transformer_layer(m, False),

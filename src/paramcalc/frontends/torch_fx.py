@@ -15,7 +15,8 @@ from typing import Callable
 from ..errors import ParamcalcError, SpecError
 from ..graph import Graph, GraphNode
 from ..layers import (Activation, AdaptivePool, Concatenate, Dropout, Expand, Flatten, Identity, Index, MatMul,
-                      Merge, Parameter, Reduce, ScalarOp, SizeOf, Squeeze, Transpose, Unsqueeze, ValueOp, View)
+                      Merge, Parameter, PixelShuffle, Reduce, ScalarOp, SizeOf, Squeeze, Transpose, Unsqueeze,
+                      ValueOp, View)
 from ..registry import torch_converter
 from .torch import _convert
 
@@ -361,6 +362,10 @@ def _functions() -> dict:
         functions = tuple(f for f in (getattr(F, name, None), getattr(torch, name, None)) if f is not None)
         both((name,), functions, _act(function))
     both((), (F.dropout,), _unary(lambda a, k: Dropout(a[1] if len(a) > 1 else k.get("p", 0.5))))
+    both((), (F.pixel_shuffle, torch.pixel_shuffle),
+         _unary(lambda a, k: PixelShuffle(a[1] if len(a) > 1 else k["upscale_factor"])))
+    both((), (F.pixel_unshuffle, torch.pixel_unshuffle),
+         _unary(lambda a, k: PixelShuffle(a[1] if len(a) > 1 else k["downscale_factor"], inverse=True)))
     for op in ("mean", "sum", "amax", "amin"):
         both((op,), (getattr(torch, op),), _reduce(op))
     both((), (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d),

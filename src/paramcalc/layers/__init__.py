@@ -11,7 +11,7 @@ from .norm import BatchNorm, GroupNorm, LayerNorm, Normalization, RMSNorm
 from .pooling import AdaptivePool, GlobalPool, Pool
 from .recurrent import Recurrent
 from .reshape import Flatten, Permute, Reshape, Unflatten
-from .shape_ops import Crop, Pad, RepeatVector, Rescale, TimeDistributed, UpSample
+from .shape_ops import Crop, Pad, PixelShuffle, RepeatVector, Rescale, TimeDistributed, UpSample
 from .values import Expand, Parameter, SizeOf, ValueOp
 from .tensor_ops import Index, MatMul, PReLU, Reduce, ScalarOp, Squeeze, Transpose, Unsqueeze, View
 
@@ -19,7 +19,7 @@ __all__ = [
     "ACTIVATION_FLOPS", "Activation", "AdaptivePool", "BatchNorm", "Concatenate", "Context", "Conv",
     "ConvTranspose", "Crop", "Dense", "DepthwiseConv", "Dot", "Dropout", "Embedding", "Flatten",
     "GlobalPool", "GroupNorm", "Identity", "Index", "Inferred", "Layer", "LayerNorm", "MatMul", "Merge",
-    "MultiHeadAttention", "Normalization", "Opaque", "Pad", "Permute", "Pool", "PReLU", "RMSNorm", "Recurrent", "Reduce",
+    "MultiHeadAttention", "Normalization", "Opaque", "Pad", "Permute", "PixelShuffle", "Pool", "PReLU", "RMSNorm", "Recurrent", "Reduce",
     "RepeatVector", "Rescale", "Reshape", "ScalarOp", "SeparableConv", "Squeeze", "TimeDistributed",
     "Transformer", "Transpose", "Unflatten", "Unsqueeze", "UpSample", "View", "Weight", "Expand",
     "Parameter", "SizeOf", "ValueOp",

@@ -1,5 +1,5 @@
-"""Layers that resize or repeat without weights: padding, cropping, upsampling, RepeatVector,
-Rescaling; and the TimeDistributed wrapper."""
+"""Layers that resize or repeat without weights: padding, cropping, upsampling, pixel shuffling,
+RepeatVector, Rescaling; and the TimeDistributed wrapper."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Sequence
 
-from ..dims import Dim, floordiv
+from ..dims import Dim, exact_div, floordiv
 from ..errors import LayerConfigError
 from ..registry import register_layer
 from ..spec import TensorSpec
@@ -100,6 +100,40 @@ class UpSample(Layer):
         out = x.with_shape(tuple(shape))
         per_element = 0 if self.interpolation == "nearest" else 4 * len(axes)  # lerp: 2 mul + 2 add per axis
         return ctx.result(out, flops=per_element * out.numel)
+
+
+@register_layer("pixel_shuffle")
+@dataclass(frozen=True)
+class PixelShuffle(Layer):
+    """torch nn.PixelShuffle(r): (*, C*r*r, H, W) -> (*, C, H*r, W*r); ``inverse``: nn.PixelUnshuffle(r),
+    the way back. Moves elements, computes nothing."""
+
+    factor: int = 2
+    inverse: bool = False
+
+    def __post_init__(self) -> None:
+        if type(self.factor) is not int or self.factor < 1:
+            raise LayerConfigError(f"{self.display_type} expects a positive integer factor. Received: "
+                                   f"{self.factor!r}", layer=self.name, value=self.factor)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if x.rank < 4:
+            raise ctx.shape_error(f"{self.display_type} expects (batch, channels, height, width), received "
+                                  f"{ctx.format_shape(x.shape)}")
+        *lead, c, h, w = x.shape
+        r = self.factor
+        if not self.inverse:
+            channels = exact_div(c, r * r)
+            if channels is None:
+                raise ctx.shape_error(f"{self.display_type}({r}) needs channels divisible by {r * r}, received "
+                                      f"{c} (input {ctx.format_shape(x.shape)})")
+            return ctx.result(x.with_shape((*lead, channels, h * r, w * r)))
+        height, width = exact_div(h, r), exact_div(w, r)
+        if height is None or width is None:
+            raise ctx.shape_error(f"{self.display_type}({r}) needs height and width divisible by {r}, received "
+                                  f"{h} x {w} (input {ctx.format_shape(x.shape)})")
+        return ctx.result(x.with_shape((*lead, c * r * r, height, width)))
 
 
 @register_layer("repeat_vector")
