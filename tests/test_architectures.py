@@ -129,7 +129,8 @@ def test_every_kind_is_exercised_by_a_property_test():
         # test_keras_layers / test_torch_layers (per family)
         "conv", "conv_transpose", "depthwise_conv", "separable_conv", "pool", "global_pool", "adaptive_pool",
         "batch_norm", "layer_norm", "group_norm", "rms_norm", "normalization", "embedding", "rnn",
-        "attention", "transformer", "pad", "crop", "upsample", "repeat_vector", "rescale", "time_distributed",
+        "attention", "transformer", "pad", "crop", "upsample", "pixel_shuffle", "repeat_vector", "rescale",
+        "time_distributed",
         "merge", "concatenate", "dot", "prelu",
         # test_torch_layers.test_random_traced_modules (fx functions and methods)
         "view", "transpose", "unsqueeze", "squeeze", "index", "reduce", "matmul", "scalar_op", "size",

@@ -221,7 +221,14 @@ def test_transformer_layers(case):
 
 @st.composite
 def shape_case(draw):
-    kind = draw(st.sampled_from(["pad", "upsample", "prelu"]))
+    kind = draw(st.sampled_from(["pad", "upsample", "prelu", "pixel_shuffle", "pixel_unshuffle"]))
+    if kind.startswith("pixel"):  # (C, H, W): channels divisible by r*r to shuffle, sides by r to unshuffle
+        r = draw(st.integers(1, 3))
+        if kind == "pixel_shuffle":
+            return nn.PixelShuffle(r), (draw(st.integers(1, 3)) * r * r, draw(st.integers(1, 4)),
+                                        draw(st.integers(1, 4)))
+        return nn.PixelUnshuffle(r), (draw(st.integers(1, 3)), draw(st.integers(1, 3)) * r,
+                                      draw(st.integers(1, 3)) * r)
     rank = draw(st.integers(1, 3))
     shape = (draw(st.integers(1, 3)),) + tuple(draw(st.integers(2, 5)) for _ in range(rank))
     if kind == "pad":
@@ -322,12 +329,12 @@ def test_every_torch_builtin_is_covered():
              "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
              "RNN", "LSTM", "GRU", "Dropout", "AlphaDropout", "ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU",
              "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softplus", "Softsign", "Hardtanh", "Hardsigmoid",
-             "Hardswish"}
+             "Hardswish", "PixelShuffle", "PixelUnshuffle"}
     for r in (1, 2, 3):
         drawn |= {f"Conv{r}d", f"ConvTranspose{r}d", f"MaxPool{r}d", f"AvgPool{r}d", f"AdaptiveAvgPool{r}d",
                   f"AdaptiveMaxPool{r}d", f"BatchNorm{r}d", f"InstanceNorm{r}d", f"ZeroPad{r}d", f"ConstantPad{r}d",
                   f"ReplicationPad{r}d"}
     # same rules as drawn classes, checked by unit tests
-    elsewhere = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout", "PixelShuffle", "PixelUnshuffle"} | \
+    elsewhere = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"} | \
         {f"{k}Pad{r}d" for k in ("Reflection", "Circular") for r in (1, 2, 3)}
     assert {name.rsplit(".", 1)[1] for name in BUILTINS} == drawn | elsewhere
