@@ -542,3 +542,16 @@ def test_keras_norms_keep_a_float32_copy_of_their_input_under_mixed_precision():
     # mixed precision halves what the others keep (and adds the cast copy of the model's input, 2 bytes
     # per element, which the convolution reads); the norm's copy stays 4 bytes per element
     assert activations("mixed_bfloat16") == (activations("float32") - 4 * n - 64) // 2 + 4 * n + 64 + 2 * 4 * 8 * 8 * 3
+
+
+def test_norm_statistics_per_channel_sample_and_row():
+    from paramcalc import GroupNorm, LayerNorm
+    from paramcalc.training import _norm_statistics
+
+    est = estimate(Sequential([Conv(8, 3), BatchNorm(), GroupNorm(groups=2), GroupNorm(groups=-1),
+                               Flatten(), LayerNorm()]), input_shape=(6, 6, 3), batch_size=4)
+    bn, gn, per_channel, _, ln = est.layers[1:]
+    # float32 mean and inverse deviation: per channel, per sample and group (Keras' -1: a group per
+    # channel), per normalised row
+    assert [_norm_statistics(r) for r in (bn, gn, per_channel, ln)] == [2 * 8 * 4, 2 * 4 * 2 * 4,
+                                                                         2 * 4 * 8 * 4, 2 * 4 * 4]

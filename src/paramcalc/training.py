@@ -433,8 +433,8 @@ def _norm_statistics(row) -> Dim:
         return (2 + repeated) * x[0] * x[layer.axis] * 4
     if row.kind == "batch_norm":
         groups = x[layer.axis]
-    elif row.kind == "group_norm":
-        groups = x[0] * layer.groups
+    elif row.kind == "group_norm":  # Keras' groups=-1: a group per channel
+        groups = x[0] * (x[layer.axis] if layer.groups == -1 else layer.groups)
     else:
         normalized = (prod(layer.normalized_shape) if layer.normalized_shape is not None
                       else prod(x[a] for a in layer.axes))
