@@ -121,3 +121,41 @@ def test_random_torch_stacks_match_torch(stack):
     assert est.params == sum(p.numel() for p in model.parameters())
     assert est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert est.non_trainable_params == sum(p.numel() for p in model.parameters() if not p.requires_grad)
+
+
+def _to_cpu(modules: list) -> list:
+    """The stack's modules materialised on the CPU (a shared module stays one module), freezing kept."""
+    real: dict = {}
+    out = []
+    for m in modules:
+        if id(m) not in real:
+            frozen = {name for name, p in m.named_parameters() if not p.requires_grad}
+            copy = m.to_empty(device="cpu")
+            for name, p in copy.named_parameters():
+                with torch.no_grad():
+                    p.normal_()
+                p.requires_grad_(name not in frozen)
+            real[id(m)] = copy
+        out.append(real[id(m)])
+    return out
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(torch_stack())
+def test_random_torch_stacks_keep_what_autograd_keeps(stack):
+    # the activations paramcalc predicts for the backward are the bytes torch's saved-tensor hooks see
+    # (beyond parameters, buffers and the input batch), whatever is frozen or shared
+    input_shape, modules = stack
+    model = nn.Sequential(*_to_cpu(modules)).train()
+    x = torch.randn((BATCH,) + input_shape)
+    held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
+    kept: dict = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in held:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    est = paramcalc.estimate(model, input_shape=input_shape, batch_size=BATCH, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations == sum(kept.values())
