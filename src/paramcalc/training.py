@@ -420,6 +420,12 @@ def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False,
     return []  # views, padding, concatenation, additions: shapes only
 
 
+def _aliases_input(row) -> bool:
+    """Whether the layer's output is its input's storage: views, and a dropout of rate 0, which hands
+    its input back unchanged."""
+    return row.kind in VIEW_KINDS or (row.kind == "dropout" and not row.layer.rate)
+
+
 def _norm_statistics(row) -> Dim:
     """Bytes of the statistics a norm's forward keeps for its backward, float32 whatever the input's
     dtype: BatchNorm a mean and an inverse deviation per channel (InstanceNorm per sample and
@@ -629,7 +635,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     # views alias their input: a tensor saved through a view is the same storage
     alias: dict = {}
     for row in rows:
-        if row.kind in VIEW_KINDS and row.inbound:
+        if _aliases_input(row) and row.inbound:
             alias[(row.name, 0)] = alias.get(row.inbound[0], row.inbound[0])
     # saved tensors: the earliest layer (in forward order) that keeps each decides when it is freed
     first_saver: dict = {}
@@ -656,7 +662,7 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     for i, row in enumerate(rows):
         for key in by_layer.get(i, []):
             alive = alive + size[key]
-        candidates.append(alive + (0 if row.kind in VIEW_KINDS else prod(row.output_shape) * a_bytes))
+        candidates.append(alive + (0 if _aliases_input(row) else prod(row.output_shape) * a_bytes))
     forward_peak = _max(candidates)
     style = _update_style(profile, path)
     # autocast's 16-bit weight copies: all of them at the forward's end (its cast cache holds them until
