@@ -307,7 +307,7 @@ def _saved(row, a_bytes: int, profile=None, path: str = "torch",
     """(tensor key, bytes) that autograd keeps for this layer's backward pass. ``profile``: the device's,
     whose calibration may give what its recurrent and Transformer kernels keep; ``path``: the framework
     that trains (Keras on torch keeps copies of its own); ``mixed``: mixed precision."""
-    saved = _saved_by_torch(row, a_bytes, profile, mixed, TF_OUTPUT_SAVERS if path == "keras" else OUTPUT_SAVERS)
+    saved = _saved_by_torch(row, a_bytes, profile, mixed, tensorflow=path == "keras")
     if path == "torch" and row.kind == "pool" and row.layer.op == "avg":
         saved = [(row.inbound[0], prod(row.input_shapes[0]) * a_bytes)]  # torch's backward reads its input
     if path == "torch" and row.kind == "dropout" and saved and profile is not None and profile.kind == "cpu":
@@ -368,10 +368,11 @@ def kept_by_kernels(profile, table: str, mixed: bool) -> dict:
 
 
 def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False,
-                   output_savers: set = OUTPUT_SAVERS) -> list[tuple[tuple, Dim]]:
-    """(tensor key, bytes) that torch's autograd keeps for this layer's backward pass (``output_savers``:
-    the activations that keep their output, TensorFlow's for Keras on it)."""
+                   tensorflow: bool = False) -> list[tuple[tuple, Dim]]:
+    """(tensor key, bytes) that torch's autograd keeps for this layer's backward pass; ``tensorflow``:
+    what TensorFlow's gradients read instead, where they differ (Keras on TensorFlow)."""
     kind, layer = row.kind, row.layer
+    output_savers = TF_OUTPUT_SAVERS if tensorflow else OUTPUT_SAVERS
     ins = [((src, idx), prod(shape) * a_bytes) for (src, idx), shape in zip(row.inbound, row.input_shapes)]
     out = [((row.name, 0), prod(row.output_shape) * a_bytes)]
     out_n = prod(row.output_shape)
@@ -390,6 +391,8 @@ def _saved_by_torch(row, a_bytes: int, profile=None, mixed: bool = False,
     if kind == "activation":
         if layer.function == "linear":
             return []
+        if layer.function == "softsign" and not tensorflow:  # x / (1 + |x|), composite: the divisor too
+            return ins[:1] + [((row.name, "divisor"), out_n * a_bytes)]
         return out if layer.function in output_savers else ins[:1]
     if kind == "dropout":
         return [((row.name, "mask"), prod(row.input_shapes[0]))] if layer.rate else []  # bool mask
