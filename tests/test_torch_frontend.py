@@ -7,6 +7,8 @@ import pytest
 import paramcalc
 from paramcalc import ShapeError, UnknownLayerError, estimate
 
+from .properties.oracle import saved_by_autograd
+
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
@@ -227,20 +229,6 @@ def test_seed_models_training_peak_matches_the_lent_h100_measurement(amp):
         assert abs(predicted - r["peak_bytes"]) <= 0.003 * r["peak_bytes"], (cfg["name"], predicted, r["peak_bytes"])
 
 
-def _saved_by_autograd(model, x) -> int:
-    """Bytes autograd keeps for ``model(x)``'s backward beyond parameters, buffers and the input."""
-    held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
-    kept = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in held:
-            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(kept.values())
-
-
 def _frozen(model, *indices, bias=True):
     for i in indices:
         model[i].weight.requires_grad_(False)
@@ -302,7 +290,7 @@ def test_saved_activations_are_what_autograd_keeps(case):
     model.train()
     x = torch.randn(4, *shape)
     est = estimate(model, input_shape=shape, batch_size=4, optimizer="sgd", device="cpu")
-    assert est.training.memory.activations == _saved_by_autograd(model, x)
+    assert est.training.memory.activations == saved_by_autograd(torch, model, x)
 
 
 @pytest.mark.parametrize("factor", [1, 2, 3])

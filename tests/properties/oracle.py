@@ -49,3 +49,18 @@ def keras_estimate_or_reject(build, **kwargs):
     except (ValueError, TypeError) as keras_error:
         raise AssertionError(f"test generated an invalid Keras model: {keras_error}") from None
     return model, paramcalc.estimate(model, **kwargs)
+
+
+def saved_by_autograd(torch, model, x) -> int:
+    """Bytes torch's autograd keeps for ``model(x)``'s backward (its saved-tensor hooks, each storage
+    once) beyond the parameters, the buffers and the input."""
+    held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
+    kept: dict = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in held:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(kept.values())
