@@ -237,6 +237,10 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     elif batch is not None:
         result = replace(result, batch_size=batch)
     if optimizer is not None or dtype is not None or device is not None:
+        if device is not None:  # read a profile once: the cost, its notes and later subs() share it
+            from .devices import resolve
+
+            device = resolve(device)
         options = (optimizer or "adam", dtype or "float32", device, keras_backend)
         cost = _training(result, options, strict=False)
         result = _with_training_notes(_with_diagnostics(replace(result, training_options=options, training=cost)))
@@ -261,13 +265,12 @@ def _with_training_notes(est: Estimate) -> Estimate:
     return replace(est, notes=notes + added, training_notes=added)
 
 
-def _uncalibrated_dtype_notes(device: object, precision: str) -> tuple:
+def _uncalibrated_dtype_notes(device, precision: str) -> tuple:
     """A note where a calibrated profile measured no matrix products of the precision's dtype: its
     products are then priced from a datasheet curve, not from this machine."""
-    from .devices import resolve
     from .training import PRECISIONS
 
-    profile, dtype = resolve(device), PRECISIONS[precision][3]
+    profile, dtype = device, PRECISIONS[precision][3]  # resolved by estimate()
     if profile.source == "datasheet" or dtype in profile.matmul or not profile.matmul:
         return ()
     measured = ",".join(sorted(profile.matmul))
