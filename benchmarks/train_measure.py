@@ -88,10 +88,15 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss() if cfg["task"] == "classification" else torch.nn.MSELoss()
 
+    # oneDNN lacks the 16-bit LSTM on AVX2-only CPUs: torch's own kernels run it there (recorded)
+    lstm_path = (calibrate.cpu_lstm_path_under_autocast(torch, getattr(torch, amp)) if amp and device == "cpu"
+                 else "default")
+
     def passes():
         optimizer.zero_grad(set_to_none=True)
         if amp:
-            with torch.autocast(device_type=device, dtype=getattr(torch, amp)):
+            with torch.autocast(device_type=device, dtype=getattr(torch, amp)), \
+                    calibrate.cpu_lstm_context(torch, "onednn" if lstm_path == "default" else lstm_path):
                 out = model(x)
         else:
             out = model(x)
@@ -132,7 +137,7 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
     q = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times), max(times)]
     return {"config": cfg, "amp": amp, "params": params, "step_s": statistics.median(times), "p10_s": q[0],
             "p90_s": q[-1], "steps": steps, "peak_bytes": peak, "device": device, "times_s": times,
-            "torch": torch.__version__, **extra}
+            "torch": torch.__version__, "lstm_path": lstm_path, **extra}
 
 
 def _alive_bytes(torch, model, optimizer) -> int:

@@ -5,7 +5,8 @@ backend (CPU or CUDA).
     python benchmarks/train_measure_keras.py --out results.json                      # TensorFlow, CPU
     python benchmarks/train_measure_keras.py --backend torch [--device cuda] --out results.json
 
-Peak memory on TensorFlow (CPU): its oneDNN allocator serves requests of 256 KiB and more from a pool
+Peak memory on TensorFlow (CPU), where it runs oneDNN (by default on CPUs with AVX-512 VNNI/BF16 or AMX):
+its oneDNN allocator serves requests of 256 KiB and more from a pool
 (whose own statistics count whole chunks, not what was asked for) and smaller ones from malloc. One
 untimed step runs under TensorFlow's profiler, whose allocation events carry the bytes each large
 request asked for: their highest running sum is the pool's peak. The small ones are counted at malloc by
@@ -15,7 +16,9 @@ steps are timed, since its counting slows allocation-heavy steps (the LSTM's 2.3
 run 14 were timed counted). The two peaks need not coincide,
 so ``peak_bytes`` is the variables and optimizer slots plus both rises (an upper bound) and
 ``peak_bytes_low`` the same with only the larger rise (a lower bound); the resident set's rise is kept
-as ``rss_peak_bytes``. On the torch backend it is measured as benchmarks/train_measure.py does: on CUDA
+as ``rss_peak_bytes``. Without oneDNN (CPUs with AVX2 only, or ``TF_ENABLE_ONEDNN_OPTS=0``) its plain
+allocator serves every request and its events are one timeline: ``peak_bytes`` is the variables and
+slots plus their rise, exact (``allocation_source`` says which). On the torch backend it is measured as benchmarks/train_measure.py does: on CUDA
 ``torch.cuda.max_memory_allocated`` over the timed steps minus what was allocated before the model was
 built; on a CPU the variables alive before one more step plus the highest running sum of torch's
 allocator events during it (the input batch excluded in both).
@@ -37,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import heapcount  # noqa: E402
-from paramcalc.calibrate import tf_pool_peak_rise  # noqa: E402
+from paramcalc.calibrate import tf_allocations  # noqa: E402
 
 CONFIGS = [
     {"name": "keras_seed_flat_2000", "variant": "flat", "features": 2000, "batch": 128},
@@ -119,7 +122,8 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
         times.append(time.perf_counter() - t)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     alive = _variable_bytes(model.variables) + _variable_bytes(model.optimizer.variables)
-    pool_rise, pool_events = tf_pool_peak_rise(tf, lambda: model.train_on_batch(x, y))
+    allocations = tf_allocations(tf, lambda: model.train_on_batch(x, y))
+    pool_rise, pool_events = allocations.rise, allocations.events
     small_rises = []
     counter.set_counting(True)
     for _ in range(3):
@@ -127,9 +131,13 @@ def measure(cfg: dict, steps: int, backend: str = "tensorflow", device: str = "c
         model.train_on_batch(x, y)
         small_rises.append(counter.peak() - counter.live_at_reset)
     small_rise = int(statistics.median(small_rises))  # the first step after the profiler's may carry its leftovers
+    if allocations.source == "cpu_allocator":  # TensorFlow's own allocator saw every request: one timeline
+        peak, low = alive + pool_rise, alive + pool_rise
+    else:
+        peak, low = alive + pool_rise + small_rise, alive + max(pool_rise, small_rise)
     return {"config": cfg, "amp": amp, "params": model.count_params(), "step_s": statistics.median(times),
-            "times_s": times,
-            "peak_bytes": alive + pool_rise + small_rise, "peak_bytes_low": alive + max(pool_rise, small_rise),
+            "times_s": times, "allocation_source": allocations.source,
+            "peak_bytes": peak, "peak_bytes_low": low,
             "variable_bytes": alive, "pool_rise_bytes": pool_rise, "small_rise_bytes": small_rise,
             "pool_events": pool_events, "rss_peak_bytes": rss, "device": "cpu", "framework": "keras",
             "keras": keras.__version__, "tensorflow": tf.__version__}

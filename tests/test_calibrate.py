@@ -87,13 +87,47 @@ def test_keras_on_torch_reuses_the_torch_profile(saved, tmp_path):
     assert p.recurrent_saved["lstm"] >= 16 and p.recurrent_workspace["lstm"] > 0
 
 
-def test_keras_recurrent_memory_on_tensorflow_from_the_pool_events():
-    keras = pytest.importorskip("keras")
-    tf = pytest.importorskip("tensorflow")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("Keras runs another backend here")
-    kept = calibrate._recurrent_memory_keras_tf(keras, tf, lambda message: None)
-    # at least the gates' four floats per unit, and nothing only the backward holds
+ALLOCATIONS_CHILD = """
+import json, keras, numpy as np, tensorflow as tf
+from paramcalc import calibrate
+model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(1024), keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse")
+x, y = tf.constant(np.ones((256, 512), "float32")), tf.constant(np.ones((256, 1), "float32"))
+model.train_on_batch(x, y)
+dense = calibrate.tf_allocations(tf, lambda: model.train_on_batch(x, y))
+try:
+    calibrate.tf_allocations(tf, lambda: None)
+    nothing = "measured"
+except calibrate.NoAllocationEvents as error:
+    nothing = str(error)
+kept = calibrate._recurrent_memory_keras_tf(keras, tf, lambda message: None)
+print(json.dumps({"onednn": calibrate.tf_onednn_enabled(), "source": dense.source, "rise": dense.rise,
+                  "events": dense.events, "nothing": nothing, "kept": kept}))
+"""
+
+
+@pytest.mark.parametrize("onednn", ["1", "0"])
+def test_keras_memory_on_tensorflow_from_its_allocation_events(onednn):
+    # TensorFlow runs oneDNN by default only on CPUs with AVX-512 VNNI/BF16 or AMX: with it, requests of
+    # 256 KiB and more come from its pool; without it (an AVX2-only CPU), from the plain CPU allocator,
+    # whose events exist only while its statistics are on and whose frees carry no size. Both are
+    # forced here, in children, so that each path runs on any CPU.
+    pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", ALLOCATIONS_CHILD], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["onednn"] is (onednn == "1")
+    assert seen["source"] == ("onednn_pool" if onednn == "1" else "cpu_allocator")
+    # the step's gradient of the (512, 1024) kernel and Adam's temporaries of its size are held at once
+    assert seen["rise"] >= 2 * 512 * 1024 * 4
+    # a steady step ends holding what it started with, give or take its scalars (a new step counter...)
+    assert abs(sum(nbytes for nbytes, _, _ in seen["events"])) < 1024
+    assert any(nbytes == -512 * 1024 * 4 for nbytes, _, _ in seen["events"])  # frees sized, from either source
+    assert "recorded no allocations" in seen["nothing"]  # a step that allocates nothing is refused, not zero
+    kept = seen["kept"]  # at least the gates' four floats per unit, and nothing only the backward holds
     assert kept["lstm"]["saved_bytes_per_unit"] >= 16 and kept["gru"]["saved_bytes_per_unit"] >= 12
     assert kept["lstm"]["workspace_bytes_per_unit"] == 0.0
 

@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from paramcalc.calibrate import cpu_lstm_context, cpu_lstm_path_under_autocast  # noqa: E402
+
 
 class _ParameterCasts(TorchDispatchMode):
     """Records the size of every cast whose source lies in one of the parameters (a part of one too)."""
@@ -65,13 +67,21 @@ def _sample(shape):
     return torch.randn(2, *shape)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_autocast_casts_each_weight_tensor_as_torch_does(case):
+# the LSTM on both of torch's CPU paths: oneDNN's kernels, and torch's own where oneDNN lacks the 16-bit
+# primitive (AVX2-only CPUs); autocast casts the same weights on either
+PATHS = [(case, "default") for case in sorted(CASES) if case != "lstm"] + [("lstm", "onednn"), ("lstm", "native")]
+
+
+@pytest.mark.parametrize(("case", "path"), PATHS)
+def test_autocast_casts_each_weight_tensor_as_torch_does(case, path):
+    if path == "onednn" and cpu_lstm_path_under_autocast(torch, torch.bfloat16) != "onednn":
+        pytest.skip("oneDNN has no 16-bit LSTM primitive on this CPU: the native path checks these casts")
     model, shapes = CASES[case]()
     inputs = [_sample(s) for s in shapes]
     casts = _ParameterCasts(model.parameters())
-    with torch.autocast("cpu", dtype=torch.bfloat16), casts:
-        out = model(*inputs)
+    with cpu_lstm_context(torch, "native" if path == "native" else "onednn"):
+        with torch.autocast("cpu", dtype=torch.bfloat16), casts:
+            out = model(*inputs)
     est = paramcalc.estimate(model, input_shape=shapes[0] if len(shapes) == 1 else shapes)
     predicted = [cast for row in est.layers for cast in autocast_casts(row)]
     assert sorted(elements for elements, _ in predicted) == sorted(casts.sizes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import statistics
@@ -567,6 +568,33 @@ def _torch_recurrent_layer(torch, device: str) -> Callable:
         features, hidden, batch_first=True).to(device)
 
 
+def cpu_lstm_path_under_autocast(torch, dtype) -> str:
+    """Which kernels run torch's LSTM under CPU autocast to ``dtype`` (16 bits) here: ``"onednn"``, or
+    ``"native"`` where oneDNN lacks the 16-bit LSTM primitive (on AVX2-only CPUs torch still picks it
+    for a 32-bit input and it fails to create the primitive): torch's own kernels then, under
+    :func:`cpu_lstm_context`. Autocast casts the same weights either way."""
+    layer = torch.nn.LSTM(2, 2)
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            layer(torch.zeros(1, 1, 2))
+    except RuntimeError as error:
+        if "primitive descriptor" not in str(error):
+            raise
+        return "native"
+    return "onednn"
+
+
+@contextlib.contextmanager
+def cpu_lstm_context(torch, path: str):
+    """Runs torch's CPU LSTM on ``path`` (see :func:`cpu_lstm_path_under_autocast`) while the block runs."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = before and path == "onednn"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
 def _output(result):
     """The output sequence: torch's layers return (output, states), Keras' the output alone."""
     return result[0] if isinstance(result, tuple) else result
@@ -743,7 +771,7 @@ def _highest_running_sum(sizes) -> int:
 
 
 def _recurrent_memory_keras_tf(keras, tf, say) -> dict:
-    """Bytes per batch x step x unit that Keras' LSTM and GRU keep on TensorFlow, from the pool's peak
+    """Bytes per batch x step x unit that Keras' LSTM and GRU keep on TensorFlow, from its allocations' peak
     over a training step at two lengths: its loop keeps what grows with the length until the layer's
     backward, one layer's beside the next's (measured: two stacked layers rise as two), so all of it
     counts as kept."""
@@ -760,48 +788,134 @@ def _recurrent_memory_keras_tf(keras, tf, say) -> dict:
             x = tf.constant(np.random.randn(batch, length, features).astype("float32"))
             y = tf.constant(np.random.randn(batch, 1).astype("float32"))
             model.train_on_batch(x, y)
-            rises.append(tf_pool_peak_rise(tf, lambda: model.train_on_batch(x, y))[0])
+            rises.append(tf_allocations(tf, lambda: model.train_on_batch(x, y)).rise)
         out[cell] = {"saved_bytes_per_unit": (rises[1] - rises[0]) / (batch * steps * hidden),
                      "workspace_bytes_per_unit": 0.0}
         say(f"Keras {cell} memory: {out[cell]['saved_bytes_per_unit']:.1f} bytes kept per batch x step x unit")
     return out
 
 
-def tf_pool_peak_rise(tf, step: Callable) -> tuple[int, list]:
-    """Highest running sum of the bytes requested from TensorFlow's CPU pool during one ``step`` (its
-    oneDNN allocator serves requests of 256 KiB and more from the pool, smaller ones from malloc),
-    read from the profiler's allocation events; with the events themselves ([bytes, op, shape], frees
-    negative) for reading. The pool's own statistics count whole chunks, not what was asked for."""
+class NoAllocationEvents(RuntimeError):
+    """A framework recorded no allocation events where a memory measurement needs them: the
+    measurement is refused rather than read as zero bytes."""
+
+
+def tf_onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN operations here. It turns them on by default only on CPUs with
+    AVX-512 VNNI or BF16, AVX-VNNI or AMX (``TF_ENABLE_ONEDNN_OPTS`` overrides it); without them, its
+    plain CPU allocator serves every tensor."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+@contextlib.contextmanager
+def _tf_cpu_allocator_statistics(tf):
+    """TensorFlow's plain CPU allocator records allocation events only while its statistics are
+    collected, a switch that only its C++ library exposes (``tsl::EnableCPUAllocatorStats``). On while
+    the block runs, then back off: collecting takes a lock per allocation."""
+    import ctypes
+    import glob
+    import os
+
+    found = glob.glob(os.path.join(os.path.dirname(tf.__file__), "libtensorflow_framework.so*"))
+    library = ctypes.CDLL(found[0]) if found else None
+    enable = getattr(library, "_ZN3tsl23EnableCPUAllocatorStatsEv", None)
+    disable = getattr(library, "_ZN3tsl24DisableCPUAllocatorStatsEv", None)
+    if enable is None or disable is None:
+        raise NoAllocationEvents(
+            f"TensorFlow {tf.__version__} runs without oneDNN on this CPU and its library exposes no switch for "
+            "the CPU allocator's statistics, so its profiler records no allocations. Set "
+            "TF_ENABLE_ONEDNN_OPTS=1 to measure through oneDNN's pool instead.")
+    enable()
+    try:
+        yield
+    finally:
+        disable()
+
+
+@dataclasses.dataclass(frozen=True)
+class TFAllocations:
+    """The allocations TensorFlow's profiler saw during one step.
+
+    ``rise``: the highest running sum of the bytes requested during the step (what it held at its peak
+    beyond what it started with); ``events``: ``[bytes, op, shape]`` in time order, frees negative;
+    ``source``: ``"onednn_pool"`` (oneDNN's allocator: requests of 256 KiB and more, smaller ones go to
+    malloc unseen) or ``"cpu_allocator"`` (the plain allocator: every request)."""
+
+    rise: int
+    events: list
+    source: str
+
+
+MEASURED_STEP = "paramcalc-measured-step"
+
+
+def tf_allocations(tf, step: Callable) -> TFAllocations:
+    """What TensorFlow allocates during one ``step``, read from its profiler's allocation events.
+
+    The step runs twice under the profiler and only the second is read: the plain CPU allocator's free
+    events carry an address but no size, so a block the step frees is sized from its allocation, which
+    the first run shows when the block outlives a step. Raises ``NoAllocationEvents`` rather than
+    report zero where the profiler records nothing."""
     import glob
     import os
     import tempfile
 
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+    onednn = tf_onednn_enabled()
     logdir = tempfile.mkdtemp(prefix="paramcalc-tfprof-")
-    tf.profiler.experimental.start(logdir, options=tf.profiler.experimental.ProfilerOptions(host_tracer_level=3))
-    step()
-    tf.profiler.experimental.stop()
+    statistics_on = contextlib.nullcontext() if onednn else _tf_cpu_allocator_statistics(tf)
+    with statistics_on:
+        tf.profiler.experimental.start(logdir, options=tf.profiler.experimental.ProfilerOptions(host_tracer_level=3))
+        try:
+            step()
+            with tf.profiler.experimental.Trace(MEASURED_STEP):
+                step()
+        finally:
+            tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
     with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:
         space.ParseFromString(handle.read())
-    events = []
+    events, window = _tf_memory_events(space)
+    if not events or window is None:
+        raise NoAllocationEvents(
+            f"TensorFlow's profiler recorded no allocations during the step (oneDNN {'on' if onednn else 'off'}): "
+            "nothing to measure memory from.")
+    sizes: dict = {}
+    read: list = []
+    for time_ps, freed, nbytes, address, op, shape in sorted(events):
+        if not freed:
+            sizes[address] = nbytes
+        else:  # its own size where the event has one, else the size its block was made with
+            nbytes = -(nbytes or sizes.pop(address, 0))
+        if window[0] <= time_ps <= window[1] and nbytes:
+            read.append([nbytes, op, shape])
+    return TFAllocations(_highest_running_sum(n for n, _, _ in read), read,
+                         "onednn_pool" if onednn else "cpu_allocator")
+
+
+def _tf_memory_events(space) -> tuple[list, tuple | None]:
+    """Allocation and free events of an XSpace as (time in ps, whether freed, bytes, address, op, shape), and the
+    span of the measured step's trace (None when it is missing)."""
+    events, window = [], None
     for plane in space.planes:
         names = {key: meta.name for key, meta in plane.event_metadata.items()}
         stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
         for line in plane.lines:
             for event in line.events:
                 kind = names.get(event.metadata_id)
+                start = line.timestamp_ns * 1000 + event.offset_ps
+                if kind == MEASURED_STEP:
+                    window = (start, start + event.duration_ps)
                 if kind not in ("MemoryAllocation", "MemoryDeallocation"):
                     continue
                 stats = {stat_names[s.metadata_id]: stat_names[s.ref_value] if s.ref_value  # interned text
                          else s.int64_value or s.uint64_value or s.str_value for s in event.stats}
-                sign = 1 if kind == "MemoryAllocation" else -1
-                events.append((line.timestamp_ns * 1000 + event.offset_ps, sign * int(stats["requested_bytes"]),
-                               stats.get("tf_op", ""), stats.get("shape", "")))
-    events.sort()
-    return (_highest_running_sum(nbytes for _, nbytes, _, _ in events),
-            [[nbytes, op, shape] for _, nbytes, op, shape in events])
+                events.append((start, kind == "MemoryDeallocation", int(stats.get("requested_bytes") or 0),
+                               stats.get("addr") or 0, stats.get("tf_op", ""), stats.get("shape", "")))
+    return events, window
 
 
 def _transformer_saved(torch, device: str, say, autocast=None) -> dict:
