@@ -3,6 +3,8 @@ output shapes and trainable / non-trainable counts, exactly."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,8 +18,14 @@ L = keras.layers
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def check(input_shape, layers):
-    model = keras.Sequential([keras.Input(input_shape)] + list(layers))
+def later(make, *args, **kwargs):
+    """A layer made when the test runs, not while hypothesis draws: Keras' constructors draw seeds from
+    Python's random module, which a strategy must not touch."""
+    return functools.partial(make, *args, **kwargs)
+
+
+def check(input_shape, factories):
+    model = keras.Sequential([keras.Input(input_shape)] + [make() for make in factories])
     est = paramcalc.estimate(model.get_config())
     compare_keras(model, est)
 
@@ -45,15 +53,15 @@ def conv_case(draw, kind: str):
                   activation=activation)
     if kind == "conv":
         groups = draw(st.sampled_from([g for g in (1, 2, 3) if channels % g == 0 and filters % g == 0]))
-        layer = getattr(L, f"Conv{rank}D")(filters, groups=groups, **kwargs)
+        layer = later(getattr(L, f"Conv{rank}D"), filters, groups=groups, **kwargs)
     elif kind == "transpose":
         if draw(st.booleans()):
             kwargs["output_padding"] = draw(st.integers(0, strides - 1))
-        layer = getattr(L, f"Conv{rank}DTranspose")(filters, **kwargs)
+        layer = later(getattr(L, f"Conv{rank}DTranspose"), filters, **kwargs)
     elif kind == "depthwise":
-        layer = getattr(L, f"DepthwiseConv{rank}D")(depth_multiplier=draw(st.integers(1, 3)), **kwargs)
+        layer = later(getattr(L, f"DepthwiseConv{rank}D"), depth_multiplier=draw(st.integers(1, 3)), **kwargs)
     else:
-        layer = getattr(L, f"SeparableConv{rank}D")(filters, depth_multiplier=draw(st.integers(1, 2)), **kwargs)
+        layer = later(getattr(L, f"SeparableConv{rank}D"), filters, depth_multiplier=draw(st.integers(1, 2)), **kwargs)
     return spatial + (channels,), layer
 
 
@@ -61,8 +69,8 @@ def conv_case(draw, kind: str):
 @SETTINGS
 @given(data=st.data())
 def test_convolutions(kind, data):
-    shape, layer = data.draw(conv_case(kind))
-    check(shape, [layer])
+    shape, make = data.draw(conv_case(kind))
+    check(shape, [make])
 
 
 @st.composite
@@ -71,13 +79,13 @@ def pool_case(draw):
     op = draw(st.sampled_from(["Max", "Average"]))
     if draw(st.booleans()):
         keepdims = draw(st.booleans())
-        layer = getattr(L, f"Global{op}Pooling{rank}D")(keepdims=keepdims)
+        layer = later(getattr(L, f"Global{op}Pooling{rank}D"), keepdims=keepdims)
         spatial = tuple(draw(st.integers(1, 5)) for _ in range(rank))
     else:
         pool = draw(st.integers(1, 3))
         strides = draw(st.one_of(st.none(), st.integers(1, 3)))
         padding = draw(st.sampled_from(["valid", "same"]))
-        layer = getattr(L, f"{op}Pooling{rank}D")(pool_size=pool, strides=strides, padding=padding)
+        layer = later(getattr(L, f"{op}Pooling{rank}D"), pool_size=pool, strides=strides, padding=padding)
         spatial = tuple(draw(st.integers(pool, 7)) for _ in range(rank))
     return spatial + (draw(st.integers(1, 3)),), layer
 
@@ -85,8 +93,8 @@ def pool_case(draw):
 @SETTINGS
 @given(pool_case())
 def test_pools(case):
-    shape, layer = case
-    check(shape, [layer])
+    shape, make = case
+    check(shape, [make])
 
 
 @st.composite
@@ -96,29 +104,34 @@ def norm_case(draw):
     kind = draw(st.sampled_from(["batch", "layer", "group", "rms", "normalization"]))
     if kind == "batch":
         axis = draw(st.sampled_from([-1] + list(range(1, rank + 1))))
-        layer = L.BatchNormalization(axis=axis, center=draw(st.booleans()), scale=draw(st.booleans()))
+        layer = later(L.BatchNormalization, axis=axis, center=draw(st.booleans()), scale=draw(st.booleans()))
     elif kind == "layer":
         axes = draw(st.lists(st.sampled_from(list(range(1, rank + 1))), min_size=1, max_size=rank, unique=True))
-        layer = L.LayerNormalization(axis=axes if len(axes) > 1 else axes[0], center=draw(st.booleans()),
-                                     scale=draw(st.booleans()), rms_scaling=draw(st.booleans()))
+        layer = later(L.LayerNormalization, axis=axes if len(axes) > 1 else axes[0], center=draw(st.booleans()),
+                      scale=draw(st.booleans()), rms_scaling=draw(st.booleans()))
     elif kind == "group":
         channels = shape[-1]
         groups = draw(st.sampled_from([g for g in range(1, channels + 1) if channels % g == 0]))
-        layer = L.GroupNormalization(groups=groups, center=draw(st.booleans()), scale=draw(st.booleans()))
+        layer = later(L.GroupNormalization, groups=groups, center=draw(st.booleans()), scale=draw(st.booleans()))
     elif kind == "rms":
-        layer = L.RMSNormalization()
+        layer = later(L.RMSNormalization)
     else:
-        layer = L.Normalization(axis=-1)
+        layer = later(L.Normalization, axis=-1)
     trainable = draw(st.booleans())
+    return shape, later(_with_trainable, layer, trainable)
+
+
+def _with_trainable(make, trainable: bool):
+    layer = make()
     layer.trainable = trainable
-    return shape, layer
+    return layer
 
 
 @SETTINGS
 @given(norm_case())
 def test_normalisation(case):
-    shape, layer = case
-    check(shape, [layer])
+    shape, make = case
+    check(shape, [make])
 
 
 @st.composite
@@ -129,14 +142,18 @@ def sequence_case(draw):
     if kind == "GRU":
         kwargs["reset_after"] = draw(st.booleans())
     units = draw(st.integers(1, 5))
-    layer = getattr(L, kind)(units, **kwargs)
+    layer = later(getattr(L, kind), units, **kwargs)
     if draw(st.booleans()):
-        layer = L.Bidirectional(layer, merge_mode=draw(st.sampled_from(["concat", "sum", "mul", "ave"])))
+        layer = later(_bidirectional, layer, merge_mode=draw(st.sampled_from(["concat", "sum", "mul", "ave"])))
     layers = [layer]
     if draw(st.booleans()):
-        layers = [L.Embedding(draw(st.integers(1, 20)), features)] + layers
+        layers = [later(L.Embedding, draw(st.integers(1, 20)), features)] + layers
         return (steps,), layers
     return (steps, features), layers
+
+
+def _bidirectional(make, merge_mode: str):
+    return L.Bidirectional(make(), merge_mode=merge_mode)
 
 
 @SETTINGS
@@ -168,32 +185,36 @@ def shape_case(draw):
     shape = spatial + (draw(st.integers(1, 3)),)
     if kind == "pad":
         pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(rank))
-        return shape, getattr(L, f"ZeroPadding{rank}D")(pads[0] if rank == 1 else pads)
+        return shape, later(getattr(L, f"ZeroPadding{rank}D"), pads[0] if rank == 1 else pads)
     if kind == "crop":
         crops = tuple((draw(st.integers(0, 1)), draw(st.integers(0, 1))) for _ in range(rank))
-        return shape, getattr(L, f"Cropping{rank}D")(crops[0] if rank == 1 else crops)
+        return shape, later(getattr(L, f"Cropping{rank}D"), crops[0] if rank == 1 else crops)
     if kind == "upsample":
         sizes = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-        return shape, getattr(L, f"UpSampling{rank}D")(sizes[0] if rank == 1 else sizes)
+        return shape, later(getattr(L, f"UpSampling{rank}D"), sizes[0] if rank == 1 else sizes)
     if kind == "repeat":
-        return (draw(st.integers(1, 5)),), L.RepeatVector(draw(st.integers(1, 4)))
+        return (draw(st.integers(1, 5)),), later(L.RepeatVector, draw(st.integers(1, 4)))
     if kind == "time":
-        return (draw(st.integers(1, 4)), draw(st.integers(1, 4))), L.TimeDistributed(L.Dense(draw(st.integers(1, 4))))
+        return (draw(st.integers(1, 4)), draw(st.integers(1, 4))), later(_time_distributed_dense, draw(st.integers(1, 4)))
     if kind == "rescale":
-        return shape, L.Rescaling(0.5, offset=1.0)
+        return shape, later(L.Rescaling, 0.5, offset=1.0)
     if kind == "prelu":
         shared = draw(st.lists(st.integers(1, rank + 1), unique=True, max_size=rank))
-        return shape, L.PReLU(shared_axes=shared or None)
+        return shape, later(L.PReLU, shared_axes=shared or None)
     if kind == "relu6":
-        return shape, L.ReLU(max_value=6.0)
-    return shape, L.Masking()
+        return shape, later(L.ReLU, max_value=6.0)
+    return shape, later(L.Masking)
+
+
+def _time_distributed_dense(units: int):
+    return L.TimeDistributed(L.Dense(units))
 
 
 @SETTINGS
 @given(shape_case())
 def test_shape_utilities(case):
-    shape, layer = case
-    check(shape, [layer])
+    shape, make = case
+    check(shape, [make])
 
 
 @st.composite
