@@ -16,8 +16,9 @@ device="${DEVICE:-cuda}"
 # CPU before a lent GPU's minutes are spent: SMOKE=1 DEVICE=cpu PYTHON=.venv/bin/python bash ...
 if [ -n "${SMOKE:-}" ]; then
   quick=True; dtypes="('float32',)"; only="--only mlp_w128_b16"; only_keras="--only keras_mlp_w512"; steps=3
+  products="[(64, 64, 64), (256, 256, 256)]"
 else
-  quick=False; dtypes="('float32', 'tfloat32', 'bfloat16')"; only=""; only_keras=""; steps=20
+  quick=False; dtypes="('float32', 'tfloat32', 'bfloat16')"; only=""; only_keras=""; steps=20; products=None
 fi
 amp=""
 [ "$device" = cuda ] && amp="--amp bfloat16"
@@ -26,7 +27,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$out/nvidia_smi.csv" 2>&1
 timeout 170 "$py" -c "
 import json, paramcalc.calibrate as c
-p = c.measure('$device', dtypes=$dtypes, quick=$quick, progress=print)
+p = c.measure('$device', dtypes=$dtypes, quick=$quick, progress=print, products=$products)
 c.save(p, '$out/calibration_$device.json')
 " 2>&1 | tee "$out/calibration.log"
 timeout 170 "$py" benchmarks/train_measure.py --device "$device" --out "$out/train_$device.json" --steps $steps \

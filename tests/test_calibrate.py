@@ -16,19 +16,31 @@ torch = pytest.importorskip("torch")
 import paramcalc  # noqa: E402
 from paramcalc import calibrate  # noqa: E402
 from paramcalc.devices import from_calibration  # noqa: E402
+from paramcalc.machine import this_machine  # noqa: E402
 
 KERNELS = ("batch_norm", "layer_norm", "relu", "dropout", "max_pool", "avg_pool", "softmax")
+
+
+# A few matrix products instead of the sweep: what these tests check does not depend on the sweep's
+# shapes (benchmarks/ and `paramcalc calibrate` run it whole)
+PRODUCTS = [(64, 64, 64), (128, 300, 100), (256, 256, 256)]
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("calibration") / "cpu.json"
-    calibrate.save(calibrate.measure("cpu", quick=True), str(path))
+    calibrate.save(calibrate.measure("cpu", quick=True, products=PRODUCTS), str(path))
     return path
 
 
 def test_quick_cpu_calibration_prices_every_part(saved):
-    p = from_calibration(json.loads(saved.read_text()))
+    data = json.loads(saved.read_text())
+    assert [(r["m"], r["k"], r["n"]) for r in data["matmul"]["float32"]] == PRODUCTS
+    # the machine it describes, and what others took of it meanwhile
+    assert data["machine"] == this_machine().to_dict() and data["name"] == this_machine().cpu
+    assert 0.0 <= data["contention"]["others_share"] <= 1.0 and data["contention"]["seconds"] > 0
+    p = from_calibration(data)
+    assert p.machine == this_machine()
     assert p.framework == "torch" and not p.asynchronous and p.overheads_exclude_update
     assert p.page_fault_s_per_byte > 0
     if sys.platform.startswith("linux"):  # glibc: its heap's churn measured on training steps
@@ -123,8 +135,8 @@ def test_keras_memory_on_tensorflow_from_its_allocation_events(onednn):
     assert seen["source"] == ("onednn_pool" if onednn == "1" else "cpu_allocator")
     # the step's gradient of the (512, 1024) kernel and Adam's temporaries of its size are held at once
     assert seen["rise"] >= 2 * 512 * 1024 * 4
-    # a steady step ends holding what it started with, give or take its scalars (a new step counter...)
-    assert abs(sum(nbytes for nbytes, _, _ in seen["events"])) < 1024
+    # a steady step ends holding about what it started with (its scalars and small buffers change hands)
+    assert abs(sum(nbytes for nbytes, _, _ in seen["events"])) <= seen["rise"] // 100
     assert any(nbytes == -512 * 1024 * 4 for nbytes, _, _ in seen["events"])  # frees sized, from either source
     assert "recorded no allocations" in seen["nothing"]  # a step that allocates nothing is refused, not zero
     kept = seen["kept"]  # at least the gates' four floats per unit, and nothing only the backward holds
@@ -194,13 +206,15 @@ def test_quick_keras_calibration_on_tensorflow_loads_and_prices_a_keras_model(tm
     if keras.backend.backend() != "tensorflow":
         pytest.skip("Keras runs another backend here")
     path = tmp_path / "keras.json"
-    calibrate.save(calibrate.measure_keras(quick=True), str(path))
+    calibrate.save(calibrate.measure_keras(quick=True, products=PRODUCTS), str(path))
     data = json.loads(path.read_text())
     p = from_calibration(data)
     assert p.framework == "keras" and not p.overheads_exclude_update
     assert p.step_overhead_s > 0 and p.layer_overhead_s > 0 and p.optimizer_seconds["adam"] > 0
     assert p.optimizer_alone_seconds["adam"] > 0  # one variable updated with nothing beside it
+    assert [(r["m"], r["k"], r["n"]) for r in data["matmul"]["float32"]] == PRODUCTS
     assert all(r["seconds"] > 0 for r in data["matmul"]["float32"]) and len(data["bandwidth"]) == 6
+    assert data["machine"] == this_machine().to_dict() and data["contention"]["seconds"] > 0
     # the same shapes read with either operand transposed, as a layer's backward reads them
     for layout in ("transpose_a", "transpose_b"):
         rows = data["matmul_layouts"][layout]["float32"]

@@ -145,8 +145,9 @@ def test_training_in_json_and_summary():
 def test_a_calibrated_profile_without_the_precisions_products_says_so():
     model = Sequential([Dense(100), Dense(10)])
 
-    def notes(device, dtype):
-        return estimate(model, input_shape=(100,), batch_size=8, optimizer="adam", dtype=dtype, device=device).notes
+    def notes(device, dtype):  # the notes about the precision (the machine's have a test of their own)
+        est = estimate(model, input_shape=(100,), batch_size=8, optimizer="adam", dtype=dtype, device=device)
+        return tuple(n for n in est.notes if "matrix products" in n)
     assert notes("cpu-dev-torch", "float32") == ()
     assert notes("h100-sxm", "mixed_bfloat16") == ()  # a datasheet profile: curves are all it has
     assert notes("h100-sxm-torch", "mixed_bfloat16") == ()  # measured bfloat16 products
@@ -162,3 +163,30 @@ def test_substituting_sizes_settles_the_training_notes():
     assert settled.training.step_seconds > 0 and settled.notes == ()
     waiting = estimate(Sequential([Dense(4)]), input_shape=(3,), optimizer="adam", device="cpu")
     assert any("concrete batch size" in n for n in waiting.notes) and waiting.subs(B=2).notes == ()
+
+
+def test_a_cpu_profile_of_another_machine_or_a_busy_one_says_so():
+    from paramcalc.machine import this_machine
+
+    here = this_machine()
+    model = Sequential([Dense(100), Dense(10)])
+
+    def notes(**extra):
+        data = {"name": "my-cpu", "framework": "torch", "device": "cpu",
+                "matmul": {"float32": [{"m": 64, "k": 64, "n": 64, "seconds": 1e-5}]}, **extra}
+        return estimate(model, input_shape=(100,), batch_size=8, optimizer="adam", device=data).notes
+
+    assert notes(machine=here.to_dict()) == ()  # calibrated here, quietly
+    (other,) = notes(machine={"cpu": "Some Other CPU", "vector": "AVX2", "threads": 64})
+    assert "describes Some Other CPU, 64 threads, AVX2, not this machine" in other
+    assert "paramcalc calibrate --out my-cpu.json" in other
+    (unknown,) = notes()
+    assert "does not record the machine it measured" in unknown
+    busy = {"others_share": 0.41, "steal_share": 0.0, "worst_share": 0.9, "worst_step": "x", "seconds": 60, "cpus": 2}
+    (noisy,) = notes(machine=here.to_dict(), contention=busy)
+    assert "other processes took 41% of the machine" in noisy
+    # a GPU's profile describes the GPU, wherever the estimate runs
+    assert not any("machine" in n for n in estimate(model, input_shape=(100,), batch_size=8,
+                                                   device="h100-sxm-torch").notes)
+    label = estimate(model, input_shape=(100,), batch_size=8, device="cpu-dev-torch").summary()
+    assert "On cpu-dev-torch (an earlier x86-64 development CPU, model not recorded, 2 threads, AVX-512)" in label

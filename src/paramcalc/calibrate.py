@@ -116,26 +116,73 @@ def steady_heap(active: bool = True):
 
 
 def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = False,
-            progress: Callable[[str], None] | None = None) -> dict:
+            progress: Callable[[str], None] | None = None, products: list | None = None) -> dict:
     """A device profile measured with torch on ``device`` ("cpu" or "cuda"); on a CPU with glibc's
-    heap held steady (:func:`steady_heap`)."""
+    heap held steady (:func:`steady_heap`). ``products``: the (m, k, n) matrix products to time instead
+    of the built-in sweep (a model's own shapes, or a few for a rehearsal). The profile records the
+    machine (:mod:`paramcalc.machine`) and the share of it other processes took meanwhile
+    (:mod:`paramcalc.contention`)."""
+    watch, say = _watched(progress)
     with steady_heap(device != "cuda") as steady:
-        profile = _measure(device, dtypes, quick, progress)
+        profile = _measure(device, dtypes, quick, say, products)
     if steady:
         profile["heap"] = "steady"  # no glibc churn in the timings: fresh pages are priced apart
+    return _with_machine(profile, watch)
+
+
+def _watched(progress: Callable[[str], None] | None) -> tuple:
+    """A contention watch, and the reporter a measurement speaks through, which marks the watch at every
+    stage and message before passing them on to ``progress``."""
+    from .contention import ContentionWatch
+    from .progress import Reporter
+
+    watch = ContentionWatch()
+    return watch, Reporter(progress, on_message=watch.mark)
+
+
+# The stages of each measurement, in order, for progress bars (paramcalc.progress)
+TORCH_STAGES = ("matrix products", "copies and per-op cost", "training steps", "layer host costs",
+                "fresh pages", "per-element kernels", "convolutions", "recurrent layers", "saved tensors",
+                "attention", "optimizer updates")
+KERAS_TF_STAGES = ("matrix products", "copies and per-op cost", "training steps", "optimizer updates",
+                   "convolutions", "per-element kernels", "recurrent layers", "saved tensors")
+KERAS_TORCH_STAGES = ("training steps", "optimizer updates", "convolutions", "per-element kernels",
+                      "recurrent layers", "saved tensors")
+# Each stage's usual share of a calibration's time (quick CPU runs), for the ETA alone
+STAGE_WEIGHTS = {"matrix products": 8.0, "fresh pages": 4.0, "per-element kernels": 2.5, "saved tensors": 2.0,
+                 "recurrent layers": 2.0, "training steps": 1.5}
+
+
+def _with_machine(profile: dict, watch) -> dict:
+    from .machine import this_machine
+
+    profile["machine"] = this_machine().to_dict()
+    measured, before = watch.summary(), profile.get("contention")
+    # a profile built on another one measured here keeps the busier of the two runs' figures
+    if before and (measured is None or before["others_share"] > measured["others_share"]):
+        measured = before
+    profile["contention"] = measured
     return profile
 
 
-def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], None] | None) -> dict:
+def _rate(flops_per_s: float) -> str:
+    """FLOP/s in the unit that shows it: small products run at GFLOP/s, not at "0.00 TFLOP/s"."""
+    if flops_per_s >= 1e12:
+        return f"{flops_per_s / 1e12:.2f} TFLOP/s"
+    return f"{flops_per_s / 1e9:.1f} GFLOP/s"
+
+
+def _measure(device: str, dtypes: tuple, quick: bool, say: Callable[[str], None], products: list | None) -> dict:
     import torch
 
-    say = progress or (lambda message: None)
+    from .machine import this_machine
+
     run = _timer(torch, device)
     max_square = 8192 if device == "cuda" else 2048
     if quick:
         max_square //= 4
     profile: dict = {
-        "name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "name": torch.cuda.get_device_name() if device == "cuda" else this_machine().cpu,
         "framework": "torch", "framework_version": torch.__version__, "device": device,
         "threads": torch.get_num_threads(), "matmul": {}, "bandwidth": [], "op_overhead_s": None,
         "matmul_into": "existing",  # products timed into an existing output: no fresh pages in their times
@@ -146,13 +193,15 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
         props = torch.cuda.get_device_properties(0)
         profile["memory_bytes"] = int(props.total_memory)
         profile["multiprocessors"] = int(props.multi_processor_count)
+    say.plan([name for name in TORCH_STAGES if device != "cuda" or name != "fresh pages"])
+    say.stage("matrix products")
     for dtype_name in dtypes:
         tf32 = dtype_name == "tfloat32"
         dtype = getattr(torch, "float32" if tf32 else dtype_name)
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
-        shapes = product_shapes(max_square, 4 * max_square, 2**21 if device == "cuda" and not quick else 2**18,
-                                quick)
+        shapes = products or product_shapes(max_square, 4 * max_square,
+                                            2**21 if device == "cuda" and not quick else 2**18, quick)
         # rounds over the whole sweep, the median per shape: a moment when the machine is busy elsewhere
         # slows one round, not the profile
         samples: dict = {shape: [] for shape in shapes}
@@ -172,10 +221,11 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
         for (m, k, n), times in samples.items():
             flops, seconds = 2 * m * k * n, statistics.median(times)
             rows.append({"m": m, "k": k, "n": n, "seconds": seconds, "flops_per_s": flops / seconds})
-            say(f"matmul {dtype_name} {m}x{k}x{n}: {flops / seconds / 1e12:.2f} TFLOP/s")
+            say(f"matmul {dtype_name} {m}x{k}x{n}: {_rate(flops / seconds)}")
         profile["matmul"][dtype_name] = rows
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
+    say.stage("copies and per-op cost")
     sizes = [2 ** p for p in range(16, 31 if device == "cuda" else 28, 2)]
     for size in sizes:
         x = torch.empty(size // 4, device=device, dtype=torch.float32)
@@ -190,16 +240,23 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
     per_op = run(lambda: [tiny.add_(1) for _ in range(100)], repeat=20) / 100
     profile["op_overhead_s"] = per_op
     say(f"per-op overhead: {per_op * 1e6:.1f} us")
+    say.stage("training steps")
     profile.update(_training_overhead(torch, device, say))
+    say.stage("layer host costs")
     profile["kind_overheads"] = _kind_overheads(torch, device, say)
     if device != "cuda":
+        say.stage("fresh pages")
         profile["page_fault_s_per_byte"] = _page_fault_cost(torch, say, quick)
         churn = _page_churn_cost(torch, say, quick)
         if churn is not None:
             profile["page_churn"] = churn
+    say.stage("per-element kernels")
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
+    say.stage("convolutions")
     profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
+    say.stage("recurrent layers")
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
+    say.stage("saved tensors")
     recurrent_layer = _torch_recurrent_layer(torch, device)
     profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, recurrent_layer, say)
     profile["transformer_saved"] = _transformer_saved(torch, device, say)
@@ -207,7 +264,9 @@ def _measure(device: str, dtypes: tuple, quick: bool, progress: Callable[[str], 
     profile["recurrent_memory_mixed"] = _recurrent_memory_torch(torch, device, recurrent_layer, say,
                                                                 autocast=torch.bfloat16)
     profile["transformer_saved_mixed"] = _transformer_saved(torch, device, say, autocast=torch.bfloat16)
+    say.stage("attention")
     profile["attention"] = _attention_throughput(torch, device, dtypes, say, quick)
+    say.stage("optimizer updates")
     profile["optimizers"] = _optimizer_throughput(torch, device, quick, say)
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
     profile["overheads_exclude_update"] = True
@@ -754,11 +813,46 @@ def peak_rise(torch, device: str, step: Callable) -> int:
         return torch.cuda.max_memory_allocated() - before
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
+    with _without_profiler_stage_lines():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
     return _highest_running_sum(e.nbytes() for e in events)  # nbytes is negative for a free
+
+
+# What torch's profiler library (kineto) writes to the process's stderr at every start and stop: its
+# stage markers, which would fall between calibration progress lines.
+PROFILER_STAGE_PREFIXES = (b"USDT:", b"STAGE:")
+
+
+@contextlib.contextmanager
+def _without_profiler_stage_lines():
+    """Holds what native code writes to stderr while the block runs and passes it on afterwards, less
+    the profiler's stage markers; nothing else is lost."""
+    import os
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (an embedding host): nothing to hold back
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True)
+                    if not line.startswith(PROFILER_STAGE_PREFIXES)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _highest_running_sum(sizes) -> int:
@@ -1076,7 +1170,8 @@ def save(profile: dict, path: str) -> None:
         json.dump(profile, handle, indent=1)
 
 
-def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = None,
+                  products: list | None = None) -> dict:
     """A CPU profile measured with Keras on TensorFlow: what ``model.fit`` runs (compiled train steps).
 
     Matmuls (plain and with either operand transposed, one after another) and elementwise passes run
@@ -1092,16 +1187,22 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
     import numpy as np
     import tensorflow as tf
 
-    say = progress or (lambda message: None)
-    profile: dict = {"name": "cpu", "framework": "keras", "framework_version": f"keras {keras.__version__}, "
+    watch, say = _watched(progress)
+    from .machine import this_machine
+
+    profile: dict = {"name": this_machine().cpu, "framework": "keras", "framework_version": f"keras {keras.__version__}, "
                      f"tensorflow {tf.__version__}", "device": "cpu", "matmul": {}, "bandwidth": []}
 
     def timed(fn, repeat: int) -> float:
         return _timer(None, "cpu")(fn, repeat, warmup=1)
 
-    plain, transposed = _tf_product_sweep(tf, quick, say, timed)
+    say.plan(list(KERAS_TF_STAGES))
+    say.stage("matrix products")
+    plain, transposed = _tf_product_sweep(tf, products or product_shapes(512 if quick else 2048, 20020, 2**18, quick),
+                                          quick, say, timed)
     profile["matmul"]["float32"] = plain
     profile["matmul_layouts"] = {layout: {"float32": rows} for layout, rows in transposed.items()}
+    say.stage("copies and per-op cost")
     for size in [2 ** p for p in range(16, 28, 2)]:
         x = tf.random.normal((size // 4,))
         reps = 8  # several passes per call, so the call's own cost is spread thin
@@ -1111,6 +1212,7 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
         say(f"fresh write {size / 2**20:.1f} MiB: {2 * size / seconds / 1e9:.1f} GB/s")
     tiny = tf.zeros((1,))
     profile["op_overhead_s"] = timed(lambda: [tf.add(tiny, 1.0) for _ in range(100)], 10) / 100
+    say.stage("training steps")
     counts = [1, 2, 4, 8, 16]
     x, y = np.random.randn(16, 16).astype("float32"), np.random.randn(16, 16).astype("float32")
     models = []
@@ -1128,20 +1230,24 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
         say(f"train_on_batch with {n} Dense(relu) layers: {seconds * 1e6:.0f} us")
     # one Keras Dense(relu) is the Linear+ReLU pair the step-time model prices
     profile.update(_step_and_layer_costs(counts, times))
+    say.stage("optimizer updates")
     profile["optimizers"] = {"adam": _keras_tf_adam(keras, tf, quick, timed)}
     say(f"adam update: {profile['optimizers']['adam']['seconds_per_param'] * 1e9:.3f} ns per parameter, "
         f"{profile['optimizers']['adam']['seconds_per_param_alone'] * 1e9:.3f} for one variable alone")
+    say.stage("convolutions")
     profile["convs"] = {"float32": _conv_throughput_keras_tf(keras, tf, say, quick)}
+    say.stage("per-element kernels")
     profile["kernels"] = {"float32": _keras_tf_per_element_costs(keras, tf, say)}
+    say.stage("recurrent layers")
     profile["recurrent"] = _keras_tf_recurrent_in_fresh_process(keras, tf, say, quick)
+    say.stage("saved tensors")
     profile["recurrent_memory"] = _recurrent_memory_keras_tf(keras, tf, say)
-    return profile
+    return _with_machine(profile, watch)
 
 
-def _tf_product_sweep(tf, quick: bool, say, timed) -> tuple[list, dict]:
-    """Matmul rows over the sweep's shapes read as stored, and per transposed layout, compiled with
+def _tf_product_sweep(tf, shapes: list, quick: bool, say, timed) -> tuple[list, dict]:
+    """Matmul rows over ``shapes`` read as stored, and per transposed layout, compiled with
     ``tf.function``: interleaved rounds, the median per shape and layout (as for torch's sweep)."""
-    shapes = product_shapes(512 if quick else 2048, 20020, 2**18, quick)
     product_times: dict = {(layout, shape): [] for layout in PRODUCT_LAYOUTS for shape in shapes}
     for _ in range(1 if quick else SWEEP_ROUNDS):
         for m, k, n in shapes:
@@ -1293,7 +1399,8 @@ def _tf_timer() -> Callable:
 
 
 def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = False,
-                        progress: Callable[[str], None] | None = None, base: dict | None = None) -> dict:
+                        progress: Callable[[str], None] | None = None, base: dict | None = None,
+                        products: list | None = None) -> dict:
     """A profile for Keras on its torch backend: torch's kernels (:func:`measure`), with the host costs
     and the update Keras adds on top of them.
 
@@ -1313,14 +1420,16 @@ def measure_keras_torch(device: str = "cpu", dtypes: tuple = ("float32",), quick
     if keras.backend.backend() != "torch":
         raise RuntimeError(f"Keras was imported with the {keras.backend.backend()} backend; "
                            "set KERAS_BACKEND=torch before importing it")
-    say = progress or (lambda message: None)
-    profile = copy.deepcopy(base) if base else measure(device, dtypes=dtypes, quick=quick, progress=progress)
+    profile = copy.deepcopy(base) if base else measure(device, dtypes=dtypes, quick=quick, progress=progress,
+                                                        products=products)
+    watch, say = _watched(progress)
     profile["kind_overheads"] = {}
     profile.update(framework="keras-torch", overheads_exclude_update=False,
                    framework_version=f"keras {keras.__version__}, torch {torch.__version__}")
 
     with steady_heap(device != "cuda"):
-        return _measure_keras_costs(keras, torch, device, dtypes, quick, say, profile)
+        profile = _measure_keras_costs(keras, torch, device, dtypes, quick, say, profile)
+    return _with_machine(profile, watch)
 
 
 def _keras_conv(keras, device: str) -> Callable:
@@ -1365,6 +1474,8 @@ def _measure_keras_costs(keras, torch, device: str, dtypes: tuple, quick: bool, 
     def timed(fn, repeat: int) -> float:
         return _timer(torch, device)(fn, repeat, warmup=2)
 
+    say.plan(list(KERAS_TORCH_STAGES))
+    say.stage("training steps")
     counts, times = [1, 2, 4, 8, 16], []
     with keras.device(device):
         x, y = torch.randn(16, 16, device=device), torch.randn(16, 16, device=device)
@@ -1375,6 +1486,7 @@ def _measure_keras_costs(keras, torch, device: str, dtypes: tuple, quick: bool, 
             times.append(timed(lambda: model.train_on_batch(x, y), 20))
             say(f"Keras train_on_batch with {n} Dense(relu) layers: {times[-1] * 1e6:.0f} us")
         profile.update(_step_and_layer_costs(counts, times))
+        say.stage("optimizer updates")
         total = (2**24 if device == "cuda" else 2**22) // (4 if quick else 1)
         variables = [keras.Variable(torch.randn(total // 8, device=device)) for _ in range(8)]
         sources = [torch.randn(total // 8, device=device) for _ in range(8)]
@@ -1390,9 +1502,11 @@ def _measure_keras_costs(keras, torch, device: str, dtypes: tuple, quick: bool, 
     profile["optimizers"] = {"adam": {"seconds_per_param": seconds / total, "params": total}}
     say(f"Keras adam update: {seconds / total * 1e9:.3f} ns per parameter")
 
+    say.stage("convolutions")
     keras_convs = _conv_throughput(torch, device, dtypes, say, quick, _keras_conv(keras, device))
     profile.setdefault("convs", {}).update(keras_convs)
     profile["own_layers"] = ["conv", "batch_norm", "max_pool", "avg_pool"]  # timed as Keras' own layers
+    say.stage("per-element kernels")
     for dtype_name, table in _keras_per_element_costs(keras, torch, device, dtypes, say).items():
         profile.setdefault("kernels", {}).setdefault(dtype_name, {}).update(table)
 
@@ -1401,6 +1515,8 @@ def _measure_keras_costs(keras, torch, device: str, dtypes: tuple, quick: bool, 
             layer = getattr(keras.layers, cell.upper())(hidden, return_sequences=True)
             layer.build((None, None, features))
         return layer
+    say.stage("recurrent layers")
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick, keras_layer)
+    say.stage("saved tensors")
     profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, keras_layer, say)
     return profile

@@ -18,7 +18,7 @@ from typing import Any
 from .errors import ParamcalcError
 
 # Entries that name what was measured: every calibration merged must agree on them.
-IDENTITY = ("framework", "device")
+IDENTITY = ("framework", "device", "machine")
 # Entries of a table's rows that say where it measured (a product's sides, a copy's size, a set of
 # tensors, an attention layer's shape, a recurrent layer's work, a churned block's size): rows are merged
 # only where these agree.
@@ -74,3 +74,40 @@ def _merge(values: list, where: str) -> Any:
         return first  # a shape, a size, a count
     median = statistics.median(values)
     return round(median) if all(isinstance(v, int) for v in values) else float(median)
+
+
+def spread(profiles: list[dict]) -> dict:
+    """How far the runs' timings lie from their median: over every number measured in seconds, the
+    median and the worst of (largest distance from the median) / median, and where the worst is.
+
+    >>> spread([{"a_s": 1.0}, {"a_s": 1.2}, {"a_s": 0.9}])["worst"]
+    0.2
+    """
+    found: list = []
+    _spreads(profiles, "", found)
+    if not found:
+        return {"count": 0, "median": 0.0, "worst": 0.0, "where": None}
+    worst = max(found)
+    return {"count": len(found), "median": round(statistics.median(v for v, _ in found), 4),
+            "worst": round(worst[0], 4), "where": worst[1]}
+
+
+def _spreads(values: list, where: str, found: list) -> None:
+    first = values[0]
+    if isinstance(first, dict):
+        for key in first:
+            if all(isinstance(v, dict) and key in v for v in values):
+                _spreads([v[key] for v in values], f"{where}.{key}" if where else key, found)
+    elif isinstance(first, list):
+        if len({len(v) if isinstance(v, list) else -1 for v in values}) == 1:
+            for i, items in enumerate(zip(*values)):
+                _spreads(list(items), f"{where}[{i}]", found)
+    elif _is_timing(where) and all(isinstance(v, float) and v > 0 for v in values):
+        middle = statistics.median(values)
+        found.append((max(abs(v - middle) for v in values) / middle, where))
+
+
+def _is_timing(where: str) -> bool:
+    """Whether an entry holds seconds (a timing, which a busy machine moves): its key says so."""
+    key = where.rsplit(".", 1)[-1].split("[", 1)[0]
+    return key == "seconds" or key.endswith("_s") or "_s_per_" in key or key.startswith("seconds_per")

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from .contention import BUSY_SHARE
 from .dims import format_count
 
 
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--repeat", type=int, default=1, metavar="N",
                            help="calibrate N times, each in a fresh process, and write their median "
                                 "(--merge of the N runs, which are kept beside --out)")
+    calibrate.add_argument("--allow-busy", action="store_true",
+                           help="write the profile even when other processes took more than "
+                                f"{int(BUSY_SHARE * 100)}%% of the machine while it measured (refused otherwise)")
     calibrate.add_argument("--out", required=True, help="where to write the profile JSON")
     return parser
 
@@ -352,7 +356,7 @@ def _calibrate_runs(args, run=None) -> list[str]:
     for i in range(1, args.repeat + 1):
         paths.append(f"{stem}.run{i}.json")
         command = [sys.executable, "-m", "paramcalc.cli", "calibrate", "--device", args.device,
-                   "--framework", args.framework, "--dtypes", args.dtypes, "--out", paths[-1]]
+                   "--framework", args.framework, "--dtypes", args.dtypes, "--out", paths[-1], "--allow-busy"]
         code = run(command + (["--quick"] if args.quick else []))
         if code:
             raise ParamcalcError(f"calibration run {i} of {args.repeat} failed (exit status {code})", value=code,
@@ -367,13 +371,15 @@ def _calibrate(args) -> str:
     if args.repeat > 1 and not args.merge:
         args.merge = _calibrate_runs(args)
     if args.merge:
-        from .calibration_merge import merge
+        from .calibration_merge import merge, spread
 
-        merged = merge([_read_calibration(path) for path in args.merge], args.merge)
+        runs = [_read_calibration(path) for path in args.merge]
+        merged = merge(runs, args.merge)
+        _refuse_if_busy(merged, args, f"the median of {len(runs)} runs")
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(merged, handle, indent=1)
-        return f"saved {args.out}: the median of {len(args.merge)} calibrations ({merged.get('framework')}, " \
-               f"{merged.get('name', merged.get('device'))})"
+        return (f"saved {args.out}: the median of {len(args.merge)} calibrations ({merged.get('framework')}, "
+                f"{merged.get('name', merged.get('device'))}); {_spread_text(spread(runs))}")
     if args.repeat < 1:
         raise ParamcalcError(f"--repeat {args.repeat}: a calibration runs at least once", value=args.repeat,
                              fix="pass --repeat 3 on a shared machine, or leave it out")
@@ -386,24 +392,54 @@ def _calibrate(args) -> str:
         raise ParamcalcError(f"calibrate --framework {args.framework} measures with {module}, which is not installed",
                              fix="pip install 'paramcalc[test]' (pinned CPU builds) and run again") from None
     from . import calibrate
+    from .progress import ProgressBar
 
-    steps = {"n": 0}
-
-    def progress(message: str) -> None:
-        steps["n"] += 1
-        print(f"\r[{steps['n']:3d}] {message:<70}", end="", file=sys.stderr, flush=True)
-
-    if args.framework == "keras":
-        profile = calibrate.measure_keras(quick=args.quick, progress=progress)
-    elif args.framework == "keras-torch":
-        profile = calibrate.measure_keras_torch(args.device, dtypes=tuple(args.dtypes.split(",")),
-                                                quick=args.quick, progress=progress)
-    else:
-        profile = calibrate.measure(args.device, dtypes=tuple(args.dtypes.split(",")), quick=args.quick,
-                                    progress=progress)
-    print(file=sys.stderr)
+    progress = ProgressBar(weights=calibrate.STAGE_WEIGHTS)
+    try:
+        if args.framework == "keras":
+            profile = calibrate.measure_keras(quick=args.quick, progress=progress)
+        elif args.framework == "keras-torch":
+            profile = calibrate.measure_keras_torch(args.device, dtypes=tuple(args.dtypes.split(",")),
+                                                    quick=args.quick, progress=progress)
+        else:
+            profile = calibrate.measure(args.device, dtypes=tuple(args.dtypes.split(",")), quick=args.quick,
+                                        progress=progress)
+    finally:
+        progress.finish()
+    _refuse_if_busy(profile, args, "this calibration")
     calibrate.save(profile, args.out)
-    return f"saved {args.out}: {profile['name']}, per-op overhead {profile['op_overhead_s'] * 1e6:.1f} us"
+    return (f"saved {args.out}: {profile['name']}, per-op overhead {profile['op_overhead_s'] * 1e6:.1f} us "
+            f"(took {progress.elapsed():.0f} s)")
+
+
+def _refuse_if_busy(profile: dict, args, what: str) -> None:
+    """Refuses a profile measured while others took much of the machine: it is kept beside --out (nothing
+    measured is lost) and the message says what to do, unless --allow-busy."""
+    from .contention import too_busy
+    from .errors import ParamcalcError
+
+    load = profile.get("contention")
+    if args.allow_busy or not too_busy(load):
+        return
+    stem = args.out[:-5] if args.out.endswith(".json") else args.out
+    kept = f"{stem}.busy.json"
+    with open(kept, "w", encoding="utf-8") as handle:
+        json.dump(profile, handle, indent=1)
+    worst = (f" (the worst stretch, {load['worst_step']!r}: {load['worst_share']:.0%})"
+             if load.get("worst_step") else "")
+    raise ParamcalcError(
+        f"other processes took {load['others_share']:.0%} of this machine's CPU time during {what}{worst}: its "
+        f"timings describe a busy machine, not this one (kept in {kept}, not written to {args.out})",
+        value=load["others_share"],
+        fix="run it again when the machine is quiet, or with --repeat 3 (the median of three runs in fresh "
+            "processes); --allow-busy writes it anyway")
+
+
+def _spread_text(found: dict) -> str:
+    if not found["count"]:
+        return "nothing to compare between the runs"
+    return (f"the runs' timings differ from their median by {found['median']:.0%} (median) and "
+            f"{found['worst']:.0%} at most ({found['where']}); over 20%, calibrate again on a quieter machine")
 
 
 def _demo(features: int, as_json: bool, color: bool = False, markdown: bool = False) -> str:

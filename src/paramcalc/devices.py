@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ParamcalcError
+from .machine import Machine
 
 TB = 1e12
 
@@ -66,6 +67,14 @@ class DeviceProfile:
     # "transpose_a" | "transpose_b" -> dtype -> [(m, k, n, seconds)]: products reading an operand
     # transposed, where the framework's kernels run those at rates of their own
     matmul_layouts: dict = field(default_factory=dict, compare=False)
+    machine: Machine | None = None  # the host a calibration ran on (None: not recorded, or a datasheet)
+    contention: dict | None = field(default=None, compare=False)  # what others took of it meanwhile
+
+    def label(self) -> str:
+        """How estimates name the profile: its name, and for a CPU the machine it describes."""
+        if self.kind == "cpu" and self.machine is not None and self.machine.cpu not in self.name:
+            return f"{self.name} ({self.machine.label()})"
+        return self.name
 
     # -- rates ----------------------------------------------------------------------------------------
     def matmul_seconds(self, m: int, k: int, n: int, dtype: str, layout: str = "plain") -> float:
@@ -330,7 +339,9 @@ def from_calibration(data: dict) -> DeviceProfile:
         own_layers=tuple(data.get("own_layers") or ()),
         matmul_layouts={layout: {dtype: [(r["m"], r["k"], r["n"], r["seconds"]) for r in rows]
                                  for dtype, rows in tables.items()}
-                        for layout, tables in (data.get("matmul_layouts") or {}).items()})
+                        for layout, tables in (data.get("matmul_layouts") or {}).items()},
+        machine=Machine.from_dict(data["machine"]) if data.get("machine") else None,
+        contention=data.get("contention"))
 
 
 def _page_churn(data: dict) -> tuple:
@@ -373,6 +384,26 @@ def _merged_kernels(data: dict) -> dict:
         for dtype, table in (data.get(key) or {}).items():
             merged.setdefault(dtype, {}).update(table)
     return merged
+
+
+def machine_notes(profile: DeviceProfile, here: Machine) -> tuple:
+    """What an estimate priced on a calibrated CPU profile should say about the machine behind it: that
+    it is not this one (step times then move 2x and more), or that others were busy while it measured."""
+    from .contention import too_busy
+    from .machine import differs
+
+    if profile.kind != "cpu" or profile.source == "datasheet":
+        return ()
+    notes = []
+    reason = differs(profile.machine, here)
+    if reason is not None:
+        notes.append(f"the {profile.name} profile may not describe this machine: {reason}. Its step times can be "
+                     "off by 2x or more here; calibrate this machine once (paramcalc calibrate --out my-cpu.json) "
+                     "and pass device='my-cpu.json'")
+    if too_busy(profile.contention):
+        notes.append(f"the {profile.name} profile was measured while other processes took "
+                     f"{profile.contention['others_share']:.0%} of the machine: its times describe a busy machine")
+    return tuple(notes)
 
 
 def resolve(device: object) -> DeviceProfile:

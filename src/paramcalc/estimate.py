@@ -259,7 +259,10 @@ def _with_training_notes(est: Estimate) -> Estimate:
         added = (f"step time needs a concrete batch size: pass batch_size=... or call "
                  f"subs({est.batch_symbol}=...)",)
     elif device is not None:
-        added = _uncalibrated_dtype_notes(device, precision)
+        from .devices import machine_notes
+        from .machine import this_machine
+
+        added = _uncalibrated_dtype_notes(device, precision) + machine_notes(device, this_machine())
     else:
         added = ()
     return replace(est, notes=notes + added, training_notes=added)

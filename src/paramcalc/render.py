@@ -97,17 +97,31 @@ def _training_lines(cost) -> list[str]:
     lines.append(f" Memory: weights {format_bytes(m.weights)} + gradients {format_bytes(m.gradients)} + optimizer "
                  f"{format_bytes(m.optimizer)} + saved activations {format_bytes(m.activations)} + input batch "
                  f"{format_bytes(m.input_batch)}; predicted peak {format_bytes(m.peak)}")
+    if m.peak_moment is not None:
+        lines.append(" " + _peak_text(m, cost.optimizer))
     lines.append(f" FLOPs per step: forward {format_count(cost.forward_flops)}, input gradients "
                  f"{format_count(cost.dgrad_flops)}, weight gradients {format_count(cost.wgrad_flops)}")
     if cost.step_seconds is not None:
         rate = cost.samples_per_second
-        lines.append(f" On {cost.device}: {format_seconds(cost.step_seconds)} per step"
+        lines.append(f" On {cost.device_label or cost.device}: {format_seconds(cost.step_seconds)} per step"
                      + (f", {rate:,.0f} samples/s" if rate else "")
                      + f" (host {format_seconds(cost.host_seconds)}, device {format_seconds(cost.device_seconds)})")
         top = ", ".join(f"{name} {format_seconds(sec)}" for name, sec in cost.layer_seconds[:3] if sec > 0)
         if top:
             lines.append(f" Slowest layers: {top}")
     return lines
+
+
+def _peak_text(m, optimizer: str) -> str:
+    """What is alive at the peak, so that it reads as a sum beside the parts above."""
+    moment = m.peak_moment
+    when = {"forward": f"in the forward pass, at '{moment.layer}'",
+            "backward": f"in the backward pass, at '{moment.layer}'",
+            "update": f"in the {optimizer} update"}[moment.phase]
+    parts = [("weights", m.weights), ("optimizer state", m.optimizer), ("input batch", m.input_batch),
+             *moment.parts]
+    return (f"Peak {when}: " + " + ".join(f"{label} {format_bytes(nbytes)}" for label, nbytes in parts if nbytes)
+            + f" = {format_bytes(m.peak)}")
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -114,7 +114,7 @@ def step_time(cost: TrainingCost, est, rows, needs_grad, profile, mm_dtype: str,
         step = host + device_total + update
     device_total += update
     per_layer.sort(key=lambda item: -item[1])
-    return replace(cost, device=profile.name, step_seconds=step, host_seconds=host,
+    return replace(cost, device=profile.name, device_label=profile.label(), step_seconds=step, host_seconds=host,
                    device_seconds=device_total, layer_seconds=tuple(per_layer), paged_in_seconds=paged_seconds,
                    largest_paged_block=largest_paged, paged_in_bytes=paged_bytes)
 

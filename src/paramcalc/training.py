@@ -55,8 +55,20 @@ VIEW_KINDS = {"flatten", "reshape", "unflatten", "permute", "view", "transpose",
 
 
 @dataclass(frozen=True)
+class PeakMoment:
+    """When the simulated peak happens and what is alive then, beyond weights, optimizer state and the
+    input batch: ``phase`` ("forward", "backward" or "update"), the layer running (None for the update)
+    and (part, bytes) pairs that add up to the peak's share above those three."""
+
+    phase: str
+    layer: str | None
+    parts: tuple
+
+
+@dataclass(frozen=True)
 class MemoryBreakdown:
-    """Bytes of each part of training memory; ``peak`` is the simulated maximum, input batch included."""
+    """Bytes of each part of training memory; ``peak`` is the simulated maximum, input batch included;
+    ``peak_moment`` says when it happens and what is alive then (None while the batch is symbolic)."""
 
     weights: Dim
     gradients: Dim
@@ -64,6 +76,7 @@ class MemoryBreakdown:
     activations: Dim  # saved for the backward pass, each tensor once
     input_batch: Dim
     peak: Dim
+    peak_moment: PeakMoment | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,8 @@ class TrainingCost:
     dgrad_flops: Dim
     wgrad_flops: Dim
     memory: MemoryBreakdown
-    device: str | None = None
+    device: str | None = None  # the profile's name
+    device_label: str | None = None  # the same, with the machine a CPU profile describes
     step_seconds: float | None = None
     host_seconds: float | None = None
     device_seconds: float | None = None
@@ -116,6 +130,9 @@ class TrainingCost:
                 "memory_bytes": {"weights": v(m.weights), "gradients": v(m.gradients),
                                  "optimizer": v(m.optimizer), "activations": v(m.activations),
                                  "input_batch": v(m.input_batch), "peak": v(m.peak)},
+                "peak_moment": None if m.peak_moment is None else {
+                    "phase": m.peak_moment.phase, "layer": m.peak_moment.layer,
+                    "parts": [{"part": label, "bytes": v(nbytes)} for label, nbytes in m.peak_moment.parts]},
                 "device": self.device, "step_seconds": self.step_seconds,
                 "samples_per_second": self.samples_per_second,
                 "slowest_layers": [{"layer": n, "seconds": s} for n, s in self.layer_seconds[:5]],
@@ -167,7 +184,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     if profile is None:
         return cost
     if type(est.batch_size) is not int:  # memory as a formula in B, by the device's rules; no time yet
-        return replace(cost, device=profile.name)
+        return replace(cost, device=profile.name, device_label=profile.label())
     from .timing import step_time
 
     return step_time(cost, est, rows, needs_grad, profile, mm_dtype, a_bytes, optimizer,
@@ -662,10 +679,14 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
     by_layer: dict = {}
     for key, i in first_saver.items():
         by_layer.setdefault(i, []).append(key)
+    forward_moments = []
     for i, row in enumerate(rows):
         for key in by_layer.get(i, []):
             alive = alive + size[key]
-        candidates.append(alive + (0 if _aliases_input(row) else prod(row.output_shape) * a_bytes))
+        output = 0 if _aliases_input(row) else prod(row.output_shape) * a_bytes
+        candidates.append(alive + output)
+        forward_moments.append(PeakMoment("forward", row.name, (("saved activations so far", alive),
+                                                                  ("its output being written", output))))
     forward_peak = _max(candidates)
     style = _update_style(profile, path)
     # autocast's 16-bit weight copies: all of them at the forward's end (its cast cache holds them until
@@ -677,17 +698,35 @@ def _memory(est, rows, needs_grad, optimizer, w_bytes, g_bytes, a_bytes, cast_by
              if cast_bytes and row.shared_with is None and row.layer is not None else 0 for row in rows]
     kept_casts = [c if row.kind in ("rnn", "attention", "transformer") or _reads_grad_tensor(row, needs_grad)
                   else 0 for c, row in zip(casts, rows)]
-    backward_peak = _backward_peak(rows, needs_grad, size, by_layer, activations, optimizer, g_bytes, a_bytes,
-                                   profile, style, mixed=bool(cast_bytes), row_casts=kept_casts)
+    backward_peak, backward_moment = _backward_peak(rows, needs_grad, size, by_layer, activations, optimizer,
+                                                    g_bytes, a_bytes, profile, style, mixed=bool(cast_bytes),
+                                                    row_casts=kept_casts)
+    forward_moment = _moment_of(candidates, forward_moments)
+    if forward_moment is not None and casts:
+        forward_moment = replace(forward_moment, parts=forward_moment.parts + (("autocast's 16-bit weight copies",
+                                                                                sum(casts)),))
     candidates = [forward_peak + sum(casts), backward_peak]
+    moments = [forward_moment, backward_moment]
     if style != "compiled":  # an eager optimizer's own phase: every gradient, and what its kernels allocate
-        candidates.append(gradients + update_temporary(optimizer, trainable_tensor_sizes(rows), style, w_bytes))
+        temporary = update_temporary(optimizer, trainable_tensor_sizes(rows), style, w_bytes)
+        candidates.append(gradients + temporary)
+        moments.append(PeakMoment("update", None, (("every gradient", gradients), ("the update's temporaries",
+                                                                                   temporary))))
     peak = weights + state + _max(candidates) + input_batch
-    return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak)
+    return MemoryBreakdown(weights, gradients, state, activations, input_batch, peak,
+                           _moment_of(candidates, moments))
+
+
+def _moment_of(values: list, moments: list) -> PeakMoment | None:
+    """The moment of the largest of ``values`` (concrete sizes only: a symbolic batch has none)."""
+    if not values or not all(type(v) is int for v in values):
+        return None
+    return moments[values.index(max(values))]
 
 
 def _backward_peak(rows, needs_grad, size: dict, by_layer: dict, activations: Dim, optimizer: str, g_bytes: int,
-                   a_bytes: int, profile, style: str, mixed: bool = False, row_casts: list | None = None) -> Dim:
+                   a_bytes: int, profile, style: str, mixed: bool = False,
+                   row_casts: list | None = None) -> tuple[Dim, PeakMoment | None]:
     """The highest bytes the backward pass holds beyond weights, optimizer state and the batch.
 
     Last layer first: saved tensors until their first saver is done (``by_layer``: the keys each row
@@ -699,7 +738,7 @@ def _backward_peak(rows, needs_grad, size: dict, by_layer: dict, activations: Di
     # and frees both; an eager step keeps every gradient until the optimizer runs over all of them
     in_graph = style == "compiled"
     last_updated = min((i for i, row in enumerate(rows) if _own_trainable_sizes(row)), default=-1)
-    backward = []
+    backward, moments = [], []
     alive_bwd = activations
     grads_so_far: Dim = 0
     still_updating: Dim = 0
@@ -719,21 +758,35 @@ def _backward_peak(rows, needs_grad, size: dict, by_layer: dict, activations: Di
         released: Dim = 0
         if _fused_activation(row):
             out_grad = prod(row.output_shape) * a_bytes
-            backward.append(alive_bwd + casts_alive + out_grad + (0 if in_graph else out_grad + grads_so_far))
+            grads = 0 if in_graph else grads_so_far
+            backward.append(alive_bwd + casts_alive + out_grad + (0 if in_graph else out_grad) + grads)
+            moments.append(PeakMoment("backward", row.name, (
+                ("saved activations still alive", alive_bwd), ("its activation's gradients",
+                                                               out_grad + (0 if in_graph else out_grad)),
+                ("autocast's weight copies", casts_alive), ("weight gradients so far", grads))))
             released = sum(size[key] for key in by_layer.get(i, []) if key[0] == row.name)
         if in_graph:
             updating = graph_update_temporary(optimizer, own, last=i == last_updated, nbytes=g_bytes)
             backward.append(alive_bwd - released + in_flight + layer_grads + updating + still_updating)
+            moments.append(PeakMoment("backward", row.name, (
+                ("saved activations still alive", alive_bwd - released),
+                ("gradients and workspace in flight", in_flight),
+                ("its weight gradients and their update", layer_grads + updating + still_updating))))
             if own:  # its update may still run while the next layer's backward and update start
                 still_updating = layer_grads + graph_update_temporary(optimizer, own, last=False, nbytes=g_bytes)
         else:
             grads_so_far = grads_so_far + layer_grads
             backward.append(alive_bwd - released + in_flight + grads_so_far)
+            moments.append(PeakMoment("backward", row.name, (
+                ("saved activations still alive", alive_bwd - released),
+                ("gradients and workspace in flight", in_flight), ("weight gradients so far", grads_so_far))))
         for key in by_layer.get(i, []):
             alive_bwd = alive_bwd - size[key]
         if row_casts:
             casts_alive = casts_alive - row_casts[i]  # its backward done: its weights' copies are freed
-    return _max(backward) if backward else 0
+    if not backward:
+        return 0, None
+    return _max(backward), _moment_of(backward, moments)
 
 
 def _max(values: list) -> Dim:

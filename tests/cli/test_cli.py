@@ -91,7 +91,7 @@ def test_summary_with_training_cost(spec_file):
                           "adam", "--device", "cpu-dev-torch", "--json").stdout)
     training = data["training"]
     assert training["memory_bytes"]["optimizer"] == 8 * data["totals"]["trainable_params"]
-    assert training["step_seconds"] > 0 and training["device"] == "cpu"
+    assert training["step_seconds"] > 0 and training["device"] == "cpu-dev-torch"
 
 
 def test_keras_backend_chooses_whose_training_memory(spec_file):
