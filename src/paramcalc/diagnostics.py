@@ -66,7 +66,9 @@ def _dense_word(est) -> str:
 
 
 @rule("dense-per-position",
-      "A Dense/Linear layer on an input of rank >= 3 acts on the last axis only, once per position.")
+      "A Dense/Linear layer on an input of rank >= 3 acts on the last axis only, once per position, where "
+      "that looks unintended: one feature per position, a Flatten after it, or a per-position output "
+      "against a per-sample target. Sequence models (Transformer feed-forward layers) are left alone.")
 def _dense_per_position(est) -> Iterator[Diagnostic]:
     rows = est.layers
     i = 0
@@ -80,9 +82,16 @@ def _dense_per_position(est) -> Iterator[Diagnostic]:
         while run_end < len(rows) and (_is_per_position_dense(rows[run_end])
                                        or not rows[run_end].weights):
             run_end += 1
-        later = [r.name for r in rows[i + 1:run_end] if _is_per_position_dense(r)]
         in_shape = row.input_shapes[0]
         features = in_shape[-1]
+        flattened = any(r.kind == "flatten" for r in rows[i + 1:run_end + 1])
+        ends_per_position = run_end >= len(rows) and len(est.output_shape) >= 3
+        against_target = (ends_per_position and est.target_shape is not None
+                          and len(est.target_shape) < len(est.output_shape) - 1)
+        if not (equal(features, 1) is True or flattened or against_target):
+            i = run_end  # per position by design, as a sequence model's layers are
+            continue
+        later = [r.name for r in rows[i + 1:run_end] if _is_per_position_dense(r)]
         positions = prod(in_shape[1:-1])
         units = row.output_shape[-1]
         word = _dense_word(est)
@@ -109,6 +118,37 @@ def _dense_per_position(est) -> Iterator[Diagnostic]:
                    f"Flatten() before '{row.name}'; if per-position is intended, nothing to change")
         yield Diagnostic("dense-per-position", "warning" if single else "info", row.name, message, fix)
         i = run_end
+
+
+@rule("batch-axis-in-input-shape",
+      "The input shape seems to include the batch axis (torchinfo's input_size does; input_shape is one "
+      "sample's shape), so every layer sees one axis too many.")
+def _batch_axis_in_input_shape(est) -> Iterator[Diagnostic]:
+    if len(est.inputs) != 1 or len(est.input_shape) < 2 or not est.layers:
+        return
+    leading = est.input_shape[0]
+    if type(leading) is not int:
+        return
+    if type(est.batch_size) is int and leading == est.batch_size and est.batch_size > 1:
+        severity, why = "warning", f"equals batch_size={est.batch_size}"
+    elif (leading in COMMON_BATCH_SIZES and est.batch_size is None and len(est.output_shape) >= 3
+          and equal(est.output_shape[1], leading) is True and _is_per_position_dense(est.layers[0])):
+        severity, why = "info", "is a common batch size and stays in the output, which is per position"
+    else:
+        return
+    sample = est.format_shape(tuple(est.input_shape[1:]))
+    message = (f"input_shape {est.format_shape(tuple(est.input_shape))} begins with {leading}, which {why}: "
+               f"input_shape is one sample's shape, without the batch axis, so each sample is read as {leading} "
+               f"rows of {sample} and every layer sees one axis too many.")
+    yield Diagnostic("batch-axis-in-input-shape", severity, est.layers[0].name, message,
+                     f"if {leading} is the batch size, pass input_shape={sample}, batch_size={leading} "
+                     "(torchinfo's input_size includes the batch axis; paramcalc's input_shape, like Keras' "
+                     "Input(shape=...), does not)")
+
+
+# Batch sizes people train with: a leading axis of one of these that a model keeps to its output reads
+# as a batch axis given by mistake.
+COMMON_BATCH_SIZES = frozenset(2 ** p for p in range(3, 13))
 
 
 @rule("flatten-explosion",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .dims import Dim, Sym, as_dim, equal, exact_div, format_dim, is_positive, symbol, symbols_of
-from .errors import ShapeError, SpecError
+from .errors import ParamcalcError, ShapeError, SpecError
 from .graph import Node, normalize_shape, propagate
 from .layers.base import Layer, format_shape
 from .spec import TensorSpec, dtype_bytes
@@ -228,7 +228,11 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     assumptions: list = []
     batch_dim = symbol(batch_symbol)
     specs = {name: TensorSpec((batch_dim,) + shape, graph.dtype) for name, shape in sample_shapes}
-    calls, values = propagate(graph, specs, assumptions, unset_batch=batch_dim if batch is None else None)
+    unset = batch_dim if batch is None else None
+    try:
+        calls, values = propagate(graph, specs, assumptions, unset_batch=unset)
+    except ShapeError as error:
+        raise _with_batch_axis_hint(error, graph, sample_shapes, batch_dim, batch, unset) from None
     outputs = tuple(values[name][index].shape for name, index in graph.outputs)
 
     result = _aggregate(graph, calls, sample_shapes, outputs, batch_symbol, targets, assumptions, notes)
@@ -245,6 +249,27 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
         cost = _training(result, options, strict=False)
         result = _with_training_notes(_with_diagnostics(replace(result, training_options=options, training=cost)))
     return result
+
+
+def _with_batch_axis_hint(error: ShapeError, graph, sample_shapes: tuple, batch_dim, batch, unset) -> ShapeError:
+    """The error, with a hint when the input shapes look like they carry the batch axis (torchinfo's
+    ``input_size`` does; ``input_shape`` is one sample's): the same model propagates without it."""
+    if not all(len(shape) >= 2 for _, shape in sample_shapes):
+        return error
+    trimmed = {name: TensorSpec((batch_dim,) + shape[1:], graph.dtype) for name, shape in sample_shapes}
+    try:
+        propagate(graph, trimmed, [], unset_batch=unset)
+    except ParamcalcError:
+        return error  # not the batch axis: the model fails without it too
+    leading = sample_shapes[0][1][0]
+    shapes = " and ".join(format_shape(shape[1:]) for _, shape in sample_shapes)
+    batch_text = "" if batch is not None else f", batch_size={format_dim(leading)}"
+    return ShapeError(
+        f"{error.message}. The input shape {format_shape(sample_shapes[0][1])} looks like it includes the batch "
+        f"axis ({format_dim(leading)}): input_shape is one sample's shape, as in Keras' Input(shape=...) "
+        "(torchinfo's input_size includes the batch; paramcalc's does not)",
+        layer=error.layer, value=error.value, where=error.where,
+        fix=f"pass input_shape={shapes}{batch_text}")
 
 
 def _with_training_notes(est: Estimate) -> Estimate:

@@ -45,7 +45,7 @@ class _Windowed(Layer):
         self._set("activation", normalize_activation(self.activation, self.name))
 
     def _spatial(self, ctx: Context, x: TensorSpec) -> tuple[list[int], int, list[Dim]]:
-        check_rank(ctx, self.display_type, x.shape, self.rank)
+        check_rank(ctx, self.display_type, x.shape, self.rank, self.channels_last)
         axes, channel_axis = spatial_axes(x.rank, self.rank, self.channels_last)
         lengths = []
         for i, axis in enumerate(axes):
@@ -138,7 +138,7 @@ class ConvTranspose(_Windowed):
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)
-        check_rank(ctx, self.display_type, x.shape, self.rank)
+        check_rank(ctx, self.display_type, x.shape, self.rank, self.channels_last)
         axes, channel_axis = spatial_axes(x.rank, self.rank, self.channels_last)
         lengths = []
         for i, axis in enumerate(axes):

@@ -50,7 +50,7 @@ class Pool(Layer):
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)
-        check_rank(ctx, self.display_type, x.shape, self.rank)
+        check_rank(ctx, self.display_type, x.shape, self.rank, self.channels_last)
         axes, _ = spatial_axes(x.rank, self.rank, self.channels_last)
         shape = list(x.shape)
         for i, axis in enumerate(axes):
@@ -76,7 +76,7 @@ class GlobalPool(Layer):
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)
-        check_rank(ctx, self.display_type, x.shape, self.rank)
+        check_rank(ctx, self.display_type, x.shape, self.rank, self.channels_last)
         axes, channel_axis = spatial_axes(x.rank, self.rank, self.channels_last)
         if self.keepdims:
             shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))

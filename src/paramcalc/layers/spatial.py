@@ -104,8 +104,11 @@ def spatial_axes(rank_total: int, rank: int, channels_last: bool) -> tuple[list[
     return list(range(rank_total - rank, rank_total)), rank_total - rank - 1
 
 
-def check_rank(ctx: Context, owner: str, shape: Sequence, rank: int) -> None:
+def check_rank(ctx: Context, owner: str, shape: Sequence, rank: int, channels_last: bool = True) -> None:
+    """A layer over ``rank`` spatial axes reads a batch axis, those axes and a channel axis, in the
+    framework's order (Keras: channels last; torch: channels first)."""
     if len(shape) != rank + 2:
+        names = ["height", "width"] if rank == 2 else ["length"] if rank == 1 else ["depth", "height", "width"]
+        layout = ["batch", *names, "channels"] if channels_last else ["batch", "channels", *names]
         raise ctx.shape_error(
-            f"{owner} expects an input of rank {rank + 2} (batch, {rank} spatial axes, channels), "
-            f"received {ctx.format_shape(shape)}")
+            f"{owner} expects an input of rank {rank + 2} ({', '.join(layout)}), received {ctx.format_shape(shape)}")
