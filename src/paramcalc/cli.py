@@ -37,6 +37,31 @@ def _shape_arg(text: str) -> tuple:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _input_arg(text: str) -> tuple:
+    """'20020,1' -> (None, (20020, 1)); 'seq=256,8' -> ('seq', (256, 8)): one input's shape, by name
+    where the model has several."""
+    name, sep, shape = text.partition("=")
+    if sep and name.strip() and not name.strip().lstrip("-").isdigit():
+        return name.strip(), _shape_arg(shape)
+    return None, _shape_arg(text)
+
+
+def input_shapes(values: list | None):
+    """What ``--input`` (given once per input) means for estimate(): one shape, shapes in input order, or
+    shapes by input name."""
+    from .errors import SpecError
+
+    if not values:
+        return None
+    names = [name for name, _ in values]
+    if all(name is None for name in names):
+        return values[0][1] if len(values) == 1 else [shape for _, shape in values]
+    if any(name is None for name in names):
+        raise SpecError("--input: name every input (--input seq=256,8 --input meta=16) or none of them "
+                        "(--input 256,8 --input 16, in the model's input order)", value=names)
+    return {name: shape for name, shape in values}
+
+
 def _batch_arg(text: str):
     return int(text) if text.lstrip("-").isdigit() else text
 
@@ -89,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               ".keras archive (its config, read as data); count the tensors of "
                                               "a safetensors file. Pickles are refused, never unpickled.")
     summary.add_argument("spec", help="path to a JSON spec, a Keras config, a .keras archive or safetensors")
-    summary.add_argument("--input", type=_shape_arg, default=None, metavar="SHAPE",
-                         help="one sample's input shape, batch excluded, e.g. 20020,1 or n,1")
+    summary.add_argument("--input", type=_input_arg, action="append", default=None, metavar="[NAME=]SHAPE",
+                         help=INPUT_HELP)
     summary.add_argument("--batch-size", type=_batch_arg, default=None, metavar="N",
                          help="batch size (an int or a symbol name)")
     summary.add_argument("--target", type=_shape_arg, default=None, metavar="SHAPE",
@@ -136,12 +161,16 @@ def _keras_backend_option(parser) -> None:
                              "TensorFlow, unless a calibrated --device names its framework)")
 
 
+INPUT_HELP = ("one sample's input shape, batch excluded, e.g. 20020,1 or n,1; for a model with several inputs, "
+              "once per input, in order or by name (--input seq=256,8 --input meta=16)")
+
+
 def _model_options(parser, both: bool = False) -> None:
-    parser.add_argument("--input", type=_shape_arg, default=None, metavar="SHAPE",
-                        help="one sample's input shape" + (" for both models" if both else ""))
+    parser.add_argument("--input", type=_input_arg, action="append", default=None, metavar="[NAME=]SHAPE",
+                        help=INPUT_HELP + (" (for both models)" if both else ""))
     if both:
-        parser.add_argument("--input-b", type=_shape_arg, default=None, metavar="SHAPE",
-                            help="the second model's input shape, when it differs")
+        parser.add_argument("--input-b", type=_input_arg, action="append", default=None, metavar="[NAME=]SHAPE",
+                            help="the second model's input shapes, when they differ (as --input)")
     parser.add_argument("--batch-size", type=_batch_arg, default=None, metavar="N")
     parser.add_argument("--target", type=_shape_arg, default=None, metavar="SHAPE")
     parser.add_argument("--optimizer", default=None)
@@ -196,7 +225,7 @@ def load_model(text: str):
 def _estimate_arg(model_text: str, args, input_shape=None):
     from .estimate import estimate
 
-    return estimate(load_model(model_text), input_shape=input_shape if input_shape is not None else args.input,
+    return estimate(load_model(model_text), input_shape=input_shape if input_shape is not None else input_shapes(args.input),
                     batch_size=args.batch_size, target_shape=args.target, optimizer=args.optimizer,
                     dtype=args.dtype, device=args.device, keras_backend=args.keras_backend)
 
@@ -205,7 +234,7 @@ def _compare(args) -> str:
     from .render import render_comparison
 
     a = _estimate_arg(args.model_a, args)
-    b = _estimate_arg(args.model_b, args, input_shape=args.input_b if args.input_b is not None else args.input)
+    b = _estimate_arg(args.model_b, args, input_shape=input_shapes(args.input_b or args.input))
     if args.json:
         return json.dumps({"a": a.to_dict(), "b": b.to_dict()}, indent=2)
     text = render_comparison(a, b)
@@ -217,7 +246,7 @@ def _plot(args) -> str:
     from .plot import plot
 
     values = [int(v) for v in args.values.split(",") if v.strip()]
-    est = estimate(load_model(args.model), input_shape=args.input, target_shape=args.target,
+    est = estimate(load_model(args.model), input_shape=input_shapes(args.input), target_shape=args.target,
                    batch_size=args.batch_size if args.symbol else None)
     path = plot(est, values, args.out, symbol=args.symbol, optimizer=args.optimizer or "adam",
                 precision=args.dtype or "float32", device=args.device, keras_backend=args.keras_backend)
@@ -317,7 +346,7 @@ def _summary(args) -> str:
         raise SpecError(f"{path}: {path.stat().st_size:,} bytes is larger than any model spec "
                         f"(limit {MAX_SPEC_BYTES:,})")
     doc = load_model(args.spec)
-    est = estimate(doc, input_shape=args.input, batch_size=args.batch_size, target_shape=args.target,
+    est = estimate(doc, input_shape=input_shapes(args.input), batch_size=args.batch_size, target_shape=args.target,
                    optimizer=args.optimizer, dtype=args.dtype, device=args.device, keras_backend=args.keras_backend)
     if args.json:
         return est.to_json(indent=2)

@@ -107,6 +107,7 @@ class Estimate:
     target_shape: tuple | None = None
     inputs: tuple = ()  # (name, per-sample shape) of every model input
     output_shapes: tuple = ()  # every model output, batch axis first
+    output_names: tuple = ()  # the layer (with ":index" past its first output) each output comes from
     diagnostics: tuple = ()
     assumptions: tuple = ()
     notes: tuple = ()
@@ -236,6 +237,8 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     outputs = tuple(values[name][index].shape for name, index in graph.outputs)
 
     result = _aggregate(graph, calls, sample_shapes, outputs, batch_symbol, targets, assumptions, notes)
+    result = replace(result, output_names=tuple(name if index == 0 else f"{name}:{index}"
+                                                for name, index in graph.outputs))
     if type(batch) is int:
         result = _substitute(result, {batch_symbol: batch})
     elif batch is not None:
@@ -335,9 +338,16 @@ def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) 
     elif len(names) > 1:
         shapes = list(input_shape) if isinstance(input_shape, (list, tuple)) else []
         if len(shapes) != len(names) or not all(isinstance(s, (list, tuple)) for s in shapes):
-            raise SpecError(f"model '{graph.name}' has {len(names)} inputs ({', '.join(names)}); pass "
-                            "input_shape as a list of shapes in that order, or a dict by name",
-                            where="input_shape", value=input_shape)
+            example = {name: format_shape(declared) if declared is not None else "(...)"
+                       for name, declared in graph.inputs}
+            raise SpecError(
+                f"model '{graph.name}' has {len(names)} inputs ({', '.join(names)}), received input_shape="
+                f"{input_shape!r}", where="input_shape", value=input_shape,
+                fix="pass input_shape as a list of shapes in that order or a dict by name ("
+                    + ", ".join(f"{name!r}: {shape}" for name, shape in example.items())
+                    + "); on the command line, --input once per input: "
+                    + " ".join(f"--input {name}={shape.strip('()').replace(' ', '').rstrip(',')}"
+                               for name, shape in example.items()))
         given = dict(zip(names, shapes))
     else:
         given = {names[0]: input_shape}
@@ -488,6 +498,7 @@ def _to_dict(est: Estimate) -> dict:
         "batch_symbol": est.batch_symbol,
         "output_shape": shape(est.output_shape),
         "output_shapes": [shape(s) for s in est.output_shapes],
+        "outputs": {name: shape(s) for name, s in zip(est.output_names, est.output_shapes)},
         "target_shape": shape(est.target_shape),
         "flop_convention": FLOP_CONVENTION,
         "totals": {
@@ -512,6 +523,7 @@ def _to_dict(est: Estimate) -> dict:
                 "weights": [{"name": w.name, "shape": shape(w.shape), "trainable": w.trainable,
                              "buffer": w.buffer} for w in row.weights],
                 "shared_with": row.shared_with,
+                "connected_to": [name if index == 0 else f"{name}:{index}" for name, index in row.inbound],
             }
             for row in est.layers
         ],

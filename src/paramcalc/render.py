@@ -46,17 +46,19 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True, color: bool 
 
     ``color`` adds ANSI styles (the CLI sets it on a terminal, never when piped or with NO_COLOR).
     """
-    framework = f" [{est.framework}]" if est.framework else ""
-    head = f'Model: "{est.name}"{framework}  input {est.format_shape((est.batch_size,) + tuple(est.input_shape))}'
-    out = [_style(head, "bold", color)]
+    out = [_style(_head(est), "bold", color)]
+    connected = _is_graph(est)
     rows = []
     for row in est.layers:
         params = format_count(row.params)
         if row.shared_with:
             params = f"(shared with {row.shared_with})"
-        rows.append([f"{row.name} ({row.type})", est.format_shape(row.output_shape), params,
-                     format_count(row.flops)])
-    out += _table(["Layer (type)", "Output Shape", "Param #", "FLOPs/sample"], rows, right={2, 3})
+        cells = [f"{row.name} ({row.type})", est.format_shape(row.output_shape), params, format_count(row.flops)]
+        if connected:
+            cells.append(", ".join(_reference(ref) for ref in row.inbound))
+        rows.append(cells)
+    headers = ["Layer (type)", "Output Shape", "Param #", "FLOPs/sample"] + (["Connected to"] if connected else [])
+    out += _table(headers, rows, right={2, 3})
     out.append(_style(f" Total params: {format_count(est.params)} ({format_bytes(est.param_bytes)} in {est.dtype})",
                       "bold", color))
     out.append(f" Trainable params: {format_count(est.trainable_params)}")
@@ -86,6 +88,38 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True, color: bool 
         out.append("")
         out += [f"Note: {n}" for n in est.notes]
     return "\n".join(out)
+
+
+def _head(est) -> str:
+    framework = f" [{est.framework}]" if est.framework else ""
+    return f'Model: "{est.name}"{framework}  {_inputs_text(est)}'
+
+
+def _inputs_text(est) -> str:
+    """The model's input, or, with several inputs or outputs, every one of them by name."""
+    batch = (est.batch_size,)
+    if len(est.inputs) <= 1 and len(est.output_shapes) <= 1:
+        return f"input {est.format_shape(batch + tuple(est.input_shape))}"
+    inputs = ", ".join(f"{name} {est.format_shape(batch + tuple(shape))}" for name, shape in est.inputs)
+    names = est.output_names or tuple(f"output {i}" for i in range(len(est.output_shapes)))
+    outputs = ", ".join(f"{name} {est.format_shape(shape)}" for name, shape in zip(names, est.output_shapes))
+    return f"inputs {inputs}; outputs {outputs}"
+
+
+def _is_graph(est) -> bool:
+    """Whether the model is more than a chain (several inputs, a branch, a merge): then each row says
+    what it reads, as Keras' summary does for functional models."""
+    previous = est.inputs[0][0] if est.inputs else None
+    for row in est.layers:
+        if tuple(row.inbound) != ((previous, 0),):
+            return True
+        previous = row.name
+    return len(est.output_shapes) > 1
+
+
+def _reference(ref: tuple) -> str:
+    name, index = ref
+    return name if index == 0 else f"{name}:{index}"
 
 
 def _training_lines(cost) -> list[str]:
@@ -140,13 +174,15 @@ def format_seconds(seconds: float | None) -> str:
 
 def render_markdown(est) -> str:
     """The summary as a Markdown table, for docs, pull requests and notebooks."""
-    lines = [f"**{est.name}** ({est.framework or 'paramcalc'}), input "
-             f"`{est.format_shape((est.batch_size,) + tuple(est.input_shape))}`", "",
-             "| Layer (type) | Output Shape | Param # | FLOPs/sample |", "|---|---|---:|---:|"]
+    connected = _is_graph(est)
+    lines = [f"**{est.name}** ({est.framework or 'paramcalc'}), {_inputs_text(est)}", "",
+             "| Layer (type) | Output Shape | Param # | FLOPs/sample |" + (" Connected to |" if connected else ""),
+             "|---|---|---:|---:|" + ("---|" if connected else "")]
     for row in est.layers:
         params = f"(shared with {row.shared_with})" if row.shared_with else format_count(row.params)
+        reads = f" {', '.join(_reference(ref) for ref in row.inbound)} |" if connected else ""
         lines.append(f"| {row.name} ({row.type}) | `{est.format_shape(row.output_shape)}` | {params} | "
-                     f"{format_count(row.flops)} |")
+                     f"{format_count(row.flops)} |{reads}")
     lines += ["", f"Total params: **{format_count(est.params)}** ({format_bytes(est.param_bytes)} in {est.dtype}); "
               f"trainable {format_count(est.trainable_params)}, non-trainable {format_count(est.non_trainable_params)}. "
               f"Forward FLOPs per sample: {format_count(est.flops)} ({FLOP_CONVENTION})."]

@@ -241,3 +241,42 @@ def test_calibrate_repeat_runs_fresh_processes_and_merges_them(tmp_path):
     args.merge, args.repeat = None, 2
     with pytest.raises(ParamcalcError, match="run 1 of 2 failed"):
         cli._calibrate_runs(args, lambda command: 1)
+
+
+@pytest.fixture
+def two_inputs(tmp_path):
+    path = tmp_path / "twohead.json"
+    path.write_text(json.dumps({"name": "twohead", "inputs": {"seq": [256, 8], "meta": [16]},
+                                "layers": [{"kind": "dense", "units": 32, "name": "d", "inbound": ["seq"]},
+                                           {"kind": "flatten", "name": "f", "inbound": ["d"]},
+                                           {"kind": "concatenate", "name": "cat", "inbound": ["f", "meta"]},
+                                           {"kind": "dense", "units": 1, "name": "price", "inbound": ["cat"]},
+                                           {"kind": "dense", "units": 3, "name": "kind", "inbound": ["cat"]}],
+                                "outputs": ["price", "kind"]}))
+    return path
+
+
+def test_several_inputs_and_outputs_are_shown_with_what_each_layer_reads(two_inputs):
+    out = run("summary", str(two_inputs)).stdout
+    assert 'inputs seq (None, 256, 8), meta (None, 16); outputs price (None, 1), kind (None, 3)' in out
+    header = next(line for line in out.splitlines() if line.startswith("Layer (type)"))
+    assert header.rstrip().endswith("Connected to")
+    cat = next(line for line in out.splitlines() if line.startswith("cat "))
+    assert cat.rstrip().endswith("f, meta")
+    data = json.loads(run("summary", str(two_inputs), "--json").stdout)
+    assert data["outputs"] == {"price": [None, 1], "kind": [None, 3]}
+    assert [row["connected_to"] for row in data["layers"]][2] == ["f", "meta"]
+    # a chain keeps Keras' four columns
+    chain = run("demo", "--features", "100").stdout
+    assert "Connected to" not in chain
+
+
+def test_the_command_line_takes_one_shape_per_input_in_order_or_by_name(two_inputs):
+    by_order = json.loads(run("summary", str(two_inputs), "--input", "64,8", "--input", "4", "--json").stdout)
+    by_name = json.loads(run("summary", str(two_inputs), "--input", "meta=4", "--input", "seq=64,8",
+                             "--json").stdout)
+    assert by_order["inputs"] == by_name["inputs"] == {"seq": [64, 8], "meta": [4]}
+    mixed = run("summary", str(two_inputs), "--input", "seq=64,8", "--input", "4", check=False)
+    assert mixed.returncode == 1 and "name every input" in mixed.stderr
+    one = run("summary", str(two_inputs), "--input", "64,8", check=False)
+    assert one.returncode == 1 and "--input seq=256,8 --input meta=16" in one.stderr
