@@ -88,13 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Estimate two models and show their figures side by side, the layers that changed, and "
                     "the diagnostics the second has that the first has not. Models: files (JSON spec, Keras "
                     "config, .keras), seed:VARIANT[:FEATURES], or module:attribute.")
-    compare.add_argument("model_a")
-    compare.add_argument("model_b")
+    compare.add_argument("model_a", metavar="MODEL_A", help=MODEL_HELP)
+    compare.add_argument("model_b", metavar="MODEL_B", help="the second model, in any of the same forms")
     _model_options(compare, both=True)
 
     explain = commands.add_parser("explain", help="the diagnostics of a model, in prose",
                                   description="Explain the pitfalls paramcalc finds in a model, with fixes.")
-    explain.add_argument("model")
+    explain.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     _model_options(explain)
 
     plot = commands.add_parser(
@@ -102,18 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw training memory (weights, gradients, optimizer, activations, input batch; the "
                     "device's memory as a line) and, with --device, step time, against the batch size or "
                     "a symbolic input size. Needs matplotlib (pip install 'paramcalc[plot]').")
-    plot.add_argument("model")
+    plot.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     plot.add_argument("--out", required=True, help="PNG path")
     plot.add_argument("--values", default="1,2,4,8,16,32,64,128,256,512,1024",
                       help="comma-separated values of the swept size")
     plot.add_argument("--symbol", default=None, help="sweep this input symbol instead of the batch size")
-    _model_options(plot)
+    _model_options(plot, formats=False)  # a PNG: no text format to choose
 
-    summary = commands.add_parser("summary", help="estimate a model file: JSON spec, .keras, safetensors",
-                                  description="Estimate a paramcalc spec or Keras config saved as JSON, or a "
-                                              ".keras archive (its config, read as data); count the tensors of "
-                                              "a safetensors file. Pickles are refused, never unpickled.")
-    summary.add_argument("spec", help="path to a JSON spec, a Keras config, a .keras archive or safetensors")
+    summary = commands.add_parser(
+        "summary", help="estimate a model: a file, seed:VARIANT or module:attribute",
+        description="Estimate a model read as data: a paramcalc spec or Keras config (JSON or YAML), a .keras "
+                    "archive or legacy .h5 (their config only), an ONNX file (in an isolated child process), "
+                    "or count the tensors of a safetensors file; or seed:VARIANT[:FEATURES], or "
+                    "module:attribute (your own code, imported). Pickles are refused, never unpickled.")
+    summary.add_argument("spec", metavar="MODEL", help=MODEL_HELP)
     summary.add_argument("--input", type=_input_arg, action="append", default=None, metavar="[NAME=]SHAPE",
                          help=INPUT_HELP)
     summary.add_argument("--batch-size", type=_batch_arg, default=None, metavar="N",
@@ -122,12 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="one sample's target shape, e.g. '()' for a scalar; checks loss broadcasting")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    summary.add_argument("--optimizer", default=None, help="add training memory and FLOPs (adam, sgd, ...)")
-    summary.add_argument("--dtype", default=None, help="training precision (float32, mixed_bfloat16, ...)")
-    summary.add_argument("--device", default=None,
-                         help="predict step time on a device (h100-sxm, h100-sxm-torch, a100-80gb, l4, cpu, "
-                              "cpu-dev-torch, or a calibration JSON)")
-    _keras_backend_option(summary)
+    _training_options(summary)
 
     calibrate = commands.add_parser(
         "calibrate", help="measure this machine with the framework that trains and save a device profile",
@@ -165,20 +162,40 @@ INPUT_HELP = ("one sample's input shape, batch excluded, e.g. 20020,1 or n,1; fo
               "once per input, in order or by name (--input seq=256,8 --input meta=16)")
 
 
-def _model_options(parser, both: bool = False) -> None:
+MODEL_HELP = ("a file (JSON or YAML spec, Keras config, .keras, .h5, ONNX, safetensors), "
+              "seed:VARIANT[:FEATURES], or module:attribute (a model, a function returning one, or "
+              "module:Class() to call a class with no arguments)")
+
+
+def _training_options(parser) -> None:
+    from .devices import BUILTIN, MEASURED
+    from .training import OPTIMIZER_STATE_BUFFERS, PRECISIONS
+
+    parser.add_argument("--optimizer", default=None,
+                        help=f"add training memory and FLOPs with this optimizer ({', '.join(OPTIMIZER_STATE_BUFFERS)})"
+                             "; with --device alone, Adam (said in a note)")
+    parser.add_argument("--dtype", default=None, help=f"training precision ({', '.join(PRECISIONS)})")
+    parser.add_argument("--device", default=None,
+                        help="predict step time on a device: a measured profile (" + ", ".join(sorted(MEASURED))
+                             + "), a datasheet one (" + ", ".join(sorted(BUILTIN))
+                             + "), or a calibration JSON from paramcalc calibrate")
+    _keras_backend_option(parser)
+
+
+def _model_options(parser, both: bool = False, formats: bool = True) -> None:
     parser.add_argument("--input", type=_input_arg, action="append", default=None, metavar="[NAME=]SHAPE",
                         help=INPUT_HELP + (" (for both models)" if both else ""))
     if both:
         parser.add_argument("--input-b", type=_input_arg, action="append", default=None, metavar="[NAME=]SHAPE",
                             help="the second model's input shapes, when they differ (as --input)")
-    parser.add_argument("--batch-size", type=_batch_arg, default=None, metavar="N")
-    parser.add_argument("--target", type=_shape_arg, default=None, metavar="SHAPE")
-    parser.add_argument("--optimizer", default=None)
-    parser.add_argument("--dtype", default=None)
-    parser.add_argument("--device", default=None)
-    _keras_backend_option(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--markdown", action="store_true", help="print Markdown")
+    parser.add_argument("--batch-size", type=_batch_arg, default=None, metavar="N",
+                        help="batch size (an int or a symbol name)")
+    parser.add_argument("--target", type=_shape_arg, default=None, metavar="SHAPE",
+                        help="one sample's target shape, e.g. '()' for a scalar; checks loss broadcasting")
+    _training_options(parser)
+    if formats:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--markdown", action="store_true", help="print Markdown")
 
 
 def load_model(text: str):
@@ -208,18 +225,37 @@ def load_model(text: str):
             return load_spec_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
         raise files.refuse(path, kind)
     if ":" in text:
-        import importlib
-
-        module_name, _, attribute = text.partition(":")
-        sys.path.insert(0, str(Path.cwd()))
-        try:
-            obj = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as err:
-            from .errors import SpecError
-
-            raise SpecError(f"cannot load {text}: {err}", value=text) from None
-        return obj() if callable(obj) and not hasattr(obj, "get_config") and not hasattr(obj, "parameters") else obj
+        return _load_attribute(text)
     raise OSError(2, "No such file or model", text)
+
+
+def _load_attribute(text: str):
+    """module:attribute, the user's own code (imported from the current folder): a model, a function
+    returning one, or, written module:Class(), a class called with no arguments."""
+    import importlib
+
+    from .errors import SpecError
+
+    module_name, _, attribute = text.partition(":")
+    call = attribute.endswith("()")
+    attribute = attribute[:-2] if call else attribute
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        obj = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as err:
+        raise SpecError(f"cannot load {text}: {err}", value=text) from None
+    if isinstance(obj, type) and not call:
+        raise SpecError(f"{text} is the class {obj.__qualname__}, not a model", value=text,
+                        fix=f"write {module_name}:{attribute}() to make one with no arguments, or name a "
+                            "function that returns the model")
+    if call or (callable(obj) and not isinstance(obj, type) and not hasattr(obj, "get_config")
+                and not hasattr(obj, "parameters")):
+        try:
+            return obj()
+        except TypeError as err:
+            raise SpecError(f"cannot call {module_name}:{attribute}() with no arguments: {err}", value=text,
+                            fix="name a function that builds the model with the arguments it needs") from None
+    return obj
 
 
 def _estimate_arg(model_text: str, args, input_shape=None):

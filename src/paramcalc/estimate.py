@@ -19,6 +19,7 @@ from .spec import TensorSpec, dtype_bytes
 
 FLOP_CONVENTION = "1 multiply-add = 2 FLOPs; MACs count multiply-adds; per sample unless 'per batch'"
 DEFAULT_BATCH_SYMBOL = "B"
+DEFAULT_OPTIMIZER = "adam"  # what training is priced with when only a dtype or a device is given
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
             from .devices import resolve
 
             device = resolve(device)
-        options = (optimizer or "adam", dtype or "float32", device, keras_backend)
+        options = (optimizer, dtype or "float32", device, keras_backend)  # no optimizer: Adam, noted
         cost = _training(result, options, strict=False)
         result = _with_training_notes(_with_diagnostics(replace(result, training_options=options, training=cost)))
     return result
@@ -293,6 +294,9 @@ def _with_training_notes(est: Estimate) -> Estimate:
         added = _uncalibrated_dtype_notes(device, precision) + machine_notes(device, this_machine())
     else:
         added = ()
+    if est.training_options[0] is None:
+        added = (f"no optimizer given: training memory and time assume {DEFAULT_OPTIMIZER.capitalize()} "
+                 "(pass optimizer=..., or --optimizer)",) + added
     return replace(est, notes=notes + added, training_notes=added)
 
 
@@ -317,7 +321,8 @@ def _training(est: Estimate, options: tuple, strict: bool):
     optimizer, precision, device, keras_backend = options
     if not strict and est.symbols - {est.batch_symbol}:
         return None
-    return training_cost(est, optimizer=optimizer, precision=precision, device=device, keras_backend=keras_backend)
+    return training_cost(est, optimizer=optimizer or DEFAULT_OPTIMIZER, precision=precision, device=device,
+                         keras_backend=keras_backend)
 
 
 def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) -> tuple:

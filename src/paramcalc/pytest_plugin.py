@@ -22,6 +22,7 @@ def paramcalc_budget(request):
     from .testing import assert_budget
 
     def check(model, **kwargs):
+        __tracebackhide__ = True
         kwargs.setdefault("label", f"{request.node.nodeid}")
         return assert_budget(model, **kwargs)
 

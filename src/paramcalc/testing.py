@@ -43,6 +43,7 @@ def assert_budget(model: object, *, input_shape: object = None, batch_size: obje
     ``batch_size``. ``min_samples_per_second``: needs ``device`` and ``batch_size``. ``max_flops``:
     forward FLOPs per sample. ``allow_warnings=False`` fails on any warning diagnostic.
     """
+    __tracebackhide__ = True  # pytest shows the failure where the budget was asked for, not in here
     from .estimate import estimate
 
     training = max_memory is not None or min_samples_per_second is not None or device is not None
@@ -83,15 +84,25 @@ def _check(failures: list, what: str, value: Any, limit: Any) -> None:
 
 
 def _message(est, failures: list[str]) -> str:
+    """A few lines: what broke, the layers behind it and the findings; the whole table stays on the
+    exception (``error.estimate.summary()``), since a deep model's would bury the failure."""
     lines = [f"model '{est.name}' is over budget:"] + [f"  - {f}" for f in failures]
     heaviest = sorted((r for r in est.layers if type(r.params) is int), key=lambda r: -r.params)[:3]
     if heaviest:
         lines.append("  layers holding the most parameters: "
                      + ", ".join(f"{r.name} ({format_count(r.params)})" for r in heaviest))
-    if est.training is not None and est.training.layer_seconds:
-        lines.append("  slowest: " + ", ".join(f"{n} ({s * 1e3:.2f} ms)" for n, s in est.training.layer_seconds[:3]))
-    lines.append("")
-    lines.append(est.summary())
+    if est.training is not None:
+        lines.append(f"  training peak: {format_count(est.training.memory.peak)} bytes")
+        if est.training.layer_seconds:
+            lines.append("  slowest: " + ", ".join(f"{n} ({s * 1e3:.2f} ms)"
+                                                  for n, s in est.training.layer_seconds[:3]))
+    findings = [d for d in est.diagnostics if d.severity == "warning"] or list(est.diagnostics)
+    for d in findings[:3]:
+        text = f"  [{d.code}] {d.message}"
+        lines.append(text if len(text) <= 160 else text[:157] + "...")
+    if len(findings) > 3:
+        lines.append(f"  ... and {len(findings) - 3} more findings")
+    lines.append("  (the whole table: error.estimate.summary(), or paramcalc summary on the command line)")
     return "\n".join(lines)
 
 

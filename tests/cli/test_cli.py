@@ -280,3 +280,43 @@ def test_the_command_line_takes_one_shape_per_input_in_order_or_by_name(two_inpu
     assert mixed.returncode == 1 and "name every input" in mixed.stderr
     one = run("summary", str(two_inputs), "--input", "64,8", check=False)
     assert one.returncode == 1 and "--input seq=256,8 --input meta=16" in one.stderr
+
+
+def test_a_class_handed_in_is_told_to_pass_an_instance(tmp_path, monkeypatch):
+    (tmp_path / "tmodel.py").write_text(
+        "import paramcalc\n"
+        "class Net(paramcalc.Sequential):\n"
+        "    def __init__(self):\n"
+        "        super().__init__([paramcalc.Dense(2)], input_shape=(8,))\n"
+        "class Needs(paramcalc.Sequential):\n"
+        "    def __init__(self, width):\n"
+        "        super().__init__([paramcalc.Dense(width)], input_shape=(8,))\n")
+    monkeypatch.chdir(tmp_path)
+    refused = run("summary", "tmodel:Net", check=False)
+    assert refused.returncode == 1 and "tmodel:Net is the class Net, not a model" in refused.stderr
+    assert "write tmodel:Net() to make one" in refused.stderr
+    assert "Param #" in run("summary", "tmodel:Net()").stdout
+    needs = run("summary", "tmodel:Needs()", check=False)
+    assert needs.returncode == 1 and "cannot call tmodel:Needs() with no arguments" in needs.stderr
+    import paramcalc
+    from paramcalc.errors import SpecError
+
+    with pytest.raises(SpecError, match="received the class .*Sequential, not a model"):
+        paramcalc.estimate(paramcalc.Sequential)
+
+
+def test_every_flag_does_what_it_says():
+    summary = run("summary", "--help").stdout
+    for words in (".h5", "ONNX", "YAML", "seed:VARIANT", "module:attribute", "cpu-dev-keras", "h100-sxm-torch",
+                  "a100-80gb", "l4"):
+        assert words in summary, words
+    plot = run("plot", "--help").stdout
+    assert "--json" not in plot and "--markdown" not in plot  # a PNG has no text format
+    assert run("plot", "seed:flat", "--out", "x.png", "--json", check=False).returncode == 2
+    # a device alone prices training with Adam, and says so
+    data = json.loads(run("summary", "seed:flat:100", "--batch-size", "8", "--device", "h100-sxm", "--json").stdout)
+    assert data["training"]["optimizer"] == "adam"
+    assert any(note.startswith("no optimizer given: training memory and time assume Adam") for note in data["notes"])
+    chosen = json.loads(run("summary", "seed:flat:100", "--batch-size", "8", "--device", "h100-sxm", "--optimizer",
+                            "adam", "--json").stdout)
+    assert not any("no optimizer given" in note for note in chosen["notes"])

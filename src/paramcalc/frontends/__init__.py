@@ -40,6 +40,12 @@ def to_model(obj: object) -> Sequential | Graph:
         from .spec import load_spec_text
 
         return to_model(load_spec_text(obj, "<string>"))
+    if isinstance(obj, type):
+        name = f"{obj.__module__}.{obj.__qualname__}"
+        raise SpecError(
+            f"received the class {name}, not a model: paramcalc estimates a model object", value=obj,
+            fix=f"pass an instance, {obj.__qualname__}(...), or a function that returns one; on the command "
+                f"line, {obj.__module__}:{obj.__qualname__}() calls it with no arguments")
     framework = framework_of(obj)
     if framework == "keras":
         from .keras import from_keras_model
