@@ -131,3 +131,17 @@ def test_progress_on_a_terminal_is_one_redrawn_line_and_plain_callables_still_wo
     plain("a row")
     assert seen == ["[1/1] products", "a row"]
     assert format_duration(3725) == "1:02:05" and format_duration(59.6) == "1:00"
+
+
+def test_progress_lines_carry_no_profiler_stage_markers_and_small_rates_read_in_gflops():
+    pytest.importorskip("torch")
+    code = ("import torch\nfrom paramcalc.calibrate import peak_rise\n"
+            "print(peak_rise(torch, 'cpu', lambda: torch.ones(1000) + 1))\n"
+            "import sys; sys.stderr.write('a line of our own\\n')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert int(done.stdout) >= 4000  # the measurement still happened
+    assert "USDT:" not in done.stderr and "STAGE:" not in done.stderr
+    assert "a line of our own" in done.stderr  # what else is written to stderr is kept
+    from paramcalc.calibrate import _rate
+
+    assert _rate(9.22e10) == "92.2 GFLOP/s" and _rate(7.98e14) == "798.00 TFLOP/s"

@@ -7,6 +7,7 @@ import pytest
 import paramcalc
 from paramcalc import Dense, Flatten, Sequential, estimate, training_cost
 from paramcalc.devices import BUILTIN, resolve
+from paramcalc.render import format_bytes
 
 
 def _dense_stack(*layers, shape=(100,), batch=32, **kwargs):
@@ -190,3 +191,32 @@ def test_a_cpu_profile_of_another_machine_or_a_busy_one_says_so():
                                                    device="h100-sxm-torch").notes)
     label = estimate(model, input_shape=(100,), batch_size=8, device="cpu-dev-torch").summary()
     assert "On cpu-dev-torch (an earlier x86-64 development CPU, model not recorded, 2 threads, AVX-512)" in label
+
+
+def test_the_peak_says_when_it_happens_and_its_parts_add_up():
+    import torch
+
+    from paramcalc import seed_model
+
+    nn = torch.nn
+    with torch.device("meta"):
+        cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+        lstm = nn.LSTM(16, 32, batch_first=True)
+    cases = [(seed_model(v, 500), None, {}) for v in ("flat", "reshaped_flatten", "reshaped")]
+    cases += [(cnn, (3, 32, 32), {}), (lstm, (12, 16), {}), (seed_model("flat", 500), None, {"dtype": "mixed_bfloat16"}),
+              (seed_model("reshaped_flatten", 500), None, {"keras_backend": "torch"})]
+    phases = set()
+    for model, shape, options in cases:
+        for optimizer in ("adam", "sgd"):
+            est = estimate(model, input_shape=shape, batch_size=16, optimizer=optimizer, **options)
+            m = est.training.memory
+            moment = m.peak_moment
+            assert m.weights + m.optimizer + m.input_batch + sum(n for _, n in moment.parts) == m.peak
+            assert moment.phase in ("forward", "backward", "update")
+            assert moment.layer is None if moment.phase == "update" else moment.layer in {r.name for r in est.layers}
+            phases.add(moment.phase)
+            assert f"= {format_bytes(m.peak)}" in est.summary()  # the peak line reads as a sum
+            assert est.to_dict()["training"]["peak_moment"]["phase"] == moment.phase
+    assert phases == {"backward", "update"}
+    # a symbolic batch has a formula for a peak, and no single moment
+    assert estimate(seed_model("flat", 500), optimizer="adam").training.memory.peak_moment is None
