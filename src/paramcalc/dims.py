@@ -321,13 +321,36 @@ def exact_div(num: Dim, den: Dim) -> Dim | None:
 
 
 def floordiv(num: Dim, den: Dim) -> Dim:
-    """num // den: exact when it divides, an int for ints, else an opaque floor term."""
+    """num // den: exact when it divides, an int for ints, else an opaque floor term.
+
+    A floor of a floor folds into one: ``(x // a + c) // b == (x + c*a) // (a*b)`` for integers x and c
+    and positive a and b (``x // a + c == (x + c*a) // a``, and flooring twice by positive integers is
+    flooring once by their product). Strided layers stacked on a symbolic length then give one compact
+    term, ``(n - 4)//4 + 1`` rather than ``((n - 2)//2 - 1)//2 + 1``, whose size would double with
+    every layer."""
     if type(num) is int and type(den) is int:
         return num // den
     quotient = exact_div(num, den)
     if quotient is not None:
         return quotient
+    inner = _single_floor(num)
+    if inner is not None and is_positive(den) is True and is_positive(inner.den) is True:
+        rest = num - Sym._from_terms({((inner, 1),): 1})
+        return floordiv(inner.num + rest * inner.den, inner.den * den)
     return Sym._from_terms({((FloorDiv(num, den), 1),): 1})
+
+
+def _single_floor(value: Dim) -> FloorDiv | None:
+    """The floor term F when ``value`` is F plus a polynomial without floors (F's coefficient 1)."""
+    if type(value) is int:
+        return None
+    found = None
+    for mono, coeff in value._terms.items():
+        if any(type(atom) is not str for atom, _ in mono):
+            if found is not None or coeff != 1 or len(mono) != 1 or mono[0][1] != 1:
+                return None
+            found = mono[0][0]
+    return found
 
 
 def equal(a: Dim, b: Dim) -> bool | None:
