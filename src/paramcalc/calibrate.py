@@ -413,14 +413,13 @@ def _page_churn_cost(torch, say, quick: bool = False) -> list | None:
 def _in_fresh_process(code: str, timeout: float = 600):
     """The JSON that ``code`` prints last, run by this Python in a child process that imports this
     paramcalc; None when the child fails, times out or prints nothing."""
-    import os
     import subprocess
-    import sys
 
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    from .subprocesses import python_command
+
     try:
-        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+        child = subprocess.run(python_command(code=code, isolated=False), capture_output=True, text=True,
+                               timeout=timeout)
         lines = child.stdout.strip().splitlines()
         return json.loads(lines[-1]) if child.returncode == 0 and lines else None
     except (subprocess.TimeoutExpired, OSError, ValueError):  # no child, or no answer from it

@@ -215,14 +215,15 @@ def load_model(text: str):
             return files.read_keras_config(path)
         if kind == "hdf5":
             return files.read_h5_config(path)
-        if path.suffix.lower() in (".yaml", ".yml") and kind in ("json", "unknown"):
-            from .frontends.yaml_spec import load_spec_yaml
-
-            return load_spec_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path))
         if kind in ("json", "unknown") and path.suffix.lower() != ".keras":
+            text = files.read_text(path)  # at most a spec's size; binary content is refused
+            if path.suffix.lower() in (".yaml", ".yml"):
+                from .frontends.yaml_spec import load_spec_yaml
+
+                return load_spec_yaml(text, str(path))
             from .frontends.spec import load_spec_text
 
-            return load_spec_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
+            return load_spec_text(text, str(path))
         raise files.refuse(path, kind)
     if ":" in text:
         return _load_attribute(text)
@@ -351,7 +352,6 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(args) -> str:
     from . import files
     from .estimate import estimate
-    from .frontends.spec import MAX_SPEC_BYTES
 
     path = Path(args.spec)
     kind = files.sniff(path) if path.is_file() else "model"
@@ -376,11 +376,6 @@ def _summary(args) -> str:
                                            for t in weights.tensors]}, indent=2)
         return (f"{path}: safetensors, {len(weights.tensors):,} tensors, {format_count(weights.params)} "
                 f"parameters, {format_count(weights.nbytes)} bytes (weights only: no architecture)")
-    if path.is_file() and path.stat().st_size > MAX_SPEC_BYTES and kind in ("json", "unknown"):
-        from .errors import SpecError
-
-        raise SpecError(f"{path}: {path.stat().st_size:,} bytes is larger than any model spec "
-                        f"(limit {MAX_SPEC_BYTES:,})")
     doc = load_model(args.spec)
     est = estimate(doc, input_shape=input_shapes(args.input), batch_size=args.batch_size, target_shape=args.target,
                    optimizer=args.optimizer, dtype=args.dtype, device=args.device, keras_backend=args.keras_backend)
@@ -410,19 +405,23 @@ def _read_calibration(path: str) -> dict:
 
 def _calibrate_runs(args, run=None) -> list[str]:
     """Calibrate ``args.repeat`` times, each in a fresh process (a framework keeps state between runs
-    in one process), beside ``args.out``: the paths written."""
+    in one process), beside ``args.out``: the paths written. ``run(arguments)`` runs ``paramcalc``
+    with those arguments and returns its exit status (a child process that cannot import from the
+    current folder, unless a test passes another)."""
     import subprocess
 
     from .errors import ParamcalcError
+    from .subprocesses import python_command
 
-    run = run or (lambda command: subprocess.run(command).returncode)
+    run = run or (lambda arguments: subprocess.run(python_command(module="paramcalc.cli", args=tuple(arguments),
+                                                                  isolated=False)).returncode)
     stem = args.out[:-5] if args.out.endswith(".json") else args.out
     paths = []
     for i in range(1, args.repeat + 1):
         paths.append(f"{stem}.run{i}.json")
-        command = [sys.executable, "-m", "paramcalc.cli", "calibrate", "--device", args.device,
-                   "--framework", args.framework, "--dtypes", args.dtypes, "--out", paths[-1], "--allow-busy"]
-        code = run(command + (["--quick"] if args.quick else []))
+        arguments = ["calibrate", "--device", args.device, "--framework", args.framework, "--dtypes", args.dtypes,
+                     "--out", paths[-1], "--allow-busy"]
+        code = run(arguments + (["--quick"] if args.quick else []))
         if code:
             raise ParamcalcError(f"calibration run {i} of {args.repeat} failed (exit status {code})", value=code,
                                  fix="see its message above; runs already written are kept: "

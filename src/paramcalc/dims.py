@@ -23,7 +23,7 @@ import keyword
 import operator
 from typing import Iterable, Mapping, Union
 
-from .errors import DimensionError
+from .errors import DimensionError, shown
 
 # Frameworks index tensors with int64; a size beyond that is a typo, not a model.
 MAX_DIM = 2**63 - 1
@@ -401,15 +401,6 @@ def format_dim(value: Dim | None) -> str:
     return "None" if value is None else str(value)
 
 
-def _describe(value: object) -> str:
-    """A short, safe rendering of a bad value (never a 5000-digit string)."""
-    if type(value) is int and value.bit_length() > 128:
-        sign = "-" if value < 0 else ""
-        return f"{sign}an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def as_dim(value: object, where: str) -> Dim:
     """Validate a user-given dimension: a non-negative int (numpy ints included) or a symbol name.
 
@@ -433,7 +424,7 @@ def as_dim(value: object, where: str) -> Dim:
                 return int(index)
     raise DimensionError(
         f"dimension must be a non-negative integer (at most 2**63 - 1) or a symbol name such as 'n'; "
-        f"received {_describe(value)} at {where}",
+        f"received {shown(value)} at {where}",
         where=where,
         value=value,
     )

@@ -7,6 +7,17 @@ one exists, the fix.
 from __future__ import annotations
 
 
+def shown(value: object) -> str:
+    """A bad value as an error shows it: its repr, shortened, and never a 5,000-digit integer (Python
+    refuses to print one, which turned a clear error into a crash)."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+    if isinstance(value, (list, tuple)) and any(type(v) is int and v.bit_length() > 128 for v in value):
+        return f"a {type(value).__name__} holding " + ", ".join(shown(v) for v in value[:4])
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class ParamcalcError(ValueError):
     """Root of every error paramcalc raises on bad input.
 

@@ -22,8 +22,10 @@ from .errors import SpecError
 MAX_CONFIG_BYTES = 64 * 2**20  # far larger than any real model's config.json
 MAX_COMPRESSION_RATIO = 200  # a config.json compresses ~10x; more is a zip bomb
 MAX_SAFETENSORS_HEADER = 100 * 2**20
-SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                      "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+# safetensors dtypes -> bits per element (sub-byte types are packed: bytes round up)
+SAFETENSORS_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32": 32, "I16": 16, "I8": 8, "U8": 8,
+                    "BOOL": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "U16": 16, "U32": 32, "U64": 64, "C64": 64,
+                    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
 
 
 class FileFormatError(SpecError):
@@ -59,10 +61,54 @@ class WeightsFile:
         return sum(t.nbytes for t in self.tensors)
 
 
-def sniff(path: str | Path) -> str:
-    """'keras', 'safetensors', 'pickle', 'torch-zip', 'hdf5', 'json' or 'unknown', from the first bytes."""
+# Suffixes of pickled checkpoints: protocols 0 and 1 write text with no magic byte to tell them by
+PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt"}
+
+
+def check_regular(path: str | Path) -> None:
+    """Refuse, before opening it, anything but a regular file: a device such as /dev/zero never ends, a
+    FIFO blocks until someone writes, a folder has no content."""
+    import stat
+
     path = Path(path)
+    mode = path.stat().st_mode  # follows a link to what it names
+    if stat.S_ISREG(mode):
+        return
+    what = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise FileFormatError(f"{path}: {what}, not a model file: paramcalc reads regular files only", where=str(path),
+                          fix="pass the path of a model file")
+
+
+def read_text(path: str | Path) -> str:
+    """A spec file's text: read up to the size limit (a file past it is refused before it is read
+    whole) and decoded as UTF-8 (binary content is no spec)."""
+    from .frontends.spec import MAX_SPEC_BYTES
+
+    path = Path(path)
+    check_regular(path)
+    with path.open("rb") as handle:
+        data = handle.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise FileFormatError(f"{path}: larger than any model spec (limit {MAX_SPEC_BYTES:,} bytes)",
+                              where=str(path), value=path.stat().st_size)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FileFormatError(f"{path}: binary content (byte 0x{data[err.start]:02x} at offset {err.start} is not "
+                              "UTF-8 text), not a JSON or YAML spec", where=str(path),
+                              fix="pass a model file paramcalc reads: .keras, .h5, ONNX, safetensors, or a "
+                                  "JSON/YAML spec") from None
+
+
+def sniff(path: str | Path) -> str:
+    """'keras', 'zip', 'safetensors', 'pickle', 'torch-zip', 'hdf5', 'json', 'onnx' or 'unknown', from the
+    first bytes (the suffix only where content cannot tell: old pickles, a safetensors length that lies)."""
+    path = Path(path)
+    check_regular(path)
     size = path.stat().st_size
+    suffix = path.suffix.lower()
     with path.open("rb") as handle:
         head = handle.read(16)
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
@@ -80,12 +126,15 @@ def sniff(path: str | Path) -> str:
         return "pickle"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "hdf5"
-    if len(head) >= 9 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= size:
-        return "safetensors"  # a little-endian header length that fits the file, then a JSON header
+    if len(head) >= 9 and head[8:9] == b"{" and (8 + struct.unpack("<Q", head[:8])[0] <= size
+                                                 or suffix == ".safetensors"):
+        return "safetensors"  # a little-endian header length, then a JSON header (a lying length is reported)
     if head.lstrip()[:1] in (b"{", b"["):
         return "json"
-    if head[:1] == b"\x08" and path.suffix.lower() == ".onnx":  # a protobuf ModelProto starts with ir_version
+    if head[:1] == b"\x08" and suffix == ".onnx":  # a protobuf ModelProto starts with ir_version
         return "onnx"
+    if suffix in PICKLE_SUFFIXES:
+        return "pickle"  # protocol 0 or 1: text, no magic byte
     return "unknown"
 
 
@@ -143,7 +192,19 @@ def read_safetensors(path: str | Path) -> WeightsFile:
         header_bytes = handle.read(header_len)
     from .frontends.spec import load_spec_text
 
-    header = load_spec_text(header_bytes.decode("utf-8", errors="strict"), f"{path}:header")
+    try:
+        header_text = header_bytes.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FileFormatError(f"{path}: the safetensors header is not UTF-8 (byte 0x{header_bytes[err.start]:02x} at "
+                              f"file offset {8 + err.start})", where=str(path)) from None
+    try:
+        header = load_spec_text(header_text, f"{path}:header")
+    except SpecError as err:
+        if "not valid JSON" not in err.message:
+            raise
+        raise FileFormatError(f"{path}: the {header_len:,} bytes its first 8 bytes announce are not a JSON header "
+                              f"({err.message.split('(', 1)[-1].rstrip(')')}): the header length is wrong, or this "
+                              "is not a safetensors file", where=str(path)) from None
     data_size = size - 8 - header_len
     metadata = header.pop("__metadata__", {}) or {}
     tensors, spans = [], []
@@ -152,8 +213,9 @@ def read_safetensors(path: str | Path) -> WeightsFile:
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
             raise FileFormatError(f"{where}: a tensor entry needs dtype, shape and data_offsets", where=where)
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in SAFETENSORS_DTYPES:
-            raise FileFormatError(f"{where}: unknown dtype {dtype!r}", where=where, value=dtype)
+        if dtype not in SAFETENSORS_BITS:
+            raise FileFormatError(f"{where}: unknown dtype {dtype!r}; known: {', '.join(SAFETENSORS_BITS)}",
+                                  where=where, value=dtype)
         if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape):
             raise FileFormatError(f"{where}: shape must be a list of non-negative ints, received {shape!r}",
                                   where=where, value=shape)
@@ -164,7 +226,7 @@ def read_safetensors(path: str | Path) -> WeightsFile:
         if offsets[1] > data_size:
             raise FileFormatError(f"{where}: data_offsets {offsets} run past the end of the data ({data_size:,} "
                                   "bytes)", where=where, value=offsets)
-        nbytes = prod(shape) * SAFETENSORS_DTYPES[dtype]
+        nbytes = -(-prod(shape) * SAFETENSORS_BITS[dtype] // 8)
         if offsets[1] - offsets[0] != nbytes:
             raise FileFormatError(f"{where}: {dtype} x {tuple(shape)} needs {nbytes:,} bytes but data_offsets "
                                   f"span {offsets[1] - offsets[0]:,}", where=where, value=offsets)
@@ -179,35 +241,28 @@ def read_safetensors(path: str | Path) -> WeightsFile:
 
 
 def read_h5_config(path: str | Path) -> dict:
-    """The ``model_config`` attribute of a legacy Keras ``.h5`` file, read with h5py.
-
-    Only the root group's attributes are read: no dataset, no group walk, so external links, virtual
-    datasets and external storage are never followed.
-    """
-    try:
-        import h5py
-    except ImportError:
-        raise FileFormatError(f"{path}: reading legacy .h5 files needs h5py", where=str(path),
-                              fix="pip install h5py, or save the model as .keras") from None
-    with h5py.File(path, "r") as handle:
-        raw = handle.attrs.get("model_config")
-    if raw is None:
-        raise FileFormatError(f"{path}: weights-only file: no architecture inside (no model_config attribute)",
-                              where=str(path), fix="pass the model itself, or its config as JSON")
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-    if len(text) > MAX_CONFIG_BYTES:
-        raise FileFormatError(f"{path}: model_config is larger than the limit of {MAX_CONFIG_BYTES:,} bytes",
-                              where=str(path))
+    """The ``model_config`` attribute of a legacy Keras ``.h5`` file, read with h5py in a child process
+    whose memory is capped (:mod:`paramcalc.h5_reader`): a variable-length string does not say its size
+    before it is read."""
     from .frontends.spec import load_spec_text
+    from .h5_reader import read_model_config
 
-    return load_spec_text(text, f"{path}:model_config")
+    return load_spec_text(read_model_config(str(path), MAX_CONFIG_BYTES), f"{path}:model_config")
 
 
 def refuse(path: str | Path, kind: str) -> FileFormatError:
+    """The error for a file paramcalc recognised and will not read, or could not recognise."""
+    path = Path(path)
     if kind in ("pickle", "torch-zip"):
+        what = "a torch checkpoint (a zip of pickles)" if kind == "torch-zip" else "a pickle"
+        keras = " named .keras, not a Keras archive" if path.suffix.lower() == ".keras" else ""
         return FileFormatError(
-            f"{path}: a pickle file (torch .pt/.pth/.bin); paramcalc never unpickles files, which can run code",
+            f"{path}: {what}{keras}: never loaded (paramcalc never unpickles files: unpickling runs code)",
             where=str(path),
             fix="pass the nn.Module object to paramcalc.estimate(), or a safetensors file for parameter counts")
-    return FileFormatError(f"{path}: not a model file paramcalc reads (a .keras archive, safetensors, or a JSON "
-                           "spec or Keras config)", where=str(path))
+    if path.suffix.lower() == ".keras":
+        why = "a zip without config.json" if kind == "zip" else "not a zip file"
+        return FileFormatError(f"{path}: not a Keras archive ({why})", where=str(path),
+                               fix="save the model with model.save('model.keras'), or pass its get_config() as JSON")
+    return FileFormatError(f"{path}: not a model file paramcalc reads (a .keras archive, .h5, ONNX, safetensors, "
+                           "or a JSON/YAML spec or Keras config)", where=str(path))

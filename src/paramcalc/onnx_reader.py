@@ -2,12 +2,14 @@
 file that crashes it cannot take paramcalc (or the CLI) down with it. External data is never opened:
 initializers are counted from their declared dims, wherever their bytes live.
 
-Run as ``python -m paramcalc.onnx_reader FILE``: prints one JSON document.
+Run as ``python -m paramcalc.onnx_reader FILE``: prints one JSON document. paramcalc starts it in
+Python's isolated mode (:mod:`paramcalc.subprocesses`): an ``onnx.py`` beside the model never runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,9 +17,11 @@ from dataclasses import dataclass
 from .dims import prod
 from .errors import SpecError
 
-# onnx TensorProto data types -> bytes per element
-ONNX_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 17: 1, 18: 1,
-              19: 1, 20: 1}
+# onnx TensorProto data types -> bits per element (4-bit types pack two elements a byte, 2-bit ones four,
+# 6-bit ones four in three bytes); STRING has no fixed size: its bytes are the strings' own
+ONNX_BITS = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64, 14: 64, 15: 128,
+             16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4, 24: 8, 25: 2, 26: 2, 27: 6, 28: 6}
+ONNX_STRING = 8
 TIMEOUT_S = 60
 
 
@@ -25,7 +29,7 @@ TIMEOUT_S = 60
 class OnnxSummary:
     path: str
     inputs: tuple  # (name, dims) with ints or symbol names ("batch")
-    initializers: tuple  # (name, dims, bytes per element)
+    initializers: tuple  # (name, dims, bytes)
     ops: dict  # op type -> count
     external: tuple  # initializers whose data lives outside the file (never read)
 
@@ -35,14 +39,29 @@ class OnnxSummary:
 
     @property
     def nbytes(self) -> int:
-        return sum(prod(dims) * size for _, dims, size in self.initializers)
+        return sum(nbytes for _, _, nbytes in self.initializers)
+
+
+def tensor_bytes(data_type: int, dims: list, strings: list | None = None) -> int:
+    """Bytes an initializer's data takes: elements x bits, rounded up to whole bytes for the packed
+    types; for STRING, the strings' own bytes (which must be in the file)."""
+    if data_type == ONNX_STRING:
+        if strings is None:
+            raise ValueError("a STRING initializer's size is its strings', which live outside the file")
+        return sum(len(item) for item in strings)
+    if data_type not in ONNX_BITS:
+        raise ValueError(f"data type {data_type} has no known size (0 is UNDEFINED; newer types need a newer "
+                         "paramcalc)")
+    return -(-prod(dims) * ONNX_BITS[data_type] // 8)
 
 
 def read_onnx(path: str) -> OnnxSummary:
     """Parse ``path`` in a child process; a crash or a hang there is a clear error here."""
+    from .subprocesses import python_command
+
+    command = python_command(module="paramcalc.onnx_reader", args=(os.path.abspath(path),), isolated=True)
     try:
-        result = subprocess.run([sys.executable, "-m", "paramcalc.onnx_reader", str(path)], capture_output=True,
-                                text=True, timeout=TIMEOUT_S)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise SpecError(f"{path}: could not analyse safely (the ONNX parser ran past {TIMEOUT_S} s)",
                         where=str(path)) from None
@@ -73,8 +92,13 @@ def _child(path: str) -> None:
     for t in graph.initializer:
         if any(d < 0 for d in t.dims):
             raise ValueError(f"initializer {t.name!r} has a negative dim")
-        initializers.append([t.name, list(t.dims), ONNX_BYTES.get(t.data_type, 0)])
-        if t.data_location == onnx.TensorProto.EXTERNAL:
+        outside = t.data_location == onnx.TensorProto.EXTERNAL
+        try:
+            nbytes = tensor_bytes(t.data_type, list(t.dims), None if outside else list(t.string_data))
+        except ValueError as error:
+            raise ValueError(f"initializer {t.name!r}: {error}") from None
+        initializers.append([t.name, list(t.dims), nbytes])
+        if outside:
             external.append(t.name)
     ops: dict = {}
     for node in graph.node:

@@ -235,34 +235,52 @@ def _calls(inbound: list, path: str) -> list[list[tuple]]:
     calls = []
     for k, call in enumerate(inbound):
         refs: list[tuple] = []
+        where = f"{path}.inbound_nodes[{k}]"
         if isinstance(call, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-            _collect(call.get("args", []), refs, 0)
+            _collect(call.get("args", []), refs, 0, f"{where}.args")
             kwargs = call.get("kwargs") or {}
+            if not isinstance(kwargs, dict):
+                raise SpecError(f"{where}.kwargs must be an object, received {type(kwargs).__name__}",
+                                where=f"{where}.kwargs")
             for key in _TENSOR_KWARGS:
                 if key in kwargs:
-                    _collect(kwargs[key], refs, 0)
+                    _collect(kwargs[key], refs, 0, f"{where}.kwargs.{key}")
         elif isinstance(call, (list, tuple)):  # Keras 2: [["name", node, tensor, {kwargs}], ...]
-            for entry in call:
+            for j, entry in enumerate(call):
                 if isinstance(entry, (list, tuple)) and len(entry) >= 3 and isinstance(entry[0], str):
-                    refs.append((entry[0], int(entry[1]), int(entry[2])))
+                    refs.append((entry[0], _index(entry[1], f"{where}[{j}][1]"), _index(entry[2], f"{where}[{j}][2]")))
         else:
             raise SpecError(f"{path}.inbound_nodes[{k}] is neither a Keras 3 nor a Keras 2 call", where=path)
         calls.append(refs)
     return calls
 
 
-def _collect(value: object, refs: list, depth: int) -> None:
+def _collect(value: object, refs: list, depth: int, where: str) -> None:
     if depth > 32:
-        raise SpecError("nesting too deep in a layer call's arguments")
+        raise SpecError(f"nesting too deep in a layer call's arguments at {where}", where=where)
     if isinstance(value, dict):
         if value.get("class_name") == "__keras_tensor__":
-            history = (value.get("config") or {}).get("keras_history")
+            config = value.get("config") or {}
+            history = config.get("keras_history") if isinstance(config, dict) else None
             if isinstance(history, (list, tuple)) and len(history) >= 3:
-                refs.append((str(history[0]), int(history[1]), int(history[2])))
+                at = f"{where}.config.keras_history"
+                if not isinstance(history[0], str):
+                    raise SpecError(f"{at}[0] must be a layer name, received {history[0]!r}", where=at,
+                                    value=history[0])
+                refs.append((history[0], _index(history[1], f"{at}[1]"), _index(history[2], f"{at}[2]")))
         return
     if isinstance(value, (list, tuple)):  # JSON gives lists; a live get_config() gives tuples too
-        for item in value:
-            _collect(item, refs, depth + 1)
+        for i, item in enumerate(value):
+            _collect(item, refs, depth + 1, f"{where}[{i}]")
+
+
+def _index(value: object, where: str) -> int:
+    """A call or tensor index of a Keras config: a non-negative integer (bools and floats refused)."""
+    if type(value) is int and value >= 0:
+        return value
+    shown = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "an integer of many digits"
+    raise SpecError(f"{where} must be a non-negative integer index, received {shown}", where=where, value=value,
+                    fix="fix the config's inbound_nodes, or save it again with model.get_config()")
 
 
 def _batch_shape_to_sample(shape: object) -> tuple | None:

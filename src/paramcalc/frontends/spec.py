@@ -50,6 +50,33 @@ class _Pairs(list):
     """A JSON object as parsed, before duplicate keys are checked with their paths."""
 
 
+class _Refused:
+    """A JSON number no model can use (NaN, Infinity, an integer of thousands of digits), kept as parsed
+    until its path is known, so the error can name where it is."""
+
+    __slots__ = ("text", "why")
+
+    def __init__(self, text: str, why: str) -> None:
+        self.text = text
+        self.why = why
+
+
+# Integers past this many digits are refused as they are parsed: Python's int() refuses 4,300 digits and
+# more, and no size of a model has more than 19 (sizes stop at 2**63 - 1).
+MAX_INT_DIGITS = 100
+
+
+def _parse_int(text: str):
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return _Refused(f"an integer of {len(text.lstrip('-')):,} digits",
+                        "dimension must be a non-negative integer (at most 2**63 - 1)")
+    return int(text)
+
+
+def _parse_constant(name: str):
+    return _Refused(name, "not a number a model can use")
+
+
 def _to_plain(value: object, path: str) -> object:
     """Turn parsed pairs into dicts, refusing a key given twice (json would keep the last silently)."""
     if isinstance(value, _Pairs):
@@ -62,6 +89,8 @@ def _to_plain(value: object, path: str) -> object:
         return out
     if isinstance(value, list):
         return [_to_plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, _Refused):
+        raise SpecError(f"{value.text} at {path}: {value.why}", where=path, value=value.text)
     return value
 
 
@@ -72,21 +101,18 @@ def load_spec_text(text: str, source: str) -> dict:
                         f"(limit {MAX_SPEC_BYTES:,})", where=source)
     _check_depth(text, source)
     try:
-        data = json.loads(text, object_pairs_hook=_Pairs, parse_constant=_reject_constant)
+        data = json.loads(text, object_pairs_hook=_Pairs, parse_constant=_parse_constant, parse_int=_parse_int)
     except json.JSONDecodeError as err:
         raise SpecError(f"{source}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
                         where=source) from None
+    try:
+        data = _to_plain(data, "$")
     except SpecError as err:
-        raise SpecError(f"{source}: {err.message}", where=source, value=err.value, fix=err.fix) from None
-    data = _to_plain(data, "$")
+        raise SpecError(f"{source}: {err.message}", where=err.where, value=err.value, fix=err.fix) from None
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a model spec must be a JSON object, received {type(data).__name__}",
                         where=source)
     return data
-
-
-def _reject_constant(name: str):
-    raise SpecError(f"{name} is not a number a model can use", value=name)
 
 
 def from_spec(doc: dict, where: str = "$") -> Sequential:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import SpecError
 
 MAX_NODES = 100_000  # far beyond any model spec, far below an alias bomb
+MAX_DEPTH = 64  # as for JSON specs
 MAX_YAML_BYTES = 16 * 2**20
 
 
@@ -23,11 +24,16 @@ def load_spec_yaml(text: str, source: str) -> dict:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
         raise SpecError(f"{source}: not valid YAML ({str(err).splitlines()[0]})", where=source) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SpecError(f"{source}: nesting too deep (limit about {MAX_DEPTH} levels: a model spec is a few "
+                        "levels deep)", where=source) from None
     if node is None:
         raise SpecError(f"{source}: the YAML document is empty", where=source)
     _check_size(node, source)
     try:
         data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - the safe loader builds plain data only
+    except RecursionError:
+        raise SpecError(f"{source}: nesting too deep (limit {MAX_DEPTH} levels)", where=source) from None
     except yaml.YAMLError as err:
         raise SpecError(f"{source}: not valid YAML ({str(err).splitlines()[0]})", where=source) from None
     if not isinstance(data, dict):
@@ -44,6 +50,11 @@ def _check_size(root, source: str) -> None:
     stack = [(root, False)]
     while stack:
         node, done = stack.pop()
+        if not done and len(on_path) > MAX_DEPTH:
+            raise SpecError(f"{source}: nesting too deep (limit {MAX_DEPTH} levels) at line {node.start_mark.line + 1}",
+                            where=source)
+        if not done and isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node, source)
         key = id(node)
         if done:
             on_path.discard(key)
@@ -65,6 +76,19 @@ def _check_size(root, source: str) -> None:
                 raise SpecError(f"{source}: an anchor refers to itself (cyclic YAML)", where=source)
             if id(child) not in expanded:
                 stack.append((child, False))
+
+
+def _check_unique_keys(node, source: str) -> None:
+    """A key given twice in one mapping is refused, as in JSON specs (YAML loaders keep the last)."""
+    seen: dict = {}
+    for key, _ in node.value:
+        if not hasattr(key, "value") or not isinstance(key.value, str):
+            continue
+        if key.value in seen:
+            raise SpecError(f"{source}: duplicate key {key.value!r} at line {key.start_mark.line + 1} (first at line "
+                            f"{seen[key.value]})", where=f"{source}:{key.start_mark.line + 1}", value=key.value,
+                            fix="keep one entry per key")
+        seen[key.value] = key.start_mark.line + 1
 
 
 def _children(node, yaml) -> list:

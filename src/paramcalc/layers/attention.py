@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import Dim, exact_div
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
@@ -75,11 +75,11 @@ class MultiHeadAttention(Layer):
 
     def __post_init__(self) -> None:
         if type(self.num_heads) is not int or self.num_heads < 1:
-            raise LayerConfigError(f"num_heads must be a positive integer. Received: {self.num_heads!r}",
+            raise LayerConfigError(f"num_heads must be a positive integer. Received: {shown(self.num_heads)}",
                                    layer=self.name, value=self.num_heads)
         self._set("key_dim", self._size_arg("key_dim", self.key_dim))
         if self.layout not in ("keras", "torch"):
-            raise LayerConfigError(f"layout must be 'keras' or 'torch'. Received: {self.layout!r}",
+            raise LayerConfigError(f"layout must be 'keras' or 'torch'. Received: {shown(self.layout)}",
                                    layer=self.name, value=self.layout)
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:

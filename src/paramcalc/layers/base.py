@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from ..dims import Dim, as_dim, equal, format_dim, is_positive, prod
-from ..errors import DimensionError, LayerConfigError, ShapeError
+from ..errors import DimensionError, LayerConfigError, ShapeError, shown
 from ..spec import TensorSpec
 
 
@@ -158,7 +158,7 @@ class Layer:
         except DimensionError:
             raise LayerConfigError(
                 f"{self.display_type} expects {field_name} to be a non-negative integer or a symbol "
-                f"name. Received: {field_name}={value!r}",
+                f"name. Received: {field_name}={shown(value)}",
                 layer=self.name, value=value,
             ) from None
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import Dim, exact_div, prod
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
@@ -36,7 +36,7 @@ class _Windowed(Layer):
     def _check_common(self) -> None:
         owner = self.display_type
         if self.rank not in (1, 2, 3):
-            raise LayerConfigError(f"{owner} expects rank 1, 2 or 3. Received: rank={self.rank!r}",
+            raise LayerConfigError(f"{owner} expects rank 1, 2 or 3. Received: rank={shown(self.rank)}",
                                    layer=self.name, value=self.rank)
         self._set("kernel_size", as_tuple(owner, "kernel_size", self.kernel_size, self.rank, self.name))
         self._set("strides", as_tuple(owner, "strides", self.strides, self.rank, self.name))
@@ -100,7 +100,7 @@ class Conv(_Windowed):
         self._set("filters", self._size_arg("filters", self.filters))
         if type(self.groups) is not int or self.groups < 1:
             raise LayerConfigError(f"{self.display_type} expects groups to be a positive integer. "
-                                   f"Received: groups={self.groups!r}", layer=self.name, value=self.groups)
+                                   f"Received: groups={shown(self.groups)}", layer=self.name, value=self.groups)
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
@@ -65,7 +65,7 @@ def normalize_activation(function: object, layer: str | None = None) -> str:
             return key
     known = ", ".join(sorted(ACTIVATION_FLOPS))
     raise LayerConfigError(
-        f"unknown activation {function!r}; known: {known}",
+        f"unknown activation {shown(function)}; known: {known}",
         layer=layer, value=function,
         fix="use one of these names, or register a layer kind for a custom activation",
     )
@@ -102,7 +102,7 @@ class Dropout(Layer):
         rate = self.rate
         if type(rate) not in (int, float) or not 0 <= rate <= 1:
             raise LayerConfigError(
-                f"Dropout expects rate to be a float value between 0 and 1. Received: rate={rate!r}",
+                f"Dropout expects rate to be a float value between 0 and 1. Received: rate={shown(rate)}",
                 layer=self.name, value=rate,
             )
 

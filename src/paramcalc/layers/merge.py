@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import Dim
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
@@ -43,7 +43,7 @@ class Merge(Layer):
 
     def __post_init__(self) -> None:
         if self.op not in MERGE_OPS:
-            raise LayerConfigError(f"merge op must be one of {', '.join(MERGE_OPS)}. Received: {self.op!r}",
+            raise LayerConfigError(f"merge op must be one of {', '.join(MERGE_OPS)}. Received: {shown(self.op)}",
                                    layer=self.name, value=self.op)
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
@@ -101,7 +101,7 @@ class Dot(Layer):
     def __post_init__(self) -> None:
         axes = (self.axes, self.axes) if type(self.axes) is int else tuple(self.axes)
         if len(axes) != 2 or any(type(a) is not int for a in axes):
-            raise LayerConfigError(f"Dot expects axes to be an int or a pair. Received: {self.axes!r}",
+            raise LayerConfigError(f"Dot expects axes to be an int or a pair. Received: {shown(self.axes)}",
                                    layer=self.name, value=self.axes)
         self._set("axes", axes)
 

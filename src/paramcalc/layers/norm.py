@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import Dim, exact_div
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
@@ -47,7 +47,7 @@ class BatchNorm(Layer):
     def __post_init__(self) -> None:
         if self.stats not in ("weights", "buffers", "none"):
             raise LayerConfigError(f"BatchNorm expects stats 'weights', 'buffers' or 'none'. Received: "
-                                   f"stats={self.stats!r}", layer=self.name, value=self.stats)
+                                   f"stats={shown(self.stats)}", layer=self.name, value=self.stats)
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import prod
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
@@ -19,7 +19,7 @@ from .spatial import as_tuple, check_rank, padding_pairs, spatial_axes, window_l
 
 def _check_op(owner: str, op: str, layer: str | None) -> None:
     if op not in ("max", "avg"):
-        raise LayerConfigError(f"{owner} expects op 'max' or 'avg'. Received: op={op!r}", layer=layer, value=op)
+        raise LayerConfigError(f"{owner} expects op 'max' or 'avg'. Received: op={shown(op)}", layer=layer, value=op)
 
 
 @register_layer("pool")
@@ -100,7 +100,7 @@ class AdaptivePool(Layer):
         values = (size,) * self.rank if (type(size) is int or size is None) else tuple(size)
         if len(values) != self.rank or any(v is not None and (type(v) is not int or v < 1) for v in values):
             raise LayerConfigError(f"{self.display_type} expects output_size of {self.rank} positive ints "
-                                   f"(or None). Received: output_size={size!r}", layer=self.name, value=size)
+                                   f"(or None). Received: output_size={shown(size)}", layer=self.name, value=size)
         self._set("output_size", values)
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:

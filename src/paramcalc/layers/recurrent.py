@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import Dim
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
@@ -56,17 +56,17 @@ class Recurrent(Layer):
 
     def __post_init__(self) -> None:
         if self.cell not in GATES:
-            raise LayerConfigError(f"unknown recurrent cell {self.cell!r}; known: {', '.join(GATES)}",
+            raise LayerConfigError(f"unknown recurrent cell {shown(self.cell)}; known: {', '.join(GATES)}",
                                    layer=self.name, value=self.cell)
         if self.layout not in ("keras", "torch"):
-            raise LayerConfigError(f"layout must be 'keras' or 'torch'. Received: layout={self.layout!r}",
+            raise LayerConfigError(f"layout must be 'keras' or 'torch'. Received: layout={shown(self.layout)}",
                                    layer=self.name, value=self.layout)
         if self.merge_mode not in MERGE_MODES:
-            raise LayerConfigError(f"merge_mode must be one of {MERGE_MODES}. Received: {self.merge_mode!r}",
+            raise LayerConfigError(f"merge_mode must be one of {MERGE_MODES}. Received: {shown(self.merge_mode)}",
                                    layer=self.name, value=self.merge_mode)
         self._set("units", self._size_arg("units", self.units))
         if type(self.num_layers) is not int or self.num_layers < 1:
-            raise LayerConfigError(f"num_layers must be a positive integer. Received: {self.num_layers!r}",
+            raise LayerConfigError(f"num_layers must be a positive integer. Received: {shown(self.num_layers)}",
                                    layer=self.name, value=self.num_layers)
 
     @property

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import Dim, as_dim, equal, exact_div, floordiv, format_dim, prod
-from ..errors import DimensionError, LayerConfigError
+from ..errors import DimensionError, LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, format_shape
@@ -40,7 +40,7 @@ class Flatten(Layer):
             value = getattr(self, field_name)
             if type(value) is not int:
                 raise LayerConfigError(
-                    f"Flatten expects {field_name} to be an integer axis. Received: {field_name}={value!r}",
+                    f"Flatten expects {field_name} to be an integer axis. Received: {field_name}={shown(value)}",
                     layer=self.name, value=value,
                 )
 
@@ -63,7 +63,7 @@ class Flatten(Layer):
 def _target_dims(owner: str, values: object, layer: str | None, allow_infer: bool = True) -> tuple:
     """Validate a target shape: sizes (or symbols), with -1 for the one inferred axis."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise LayerConfigError(f"{owner} expects a tuple of sizes. Received: {values!r}", layer=layer,
+        raise LayerConfigError(f"{owner} expects a tuple of sizes. Received: {shown(values)}", layer=layer,
                                value=values)
     dims = []
     for i, value in enumerate(values):
@@ -139,7 +139,7 @@ class Unflatten(Layer):
 
     def __post_init__(self) -> None:
         if type(self.dim) is not int:
-            raise LayerConfigError(f"Unflatten expects dim to be an integer axis. Received: dim={self.dim!r}",
+            raise LayerConfigError(f"Unflatten expects dim to be an integer axis. Received: dim={shown(self.dim)}",
                                    layer=self.name, value=self.dim)
         dims = _target_dims("Unflatten sizes", self.sizes, self.name)
         if sum(1 for d in dims if type(d) is int and d == -1) > 1:
@@ -172,7 +172,7 @@ class Permute(Layer):
                 or sorted(dims) != list(range(1, len(dims) + 1))):
             raise LayerConfigError(
                 "Invalid permutation argument `dims` for Permute Layer. The set of indices in `dims` "
-                f"must be consecutive and start from 1. Received dims={self.dims!r}",
+                f"must be consecutive and start from 1. Received dims={shown(self.dims)}",
                 layer=self.name, value=self.dims,
             )
         self._set("dims", dims)

@@ -8,7 +8,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from ..dims import Dim, exact_div, floordiv
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
@@ -22,7 +22,7 @@ def _pairs(owner: str, pads: object, layer: str | None) -> tuple:
         out = None
     if out is None or any(b < 0 or c < 0 or type(a) is not int for a, b, c in out):
         raise LayerConfigError(f"{owner} expects (axis, before, after) triples of non-negative ints. "
-                               f"Received: {pads!r}", layer=layer, value=pads)
+                               f"Received: {shown(pads)}", layer=layer, value=pads)
     return out
 
 
@@ -114,7 +114,7 @@ class PixelShuffle(Layer):
     def __post_init__(self) -> None:
         if type(self.factor) is not int or self.factor < 1:
             raise LayerConfigError(f"{self.display_type} expects a positive integer factor. Received: "
-                                   f"{self.factor!r}", layer=self.name, value=self.factor)
+                                   f"{shown(self.factor)}", layer=self.name, value=self.factor)
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..dims import Dim, floordiv
-from ..errors import LayerConfigError
+from ..dims import MAX_DIM, Dim, floordiv
+from ..errors import LayerConfigError, shown
 from .base import Context
 
 
@@ -18,10 +18,10 @@ def as_tuple(owner: str, field: str, value: object, rank: int, layer: str | None
              minimum: int = 1) -> tuple:
     """An int or a sequence of ``rank`` ints, each >= ``minimum`` (kernel sizes, strides, dilations)."""
     values = (value,) * rank if type(value) is int else tuple(value) if isinstance(value, (list, tuple)) else None
-    if values is None or len(values) != rank or any(type(v) is not int or v < minimum for v in values):
+    if values is None or len(values) != rank or any(type(v) is not int or not minimum <= v <= MAX_DIM for v in values):
         raise LayerConfigError(
-            f"{owner} expects {field} to be an integer >= {minimum} or a tuple of {rank} of them. "
-            f"Received: {field}={value!r}", layer=layer, value=value)
+            f"{owner} expects {field} to be an integer >= {minimum} (at most 2**63 - 1) or a tuple of {rank} of them. "
+            f"Received: {field}={shown(value)}", layer=layer, value=value)
     return values
 
 
@@ -31,18 +31,18 @@ def padding_pairs(owner: str, padding: object, rank: int, layer: str | None) -> 
         name = padding.lower()
         if name not in ("valid", "same", "causal", "full"):
             raise LayerConfigError(f"{owner} expects padding 'valid', 'same', 'causal' or amounts. "
-                                   f"Received: padding={padding!r}", layer=layer, value=padding)
+                                   f"Received: padding={shown(padding)}", layer=layer, value=padding)
         return name
     if type(padding) is int:
         padding = (padding,) * rank
     if not isinstance(padding, (list, tuple)) or len(padding) != rank:
-        raise LayerConfigError(f"{owner} expects {rank} padding amounts. Received: padding={padding!r}",
+        raise LayerConfigError(f"{owner} expects {rank} padding amounts. Received: padding={shown(padding)}",
                                layer=layer, value=padding)
     pairs = []
     for p in padding:
         pair = (p, p) if type(p) is int else tuple(p) if isinstance(p, (list, tuple)) else None
-        if pair is None or len(pair) != 2 or any(type(v) is not int or v < 0 for v in pair):
-            raise LayerConfigError(f"{owner} expects non-negative padding amounts. Received: padding={padding!r}",
+        if pair is None or len(pair) != 2 or any(type(v) is not int or not 0 <= v <= MAX_DIM for v in pair):
+            raise LayerConfigError(f"{owner} expects non-negative padding amounts. Received: padding={shown(padding)}",
                                    layer=layer, value=padding)
         pairs.append(pair)
     return tuple(pairs)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..dims import floordiv
-from ..errors import LayerConfigError
+from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec, ValueSpec
 from .base import Context, Inferred, Layer, Weight
@@ -71,7 +71,7 @@ class ValueOp(Layer):
 
     def __post_init__(self) -> None:
         if self.op not in _VALUE_OPS:
-            raise LayerConfigError(f"value op must be one of {', '.join(_VALUE_OPS)}. Received: {self.op!r}",
+            raise LayerConfigError(f"value op must be one of {', '.join(_VALUE_OPS)}. Received: {shown(self.op)}",
                                    layer=self.name, value=self.op)
 
     def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
@@ -79,7 +79,7 @@ class ValueOp(Layer):
         if self.op == "getitem":
             return ctx.result(ValueSpec(a[b]))
         if type(b) is not int and not hasattr(b, "subs"):
-            raise ctx.shape_error(f"cannot compute {self.op} of sizes {a!r} and {b!r}")
+            raise ctx.shape_error(f"cannot compute {self.op} of sizes {shown(a)} and {shown(b)}")
         return ctx.result(ValueSpec(_VALUE_OPS[self.op](a, b)))
 
 
