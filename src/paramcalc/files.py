@@ -115,7 +115,7 @@ def sniff(path: str | Path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError):
             return "unknown"
         if "config.json" in names:
             return "keras"
@@ -143,7 +143,7 @@ def read_keras_config(path: str | Path) -> dict:
     path = Path(path)
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError):
         raise FileFormatError(f"{path}: not a Keras archive (not a zip file)", where=str(path)) from None
     with archive:
         try:
@@ -159,7 +159,7 @@ def read_keras_config(path: str | Path) -> dict:
         try:
             with archive.open(info) as member:
                 data = member.read(MAX_CONFIG_BYTES + 1)  # a member whose declared size lies stops here
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as err:
             raise FileFormatError(f"{path}: config.json is corrupt or its sizes disagree ({err})",
                                   where=str(path)) from None
         if len(data) > MAX_CONFIG_BYTES:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from .dims import Dim, as_dim, symbol, symbols_of
-from .errors import ParamcalcError, ShapeError, SpecError
+from .errors import ParamcalcError, ShapeError, SpecError, shown
 from .layers.base import Context, Inferred, Layer
 from .spec import TensorSpec
 
@@ -52,33 +52,45 @@ class Graph:
     notes: tuple = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", tuple((str(n), s) for n, s in self.inputs))
+        if not all(isinstance(i, (list, tuple)) and len(i) == 2 and isinstance(i[0], str) for i in self.inputs):
+            raise SpecError(f"graph inputs must be (name, shape) pairs with string names; received {shown(self.inputs)}",
+                            where="inputs", value=self.inputs)
+        object.__setattr__(self, "inputs", tuple((n, s) for n, s in self.inputs))
         nodes = tuple(self.nodes)
         object.__setattr__(self, "nodes", nodes)
-        object.__setattr__(self, "outputs", tuple(_as_ref(r) for r in self.outputs))
+        outputs = tuple(_as_ref(r, f"outputs[{i}]") for i, r in enumerate(self.outputs))
+        if not outputs:
+            raise SpecError(f"model '{self.name}' has no outputs", where="outputs",
+                            fix="name the layers whose tensors the model returns")
+        object.__setattr__(self, "outputs", outputs)
         seen: dict[str, str] = {}
         for name, _ in self.inputs:
             seen[name] = "input"
         for i, node in enumerate(nodes):
-            if not isinstance(node, GraphNode) or not isinstance(node.layer, Layer):
-                raise SpecError(f"graph node {i} must be a GraphNode holding a paramcalc layer",
+            if not isinstance(node, GraphNode) or not isinstance(node.layer, Layer) or not isinstance(node.name, str):
+                raise SpecError(f"graph node {i} must be a GraphNode named by a string, holding a paramcalc layer",
                                 where=f"nodes[{i}]", value=node)
             if node.name in seen:
                 raise SpecError(
                     f"duplicate layer name '{node.name}': node {i} and an earlier {seen[node.name]} are "
                     f"both called '{node.name}'", layer=node.name, fix="give each layer a unique name")
             seen[node.name] = "node"
-            object.__setattr__(node, "inbound", tuple(_as_ref(r) for r in node.inbound))
+            object.__setattr__(node, "inbound", tuple(_as_ref(r, f"layer '{node.name}' inbound[{j}]")
+                                                      for j, r in enumerate(node.inbound)))
 
     def graph(self) -> "Graph":
         return self
 
 
-def _as_ref(ref: object) -> Ref:
+def _as_ref(ref: object, where: str = "a reference") -> Ref:
+    """A tensor reference: a name, or (name, output index)."""
     if isinstance(ref, str):
         return (ref, 0)
-    name, index = ref
-    return (str(name), int(index))
+    if (isinstance(ref, (list, tuple)) and len(ref) == 2 and isinstance(ref[0], str) and type(ref[1]) is int
+            and ref[1] >= 0):
+        return (ref[0], ref[1])
+    raise SpecError(f"{where} must be a layer or input name, or (name, output index); received {shown(ref)}",
+                    where=where, value=ref)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from ..errors import ParamcalcError, SpecError, UnknownLayerError
+from ..errors import ParamcalcError, SpecError, UnknownLayerError, shown
 from ..graph import Graph, GraphNode
 from ..layers import (Activation, BatchNorm, Concatenate, Conv, ConvTranspose, Crop, Dense, DepthwiseConv, Dot,
                       Dropout, Embedding, Flatten, GlobalPool, GroupNorm, Identity, LayerNorm, Merge,
@@ -47,8 +47,11 @@ def from_keras_model(model: object):
 
 def from_keras_config(doc: dict, where: str = "$"):
     """A Sequential or functional config (or its serialized wrapper) as a paramcalc model."""
+    if not isinstance(doc, dict):
+        raise SpecError(f"{where} must be a Keras model config (an object), received {type(doc).__name__}",
+                        where=where)
     if "class_name" in doc and "config" in doc:
-        if doc["class_name"] not in MODEL_CLASSES:
+        if not isinstance(doc["class_name"], str) or doc["class_name"] not in MODEL_CLASSES:
             raise SpecError(f"{where} is a Keras {doc['class_name']!r}, not a model", where=where,
                             value=doc["class_name"])
         graph = from_keras_config(doc["config"], f"{where}.config")
@@ -143,15 +146,18 @@ class _Builder:
 
     def functional(self, doc: dict, where: str, prefix: str, outer_refs, depth: int, trainable: bool):
         inputs = []
-        input_names = [r[0] for r in _history_list(doc.get("input_layers"))]
+        input_names = [r[0] for r in _history_list(doc.get("input_layers"), f"{where}.input_layers")]
         for i, item in enumerate(_layers_of(doc, where)):
             path = f"{where}.layers[{i}]"
             class_name, config = _class_and_config(item, path)
             keras_name = str(item.get("name") or config.get("name") or f"layer_{i}")
             name = prefix + keras_name
             layer_trainable = trainable and config.get("trainable", True) is not False
-            calls = [[("?", prefix + n, k, t) for n, k, t in refs]
-                     for refs in _calls(item.get("inbound_nodes") or [], path)]
+            inbound = item.get("inbound_nodes") or []
+            if not isinstance(inbound, list):
+                raise SpecError(f"{path}.inbound_nodes must be a list, received {shown(inbound)}",
+                                where=f"{path}.inbound_nodes", value=inbound)
+            calls = [[("?", prefix + n, k, t) for n, k, t in refs] for refs in _calls(inbound, path)]
             if class_name == "InputLayer":
                 if outer_refs is None:
                     shape = config.get("batch_shape", config.get("batch_input_shape"))
@@ -175,7 +181,8 @@ class _Builder:
                 node_name = name if k == 0 else f"{name}@{k}"
                 self.nodes.append(GraphNode(node_name, layer, tuple(refs)))
                 self.calls[(name, k)] = node_name
-        outputs = [("?", prefix + n, k, t) for n, k, t in _history_list(doc.get("output_layers"))]
+        outputs = [("?", prefix + n, k, t) for n, k, t in _history_list(doc.get("output_layers"),
+                                                                         f"{where}.output_layers")]
         return inputs, outputs
 
     def _layer(self, name: str, class_name: str, config: dict, path: str, trainable: bool, module: object):
@@ -218,13 +225,22 @@ def _class_and_config(item: object, path: str) -> tuple[str, dict]:
     return item["class_name"], config
 
 
-def _history_list(value: object) -> list:
-    """input_layers / output_layers: ["name", 0, 0] (one) or [["name", 0, 0], ...]."""
-    if not isinstance(value, (list, tuple)) or not value:
+def _history_list(value: object, where: str) -> list:
+    """input_layers / output_layers: ["name", 0, 0] (one) or [["name", 0, 0], ...], each checked."""
+    if value is None:
         return []
-    if isinstance(value[0], str):
-        return [tuple(value[:3])]
-    return [tuple(v[:3]) for v in value]
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{where} must be a list of [layer name, call, tensor], received {shown(value)}",
+                        where=where, value=value)
+    entries = [value] if value and isinstance(value[0], str) else list(value)
+    out = []
+    for i, entry in enumerate(entries):
+        at = where if entries is not value else f"{where}[{i}]"
+        if not isinstance(entry, (list, tuple)) or len(entry) < 3 or not isinstance(entry[0], str):
+            raise SpecError(f"{at} must be [layer name, call, tensor], received {shown(entry)}", where=at,
+                            value=entry)
+        out.append((entry[0], _index(entry[1], f"{at}[1]"), _index(entry[2], f"{at}[2]")))
+    return out
 
 
 _TENSOR_KWARGS = ("query", "value", "key", "inputs")  # call arguments that carry input tensors, in order

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..errors import ParamcalcError, SpecError, UnknownLayerError
+from ..errors import ParamcalcError, SpecError, UnknownLayerError, shown
 from ..graph import Graph, GraphNode, Sequential
 from ..registry import layer_kinds, lookup_kind
 
@@ -168,6 +168,9 @@ def _graph_from_spec(doc, layers, layers_doc, where, name, framework, dtype) -> 
         nodes.append(GraphNode(node_name, layer, tuple((x, 0) for x in inbound)))
         previous = node_name
     outputs = doc.get("outputs") or [previous or next(iter(inputs))]
+    if not isinstance(outputs, list):
+        raise SpecError(f"{where}.outputs must be a list of layer or input names, received {shown(outputs)}",
+                        where=f"{where}.outputs", value=outputs)
     return Graph(tuple((k, v) for k, v in inputs.items()), tuple(nodes), tuple((o, 0) for o in outputs),
                  name=name, framework=framework, dtype=dtype)
 
