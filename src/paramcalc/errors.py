@@ -68,3 +68,7 @@ class UnknownLayerError(ParamcalcError):
 
 class SpecError(ParamcalcError):
     """A malformed model description (spec document, Keras config); ``where`` is its JSON path."""
+
+
+class FileFormatError(SpecError):
+    """A file paramcalc will not (or cannot safely) read; the message says why and what to pass instead."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .dims import prod
-from .errors import SpecError
+from .errors import FileFormatError, SpecError
 
 MAX_CONFIG_BYTES = 64 * 2**20  # far larger than any real model's config.json
 MAX_COMPRESSION_RATIO = 200  # a config.json compresses ~10x; more is a zip bomb
@@ -26,10 +26,6 @@ MAX_SAFETENSORS_HEADER = 100 * 2**20
 SAFETENSORS_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32": 32, "I16": 16, "I8": 8, "U8": 8,
                     "BOOL": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "U16": 16, "U32": 32, "U64": 64, "C64": 64,
                     "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
-
-
-class FileFormatError(SpecError):
-    """A file paramcalc will not (or cannot safely) read; the message says why and what to pass instead."""
 
 
 @dataclass(frozen=True)

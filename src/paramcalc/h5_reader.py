@@ -27,7 +27,7 @@ TIMEOUT_S = 60
 def read_model_config(path: str, limit: int) -> str:
     """The ``model_config`` text of ``path``; raises FileFormatError for a missing, oversized or unreadable
     one (imports no h5py here)."""
-    from .files import FileFormatError
+    from .errors import FileFormatError
     from .subprocesses import python_command
 
     command = python_command(module="paramcalc.h5_reader", args=(os.path.abspath(path), str(limit)), isolated=True)
