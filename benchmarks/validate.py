@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 import paramcalc  # noqa: E402
 import zoo  # noqa: E402
-from paramcalc.devices import from_calibration  # noqa: E402
-from paramcalc.training import training_cost  # noqa: E402
+from paramcalc.cost.devices import from_calibration  # noqa: E402
+from paramcalc.cost.training import training_cost  # noqa: E402
 
 
 def predict(cfg: dict, profile, amp: str | None, framework: str = "torch"):

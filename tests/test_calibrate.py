@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 import paramcalc  # noqa: E402
 from paramcalc import calibrate  # noqa: E402
-from paramcalc.devices import from_calibration  # noqa: E402
+from paramcalc.cost.devices import from_calibration  # noqa: E402
 from paramcalc.machine import this_machine  # noqa: E402
 
 KERNELS = ("batch_norm", "layer_norm", "relu", "dropout", "max_pool", "avg_pool", "softmax")
@@ -227,7 +227,7 @@ def test_quick_keras_calibration_on_tensorflow_loads_and_prices_a_keras_model(tm
 
 
 def test_full_sweeps_time_wide_products_and_quick_ones_do_not():
-    from paramcalc.devices import is_wide
+    from paramcalc.cost.devices import is_wide
 
     full = calibrate.product_shapes(2048, 8192, 2**18, quick=False)
     wide = [(m, k, n) for m, k, n in full if is_wide(m, n)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from paramcalc.calibration_merge import merge
-from paramcalc.devices import from_calibration
+from paramcalc.cost.devices import from_calibration
 from paramcalc.errors import ParamcalcError
 
 

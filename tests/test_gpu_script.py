@@ -24,7 +24,7 @@ def test_every_part_of_the_gpu_script_runs(tmp_path):
     done = subprocess.run(["bash", "benchmarks/gpu_validation.sh"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("done"), done.stdout[-2000:]
-    from paramcalc.devices import from_calibration
+    from paramcalc.cost.devices import from_calibration
 
     torch_profile = from_calibration(json.loads((tmp_path / "calibration_cpu.json").read_text()))
     keras_profile = from_calibration(json.loads((tmp_path / "calibration_keras_cpu.json").read_text()))

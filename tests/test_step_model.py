@@ -11,8 +11,10 @@ import pytest
 
 from paramcalc import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Pool, Recurrent, Sequential,
                        estimate, training_cost)
-from paramcalc.devices import BUILTIN, from_calibration
-from paramcalc.timing import MMAP_CEILING, PAIR_OPS
+from paramcalc.cost.devices import BUILTIN, from_calibration
+from paramcalc.cost.paging import MMAP_CEILING
+from paramcalc.cost.timing import PAIR_OPS
+from paramcalc.layers.work import SavingRules
 
 CPU = BUILTIN["cpu"]
 # Adam over 64 one-element tensors: 1e-5 s each; 1 ns per parameter at 4,096 parameters, 2 ns at 65,536
@@ -525,7 +527,8 @@ def test_keras_norms_keep_a_float32_copy_of_their_input_under_mixed_precision():
     # Keras' BatchNormalization, LayerNormalization, GroupNormalization and RMSNormalization compute in
     # float32 whatever the policy (keras/src/layers/normalization): under mixed precision their backward
     # reads the copy of their input cast up; torch's autocast runs BatchNorm on the 16-bit input itself
-    from paramcalc.training import _saved
+    def _saved(call, activation_bytes, profile, framework, mixed=False):
+        return call.layer.saved(call, SavingRules(framework, activation_bytes, mixed, cpu=profile.device_type == "cpu"))
 
     est = estimate(Sequential([Conv(8, 3, padding="same"), BatchNorm(), Activation("relu")]),
                    input_shape=(8, 8, 3), batch_size=4)
@@ -546,7 +549,10 @@ def test_keras_norms_keep_a_float32_copy_of_their_input_under_mixed_precision():
 
 def test_norm_statistics_per_channel_sample_and_row():
     from paramcalc import GroupNorm, LayerNorm
-    from paramcalc.training import _norm_statistics
+    from paramcalc.layers.norm import STATISTICS_BYTES
+
+    def _norm_statistics(call):
+        return call.layer.statistics(call) * STATISTICS_BYTES
 
     est = estimate(Sequential([Conv(8, 3), BatchNorm(), GroupNorm(groups=2), GroupNorm(groups=-1),
                                Flatten(), LayerNorm()]), input_shape=(6, 6, 3), batch_size=4)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import paramcalc
-from paramcalc.timing import autocast_casts
+from paramcalc.cost.training import autocast_casts
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

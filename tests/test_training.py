@@ -6,7 +6,7 @@ import pytest
 
 import paramcalc
 from paramcalc import Dense, Flatten, Sequential, estimate, training_cost
-from paramcalc.devices import BUILTIN, resolve
+from paramcalc.cost.devices import BUILTIN, resolve
 from paramcalc.render import format_bytes
 
 
@@ -89,9 +89,9 @@ def test_largest_batch_on_a_device_by_its_rules_and_memory():
     # the device's memory is the budget unless one is given; its framework's rules decide the peak
     h100 = paramcalc.largest_fitting(est, device="h100-sxm-torch")
     peak = training_cost(est.subs(B=h100), device="h100-sxm-torch").memory.peak
-    assert peak <= paramcalc.devices.resolve("h100-sxm-torch").memory_bytes
+    assert peak <= paramcalc.cost.devices.resolve("h100-sxm-torch").memory_bytes
     assert training_cost(est.subs(B=h100 + 1), device="h100-sxm-torch").memory.peak > \
-        paramcalc.devices.resolve("h100-sxm-torch").memory_bytes
+        paramcalc.cost.devices.resolve("h100-sxm-torch").memory_bytes
     with pytest.raises(paramcalc.ParamcalcError, match="memory budget or a device"):
         paramcalc.largest_fitting(est)
 

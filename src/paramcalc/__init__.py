@@ -21,10 +21,11 @@ from .graph import Graph, GraphNode, Sequential
 from .layers import *  # noqa: F401,F403  (every built-in kind, e.g. paramcalc.Dense)
 from .layers import __all__ as _layer_names
 from .registry import layer_kinds, register_keras_layer, register_layer, register_torch_module
-from .capacity import largest_fitting, parse_bytes
-from .devices import DeviceProfile
+from .cost.capacity import largest_fitting, parse_bytes
+from .cost.devices import DeviceProfile
 from .seed import SEED_VARIANTS, seed_model
-from .training import MemoryBreakdown, TrainingCost, training_cost
+from .cost.memory import MemoryBreakdown
+from .cost.training import TrainingCost, training_cost
 from .spec import TensorSpec
 
 __version__ = "0.1.0"

@@ -168,11 +168,11 @@ MODEL_HELP = ("a file (JSON or YAML spec, Keras config, .keras, .h5, ONNX, safet
 
 
 def _training_options(parser) -> None:
-    from .devices import BUILTIN, MEASURED
-    from .training import OPTIMIZER_STATE_BUFFERS, PRECISIONS
+    from .cost.devices import BUILTIN, MEASURED
+    from .cost.step import OPTIMIZERS, PRECISIONS
 
     parser.add_argument("--optimizer", default=None,
-                        help=f"add training memory and FLOPs with this optimizer ({', '.join(OPTIMIZER_STATE_BUFFERS)})"
+                        help=f"add training memory and FLOPs with this optimizer ({', '.join(OPTIMIZERS)})"
                              "; with --device alone, Adam (said in a note)")
     parser.add_argument("--dtype", default=None, help=f"training precision ({', '.join(PRECISIONS)})")
     parser.add_argument("--device", default=None,
@@ -562,7 +562,7 @@ SEED_BATCH = 128
 
 def _training_table(features: int) -> list[str]:
     """Memory and time of training each seed model with Adam, predicted on measured device profiles."""
-    from .capacity import largest_fitting
+    from .cost.capacity import largest_fitting
     from .estimate import estimate
     from .render import format_bytes, format_seconds
     from .seed import SEED_VARIANTS, seed_model

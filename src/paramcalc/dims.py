@@ -397,6 +397,25 @@ def prod(values: Iterable[Dim]) -> Dim:
     return result
 
 
+def upper_max(values: list) -> Dim:
+    """The largest of several sizes. Where the batch is a symbol each is a fixed part plus a part per
+    sample; their maximum is not a polynomial, so this returns the upper bound (largest fixed part) +
+    (largest per-sample part) x B, exact at B = 0 and as B grows."""
+    if all(type(v) is int for v in values):
+        return max(values)
+    fixed, per_sample = [], []
+    for v in values:
+        if isinstance(v, Sym):
+            zero = v.subs({s: 0 for s in v.symbols})
+            fixed.append(zero)
+            per_sample.append(v - zero)
+        else:
+            fixed.append(v)
+            per_sample.append(0)
+    slopes = [p.subs({s: 1 for s in p.symbols}) if isinstance(p, Sym) else p for p in per_sample]
+    return max(fixed) + per_sample[slopes.index(max(slopes))]
+
+
 def format_dim(value: Dim | None) -> str:
     return "None" if value is None else str(value)
 

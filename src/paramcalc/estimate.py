@@ -19,7 +19,6 @@ from .spec import TensorSpec, dtype_bytes
 
 FLOP_CONVENTION = "1 multiply-add = 2 FLOPs; MACs count multiply-adds; per sample unless 'per batch'"
 DEFAULT_BATCH_SYMBOL = "B"
-DEFAULT_OPTIMIZER = "adam"  # what training is priced with when only a dtype or a device is given
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class Estimate:
     assumptions: tuple = ()
     notes: tuple = ()
     training: Any = None  # a TrainingCost when optimizer, dtype or device was given
-    training_options: tuple = field(default=(), compare=False, repr=False)
+    training_setup: Any = field(default=None, compare=False, repr=False)  # a cost.TrainingSetup
     training_notes: tuple = field(default=(), compare=False, repr=False)  # the notes about training
 
     # -- derived figures --------------------------------------------------------------------------------
@@ -193,7 +192,7 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     figures are expressions in ``B`` and the batch axis shows as None. ``target_shape``: one sample's
     target (``()`` for a scalar per sample), checked against the output for loss broadcasting.
 
-    Training cost (``est.training``, see :mod:`paramcalc.training`) is added when ``optimizer``
+    Training cost (``est.training``, see :mod:`paramcalc.cost`) is added when ``optimizer``
     ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad"), ``dtype`` ("float32", "tfloat32",
     "mixed_bfloat16", "mixed_float16", "bfloat16", "float16") or ``device`` (a built-in name such as
     "h100-sxm", "h100-sxm-torch" (measured), "cpu", a calibration JSON path, or a DeviceProfile) is
@@ -246,12 +245,14 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
         result = replace(result, batch_size=batch)
     if optimizer is not None or dtype is not None or device is not None:
         if device is not None:  # read a profile once: the cost, its notes and later subs() share it
-            from .devices import resolve
+            from .cost.devices import resolve
 
             device = resolve(device)
-        options = (optimizer, dtype or "float32", device, keras_backend)  # no optimizer: Adam, noted
-        cost = _training(result, options, strict=False)
-        result = _with_training_notes(_with_diagnostics(replace(result, training_options=options, training=cost)))
+        from .cost.training import TrainingSetup
+
+        setup = TrainingSetup(optimizer, dtype or "float32", device, keras_backend)  # no optimizer: Adam, noted
+        cost = _training(result, setup)
+        result = _with_training_notes(_with_diagnostics(replace(result, training_setup=setup, training=cost)))
     return result
 
 
@@ -280,7 +281,8 @@ def _with_training_notes(est: Estimate) -> Estimate:
     """The estimate with the notes about its training cost (what it waits for, what it could not
     measure) in place of earlier ones: a substitution may have settled them."""
     notes = tuple(n for n in est.notes if n not in est.training_notes)
-    device, precision = est.training_options[2], est.training_options[1]
+    setup = est.training_setup
+    device, precision = setup.device, setup.precision
     if est.training is None:
         pending = sorted(est.symbols - {est.batch_symbol})
         added = (f"training cost needs concrete sizes: call subs({pending[0]}=...) to see it",)
@@ -288,14 +290,14 @@ def _with_training_notes(est: Estimate) -> Estimate:
         added = (f"step time needs a concrete batch size: pass batch_size=... or call "
                  f"subs({est.batch_symbol}=...)",)
     elif device is not None:
-        from .devices import machine_notes
+        from .cost.devices import machine_notes
         from .machine import this_machine
 
         added = _uncalibrated_dtype_notes(device, precision) + machine_notes(device, this_machine())
     else:
         added = ()
-    if est.training_options[0] is None:
-        added = (f"no optimizer given: training memory and time assume {DEFAULT_OPTIMIZER.capitalize()} "
+    if setup.optimizer is None:
+        added = (f"no optimizer given: training memory and time assume {setup.optimizer_name.capitalize()} "
                  "(pass optimizer=..., or --optimizer)",) + added
     return replace(est, notes=notes + added, training_notes=added)
 
@@ -303,9 +305,9 @@ def _with_training_notes(est: Estimate) -> Estimate:
 def _uncalibrated_dtype_notes(device, precision: str) -> tuple:
     """A note where a calibrated profile measured no matrix products of the precision's dtype: its
     products are then priced from a datasheet curve, not from this machine."""
-    from .training import PRECISIONS
+    from .cost.step import precision_named
 
-    profile, dtype = device, PRECISIONS[precision][3]  # resolved by estimate()
+    profile, dtype = device, precision_named(precision).product_dtype  # resolved by estimate()
     if profile.source == "datasheet" or dtype in profile.matmul or not profile.matmul:
         return ()
     measured = ",".join(sorted(profile.matmul))
@@ -314,15 +316,14 @@ def _uncalibrated_dtype_notes(device, precision: str) -> tuple:
             f"to its {peak} peak, not a measurement (for torch, paramcalc calibrate --dtypes {measured},{dtype})",)
 
 
-def _training(est: Estimate, options: tuple, strict: bool):
-    """The training cost for ``options``; None (when not strict) while sizes are still symbolic."""
-    from .training import training_cost
+def _training(est: Estimate, setup):
+    """The training cost for ``setup``; None while sizes other than the batch are still symbolic."""
+    from .cost.training import training_cost
 
-    optimizer, precision, device, keras_backend = options
-    if not strict and est.symbols - {est.batch_symbol}:
+    if est.symbols - {est.batch_symbol}:
         return None
-    return training_cost(est, optimizer=optimizer or DEFAULT_OPTIMIZER, precision=precision, device=device,
-                         keras_backend=keras_backend)
+    return training_cost(est, optimizer=setup.optimizer_name, precision=setup.precision, device=setup.device,
+                         keras_backend=setup.keras_backend)
 
 
 def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) -> tuple:
@@ -476,8 +477,8 @@ def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
                   training=None,
                   inputs=tuple((name, _subs(shape, mapping)) for name, shape in est.inputs),
                   assumptions=tuple(kept), **{name: _subs(getattr(est, name), mapping) for name in scalar})
-    if est.training_options:
-        est = _with_training_notes(replace(est, training=_training(est, est.training_options, strict=False)))
+    if est.training_setup is not None:
+        est = _with_training_notes(replace(est, training=_training(est, est.training_setup)))
     return _with_diagnostics(est)
 
 

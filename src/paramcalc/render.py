@@ -124,10 +124,10 @@ def _reference(ref: tuple) -> str:
 
 def _training_lines(cost) -> list[str]:
     m = cost.memory
-    from .training import PATH_NAMES
+    from .cost.step import FRAMEWORK_NAMES
 
     lines = ["", f"Training step ({cost.optimizer}, {cost.precision}, batch {format_count(cost.batch_size)}; "
-                 f"{PATH_NAMES[cost.framework]}):"]
+                 f"{FRAMEWORK_NAMES[cost.framework]}):"]
     lines.append(f" Memory: weights {format_bytes(m.weights)} + gradients {format_bytes(m.gradients)} + optimizer "
                  f"{format_bytes(m.optimizer)} + saved activations {format_bytes(m.activations)} + input batch "
                  f"{format_bytes(m.input_batch)}; predicted peak {format_bytes(m.peak)}")

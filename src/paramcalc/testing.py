@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .capacity import parse_bytes
+from .cost.capacity import parse_bytes
 from .dims import format_count
 
 # (label, Estimate) of every model checked in this process, for the pytest report

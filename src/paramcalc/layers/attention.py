@@ -11,8 +11,9 @@ softmax (5 per score), scores·V (2·Tq·Tk·value_dim per head).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..dims import Dim, exact_div
 from ..errors import LayerConfigError, shown
@@ -20,6 +21,34 @@ from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
 from .elementwise import ACTIVATION_FLOPS, normalize_activation
+from .work import AttentionCore, SavingRules, Work, inputs_kept, kernel, weight_casts, whole_bytes
+
+# torch's attention keeps the query, key and value projections in one tensor when the three read inputs
+# of the same width (in_proj_weight, in_proj_bias), and casts what each product needs under autocast:
+# all three whole for self-attention, the query's part and the key's and value's together when key is
+# value (a decoder's cross-attention), each part apart otherwise.
+_PROJECTION = re.compile(r"^(.*)(query|key|value)_(kernel|bias)$")
+_APART = {"query": "query", "key": "key", "value": "value"}
+
+
+def _packed(sources: tuple) -> dict:
+    """Which cast holds each projection, from the tensors (query, key, value) read."""
+    if sources[0] == sources[1] == sources[2]:
+        return dict.fromkeys(_APART, "in_proj")
+    if sources[1] == sources[2]:
+        return {"query": "query", "key": "key_value", "value": "key_value"}
+    return _APART
+
+
+def _cast_tensor(packing: Callable[[str], dict]) -> Callable[[str], str]:
+    """The cast a weight's elements go to, given how a prefix's projections are packed."""
+    def tensor_of(name: str) -> str:
+        projection = _PROJECTION.match(name)
+        if not projection:
+            return name
+        prefix, which, part = projection.groups()
+        return f"{prefix}{packing(prefix)[which]}_{part}"
+    return tensor_of
 
 SOFTMAX_FLOPS = ACTIVATION_FLOPS["softmax"]
 
@@ -121,6 +150,38 @@ class MultiHeadAttention(Layer):
     def output_structure(self):
         return (0, 1) if self.layout == "torch" else None
 
+    # -- for the cost model ----------------------------------------------------------------------------
+    def _sizes(self, call) -> tuple:
+        q, k = call.input_shapes[0], call.input_shapes[1]
+        b_ax, t_ax = (0, 1) if self.batch_first else (1, 0)
+        value_dim = self.key_dim if self.value_dim is None else self.value_dim
+        return q[b_ax], q[t_ax], k[t_ax], value_dim
+
+    def work(self, call) -> Work:
+        q, k = call.input_shapes[0], call.input_shapes[1]
+        b, tq, tk, vd = self._sizes(call)
+        h, kd = self.num_heads, self.key_dim
+        products = ((b * tq, q[-1], h * kd), (b * tk, k[-1], h * kd), (b * tk, call.input_shapes[-1][-1], h * vd),
+                    (b * tq, h * vd, call.output_shape[-1]))
+        # the FLOPs by phase count the scores against the last input read (Keras' key, or its value)
+        b_ax, t_ax = (0, 1) if self.batch_first else (1, 0)
+        keys = call.input_shapes[-1] if len(call.input_shapes) > 1 else q
+        scores_macs = q[b_ax] * h * q[t_ax] * keys[t_ax] * (kd + vd)
+        same_width = self.layout == "torch" and len({s[-1] for s in call.input_shapes[:3]}) == 1
+        packing = (lambda prefix: _packed(tuple(call.inbound[:3]))) if same_width else (lambda prefix: _APART)
+        return self.described(weight_products=products, activation_macs=scores_macs, host_ops=8,
+                              attention=(AttentionCore(b * h, tq, tk, kd, vd, bool(self.dropout)),),
+                              autocast_casts=weight_casts(call, _cast_tensor(packing)), keeps_weight_casts=True)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        b, tq, tk, vd = self._sizes(call)
+        h = self.num_heads
+        projections = b * h * (tq * self.key_dim + tk * (self.key_dim + vd))
+        probabilities = b * h * tq * tk
+        context = b * tq * h * vd
+        internals = ((call.name, "internals"), (projections + probabilities + context) * rules.activation_bytes)
+        return inputs_kept(call, rules) + [internals]
+
 
 def _check_heads(ctx_owner: str, d_model: Dim, heads: int, layer: str | None) -> Dim:
     head_dim = exact_div(d_model, heads)
@@ -193,3 +254,59 @@ class Transformer(Layer):
             weights += [Weight(f"norm.{w}", (e,)) for w in self.final_norm]
             flops = flops + 8 * batch * steps * e
         return ctx.result(x, weights=weights, macs=macs, flops=flops)
+
+    # -- for the cost model ----------------------------------------------------------------------------
+    def _sizes(self, call) -> tuple:
+        x = call.input_shapes[0]
+        b_ax, t_ax = (0, 1) if self.batch_first else (1, 0)
+        return x[b_ax], x[t_ax]
+
+    def work(self, call) -> Work:
+        b, t = self._sizes(call)
+        e, f, h = self.d_model, self.dim_feedforward, self.nhead
+        attentions = 2 if self.decoder else 1
+        tokens = b * t
+        products, cores, dropout, norms = [], [], 0, 0
+        for _ in range(self.num_layers):
+            for _ in range(attentions):
+                products += [(tokens, e, 3 * e), (tokens, e, e)]
+                cores.append(AttentionCore(b * h, t, t, e // h, e // h, bool(self.dropout)))
+                dropout += tokens * e  # the block's output (the probabilities' dropout is the core's)
+            products += [(tokens, e, f), (tokens, f, e)]
+            dropout += tokens * f + tokens * e  # the feed-forward's hidden layer and output
+            norms += (attentions + 1) * tokens * e
+        kernels = [kernel("layer_norm", norms), kernel("relu", self.num_layers * tokens * f)]
+        if self.dropout:
+            kernels.append(kernel("dropout", dropout))
+        b_ax, t_ax = (0, 1) if self.batch_first else (1, 0)
+        memory_steps = call.input_shapes[1][t_ax] if self.decoder else t
+        scores_macs = self.num_layers * tokens * 2 * e * (t + (memory_steps if self.decoder else 0))
+
+        def packing(prefix: str) -> dict:
+            cross = prefix.endswith("multihead_attn.")
+            return _packed(("x", "memory", "memory") if cross else ("x", "x", "x"))
+        return self.described(
+            weight_products=tuple(products), activation_macs=scores_macs, kernels=tuple(kernels),
+            # residuals: two reads and a write per sub-block
+            memory_elements=self.num_layers * (attentions + 1) * 3 * tokens * e,
+            host_ops=self.num_layers * (attentions * 10 + 12), attention=tuple(cores),
+            autocast_casts=weight_casts(call, _cast_tensor(packing)), keeps_weight_casts=True,
+            host_repeats=self.num_layers * attentions)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        b, t = self._sizes(call)
+        e, f, h = self.d_model, self.dim_feedforward, self.nhead
+        attentions = 2 if self.decoder else 1
+        measured = rules.measured.get("transformer_saved")
+        if measured and not self.decoder and self.dropout and (rules.activation_bytes == 4 or rules.mixed):
+            # as calibrated: an encoder with dropout, in float32 or under autocast
+            kept = (whole_bytes(measured["per_token_feature"]) * b * t * e
+                    + whole_bytes(measured["per_token_hidden"]) * b * t * f
+                    + whole_bytes(measured["per_score"]) * b * h * t * t)
+            return inputs_kept(call, rules)[:1] + [((call.name, "internals"), self.num_layers * kept)]
+        # per layer: q, k, v, context, attention output, 2 norm inputs, residual sums; FF in, hidden (x2);
+        # probabilities and their dropout; dropout masks (1 byte) on every sub-block and the FF hidden
+        tensors = attentions * (5 * b * t * e + 2 * b * h * t * t) + 3 * b * t * e + 2 * b * t * f
+        masks = attentions * b * h * t * t + 3 * b * t * e + b * t * f
+        internals = self.num_layers * (tensors * rules.activation_bytes + masks)
+        return inputs_kept(call, rules)[:1] + [((call.name, "internals"), internals)]

@@ -14,6 +14,7 @@ from typing import ClassVar, Sequence
 from ..dims import Dim, as_dim, equal, format_dim, is_positive, prod
 from ..errors import DimensionError, LayerConfigError, ShapeError, shown
 from ..spec import TensorSpec
+from .work import SavingRules, Work
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,31 @@ class Layer:
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         raise NotImplementedError(f"{type(self).__name__}.infer")
+
+    # -- what the cost model reads (paramcalc.layers.work) ------------------------------------------------
+    def work(self, call) -> Work:
+        """This call's work for the cost model. The default is a memory-bound pass that reads every input
+        and writes the output (elementwise operations, merges, padding); kinds with products, kernels
+        or views describe their own."""
+        return self.described(memory_elements=sum(prod(s) for s in call.input_shapes) + prod(call.output_shape))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        """(tensor key, bytes) of what the backward pass reads from this call's forward, under ``rules``:
+        a key is an inbound reference for an input, (call name, part) for a tensor the call made. The
+        default keeps nothing (shape-only work: views, padding, concatenation, additions)."""
+        return []
+
+    def backward_workspace(self, call, rules: SavingRules) -> Dim:
+        """Bytes this call's backward holds only while it runs, beyond its gradients."""
+        return 0
+
+    def described(self, **fields) -> Work:
+        """A Work filed under this kind's name (see :class:`Work`)."""
+        return Work(family=self.kind, **fields)
+
+    def view_work(self) -> Work:
+        """What a view costs: no device work, a little host time, its input's storage."""
+        return self.described(device_free=True, aliases_input=True, host_ops=0.5)
 
     def trains(self, weight: Weight) -> bool:
         """Whether ``weight`` of this layer receives gradients (buffers never do)."""

@@ -7,7 +7,7 @@ layouts differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..dims import Dim, exact_div, prod
@@ -15,7 +15,8 @@ from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
-from .elementwise import ACTIVATION_FLOPS, normalize_activation
+from .elementwise import ACTIVATION_FLOPS, activation_kernels, fused_activation_saved, normalize_activation
+from .work import SavingRules, Work, inputs_kept, output_kept, weight_casts
 from .spatial import (as_tuple, check_rank, padding_pairs, spatial_axes, transposed_length,
                       window_length)
 
@@ -69,6 +70,33 @@ class _Windowed(Layer):
     def _tail_flops(self, out: TensorSpec) -> Dim:
         return (1 if self.use_bias else 0) * out.numel + ACTIVATION_FLOPS[self.activation] * out.numel
 
+    # -- for the cost model ----------------------------------------------------------------------------
+    def channels(self, call) -> tuple:
+        """(input channels, output channels) of a call, channels last or first."""
+        x, out = call.input_shapes[0], call.output_shape
+        return (x[-1], out[-1]) if self.channels_last else (x[1], out[1])
+
+    def _product_work(self, call, **fields) -> Work:
+        """What every convolution shares: its activation, the bias inside the kernel, autocast's casts."""
+        out = prod(call.output_shape)
+        return self.described(kernels=activation_kernels(self.activation, out), fused_bias=True,
+                              has_bias=any(w.name == "bias" for w in call.weights),
+                              fused_activation=self.activation, autocast_casts=weight_casts(call), **fields)
+
+    def _bias_elements(self, call) -> Dim:
+        return prod(call.output_shape) if any(w.name == "bias" for w in call.weights) else 0
+
+    def saved(self, call, rules: SavingRules) -> list:
+        # its input, whichever gradients it makes: a convolution's backward takes it either way
+        kept = inputs_kept(call, rules)[:1] + fused_activation_saved(call, self.activation, rules)
+        return kept + self._channels_first_copy(call, rules)
+
+    def _channels_first_copy(self, call, rules: SavingRules) -> list:
+        """Keras on torch hands torch a channels-first copy of a channels-last input, which autograd keeps."""
+        if rules.framework != "keras-torch" or not self.channels_last:
+            return []
+        return [((call.name, "channels_first_input"), prod(call.input_shapes[0]) * rules.activation_bytes)]
+
 
 def _check_groups(ctx: Context, owner: str, channels: Dim, filters: Dim, groups: int) -> Dim:
     per_group = exact_div(channels, groups)
@@ -117,6 +145,19 @@ class Conv(_Windowed):
         macs = out.numel * per_group * kernel
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
 
+    def product(self, call) -> tuple:
+        """The (positions, inputs per output, filters) product the convolution amounts to."""
+        channels_in, filters = self.channels(call)
+        return prod(call.output_shape) // filters, channels_in // self.groups * prod(self.kernel_size), filters
+
+    def work(self, call) -> Work:
+        product = self.product(call)
+        # a dense 2-D convolution: timed whole where the device measured convolutions
+        whole = product if self.groups == 1 and len(call.output_shape) == 4 else None
+        work = self._product_work(call, weight_products=(product,), conv=whole,
+                                  bias_elements=self._bias_elements(call))
+        return _with_host_ops(work, 1 + len(work.kernels))
+
 
 @register_layer("conv_transpose")
 @dataclass(frozen=True)
@@ -159,6 +200,15 @@ class ConvTranspose(_Windowed):
         macs = x.numel * out_per_group * prod(self.kernel_size)  # every input element meets each tap
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
 
+    def work(self, call) -> Work:
+        channels_in, filters = self.channels(call)
+        positions = prod(call.input_shapes[0]) // channels_in
+        product = (positions, channels_in, filters // self.groups * prod(self.kernel_size))
+        return self._product_work(call, weight_products=(product,), bias_elements=self._bias_elements(call))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return inputs_kept(call, rules)[:1] + fused_activation_saved(call, self.activation, rules)
+
 
 @register_layer("depthwise_conv")
 @dataclass(frozen=True)
@@ -181,6 +231,10 @@ class DepthwiseConv(_Windowed):
                                 channels * self.depth_multiplier)
         macs = out.numel * prod(self.kernel_size)
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
+
+    def work(self, call) -> Work:
+        # memory-bound: each output reads a small window of its own channel
+        return self._product_work(call, memory_elements=prod(call.input_shapes[0]) + prod(call.output_shape))
 
 
 @register_layer("separable_conv")
@@ -208,3 +262,19 @@ class SeparableConv(_Windowed):
         positions = exact_div(out.numel, self.filters) if self.filters != 0 else 0
         macs = positions * middle * prod(self.kernel_size) + positions * middle * self.filters
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
+
+    def work(self, call) -> Work:
+        channels_in, filters = self.channels(call)
+        product = (prod(call.output_shape) // filters, channels_in * prod(self.kernel_size), filters)
+        work = self._product_work(call, weight_products=(product,))
+        return _with_host_ops(work, 1 + len(work.kernels))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        # its input and the depthwise stage's output, which the pointwise product reads
+        kept = inputs_kept(call, rules)[:1] + output_kept(call, rules, "depthwise")
+        return (kept + fused_activation_saved(call, self.activation, rules)
+                + self._channels_first_copy(call, rules))
+
+
+def _with_host_ops(work: Work, ops: int) -> Work:
+    return replace(work, host_ops=ops)

@@ -14,7 +14,8 @@ from ..dims import Dim, prod
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight, format_shape
-from .elementwise import ACTIVATION_FLOPS, normalize_activation
+from .elementwise import ACTIVATION_FLOPS, activation_kernels, fused_activation_saved, normalize_activation
+from .work import SavingRules, Work, inputs_kept, weight_casts
 
 
 @register_layer("dense")
@@ -66,3 +67,18 @@ class Dense(Layer):
             flops = flops + outputs
         return ctx.result(x.with_shape(x.shape[:-1] + (units,)), weights=weights,
                           macs=positions * features * units, flops=flops)
+
+    def work(self, call) -> Work:
+        x, out = call.input_shapes[0], call.output_shape
+        activation = activation_kernels(self.activation, prod(out))
+        has_bias = any(w.name == "bias" for w in call.weights)
+        return self.described(weight_products=((prod(x[:-1]), x[-1], out[-1]),), kernels=activation,
+                              host_ops=1 + len(activation), bias_elements=prod(out) if has_bias else 0,
+                              has_bias=has_bias, fused_bias=True, fused_activation=self.activation, autocast_casts=weight_casts(call))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        # its input, for the kernel's gradient only: a frozen Dense reads its weights (counted apart) for
+        # the input gradient, and a bias gradient needs neither
+        kernel_trains = any(self.trains(w) for w in call.weights if w.name != "bias")
+        return (inputs_kept(call, rules)[:1] if kernel_trains else []) + fused_activation_saved(call, self.activation,
+                                                                                               rules)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..dims import prod
 from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
+from .work import SavingRules, Work, inputs_kept, kernel, output_kept
 
 # function name -> FLOPs per element, with the formula counted
 ACTIVATION_FLOPS: dict[str, int] = {
@@ -54,6 +56,33 @@ ACTIVATION_ALIASES: dict[str, str] = {
 }
 
 
+# Activations whose backward reads their output (the others read their input): torch's ELU, ReLU6 and
+# hardtanh read the input, TensorFlow's ELU and ReLU6 gradients the output (checked against torch's
+# saved-tensor hooks and TensorFlow's registered gradients, nn_grad.py)
+OUTPUT_SAVERS = {"relu", "sigmoid", "tanh", "softmax", "log_softmax"}
+TF_OUTPUT_SAVERS = OUTPUT_SAVERS | {"elu", "relu6"}
+
+
+def activation_kernels(function: str, elements) -> tuple:
+    """The per-element kernel an activation runs, priced as a softmax or as a ReLU-like pass."""
+    if function == "linear":
+        return ()
+    return (kernel("softmax" if function == "softmax" else "relu", elements),)
+
+
+def keeps_output(function: str, rules: SavingRules) -> bool:
+    """Whether the framework's gradient of ``function`` reads its output rather than its input."""
+    return function in (TF_OUTPUT_SAVERS if rules.tensorflow else OUTPUT_SAVERS)
+
+
+def fused_activation_saved(call, function: str, rules: SavingRules) -> list:
+    """What a layer's own activation (Keras' ``activation=``) keeps: its output, or the pre-activation too."""
+    if function == "linear":
+        return []
+    out = output_kept(call, rules)
+    return out if keeps_output(function, rules) else output_kept(call, rules, "pre") + out
+
+
 def normalize_activation(function: object, layer: str | None = None) -> str:
     """The canonical name of an activation, or an error listing the known ones."""
     if function is None:
@@ -89,6 +118,16 @@ class Activation(Layer):
         x = ctx.single(inputs)
         return ctx.result(x, flops=ACTIVATION_FLOPS[self.function] * x.numel)
 
+    def work(self, call) -> Work:
+        return self.described(kernels=activation_kernels(self.function, prod(call.output_shape)))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        if self.function == "linear":
+            return []
+        if self.function == "softsign" and not rules.tensorflow:  # torch's x / (1 + |x|), composite: the divisor too
+            return inputs_kept(call, rules)[:1] + output_kept(call, rules, "divisor")
+        return output_kept(call, rules) if keeps_output(self.function, rules) else inputs_kept(call, rules)[:1]
+
 
 @register_layer("dropout")
 @dataclass(frozen=True)
@@ -110,6 +149,19 @@ class Dropout(Layer):
         x = ctx.single(inputs)
         return ctx.result(x, flops=0 if self.rate == 0 else x.numel)
 
+    def work(self, call) -> Work:
+        # a rate of 0 hands its input back unchanged
+        return self.described(kernels=(kernel("dropout", prod(call.output_shape)),) if self.rate else (),
+                              aliases_input=not self.rate)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        if not self.rate:
+            return []
+        elements = prod(call.input_shapes[0])
+        # a one-byte mask; on CPUs torch multiplies by a noise tensor of the input's dtype and keeps it
+        per_element = rules.activation_bytes if rules.framework == "torch" and rules.cpu else 1
+        return [((call.name, "mask"), elements * per_element)]
+
 
 @register_layer("identity")
 @dataclass(frozen=True)
@@ -118,6 +170,9 @@ class Identity(Layer):
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         return ctx.result(ctx.single(inputs))
+
+    def work(self, call) -> Work:
+        return self.view_work()
 
 
 @register_layer("opaque")

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim
+from ..dims import Dim, prod
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
+from .work import SavingRules, Work
+
+INDEX_BYTES = 8  # the int64 ids its backward reads
 
 
 @register_layer("embedding")
@@ -30,3 +33,10 @@ class Embedding(Layer):
         x = ctx.single(inputs)
         out = TensorSpec(x.shape + (self.output_dim,), "float32" if x.dtype.startswith("int") else x.dtype)
         return ctx.result(out, weights=[Weight("embeddings", (self.input_dim, self.output_dim))])
+
+    def work(self, call) -> Work:
+        # a gather: reads a row of the table and writes it, per output element
+        return self.described(memory_elements=2 * prod(call.output_shape), float_inputs=False)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return [(call.inbound[0], prod(call.input_shapes[0]) * INDEX_BYTES)]

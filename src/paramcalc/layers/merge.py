@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim
+from ..dims import Dim, prod
 from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
+from .work import SavingRules, Work, inputs_kept
+
+# merges whose gradient with respect to one input reads the others
+READS_INPUTS = ("multiply", "divide", "maximum", "minimum")
 
 MERGE_OPS = ("add", "subtract", "multiply", "divide", "average", "maximum", "minimum")
 
@@ -54,6 +58,9 @@ class Merge(Layer):
         out = inputs[0].with_shape(shape)
         per = len(inputs) - 1 + (1 if self.op == "average" else 0)
         return ctx.result(out, flops=per * out.numel)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return inputs_kept(call, rules) if self.op in READS_INPUTS else []
 
 
 @register_layer("concatenate")
@@ -124,4 +131,18 @@ class Dot(Layer):
         macs = out.numel * contracted
         norm = 3 * (x.numel + y.numel) if self.normalize else 0
         return ctx.result(out, macs=macs, flops=2 * macs + norm)
+
+    def work(self, call) -> Work:
+        return products_between_activations(call)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return inputs_kept(call, rules)
+
+
+def products_between_activations(call, columns: Dim = 1) -> Work:
+    """A product of two activations (no weight): ``columns`` output columns, the last input axis inner."""
+    out = prod(call.output_shape)
+    inner = call.input_shapes[0][-1]
+    return call.layer.described(activation_products=((out // max(columns, 1), inner, columns),),
+                                activation_macs=call.macs_per_batch)
 

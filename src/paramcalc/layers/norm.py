@@ -12,11 +12,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, exact_div
+from ..dims import Dim, exact_div, prod
 from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
+from .work import SavingRules, Work, inputs_kept, kernel
+
+# Bytes per element of the statistics a norm's forward keeps: float32 whatever the input's dtype
+STATISTICS_BYTES = 4
+
+
+class _Norm(Layer):
+    """What the normalisations share for the cost model: one per-element kernel, and what their backward
+    keeps (the input, the statistics), in float32 under Keras' mixed precision."""
+
+    kernel_name = "layer_norm"  # the per-element kernel calibrations time it as
+
+    def work(self, call) -> Work:
+        return self.described(kernels=(kernel(self.kernel_name, prod(call.output_shape)),))
+
+    def statistics(self, call) -> Dim:
+        """Elements of the statistics the forward keeps for the backward (0: none)."""
+        return 0
+
+    def saved(self, call, rules: SavingRules) -> list:
+        kept = inputs_kept(call, rules)[:1]
+        statistics = self.statistics(call)
+        if statistics:
+            kept.append(((call.name, "statistics"), statistics * STATISTICS_BYTES))
+        kept += self.framework_copies(call, rules)
+        if rules.mixed and rules.framework in ("keras", "keras-torch"):
+            kept = _upcast_to_float32(call, kept, rules.activation_bytes)
+        return kept
+
+    def framework_copies(self, call, rules: SavingRules) -> list:
+        """Tensors beyond torch's that the training framework's own operations keep."""
+        return []
+
+
+def _upcast_to_float32(call, saved: list, activation_bytes: int) -> list:
+    """Keras' norms compute in float32 whatever the policy: under mixed precision they keep the float32 copy
+    of their input in place of the input, and their other tensors in float32 too."""
+    upcast = []
+    for key, nbytes in saved:
+        if key == (call.name, "statistics"):  # float32 already
+            upcast.append((key, nbytes))
+            continue
+        if key == call.inbound[0]:
+            key = (call.name, "float32_input")
+        upcast.append((key, nbytes * 4 // activation_bytes))
+    return upcast
 
 
 def _axis(ctx: Context, axis: int, rank: int, owner: str) -> int:
@@ -28,7 +74,7 @@ def _axis(ctx: Context, axis: int, rank: int, owner: str) -> int:
 
 @register_layer("batch_norm")
 @dataclass(frozen=True)
-class BatchNorm(Layer):
+class BatchNorm(_Norm):
     """BatchNormalization / BatchNorm1d/2d/3d over the channel ``axis`` (Keras -1, torch 1).
 
     ``stats``: "weights" (Keras: moving mean/variance as non-trainable weights), "buffers" (torch:
@@ -70,10 +116,28 @@ class BatchNorm(Layer):
                         Weight("num_batches_tracked", (), buffer=True, itemsize=8)]
         return ctx.result(x, weights=weights, flops=8 * x.numel)
 
+    kernel_name = "batch_norm"
+
+    def statistics(self, call) -> Dim:
+        """A mean and an inverse deviation per channel; per sample and channel for InstanceNorm, which
+        runs BatchNorm over the batch folded into the channels and keeps its weight and running
+        statistics repeated per sample too."""
+        x = call.input_shapes[0]
+        if self.per_sample:
+            repeated = int(self.scale) + (2 if self.stats == "buffers" else 0)
+            return (2 + repeated) * x[0] * x[self.axis]
+        return 2 * x[self.axis]
+
+    def framework_copies(self, call, rules: SavingRules) -> list:
+        # Keras on torch builds it from elementwise operations: the centred input (x - mean) is kept
+        if rules.framework != "keras-torch":
+            return []
+        return [((call.name, "centred"), prod(call.input_shapes[0]) * rules.activation_bytes)]
+
 
 @register_layer("layer_norm")
 @dataclass(frozen=True)
-class LayerNorm(Layer):
+class LayerNorm(_Norm):
     """LayerNormalization / nn.LayerNorm: statistics over the last ``len(normalized_shape)`` axes
     (torch) or over ``axes`` (Keras); gamma and beta have the normalised axes' shape."""
 
@@ -98,6 +162,13 @@ class LayerNorm(Layer):
             weights.append(Weight("beta", shape))
         return ctx.result(x, weights=weights, flops=(4 if self.rms else 8) * x.numel)
 
+    def statistics(self, call) -> Dim:
+        """A mean and an inverse deviation per normalised row."""
+        x = call.input_shapes[0]
+        normalized = (prod(self.normalized_shape) if self.normalized_shape is not None
+                      else prod(x[a] for a in self.axes))
+        return 2 * exact_div(prod(x), normalized)
+
 
 def _require_tail(ctx: Context, owner: str, x: TensorSpec, shape: tuple) -> None:
     """The input must end in ``shape`` (torch's normalized_shape), after the batch axis."""
@@ -110,7 +181,7 @@ def _require_tail(ctx: Context, owner: str, x: TensorSpec, shape: tuple) -> None
 
 @register_layer("group_norm")
 @dataclass(frozen=True)
-class GroupNorm(Layer):
+class GroupNorm(_Norm):
     """GroupNormalization / nn.GroupNorm: ``groups`` groups of channels on ``axis``; gamma, beta (C,)."""
 
     groups: int = 32
@@ -132,10 +203,15 @@ class GroupNorm(Layer):
                   ([Weight("beta", (channels,))] if self.center else [])
         return ctx.result(x, weights=weights, flops=8 * x.numel)
 
+    def statistics(self, call) -> Dim:
+        """A mean and an inverse deviation per sample and group (Keras' groups=-1: a group per channel)."""
+        x = call.input_shapes[0]
+        return 2 * x[0] * (x[self.axis] if self.groups == -1 else self.groups)
+
 
 @register_layer("rms_norm")
 @dataclass(frozen=True)
-class RMSNorm(Layer):
+class RMSNorm(_Norm):
     """RMSNormalization / nn.RMSNorm: scale by the root mean square over the last axes; one scale vector."""
 
     normalized_shape: tuple | None = None  # torch; None: the last axis (Keras axis=-1)

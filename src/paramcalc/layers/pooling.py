@@ -15,6 +15,17 @@ from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
 from .spatial import as_tuple, check_rank, padding_pairs, spatial_axes, window_length
+from .work import Kernel, SavingRules, Work, inputs_kept
+
+INDEX_BYTES = 8  # a max pool keeps the int64 position of each maximum
+
+
+def _max_indices(call, op: str, rules: SavingRules) -> list:
+    """What a max pool keeps: its input and the positions of the maxima (an average pool keeps nothing:
+    TensorFlow's and torch's adaptive ones read only the shape)."""
+    if op != "max":
+        return []
+    return inputs_kept(call, rules)[:1] + [((call.name, "indices"), prod(call.output_shape) * INDEX_BYTES)]
 
 
 def _check_op(owner: str, op: str, layer: str | None) -> None:
@@ -60,6 +71,23 @@ class Pool(Layer):
         out = x.with_shape(tuple(shape))
         return ctx.result(out, flops=out.numel * prod(self.pool_size))
 
+    def work(self, call) -> Work:
+        if self.rank != 2:
+            return super().work(call)
+        read, written = prod(call.input_shapes[0]), prod(call.output_shape)
+        # timed per input element where calibrated; else a pass over the input and the output
+        return self.described(kernels=(Kernel(f"{self.op}_pool", read, (read + written) / read),))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        if self.op == "avg":  # torch's backward reads its input; TensorFlow's only the shape
+            return inputs_kept(call, rules)[:1] if rules.framework == "torch" else []
+        kept = _max_indices(call, self.op, rules)
+        if rules.framework == "keras-torch" and self.channels_last:
+            # Keras on torch hands torch a channels-first copy, which autograd keeps in place of the input
+            copy = ((call.name, "channels_first_input"), prod(call.input_shapes[0]) * rules.activation_bytes)
+            return [copy] + kept[1:]
+        return kept
+
 
 @register_layer("global_pool")
 @dataclass(frozen=True)
@@ -83,6 +111,9 @@ class GlobalPool(Layer):
         else:
             shape = (x.shape[0], x.shape[channel_axis])
         return ctx.result(x.with_shape(shape), flops=x.numel)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return _max_indices(call, self.op, rules)
 
 
 @register_layer("adaptive_pool")
@@ -112,3 +143,6 @@ class AdaptivePool(Layer):
         spatial = x.shape[x.rank - self.rank:]
         out = tuple(d if s is None else s for d, s in zip(spatial, self.output_size))
         return ctx.result(x.with_shape(lead + out), flops=x.numel)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return _max_indices(call, self.op, rules)

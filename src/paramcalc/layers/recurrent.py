@@ -20,6 +20,7 @@ from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
+from .work import RecurrentWork, SavingRules, Work, inputs_kept, weight_casts, whole_bytes
 
 GATES = {"simple": 1, "lstm": 4, "gru": 3}
 CELL_FLOPS = {
@@ -159,3 +160,43 @@ class Recurrent(Layer):
         if self.layout == "torch":
             return (0, (1, 2)) if self.cell == "lstm" else (0, 1)
         return None
+
+    # -- for the cost model ----------------------------------------------------------------------------
+    def stack(self, call) -> RecurrentWork:
+        x = call.input_shapes[0]
+        batch, steps = (x[0], x[1]) if self.batch_first else (x[1], x[0])
+        return RecurrentWork(self.cell, GATES[self.cell], batch, steps, x[-1], self.units, self.num_layers,
+                             self.directions, self.proj_size)
+
+    def work(self, call) -> Work:
+        stack = self.stack(call)
+        b, t, g, h = stack.batch, stack.steps, stack.gates, stack.units
+        products = []
+        for features in stack.layer_inputs():
+            for _ in range(stack.directions):
+                products.append((b * t, features, g * h))  # the input projection of every step at once
+                products += [(b, stack.output_width, g * h)] * t  # the recurrence, step by step
+                if stack.projection:
+                    products += [(b, h, stack.projection)] * t
+        # gates and states of every step, read and written
+        memory = self.num_layers * self.directions * t * b * (g + 2) * h * 2
+        return self.described(weight_products=tuple(products), memory_elements=memory,
+                              host_ops=self.num_layers * self.directions * 2, recurrent=stack,
+                              autocast_casts=weight_casts(call), keeps_weight_casts=True,
+                              host_repeats=self.num_layers * self.directions)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        stack = self.stack(call)
+        per_unit = rules.measured.get("recurrent_saved", {}).get(self.cell)
+        if per_unit is not None:  # measured: the kernel's workspace, its output and states, per layer
+            kept = self.num_layers * whole_bytes(per_unit) * stack.units_per_layer
+        else:  # gates and states of every step, and the inputs of the layers after the first
+            per_layer = stack.units_per_layer * (stack.gates + 2)
+            kept = (self.num_layers * per_layer + stack.units_per_layer * (self.num_layers - 1)) * rules.activation_bytes
+        return inputs_kept(call, rules)[:1] + [((call.name, "internals"), kept)]
+
+    def backward_workspace(self, call, rules: SavingRules) -> Dim:
+        """What the device's calibration measured a recurrent kernel's backward holds (oneDNN's, or Keras'
+        loop on torch re-expanding each step's slice of the input projection), one layer at a time."""
+        per_unit = rules.measured.get("recurrent_workspace", {}).get(self.cell)
+        return whole_bytes(per_unit) * self.stack(call).units_per_layer if per_unit else 0

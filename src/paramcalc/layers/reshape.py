@@ -10,6 +10,7 @@ from ..errors import DimensionError, LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, format_shape
+from .work import Work
 
 
 def _resolve_axis(ctx: Context, axis: int, rank: int, what: str) -> int:
@@ -58,6 +59,9 @@ class Flatten(Layer):
             )
         merged = prod(x.shape[start:end + 1])
         return ctx.result(x.with_shape(x.shape[:start] + (merged,) + x.shape[end + 1:]))
+
+    def work(self, call) -> Work:
+        return self.view_work()
 
 
 def _target_dims(owner: str, values: object, layer: str | None, allow_infer: bool = True) -> tuple:
@@ -128,6 +132,9 @@ class Reshape(Layer):
         })
         return ctx.result(x.with_shape((x.shape[0],) + dims))
 
+    def work(self, call) -> Work:
+        return self.view_work()
+
 
 @register_layer("unflatten")
 @dataclass(frozen=True)
@@ -158,6 +165,9 @@ class Unflatten(Layer):
         dims = _fill_inferred(ctx, size, self.sizes, {"mismatch": message, "indivisible": message})
         return ctx.result(x.with_shape(x.shape[:axis] + dims + x.shape[axis + 1:]))
 
+    def work(self, call) -> Work:
+        return self.view_work()
+
 
 @register_layer("permute")
 @dataclass(frozen=True)
@@ -185,3 +195,6 @@ class Permute(Layer):
                 f"{ctx.format_shape(x.shape)} has {x.rank - 1}"
             )
         return ctx.result(x.with_shape((x.shape[0],) + tuple(x.shape[d] for d in self.dims)))
+
+    def work(self, call) -> Work:
+        return self.view_work()

@@ -12,6 +12,7 @@ from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer
+from .work import SavingRules, inputs_kept
 
 
 def _pairs(owner: str, pads: object, layer: str | None) -> tuple:
@@ -187,3 +188,6 @@ class TimeDistributed(Layer):
         out = inner.output.with_shape((inner.output.shape[0], steps) + inner.output.shape[1:])
         weights = [w if self.layer.trains(w) or w.buffer else replace(w, trainable=False) for w in inner.weights]
         return ctx.result(out, weights=weights, macs=steps * inner.macs, flops=steps * inner.flops)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return inputs_kept(call, rules)[:1]

@@ -12,7 +12,8 @@ from ..errors import DimensionError, LayerConfigError
 from ..registry import register_layer
 from ..spec import TensorSpec
 from .base import Context, Inferred, Layer, Weight
-from .merge import broadcast
+from .work import SavingRules, Work, inputs_kept
+from .merge import broadcast, products_between_activations
 from .reshape import _fill_inferred, _resolve_axis
 
 
@@ -48,6 +49,9 @@ class View(Layer):
         dims = _fill_inferred(ctx, x.numel, shape, {"mismatch": message, "indivisible": message})
         return ctx.result(x.with_shape(dims))
 
+    def work(self, call) -> Work:
+        return self.view_work()
+
 
 @register_layer("transpose")
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class Transpose(Layer):
                 raise ctx.shape_error(f"permute: dims {self.dims} are not a permutation of the {x.rank} axes")
         return ctx.result(x.with_shape(tuple(x.shape[i] for i in order)))
 
+    def work(self, call) -> Work:
+        return self.view_work()
+
 
 @register_layer("unsqueeze")
 @dataclass(frozen=True)
@@ -81,6 +88,9 @@ class Unsqueeze(Layer):
         x = ctx.single(inputs)
         axis = _resolve_axis(ctx, self.dim, x.rank + 1, "unsqueeze dim")
         return ctx.result(x.with_shape(x.shape[:axis] + (1,) + x.shape[axis:]))
+
+    def work(self, call) -> Work:
+        return self.view_work()
 
 
 @register_layer("squeeze")
@@ -99,6 +109,9 @@ class Squeeze(Layer):
             axes = {_resolve_axis(ctx, d, x.rank, "squeeze dim") for d in dims}
             axes = {a for a in axes if type(x.shape[a]) is int and x.shape[a] == 1}
         return ctx.result(x.with_shape(tuple(d for i, d in enumerate(x.shape) if i not in axes)))
+
+    def work(self, call) -> Work:
+        return self.view_work()
 
 
 @register_layer("index")
@@ -132,6 +145,9 @@ class Index(Layer):
             shape.append(_slice_length(ctx, size, it[1], it[2], it[3]))
         shape += list(x.shape[axis:])
         return ctx.result(x.with_shape(tuple(shape)))
+
+    def work(self, call) -> Work:
+        return self.view_work()
 
 
 def _slice_length(ctx: Context, size: Dim, start, stop, step) -> Dim:
@@ -193,6 +209,13 @@ class MatMul(Layer):
         macs = prod(lead) * a_shape[-2] * b_shape[-1] * k
         return ctx.result(out, macs=macs, flops=2 * macs)
 
+    def work(self, call) -> Work:
+        out = call.output_shape
+        return products_between_activations(call, prod(out) // max(prod(out[:-1]), 1))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return inputs_kept(call, rules)
+
 
 @register_layer("scalar_op")
 @dataclass(frozen=True)
@@ -227,3 +250,6 @@ class PReLU(Layer):
             shared = {a % x.rank for a in self.shared_axes}
             shape = tuple(1 if i in shared else d for i, d in enumerate(x.shape) if i > 0)
         return ctx.result(x, weights=[Weight("alpha", shape)], flops=2 * x.numel)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return inputs_kept(call, rules)[:1]

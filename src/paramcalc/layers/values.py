@@ -15,6 +15,7 @@ from ..errors import LayerConfigError, shown
 from ..registry import register_layer
 from ..spec import TensorSpec, ValueSpec
 from .base import Context, Inferred, Layer, Weight
+from .work import Work
 from .reshape import _resolve_axis
 
 
@@ -104,6 +105,9 @@ class Expand(Layer):
                 shape.append(size)
         return ctx.result(TensorSpec(tuple(shape), x.dtype))
 
+    def work(self, call) -> Work:
+        return self.view_work()
+
 
 @register_layer("parameter")
 @dataclass(frozen=True)
@@ -116,3 +120,7 @@ class Parameter(Layer):
     def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
         weight = Weight("value", tuple(self.shape), buffer=self.buffer)
         return ctx.result(TensorSpec(tuple(self.shape)), weights=[weight])
+
+    def work(self, call) -> Work:
+        # the parameter itself: no device work, and no new storage beyond the weight counted apart
+        return self.described(device_free=True, host_ops=0.5)

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ParamcalcError
-from .machine import Machine
+from ..errors import ParamcalcError
+from ..machine import Machine
 
 TB = 1e12
 
@@ -28,7 +28,7 @@ class DeviceProfile:
     (GPUs), so a step takes the longer of host and device time rather than their sum."""
 
     name: str
-    kind: str
+    device_type: str  # "gpu" or "cpu"
     memory_bytes: int
     peak_flops: dict
     bandwidth: float
@@ -72,7 +72,7 @@ class DeviceProfile:
 
     def label(self) -> str:
         """How estimates name the profile: its name, and for a CPU the machine it describes."""
-        if self.kind == "cpu" and self.machine is not None and self.machine.cpu not in self.name:
+        if self.device_type == "cpu" and self.machine is not None and self.machine.cpu not in self.name:
             return f"{self.name} ({self.machine.label()})"
         return self.name
 
@@ -91,7 +91,7 @@ class DeviceProfile:
         else:
             # Uncalibrated: efficiency rises with the work until tiles and waves are full.
             peak = self.peak_flops.get(dtype) or self.peak_flops["float32"]
-            rate = peak * 0.75 * flops / (flops + (4e9 if self.kind == "gpu" else 2e7))
+            rate = peak * 0.75 * flops / (flops + (4e9 if self.device_type == "gpu" else 2e7))
         element_bytes = 2 if dtype in ("bfloat16", "float16") else 4
         traffic = (m * k + k * n + m * n) * element_bytes  # a thin product is bound by memory instead
         return max(self.launch_floor_s, flops / rate, self.memory_seconds(traffic))
@@ -310,7 +310,7 @@ def from_calibration(data: dict) -> DeviceProfile:
     bandwidth = max((b / s for b, s in copies), default=40e9)
     gpu = device == "cuda"
     return DeviceProfile(
-        name=data.get("name", device), kind="gpu" if gpu else "cpu",
+        name=data.get("name", device), device_type="gpu" if gpu else "cpu",
         memory_bytes=int(data.get("memory_bytes") or 16 * 2**30), peak_flops=peaks, bandwidth=bandwidth,
         op_overhead_s=float(data.get("op_overhead_s") or 0.0), asynchronous=gpu,
         launch_floor_s=3e-6 if gpu else 0.0, matmul=matmul, copies=copies,
@@ -389,10 +389,10 @@ def _merged_kernels(data: dict) -> dict:
 def machine_notes(profile: DeviceProfile, here: Machine) -> tuple:
     """What an estimate priced on a calibrated CPU profile should say about the machine behind it: that
     it is not this one (step times then move 2x and more), or that others were busy while it measured."""
-    from .contention import too_busy
-    from .machine import differs
+    from ..contention import too_busy
+    from ..machine import differs
 
-    if profile.kind != "cpu" or profile.source == "datasheet":
+    if profile.device_type != "cpu" or profile.source == "datasheet":
         return ()
     notes = []
     reason = differs(profile.machine, here)

@@ -1,0 +1,236 @@
+"""Training memory: weights, gradients, optimizer state, saved activations and the input batch, and a
+simulated peak.
+
+The peak is a small simulation of autograd rather than a sum of guesses: tensors saved for the
+backward pass are keyed by the tensor they keep (a tensor kept by several calls counts once; views alias
+their input), each freed once the earliest call that keeps it is done; gradients of activations live
+while in flight; weight gradients accumulate (an eager step keeps them all until the update, a compiled
+graph updates each layer as its gradients exist). What each call keeps is its kind's own description
+(``Layer.saved``), under the training framework's rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..dims import Dim, Sym, prod, upper_max
+from .step import Step, owned_trainable_sizes, trainable_tensor_sizes
+from .updates import graph_update_temporary, update_temporary
+
+
+@dataclass(frozen=True)
+class PeakMoment:
+    """When the simulated peak happens and what is alive then, beyond weights, optimizer state and the
+    input batch: ``phase`` ("forward", "backward" or "update"), the layer running (None for the update)
+    and (part, bytes) pairs that add up to the peak's share above those three."""
+
+    phase: str
+    layer: str | None
+    parts: tuple
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes of each part of training memory; ``peak`` is the simulated maximum, input batch included;
+    ``peak_moment`` says when it happens and what is alive then (None while the batch is symbolic)."""
+
+    weights: Dim
+    gradients: Dim
+    optimizer: Dim
+    activations: Dim  # saved for the backward pass, each tensor once
+    input_batch: Dim
+    peak: Dim
+    peak_moment: PeakMoment | None = None
+
+
+@dataclass(frozen=True)
+class SavedTensors:
+    """What the forward keeps for the backward: bytes by tensor key, and the keys each call (by position)
+    is the earliest to keep, which its backward frees."""
+
+    size: dict
+    freed_by: dict
+
+    @property
+    def total(self) -> Dim:
+        return sum(self.size.values()) if self.size else 0
+
+    def freed_at(self, position: int) -> list:
+        return self.freed_by.get(position, [])
+
+
+def training_memory(step: Step) -> MemoryBreakdown:
+    precision, est = step.precision, step.est
+    weights = est.params * precision.weight_bytes + _buffer_bytes(step)
+    gradients = est.trainable_params * precision.gradient_bytes
+    state = est.trainable_params * step.optimizer.state_buffers * precision.weight_bytes
+    batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
+    input_batch = sum(prod((batch,) + tuple(shape)) for _, shape in est.inputs) * precision.activation_bytes
+    saved = saved_tensors(step)
+    casts = _weight_casts(step)
+    candidates = [_forward_peak(step, saved, sum(casts)), _backward_peak(step, saved, casts)]
+    if step.update_style != "compiled":  # an eager optimizer's own phase: every gradient, and its temporaries
+        temporary = update_temporary(step.optimizer.name, trainable_tensor_sizes(step.calls), step.update_style,
+                                     precision.weight_bytes)
+        candidates.append((gradients + temporary, PeakMoment("update", None, (
+            ("every gradient", gradients), ("the update's temporaries", temporary)))))
+    values = [value for value, _ in candidates]
+    peak = weights + state + upper_max(values) + input_batch
+    return MemoryBreakdown(weights, gradients, state, saved.total, input_batch, peak,
+                           _moment_of(values, [moment for _, moment in candidates]))
+
+
+def _buffer_bytes(step: Step) -> Dim:
+    """Bytes of torch's buffers: floating ones in the weights' dtype (``model.to(dtype)`` converts them,
+    autocast leaves them 32-bit), counters at their own size."""
+    total: Dim = 0
+    for call in step.calls:
+        if call.shared_with is None and call.layer is not None:
+            for w in call.weights:
+                if w.buffer:
+                    total = total + w.numel * (w.itemsize or step.precision.weight_bytes)
+    return total
+
+
+def saved_tensors(step: Step) -> SavedTensors:
+    """What every call keeps for its backward, each tensor once: views alias their input; the input batch
+    is counted apart (under autocast, its 16-bit copy is kept); a call no gradient flows through keeps
+    nothing."""
+    rules = step.saving_rules
+    input_names = {name for name, _ in step.est.inputs}
+    alias: dict = {}
+    for call in step.calls:
+        if step.work(call).aliases_input and call.inbound:
+            alias[(call.name, 0)] = alias.get(call.inbound[0], call.inbound[0])
+    first_saver: dict = {}
+    size: dict = {}
+    for i, call in enumerate(step.calls):
+        if call.name not in step.needs_grad:
+            continue  # frozen, or nothing trainable before it
+        for key, nbytes in call.layer.saved(call, rules):
+            key = alias.get(key, key)
+            if key[0] in input_names:
+                if not (step.precision.mixed and step.work(call).float_inputs):
+                    continue
+                key = (key[0], "cast")
+            first_saver.setdefault(key, i)
+            size[key] = nbytes
+    freed_by: dict = {}
+    for key, i in first_saver.items():
+        freed_by.setdefault(i, []).append(key)
+    return SavedTensors(size, freed_by)
+
+
+def _weight_casts(step: Step) -> list:
+    """Bytes of autocast's 16-bit weight copies each call makes (0 without autocast)."""
+    cast_bytes = step.precision.cast_bytes
+    return [sum(elements for elements, _ in step.work(call).autocast_casts) * cast_bytes
+            if cast_bytes and call.shared_with is None and call.layer is not None else 0 for call in step.calls]
+
+
+def _forward_peak(step: Step, saved: SavedTensors, casts: Dim) -> tuple:
+    """The forward's highest point: everything saved so far, plus the output being written; autocast's
+    weight copies all alive at its end (its cast cache holds them until the autocast region ends)."""
+    values, moments = [], []
+    alive: Dim = 0
+    bytes_per = step.precision.activation_bytes
+    for i, call in enumerate(step.calls):
+        for key in saved.freed_at(i):
+            alive = alive + saved.size[key]
+        output = 0 if step.work(call).aliases_input else prod(call.output_shape) * bytes_per
+        values.append(alive + output)
+        moments.append(PeakMoment("forward", call.name, (("saved activations so far", alive),
+                                                          ("its output being written", output))))
+    moment = _moment_of(values, moments)
+    if moment is not None and casts:
+        moment = replace(moment, parts=moment.parts + (("autocast's 16-bit weight copies", casts),))
+    return upper_max(values) + casts, moment
+
+
+@dataclass
+class _Backward:
+    """What the backward pass holds as it walks from the last call to the first."""
+
+    saved_alive: Dim
+    casts_alive: Dim
+    gradients: Dim = 0  # weight gradients kept for the eager update
+    still_updating: Dim = 0  # a compiled graph's previous layer's update, still running
+
+
+def _backward_peak(step: Step, saved: SavedTensors, casts: list) -> tuple:
+    """The highest bytes the backward pass holds beyond weights, optimizer state and the batch.
+
+    Last call first: saved tensors until their first saver is done, the gradient coming in plus the one
+    going out, autocast's copies until their call's backward ends (those a backward reads: a call's
+    input gradient is made with its weights, a first Dense's or convolution's weight gradient with its
+    input alone; recurrent and attention layers read theirs whatever their input needs); weight
+    gradients appear as their calls are reached (the step dropped the last ones:
+    zero_grad(set_to_none=True), torch's default)."""
+    kept = [c if step.work(call).keeps_weight_casts or step.reads_grad(call) else 0
+            for c, call in zip(casts, step.calls)]
+    last_updated = min((i for i, call in enumerate(step.calls) if owned_trainable_sizes(call)), default=-1)
+    state = _Backward(saved.total, sum(kept))
+    values, moments = [], []
+    for i in range(len(step.calls) - 1, -1, -1):
+        for value, moment in _backward_of(step, i, saved, state, last_updated):
+            values.append(value)
+            moments.append(moment)
+        for key in saved.freed_at(i):
+            state.saved_alive = state.saved_alive - saved.size[key]
+        state.casts_alive = state.casts_alive - kept[i]  # its backward done: its weights' copies are freed
+    if not values:
+        return 0, None
+    return upper_max(values), _moment_of(values, moments)
+
+
+def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last_updated: int) -> list:
+    """(bytes, moment) of the points of one call's backward where the peak may fall; updates ``state``'s
+    weight gradients and running updates."""
+    call, work = step.calls[i], step.work(step.calls[i])
+    bytes_per, grad_bytes = step.precision.activation_bytes, step.precision.gradient_bytes
+    # a compiled graph (Keras on TensorFlow) runs each variable's update as soon as its gradient exists and
+    # frees both; an eager step keeps every gradient until the optimizer runs over all of them
+    in_graph = step.update_style == "compiled"
+    in_flight = (0 if work.aliases_input else prod(call.output_shape) * bytes_per) + state.casts_alive
+    if not work.aliases_input and step.reads_grad(call):
+        in_flight = in_flight + sum(prod(s) for s in call.input_shapes) * bytes_per
+    in_flight = in_flight + call.layer.backward_workspace(call, step.saving_rules)
+    own = owned_trainable_sizes(call)
+    layer_grads = sum(own[1:], own[0]) * grad_bytes if own else 0
+    points = []
+    released: Dim = 0
+    if work.fused_activation not in (None, "linear"):
+        # the activation's backward runs first and is the last to read the call's output (and
+        # pre-activation): both are freed before the input gradient is made. Its gradient is a new
+        # buffer in an eager step; a graph writes it over the incoming one.
+        out_grad = prod(call.output_shape) * bytes_per
+        activation_grads = out_grad + (0 if in_graph else out_grad)
+        grads = 0 if in_graph else state.gradients
+        points.append((state.saved_alive + state.casts_alive + activation_grads + grads, PeakMoment(
+            "backward", call.name, (("saved activations still alive", state.saved_alive),
+                                    ("its activation's gradients", activation_grads),
+                                    ("autocast's weight copies", state.casts_alive), ("weight gradients so far", grads)))))
+        released = sum(saved.size[key] for key in saved.freed_at(i) if key[0] == call.name)
+    alive = state.saved_alive - released
+    if in_graph:
+        optimizer = step.optimizer.name
+        updating = graph_update_temporary(optimizer, own, last=i == last_updated, nbytes=grad_bytes)
+        held = layer_grads + updating + state.still_updating
+        points.append((alive + in_flight + held, PeakMoment("backward", call.name, (
+            ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
+            ("its weight gradients and their update", held)))))
+        if own:  # its update may still run while the next layer's backward and update start
+            state.still_updating = layer_grads + graph_update_temporary(optimizer, own, last=False, nbytes=grad_bytes)
+    else:
+        state.gradients = state.gradients + layer_grads
+        points.append((alive + in_flight + state.gradients, PeakMoment("backward", call.name, (
+            ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
+            ("weight gradients so far", state.gradients)))))
+    return points
+
+
+def _moment_of(values: list, moments: list) -> PeakMoment | None:
+    """The moment of the largest of ``values`` (concrete sizes only: a symbolic batch has none)."""
+    if not values or not all(type(v) is int for v in values):
+        return None
+    return moments[values.index(max(values))]

@@ -1,0 +1,140 @@
+"""The training cost of an estimated model: FLOPs by phase, memory by part, and step time on a device.
+
+Pure: reads an Estimate, imports no framework. Each call's work is its kind's own description
+(``paramcalc.layers.work``); the modules beside this one price it without asking which kind it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..dims import Dim, Sym
+from ..errors import ParamcalcError
+from .flops import phase_flops
+from .memory import MemoryBreakdown, training_memory
+from .step import build_step, optimizer_named, precision_named
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How a model trains: ``optimizer`` (None: Adam, and the estimate says so), ``precision``, the
+    ``device`` (a resolved profile or None) and, for a Keras model, the ``keras_backend`` that trains it."""
+
+    optimizer: str | None = None
+    precision: str = "float32"
+    device: object = None
+    keras_backend: str | None = None
+
+    DEFAULT_OPTIMIZER = "adam"
+
+    @property
+    def optimizer_name(self) -> str:
+        return self.optimizer or self.DEFAULT_OPTIMIZER
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """Per training step (one batch): FLOPs by phase, memory by part, and predicted time."""
+
+    batch_size: Dim
+    optimizer: str
+    precision: str
+    forward_flops: Dim
+    dgrad_flops: Dim
+    wgrad_flops: Dim
+    memory: MemoryBreakdown
+    device: str | None = None  # the profile's name
+    device_label: str | None = None  # the same, with the machine a CPU profile describes
+    step_seconds: float | None = None
+    host_seconds: float | None = None
+    device_seconds: float | None = None
+    layer_seconds: tuple = field(default=(), compare=False)  # (layer name, seconds) by cost
+    layer_flops: tuple = field(default=(), compare=False)  # (layer name, forward, dgrad, wgrad) in order
+    paged_in_seconds: float = 0.0  # CPU hosts: the step's time paging in fresh blocks
+    largest_paged_block: int = 0  # bytes of the largest of those blocks
+    paged_in_bytes: int = 0  # bytes of those blocks, all together
+    framework: str = "torch"  # whose training step the memory follows (step.training_framework)
+
+    @property
+    def flops(self) -> Dim:
+        return self.forward_flops + self.dgrad_flops + self.wgrad_flops
+
+    @property
+    def samples_per_second(self) -> float | None:
+        if self.step_seconds is None or type(self.batch_size) is not int:
+            return None
+        return self.batch_size / self.step_seconds
+
+    def epoch_seconds(self, samples: int) -> float | None:
+        """Time for one pass over ``samples`` samples (the last batch may be partial)."""
+        if self.step_seconds is None or type(self.batch_size) is not int or self.batch_size == 0:
+            return None
+        steps = -(-samples // self.batch_size)
+        return steps * self.step_seconds
+
+    def to_dict(self) -> dict:
+        def v(x: Any) -> Any:
+            return x if x is None or isinstance(x, (int, float, str)) else str(x)
+        m = self.memory
+        return {"batch_size": v(self.batch_size), "optimizer": self.optimizer, "precision": self.precision,
+                "framework": self.framework,
+                "flops": {"forward": v(self.forward_flops), "dgrad": v(self.dgrad_flops),
+                          "wgrad": v(self.wgrad_flops), "total": v(self.flops)},
+                "memory_bytes": {"weights": v(m.weights), "gradients": v(m.gradients),
+                                 "optimizer": v(m.optimizer), "activations": v(m.activations),
+                                 "input_batch": v(m.input_batch), "peak": v(m.peak)},
+                "peak_moment": None if m.peak_moment is None else {
+                    "phase": m.peak_moment.phase, "layer": m.peak_moment.layer,
+                    "parts": [{"part": label, "bytes": v(nbytes)} for label, nbytes in m.peak_moment.parts]},
+                "device": self.device, "step_seconds": self.step_seconds,
+                "samples_per_second": self.samples_per_second,
+                "slowest_layers": [{"layer": n, "seconds": s} for n, s in self.layer_seconds[:5]],
+                "layer_flops": [{"layer": n, "forward": v(f), "dgrad": v(d), "wgrad": v(w)}
+                                for n, f, d, w in self.layer_flops]}
+
+
+def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", device: object = None,
+                  batch_size: object = None, keras_backend: str | None = None) -> TrainingCost:
+    """Training FLOPs, memory and (with ``device``) step time of an Estimate.
+
+    Sizes other than the batch must be concrete (``est.subs(n=...)`` first); an unset batch gives FLOPs
+    and memory as formulas in ``B`` (with a device, by its rules) and no step time, which needs a
+    concrete batch. Memory follows the framework that trains: for a Keras model, ``keras_backend``
+    ("tensorflow", "jax" or "torch") when the device profile does not say.
+    """
+    chosen_optimizer, chosen_precision = optimizer_named(optimizer), precision_named(precision)
+    if batch_size is not None:
+        est = est.subs({est.batch_symbol: batch_size})
+    others = est.symbols - {est.batch_symbol}
+    if others:
+        raise ParamcalcError(f"training cost needs concrete sizes; substitute {', '.join(sorted(others))} first "
+                             f"(est.subs({sorted(others)[0]}=...))", value=sorted(others))
+    profile = None
+    if device is not None:
+        from .devices import resolve
+
+        profile = resolve(device)
+    step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend)
+    per_call = [(call.name, *phase_flops(step, call)) for call in step.calls]
+    forward, dgrad, wgrad = (sum(row[i] for row in per_call) for i in (1, 2, 3))
+    batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
+    cost = TrainingCost(batch, optimizer, precision, forward, dgrad, wgrad, training_memory(step),
+                        layer_flops=tuple(per_call), framework=step.framework)
+    if profile is None:
+        return cost
+    cost = replace(cost, device=profile.name, device_label=profile.label())
+    if type(est.batch_size) is not int:  # memory as a formula in B, by the device's rules; no time yet
+        return cost
+    from .timing import step_time
+
+    time = step_time(step)
+    return replace(cost, step_seconds=time.step_seconds, host_seconds=time.host_seconds,
+                   device_seconds=time.device_seconds, layer_seconds=time.layer_seconds,
+                   paged_in_seconds=time.paged_in_seconds, largest_paged_block=time.largest_paged_block,
+                   paged_in_bytes=time.paged_in_bytes)
+
+
+def autocast_casts(call) -> tuple:
+    """(elements, trained) of each weight tensor torch's autocast casts to 16 bits for one call."""
+    return call.layer.work(call).autocast_casts
