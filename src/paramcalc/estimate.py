@@ -296,10 +296,27 @@ def _with_training_notes(est: Estimate) -> Estimate:
         added = _uncalibrated_dtype_notes(device, precision) + machine_notes(device, this_machine())
     else:
         added = ()
+    added = _undescribed_kinds(est) + added
     if setup.optimizer is None:
         added = (f"no optimizer given: training memory and time assume {setup.optimizer_name.capitalize()} "
                  "(pass optimizer=..., or --optimizer)",) + added
     return replace(est, notes=notes + added, training_notes=added)
+
+
+def _undescribed_kinds(est: Estimate) -> tuple:
+    """A note for each kind registered outside paramcalc that states neither its work nor what it keeps:
+    the cost model then prices it as a memory pass and keeps nothing for it, which it should say."""
+    from .layers.base import Layer
+
+    found: dict = {}
+    for row in est.layers:
+        cls = type(row.layer)
+        if (cls.work is Layer.work and cls.saved is Layer.saved
+                and not cls.__module__.startswith("paramcalc.layers.")):
+            found.setdefault(row.kind, []).append(row.name)
+    return tuple(f"kind '{kind}' ({', '.join(repr(n) for n in names[:3])}) does not describe its work: its training "
+                 "cost is a memory pass over its tensors, keeping nothing for the backward; give its class work() "
+                 "and saved() (docs/design.md, 'Adding a kind')" for kind, names in found.items())
 
 
 def _uncalibrated_dtype_notes(device, precision: str) -> tuple:

@@ -48,6 +48,11 @@ def layer_kinds() -> dict[str, type]:
     return dict(_LAYER_KINDS)
 
 
+def layer_classes() -> list[type]:
+    """The classes registered so far (no import: the layers package uses it while it registers them)."""
+    return list(_LAYER_KINDS.values())
+
+
 def lookup_kind(kind: str) -> type | None:
     from . import layers  # noqa: F401
 

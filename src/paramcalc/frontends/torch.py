@@ -17,7 +17,7 @@ from typing import Callable
 from ..errors import ParamcalcError, SpecError, UnknownLayerError
 from ..graph import Graph, GraphNode, Sequential
 from ..layers import (Activation, AdaptivePool, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Embedding, Flatten,
-                      GroupNorm, Identity, LayerNorm, MultiHeadAttention, Pad, PixelShuffle, Pool, PReLU, Recurrent,
+                      GLU, GroupNorm, Identity, LayerNorm, MultiHeadAttention, Pad, PixelShuffle, Pool, PReLU, Recurrent,
                       RMSNorm, Transformer, Unflatten, UpSample)
 from ..registry import register_torch_module, torch_converter
 
@@ -256,6 +256,7 @@ BUILTINS: dict[str, Callable] = {
     "torch.nn.modules.activation.Softmax": _activation("softmax", axis="dim"),
     "torch.nn.modules.activation.LogSoftmax": _activation("log_softmax", axis="dim"),
     "torch.nn.modules.activation.PReLU": lambda m: PReLU(num_parameters=m.num_parameters),
+    "torch.nn.modules.activation.GLU": lambda m: GLU(axis=m.dim),
     "torch.nn.modules.activation.MultiheadAttention": _mha,
     "torch.nn.modules.sparse.Embedding": lambda m: Embedding(m.num_embeddings, m.embedding_dim),
     "torch.nn.modules.normalization.LayerNorm": lambda m: LayerNorm(

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..errors import ParamcalcError, SpecError
 from ..graph import Graph, GraphNode
-from ..layers import (Activation, AdaptivePool, Concatenate, Dropout, Expand, Flatten, Identity, Index, MatMul,
+from ..layers import (GLU, Activation, AdaptivePool, Concatenate, Dropout, Expand, Flatten, Identity, Index, MatMul,
                       Merge, Parameter, PixelShuffle, Reduce, ScalarOp, SizeOf, Squeeze, Transpose, Unsqueeze,
                       ValueOp, View)
 from ..registry import torch_converter
@@ -362,6 +362,7 @@ def _functions() -> dict:
         functions = tuple(f for f in (getattr(F, name, None), getattr(torch, name, None)) if f is not None)
         both((name,), functions, _act(function))
     both((), (F.dropout,), _unary(lambda a, k: Dropout(a[1] if len(a) > 1 else k.get("p", 0.5))))
+    both((), (F.glu,), _unary(lambda a, k: GLU(a[1] if len(a) > 1 else k.get("dim", -1))))
     both((), (F.pixel_shuffle, torch.pixel_shuffle),
          _unary(lambda a, k: PixelShuffle(a[1] if len(a) > 1 else k["upscale_factor"])))
     both((), (F.pixel_unshuffle, torch.pixel_unshuffle),

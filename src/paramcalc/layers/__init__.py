@@ -1,26 +1,27 @@
-"""The built-in layer kinds; importing this package registers them."""
+"""The built-in layer kinds, one family a module; importing this package registers them all.
 
-from .attention import MultiHeadAttention, Transformer
+Every module here is imported, so a new kind is one file: its class, registered with
+``@register_layer``, is exported from ``paramcalc`` by its class name.
+"""
+
+import importlib
+import pkgutil
+
 from .base import Context, Inferred, Layer, Weight
-from .conv import Conv, ConvTranspose, DepthwiseConv, SeparableConv
-from .dense import Dense
-from .elementwise import ACTIVATION_FLOPS, Activation, Dropout, Identity, Opaque
-from .embedding import Embedding
-from .merge import Concatenate, Dot, Merge
-from .norm import BatchNorm, GroupNorm, LayerNorm, Normalization, RMSNorm
-from .pooling import AdaptivePool, GlobalPool, Pool
-from .recurrent import Recurrent
-from .reshape import Flatten, Permute, Reshape, Unflatten
-from .shape_ops import Crop, Pad, PixelShuffle, RepeatVector, Rescale, TimeDistributed, UpSample
-from .values import Expand, Parameter, SizeOf, ValueOp
-from .tensor_ops import Index, MatMul, PReLU, Reduce, ScalarOp, Squeeze, Transpose, Unsqueeze, View
+from .elementwise import ACTIVATION_FLOPS
 
-__all__ = [
-    "ACTIVATION_FLOPS", "Activation", "AdaptivePool", "BatchNorm", "Concatenate", "Context", "Conv",
-    "ConvTranspose", "Crop", "Dense", "DepthwiseConv", "Dot", "Dropout", "Embedding", "Flatten",
-    "GlobalPool", "GroupNorm", "Identity", "Index", "Inferred", "Layer", "LayerNorm", "MatMul", "Merge",
-    "MultiHeadAttention", "Normalization", "Opaque", "Pad", "Permute", "PixelShuffle", "Pool", "PReLU", "RMSNorm", "Recurrent", "Reduce",
-    "RepeatVector", "Rescale", "Reshape", "ScalarOp", "SeparableConv", "Squeeze", "TimeDistributed",
-    "Transformer", "Transpose", "Unflatten", "Unsqueeze", "UpSample", "View", "Weight", "Expand",
-    "Parameter", "SizeOf", "ValueOp",
-]
+_SUPPORT = {"base", "work", "spatial"}  # contracts and helpers, not kinds
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module not in _SUPPORT:
+        importlib.import_module(f"{__name__}.{_module}")
+
+
+def _kinds() -> dict:
+    from ..registry import layer_classes
+
+    return {cls.__name__: cls for cls in layer_classes() if cls.__module__.startswith(__name__ + ".")}
+
+
+globals().update(_kinds())
+__all__ = ["ACTIVATION_FLOPS", "Context", "Inferred", "Layer", "Weight", *sorted(_kinds())]
