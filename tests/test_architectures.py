@@ -131,7 +131,7 @@ def test_every_kind_is_exercised_by_a_property_test():
         "batch_norm", "layer_norm", "group_norm", "rms_norm", "normalization", "embedding", "rnn",
         "attention", "transformer", "pad", "crop", "upsample", "pixel_shuffle", "repeat_vector", "rescale",
         "time_distributed",
-        "merge", "concatenate", "dot", "prelu",
+        "merge", "concatenate", "dot", "prelu", "glu",
         # test_torch_layers.test_random_traced_modules (fx functions and methods)
         "view", "transpose", "unsqueeze", "squeeze", "index", "reduce", "matmul", "scalar_op", "size",
         "value_op", "expand", "parameter",

@@ -221,7 +221,13 @@ def test_transformer_layers(case):
 
 @st.composite
 def shape_case(draw):
-    kind = draw(st.sampled_from(["pad", "upsample", "prelu", "pixel_shuffle", "pixel_unshuffle"]))
+    kind = draw(st.sampled_from(["pad", "upsample", "prelu", "pixel_shuffle", "pixel_unshuffle", "glu"]))
+    if kind == "glu":  # an even axis halved; dim counts the batch axis as 0, negative or not
+        rank = draw(st.integers(1, 3))
+        dims = [draw(st.integers(1, 3)) for _ in range(rank)]
+        axis = draw(st.integers(1, rank))
+        dims[axis - 1] *= 2
+        return nn.GLU(dim=draw(st.sampled_from([axis, axis - rank - 1]))), tuple(dims)
     if kind.startswith("pixel"):  # (C, H, W): channels divisible by r*r to shuffle, sides by r to unshuffle
         r = draw(st.integers(1, 3))
         if kind == "pixel_shuffle":
@@ -252,7 +258,7 @@ def test_shape_utilities(case):
 
 
 # -- random fx-traceable modules -------------------------------------------------------------------------------
-OPS = ["linear", "relu", "gelu_fn", "flatten_view", "permute", "transpose", "cat", "add_self", "mul_scalar",
+OPS = ["linear", "relu", "gelu_fn", "glu_fn", "flatten_view", "permute", "transpose", "cat", "add_self", "mul_scalar",
        "matmul", "unsqueeze_squeeze", "mean", "softmax", "index", "shared", "param_add", "reshape_size"]
 
 
@@ -274,6 +280,8 @@ class Program(nn.Module):
                 x = torch.relu(x)
             elif op == "gelu_fn":
                 x = F.gelu(x)
+            elif op == "glu_fn":
+                x = F.glu(torch.cat([x, x], dim=-1), dim=-1)
             elif op == "flatten_view":
                 x = x.view(x.size(0), -1, x.shape[-1])
             elif op == "permute":
@@ -329,7 +337,7 @@ def test_every_torch_builtin_is_covered():
              "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
              "RNN", "LSTM", "GRU", "Dropout", "AlphaDropout", "ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU",
              "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softplus", "Softsign", "Hardtanh", "Hardsigmoid",
-             "Hardswish", "PixelShuffle", "PixelUnshuffle"}
+             "Hardswish", "PixelShuffle", "PixelUnshuffle", "GLU"}
     for r in (1, 2, 3):
         drawn |= {f"Conv{r}d", f"ConvTranspose{r}d", f"MaxPool{r}d", f"AvgPool{r}d", f"AdaptiveAvgPool{r}d",
                   f"AdaptiveMaxPool{r}d", f"BatchNorm{r}d", f"InstanceNorm{r}d", f"ZeroPad{r}d", f"ConstantPad{r}d",
