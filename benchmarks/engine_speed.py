@@ -183,7 +183,7 @@ def main() -> None:
     except Exception as err:
         print(f"  ResNet50: not measured ({str(err).strip().splitlines()[-1] if str(err).strip() else err})")
 
-    demo = [in_subprocess("import sys; from paramcalc.cli import main; import io, contextlib\n"
+    demo = [in_subprocess("import sys; from paramcalc.interfaces.cli import main; import io, contextlib\n"
                           "with contextlib.redirect_stdout(io.StringIO()): main(['demo'])")
             for _ in range(args.demo_repeat)]
     walls = [r["wall_s"] for r in demo]

@@ -21,7 +21,8 @@ PROFILED = ["seed_reshaped_flatten_20020", "seed_reshaped_20020", "mlp_w4096_b32
 
 def profile(cfg: dict, amp: str | None, steps: int = 5) -> dict:
     import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     torch.manual_seed(0)
     x, y = batch_for(cfg, "cuda", torch)

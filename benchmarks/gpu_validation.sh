@@ -26,7 +26,7 @@ mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$out/nvidia_smi.csv" 2>&1
 timeout 170 "$py" -c "
-import json, paramcalc.calibrate as c
+import json, paramcalc.calibration.sweeps as c
 p = c.measure('$device', dtypes=$dtypes, quick=$quick, progress=print, products=$products)
 c.save(p, '$out/calibration_$device.json')
 " 2>&1 | tee "$out/calibration.log"
@@ -42,7 +42,7 @@ fi
 if [ -n "$keras_ready" ]; then
   export KERAS_BACKEND=torch
   timeout 70 "$py" -c "
-import json, paramcalc.calibrate as c
+import json, paramcalc.calibration.sweeps as c
 base = json.load(open('$out/calibration_$device.json'))
 c.save(c.measure_keras_torch('$device', base=base, quick=$quick, progress=print), '$out/calibration_keras_$device.json')
 " 2>&1 | tee "$out/calibration_keras.log"

@@ -31,7 +31,6 @@ def cases():
     yield "18 MaxPool1D(2) on (n, 4)", Sequential([Pool(pool_size=2, rank=1) for _ in range(18)]), ("n", 4)
     try:
         import keras
-
         from test_unet import _keras_unet
 
         yield "5-level U-Net, Keras config, (h, w, 3)", _keras_unet(keras, (None, None, 3)).get_config(), ("h", "w", 3)

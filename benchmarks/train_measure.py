@@ -34,7 +34,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import zoo  # noqa: E402
-from paramcalc import calibrate  # noqa: E402  (no framework: torch is imported where it measures)
+
+from paramcalc.calibration import sweeps as calibrate  # noqa: E402  (no framework: torch is imported where it measures)
 
 
 def batch_for(cfg: dict, device: str, torch):
@@ -159,7 +160,7 @@ def allocator_peak(torch, owners, step) -> int:
 def allocator_peak_of(torch, before: int, step) -> int:
     """``before`` (bytes alive when ``step`` starts) plus the highest running sum of torch's CPU
     allocator events (allocations, and frees as negative sizes) while ``step`` runs."""
-    from paramcalc.calibrate import peak_rise
+    from paramcalc.calibration.sweeps import peak_rise
 
     return before + peak_rise(torch, "cpu", step)
 

@@ -40,7 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import heapcount  # noqa: E402
-from paramcalc.calibrate import tf_allocations  # noqa: E402
+
+from paramcalc.calibration.sweeps import tf_allocations  # noqa: E402
 
 CONFIGS = [
     {"name": "keras_seed_flat_2000", "variant": "flat", "features": 2000, "batch": 128},
@@ -152,7 +153,6 @@ def _variable_bytes(variables) -> int:
 def _measure_torch_backend(cfg: dict, steps: int, device: str) -> dict:
     import keras
     import torch
-
     import train_measure
 
     with keras.device(device):

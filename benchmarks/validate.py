@@ -22,8 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-import paramcalc  # noqa: E402
 import zoo  # noqa: E402
+
+import paramcalc  # noqa: E402
 from paramcalc.cost.devices import from_calibration  # noqa: E402
 from paramcalc.cost.training import training_cost  # noqa: E402
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 import paramcalc
-from paramcalc import files
 from paramcalc.frontends.spec import load_spec_text
+from paramcalc.io import files
 
 SPEC = {"name": "seed", "input_shape": [20, 1], "layers": [
     {"kind": "conv", "filters": 2, "kernel_size": 3, "rank": 1, "strides": 2},
@@ -161,7 +161,7 @@ SUFFIX = {"keras_archive": ".keras", "safetensors": ".safetensors", "onnx": ".on
 def read(kind: str, data: bytes) -> str:
     """Read ``data`` as paramcalc would read a file of this kind, estimate what it describes; returns
     "read" or "refused". Anything else raised is an escape."""
-    from paramcalc.errors import ParamcalcError
+    from paramcalc.core.errors import ParamcalcError
 
     try:
         if kind in SUFFIX:
@@ -169,7 +169,7 @@ def read(kind: str, data: bytes) -> str:
                 path = Path(folder) / f"model{SUFFIX[kind]}"
                 path.write_bytes(data)
                 if kind == "onnx":
-                    from paramcalc.onnx_reader import read_onnx
+                    from paramcalc.io.onnx_reader import read_onnx
 
                     read_onnx(str(path))
                 elif kind == "safetensors":

@@ -5,8 +5,20 @@ import json
 import pytest
 
 import paramcalc
-from paramcalc import (Activation, Dense, DimensionError, LayerConfigError, ParamcalcError,
-                       Reshape, Sequential, ShapeError, SpecError, UnknownLayerError, estimate, symbol)
+from paramcalc import (
+    Activation,
+    Dense,
+    DimensionError,
+    LayerConfigError,
+    ParamcalcError,
+    Reshape,
+    Sequential,
+    ShapeError,
+    SpecError,
+    UnknownLayerError,
+    estimate,
+    symbol,
+)
 
 
 @pytest.mark.parametrize("bad,shown", [

@@ -1,4 +1,4 @@
-"""``paramcalc.calibrate`` on this machine, quick sweeps: the profile it saves loads back and prices every
+"""``paramcalc.calibration.sweeps`` on this machine, quick sweeps: the profile it saves loads back and prices every
 calibrated part of the step-time model; Keras on its torch backend reuses it (in a child process, since
 this one imported Keras on TensorFlow)."""
 
@@ -14,9 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import paramcalc  # noqa: E402
-from paramcalc import calibrate  # noqa: E402
+from paramcalc.calibration import sweeps as calibrate  # noqa: E402
+from paramcalc.core.machine import this_machine  # noqa: E402
 from paramcalc.cost.devices import from_calibration  # noqa: E402
-from paramcalc.machine import this_machine  # noqa: E402
 
 KERNELS = ("batch_norm", "layer_norm", "relu", "dropout", "max_pool", "avg_pool", "softmax")
 
@@ -77,7 +77,7 @@ def test_quick_cpu_calibration_prices_every_part(saved):
 def test_keras_on_torch_reuses_the_torch_profile(saved, tmp_path):
     pytest.importorskip("keras")
     out = tmp_path / "keras_torch.json"
-    code = ("import json, paramcalc.calibrate as c; "
+    code = ("import json, paramcalc.calibration.sweeps as c; "
             f"base = json.load(open({str(saved)!r})); "
             f"c.save(c.measure_keras_torch('cpu', quick=True, base=base), {str(out)!r})")
     env = dict(os.environ, KERAS_BACKEND="torch")
@@ -101,7 +101,7 @@ def test_keras_on_torch_reuses_the_torch_profile(saved, tmp_path):
 
 ALLOCATIONS_CHILD = """
 import json, keras, numpy as np, tensorflow as tf
-from paramcalc import calibrate
+from paramcalc.calibration import sweeps as calibrate
 model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(1024), keras.layers.Dense(1)])
 model.compile(optimizer="adam", loss="mse")
 x, y = tf.constant(np.ones((256, 512), "float32")), tf.constant(np.ones((256, 1), "float32"))
@@ -149,7 +149,7 @@ def test_steady_heap_keeps_blocks_under_32_mib_paged_in():
     # in a child: the context changes the process's allocator for good (fixed thresholds after it)
     code = """
 import ctypes, resource
-from paramcalc.calibrate import steady_heap
+from paramcalc.calibration.sweeps import steady_heap
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from paramcalc import cli
-from paramcalc.calibration_merge import spread
-from paramcalc.contention import ContentionWatch, cpu_totals, too_busy
-from paramcalc.errors import ParamcalcError
-from paramcalc.machine import Machine, differs, this_machine
-from paramcalc.progress import ProgressBar, Reporter, format_duration
+from paramcalc.calibration.merge import spread
+from paramcalc.calibration.report import Reporter
+from paramcalc.core.contention import ContentionWatch, cpu_totals, too_busy
+from paramcalc.core.errors import ParamcalcError
+from paramcalc.core.machine import Machine, differs, this_machine
+from paramcalc.interfaces import cli
+from paramcalc.interfaces.progress import ProgressBar, format_duration
 
 BUSY = "import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
 
@@ -135,13 +136,13 @@ def test_progress_on_a_terminal_is_one_redrawn_line_and_plain_callables_still_wo
 
 def test_progress_lines_carry_no_profiler_stage_markers_and_small_rates_read_in_gflops():
     pytest.importorskip("torch")
-    code = ("import torch\nfrom paramcalc.calibrate import peak_rise\n"
+    code = ("import torch\nfrom paramcalc.calibration.sweeps import peak_rise\n"
             "print(peak_rise(torch, 'cpu', lambda: torch.ones(1000) + 1))\n"
             "import sys; sys.stderr.write('a line of our own\\n')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert int(done.stdout) >= 4000  # the measurement still happened
     assert "USDT:" not in done.stderr and "STAGE:" not in done.stderr
     assert "a line of our own" in done.stderr  # what else is written to stderr is kept
-    from paramcalc.calibrate import _rate
+    from paramcalc.calibration.sweeps import _rate
 
     assert _rate(9.22e10) == "92.2 GFLOP/s" and _rate(7.98e14) == "798.00 TFLOP/s"

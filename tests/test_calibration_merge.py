@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from paramcalc.calibration_merge import merge
+from paramcalc.calibration.merge import merge
+from paramcalc.core.errors import ParamcalcError
 from paramcalc.cost.devices import from_calibration
-from paramcalc.errors import ParamcalcError
-
 
 MEMORY = {"lstm": {"saved_bytes_per_unit": 31.0, "workspace_bytes_per_unit": 0.0}}
 

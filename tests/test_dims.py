@@ -4,8 +4,17 @@ import pickle
 import pytest
 
 from paramcalc import DimensionError, Sym, symbol
-from paramcalc.dims import (as_dim, degree, dominates, equal, exact_div, floordiv, format_count,
-                            is_positive, prod)
+from paramcalc.core.dims import (
+    as_dim,
+    degree,
+    dominates,
+    equal,
+    exact_div,
+    floordiv,
+    format_count,
+    is_positive,
+    prod,
+)
 
 n, m = symbol("n"), symbol("m")
 

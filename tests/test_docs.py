@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import paramcalc
-from paramcalc.diagnostics import RULES
+from paramcalc.analysis.diagnostics import RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -23,7 +23,7 @@ def test_every_builtin_kind_is_in_the_layer_reference():
 
 def test_every_translated_class_is_in_the_layer_reference():
     from paramcalc.frontends import keras as keras_frontend
-    from paramcalc.frontends import torch as torch_frontend
+    from paramcalc.frontends import torch_modules as torch_frontend
 
     text = (ROOT / "docs" / "layers.md").read_text()
     classes = set(keras_frontend.BUILTINS) | {name.rsplit(".", 1)[1] for name in torch_frontend.BUILTINS}
@@ -65,10 +65,10 @@ def test_docs_site_builds_strictly(tmp_path):
 
 
 def test_generated_kind_reference_is_current():
-    from paramcalc.reference import kinds_markdown
+    from paramcalc.interfaces.reference import kinds_markdown
 
     assert (ROOT / "docs" / "kinds.md").read_text() == kinds_markdown(), \
-        "regenerate with: python -m paramcalc.reference > docs/kinds.md"
+        "regenerate with: python -m paramcalc.interfaces.reference > docs/kinds.md"
 
 
 FIRST_HOUR_BLOCK = re.compile(r"(?:<!-- first-hour: (\w+) ?([^\n]*?) -->\n)?```(bash|python)\n(.*?)```"

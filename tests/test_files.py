@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 import paramcalc
-from paramcalc import files
+from paramcalc.io import files
 
 
 def _safetensors(path, header: dict, data: bytes = b"", length: int | None = None):
@@ -67,7 +67,7 @@ def test_content_decides_not_the_extension(tmp_path, content, kind):
     path = tmp_path / "model.keras"
     path.write_bytes(content)
     assert files.sniff(path) == kind
-    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "paramcalc", "summary", str(path)], capture_output=True,
                             text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -84,7 +84,7 @@ def test_real_keras_archive(tmp_path):
     assert files.sniff(path) == "keras"
     est = paramcalc.estimate(files.read_keras_config(path))
     assert est.params == model.count_params()
-    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path), "--json"],
+    result = subprocess.run([sys.executable, "-m", "paramcalc", "summary", str(path), "--json"],
                             capture_output=True, text=True, check=True)
     assert json.loads(result.stdout)["totals"]["params"] == model.count_params()
 
@@ -134,7 +134,7 @@ def test_legacy_h5_model_config(tmp_path):
         handle["external"] = h5py.ExternalLink("/etc/passwd-does-not-exist.h5", "/")  # never followed
     assert files.sniff(path) == "hdf5"
     assert paramcalc.estimate(files.read_h5_config(path)).params == 36
-    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path), "--json"],
+    result = subprocess.run([sys.executable, "-m", "paramcalc", "summary", str(path), "--json"],
                             capture_output=True, text=True, check=True)
     assert json.loads(result.stdout)["totals"]["params"] == 36
 

@@ -15,15 +15,15 @@ import zipfile
 import pytest
 
 import paramcalc
-from paramcalc import files
-from paramcalc.errors import LayerConfigError, ParamcalcError, SpecError
+from paramcalc.core.errors import LayerConfigError, SpecError
+from paramcalc.io import files
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def summary(*args, cwd=None, timeout=60) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    return subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "paramcalc", "summary", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 
 
@@ -40,7 +40,7 @@ CANARY = "import pathlib\npathlib.Path({path!r}).write_text('ran')\n"
 
 
 def test_modules_beside_a_model_never_run_when_it_is_read(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     canary = tmp_path / "canary.txt"
@@ -143,10 +143,10 @@ def test_every_safetensors_dtype_has_its_exact_size(tmp_path, dtype, shape, nbyt
 
 # -- ONNX dtypes -----------------------------------------------------------------------------------------------
 def test_every_onnx_dtype_has_its_exact_size_or_a_clear_error(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from paramcalc.onnx_reader import read_onnx, tensor_bytes
+    from paramcalc.io.onnx_reader import read_onnx, tensor_bytes
 
     assert tensor_bytes(TensorProto.COMPLEX64, [3]) == 24 and tensor_bytes(TensorProto.COMPLEX128, [3]) == 48
     assert tensor_bytes(TensorProto.INT4, [5]) == 3 and tensor_bytes(TensorProto.UINT2, [5]) == 2
@@ -200,7 +200,7 @@ def test_files_are_diagnosed_by_what_they_are(tmp_path):
 
 def test_an_oversized_h5_config_is_refused_within_a_memory_cap(tmp_path, monkeypatch):
     h5py = pytest.importorskip("h5py")
-    from paramcalc import h5_reader
+    from paramcalc.io import h5_reader
 
     path = tmp_path / "big.h5"
     with h5py.File(path, "w") as handle:  # a string attribute does not say its size before it is read

@@ -7,7 +7,7 @@ import pytest
 
 import paramcalc
 from paramcalc import Conv, Dense, Flatten, Sequential
-from paramcalc.errors import ShapeError
+from paramcalc.core.errors import ShapeError
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

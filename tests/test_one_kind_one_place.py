@@ -10,8 +10,8 @@ import pytest
 
 import paramcalc
 from paramcalc import Layer, Weight, register_layer, register_torch_module
-from paramcalc.dims import prod
-from paramcalc.layers.work import SavingRules, Work, inputs_kept
+from paramcalc.core.dims import prod
+from paramcalc.core.work import SavingRules, Work, inputs_kept
 
 from .properties.oracle import saved_by_autograd
 
@@ -21,7 +21,7 @@ nn = torch.nn
 
 def measured_peak(model, x) -> int:
     """Bytes torch's CPU allocator holds at the peak of an Adam step, beyond the input batch."""
-    from paramcalc.calibrate import peak_rise
+    from paramcalc.calibration.sweeps import peak_rise
 
     optimizer = torch.optim.Adam(model.parameters())
 

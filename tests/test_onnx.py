@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 from paramcalc import SpecError  # noqa: E402
-from paramcalc.onnx_reader import read_onnx  # noqa: E402
+from paramcalc.io.onnx_reader import read_onnx  # noqa: E402
 
 
 def _model(path, external: bool = False):
@@ -49,13 +49,13 @@ def test_a_file_that_breaks_the_parser_is_survived(tmp_path):
     path.write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
     with pytest.raises(SpecError, match="could not analyse safely"):
         read_onnx(str(path))
-    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "paramcalc", "summary", str(path)], capture_output=True,
                             text=True)
     assert result.returncode == 1 and "could not analyse safely" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_summary_of_onnx(tmp_path):
     path = _model(tmp_path / "m.onnx")
-    data = json.loads(subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path), "--json"],
+    data = json.loads(subprocess.run([sys.executable, "-m", "paramcalc", "summary", str(path), "--json"],
                                      capture_output=True, text=True, check=True).stdout)
     assert data["params"] == 6006300 and data["inputs"] == {"x": ["batch", 20020]}

@@ -7,8 +7,20 @@ import json
 import pytest
 
 import paramcalc
-from paramcalc import (Activation, Dense, Dropout, Flatten, Identity, Permute, Reshape, Sequential,
-                       SpecError, Unflatten, estimate, symbol)
+from paramcalc import (
+    Activation,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    Permute,
+    Reshape,
+    Sequential,
+    SpecError,
+    Unflatten,
+    estimate,
+    symbol,
+)
 
 SEED_SPEC = {
     "name": "reshaped_flatten",

@@ -9,12 +9,23 @@ from dataclasses import replace
 
 import pytest
 
-from paramcalc import (Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Pool, Recurrent, Sequential,
-                       estimate, training_cost)
+from paramcalc import (
+    Activation,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    Pool,
+    Recurrent,
+    Sequential,
+    estimate,
+    training_cost,
+)
+from paramcalc.core.work import SavingRules
 from paramcalc.cost.devices import BUILTIN, from_calibration
 from paramcalc.cost.paging import MMAP_CEILING
 from paramcalc.cost.timing import PAIR_OPS
-from paramcalc.layers.work import SavingRules
 
 CPU = BUILTIN["cpu"]
 # Adam over 64 one-element tensors: 1e-5 s each; 1 ns per parameter at 4,096 parameters, 2 ns at 65,536

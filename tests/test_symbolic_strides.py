@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import paramcalc
 from paramcalc import Conv, Pool, Sequential
-from paramcalc.dims import floordiv, symbol
-from paramcalc.errors import ShapeError
+from paramcalc.core.dims import floordiv, symbol
+from paramcalc.core.errors import ShapeError
 
 
 def test_a_floor_of_a_floor_is_one_floor():

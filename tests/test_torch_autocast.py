@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from paramcalc.calibrate import cpu_lstm_context, cpu_lstm_path_under_autocast  # noqa: E402
+from paramcalc.calibration.sweeps import cpu_lstm_context, cpu_lstm_path_under_autocast  # noqa: E402
 
 
 class _ParameterCasts(TorchDispatchMode):

@@ -122,7 +122,7 @@ def test_subclass_of_a_known_module_is_traced_not_assumed():
 
 def test_unknown_leaf_in_a_registry_lookup():
     with pytest.raises(UnknownLayerError, match="register_torch_module"):
-        from paramcalc.frontends.torch import _convert
+        from paramcalc.frontends.torch_modules import _convert
 
         _convert(nn.Module(), "m", {})
 

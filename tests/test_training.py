@@ -6,8 +6,8 @@ import pytest
 
 import paramcalc
 from paramcalc import Dense, Flatten, Sequential, estimate, training_cost
+from paramcalc.core.units import format_bytes
 from paramcalc.cost.devices import BUILTIN, resolve
-from paramcalc.render import format_bytes
 
 
 def _dense_stack(*layers, shape=(100,), batch=32, **kwargs):
@@ -167,7 +167,7 @@ def test_substituting_sizes_settles_the_training_notes():
 
 
 def test_a_cpu_profile_of_another_machine_or_a_busy_one_says_so():
-    from paramcalc.machine import this_machine
+    from paramcalc.core.machine import this_machine
 
     here = this_machine()
     model = Sequential([Dense(100), Dense(10)])

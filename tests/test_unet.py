@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import paramcalc
-from paramcalc.errors import ShapeError
+from paramcalc.core.errors import ShapeError
 
 SIZES = [(64, 96), (128, 32), (32, 256)]
 

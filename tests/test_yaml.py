@@ -51,6 +51,6 @@ def test_cli_reads_yaml(tmp_path):
 
     path = tmp_path / "seed.yaml"
     path.write_text(SEED)
-    out = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", str(path), "--input", "100,1", "--json"],
+    out = subprocess.run([sys.executable, "-m", "paramcalc", "summary", str(path), "--input", "100,1", "--json"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["totals"]["params"] == 30601

@@ -13,20 +13,31 @@ Sym('300*n + 601')
 ``import paramcalc`` imports no framework: Keras and torch are used only when you hand in their models.
 """
 
-from .dims import Dim, Sym, symbol
-from .errors import (DimensionError, LayerConfigError, ParamcalcError, ShapeError, SpecError,
-                     UnknownLayerError)
-from .estimate import Assumption, Estimate, LayerRow, estimate
-from .graph import Graph, GraphNode, Sequential
-from .layers import *  # noqa: F401,F403  (every built-in kind, e.g. paramcalc.Dense)
-from .layers import __all__ as _layer_names
-from .registry import layer_kinds, register_keras_layer, register_layer, register_torch_module
-from .cost.capacity import largest_fitting, parse_bytes
-from .cost.devices import DeviceProfile
-from .seed import SEED_VARIANTS, seed_model
-from .cost.memory import MemoryBreakdown
-from .cost.training import TrainingCost, training_cost
-from .spec import TensorSpec
+from paramcalc.analysis.estimate import Assumption, Estimate, LayerRow, estimate
+from paramcalc.analysis.seed import SEED_VARIANTS, seed_model
+from paramcalc.core.dims import Dim, Sym, symbol
+from paramcalc.core.errors import (
+                     DimensionError,
+                     LayerConfigError,
+                     ParamcalcError,
+                     ShapeError,
+                     SpecError,
+                     UnknownLayerError,
+)
+from paramcalc.core.graph import Graph, GraphNode, Sequential
+from paramcalc.core.registry import (
+                     layer_kinds,
+                     register_keras_layer,
+                     register_layer,
+                     register_torch_module,
+)
+from paramcalc.core.spec import TensorSpec
+from paramcalc.cost.capacity import largest_fitting, parse_bytes
+from paramcalc.cost.devices import DeviceProfile
+from paramcalc.cost.memory import MemoryBreakdown
+from paramcalc.cost.training import TrainingCost, training_cost
+from paramcalc.layers import *  # noqa: F401,F403  (every built-in kind, e.g. paramcalc.Dense)
+from paramcalc.layers import __all__ as _layer_names
 
 __version__ = "0.1.0"
 

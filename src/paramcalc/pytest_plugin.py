@@ -19,7 +19,7 @@ def pytest_addoption(parser) -> None:
 @pytest.fixture
 def paramcalc_budget(request):
     """Check a model against budgets; failures read as an assertion with the evidence."""
-    from .testing import assert_budget
+    from paramcalc.testing import assert_budget
 
     def check(model, **kwargs):
         __tracebackhide__ = True
@@ -32,7 +32,7 @@ def paramcalc_budget(request):
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not config.getoption("--paramcalc-report"):
         return
-    from .testing import RECORDED, report_line
+    from paramcalc.testing import RECORDED, report_line
 
     terminalreporter.section("paramcalc report")
     if not RECORDED:

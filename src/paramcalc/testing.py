@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cost.capacity import parse_bytes
-from .dims import format_count
+from paramcalc.core.dims import format_count
+from paramcalc.cost.capacity import parse_bytes
 
 # (label, Estimate) of every model checked in this process, for the pytest report
 RECORDED: list[tuple[str, Any]] = []
@@ -44,7 +44,7 @@ def assert_budget(model: object, *, input_shape: object = None, batch_size: obje
     forward FLOPs per sample. ``allow_warnings=False`` fails on any warning diagnostic.
     """
     __tracebackhide__ = True  # pytest shows the failure where the budget was asked for, not in here
-    from .estimate import estimate
+    from paramcalc.analysis.estimate import estimate
 
     training = max_memory is not None or min_samples_per_second is not None or device is not None
     est = estimate(model, input_shape=input_shape, batch_size=batch_size, target_shape=target_shape,

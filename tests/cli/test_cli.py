@@ -10,7 +10,7 @@ import pytest
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", *args], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "paramcalc", *args], capture_output=True, text=True)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -133,7 +133,7 @@ def test_markdown_summary():
 def test_module_attribute_model(tmp_path):
     (tmp_path / "my_models.py").write_text(
         "import paramcalc\n\ndef build():\n    return paramcalc.Sequential([paramcalc.Dense(8)], input_shape=(4,))\n")
-    result = subprocess.run([sys.executable, "-m", "paramcalc.cli", "summary", "my_models:build", "--json"],
+    result = subprocess.run([sys.executable, "-m", "paramcalc", "summary", "my_models:build", "--json"],
                             capture_output=True, text=True, cwd=tmp_path, check=True)
     assert json.loads(result.stdout)["totals"]["params"] == 40
 
@@ -163,7 +163,7 @@ def test_color_on_a_terminal(tmp_path):
 
     def under_pty(env):
         master, slave = pty.openpty()
-        proc = subprocess.Popen([sys.executable, "-m", "paramcalc.cli", "summary", "seed:reshaped:100"],
+        proc = subprocess.Popen([sys.executable, "-m", "paramcalc", "summary", "seed:reshaped:100"],
                                 stdout=slave, stderr=slave, env=env)
         os.close(slave)
         chunks = []
@@ -212,8 +212,8 @@ def test_calibrate_merge_writes_the_median_of_several_calibrations(tmp_path):
 def test_calibrate_repeat_runs_fresh_processes_and_merges_them(tmp_path):
     import argparse
 
-    from paramcalc import cli
-    from paramcalc.errors import ParamcalcError
+    from paramcalc.core.errors import ParamcalcError
+    from paramcalc.interfaces import cli
 
     seconds = iter((3e-5, 1e-5, 2e-5))
     commands = []
@@ -299,7 +299,7 @@ def test_a_class_handed_in_is_told_to_pass_an_instance(tmp_path, monkeypatch):
     needs = run("summary", "tmodel:Needs()", check=False)
     assert needs.returncode == 1 and "cannot call tmodel:Needs() with no arguments" in needs.stderr
     import paramcalc
-    from paramcalc.errors import SpecError
+    from paramcalc.core.errors import SpecError
 
     with pytest.raises(SpecError, match="received the class .*Sequential, not a model"):
         paramcalc.estimate(paramcalc.Sequential)

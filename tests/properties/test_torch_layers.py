@@ -4,7 +4,6 @@ random fx-traceable modules built from functions and methods."""
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -330,7 +329,7 @@ def test_random_traced_modules(ops, width, steps):
 def test_every_torch_builtin_is_covered():
     """Each module class the front-end translates is drawn by a property test here or in
     test_torch_properties.py."""
-    from paramcalc.frontends.torch import BUILTINS
+    from paramcalc.frontends.torch_modules import BUILTINS
 
     drawn = {"Linear", "Identity", "Flatten", "Unflatten", "Softmax", "LogSoftmax", "PReLU",
              "MultiheadAttention", "Embedding", "LayerNorm", "GroupNorm", "RMSNorm", "Upsample",

@@ -2,11 +2,11 @@
 
 ``training_cost`` (FLOPs by phase, memory by part and peak, step time on a device), device profiles
 (``devices``) and what fits (``capacity``). No module here asks which kind a layer is: kinds describe
-their own work (``paramcalc.layers.work``).
+their own work (``paramcalc.core.work``).
 """
 
-from .devices import DeviceProfile
-from .memory import MemoryBreakdown, PeakMoment
-from .training import TrainingCost, TrainingSetup, training_cost
+from paramcalc.cost.devices import DeviceProfile
+from paramcalc.cost.memory import MemoryBreakdown, PeakMoment
+from paramcalc.cost.training import TrainingCost, TrainingSetup, training_cost
 
 __all__ = ["DeviceProfile", "MemoryBreakdown", "PeakMoment", "TrainingCost", "TrainingSetup", "training_cost"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ParamcalcError
+from paramcalc.core.errors import ParamcalcError
 
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -43,13 +43,13 @@ def largest_fitting(est, memory: object = None, *, symbol: str | None = None, op
     recurrent and Transformer internals); ``memory`` defaults to the device's own. ``keras_backend``:
     for a Keras model, the backend whose training is simulated, as for :func:`paramcalc.training_cost`.
     """
-    from .training import training_cost
+    from paramcalc.cost.training import training_cost
 
     if memory is None:
         if device is None:
             raise ParamcalcError("largest_fitting needs a memory budget or a device", value=None,
                                  fix='pass memory="24 GiB" (say) or device="h100-sxm"')
-        from .devices import resolve
+        from paramcalc.cost.devices import resolve
 
         device = resolve(device)
         memory = device.memory_bytes

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ParamcalcError
-from ..machine import Machine
+from paramcalc.core.errors import ParamcalcError
+from paramcalc.core.machine import Machine
 
 TB = 1e12
 
@@ -389,8 +389,8 @@ def _merged_kernels(data: dict) -> dict:
 def machine_notes(profile: DeviceProfile, here: Machine) -> tuple:
     """What an estimate priced on a calibrated CPU profile should say about the machine behind it: that
     it is not this one (step times then move 2x and more), or that others were busy while it measured."""
-    from ..contention import too_busy
-    from ..machine import differs
+    from paramcalc.core.contention import too_busy
+    from paramcalc.core.machine import differs
 
     if profile.device_type != "cpu" or profile.source == "datasheet":
         return ()

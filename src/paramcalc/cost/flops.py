@@ -8,8 +8,8 @@ dgrad.
 
 from __future__ import annotations
 
-from ..dims import Dim
-from .step import Step
+from paramcalc.core.dims import Dim
+from paramcalc.cost.step import Step
 
 
 def phase_flops(step: Step, call) -> tuple[Dim, Dim, Dim]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..dims import Dim, Sym, prod, upper_max
-from .step import Step, owned_trainable_sizes, trainable_tensor_sizes
-from .updates import graph_update_temporary, update_temporary
+from paramcalc.core.dims import Dim, Sym, prod, upper_max
+from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
+from paramcalc.cost.updates import graph_update_temporary, update_temporary
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@ and maps again, priced by the step-time model as ``paged_in_seconds``."""
 
 from __future__ import annotations
 
-from ..dims import prod
-from ..layers.work import whole_bytes
-from .step import Step, trainable_tensor_sizes
-from .updates import temporaries_per_tensor
+from paramcalc.core.dims import prod
+from paramcalc.core.work import whole_bytes
+from paramcalc.cost.step import Step, trainable_tensor_sizes
+from paramcalc.cost.updates import temporaries_per_tensor
 
 # glibc's malloc maps blocks of this size and more from the kernel and returns them on free (its dynamic
 # mmap threshold stops rising here): on a CPU host such tensors are paged in again every step.

@@ -1,6 +1,6 @@
 """One training step of an estimated model, as the cost model reads it: the precision and optimizer it
 trains with, the framework whose step it is, the device profile, which calls make gradients, and each
-call's work (``paramcalc.layers.work``), described once by its kind.
+call's work (``paramcalc.core.work``), described once by its kind.
 
 Conventions (docs/conventions.md): input gradients are computed only where a tensor upstream requires
 grad (a layer reading only model inputs, or only frozen layers' outputs, needs none); weight gradients
@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..errors import ParamcalcError
-from ..layers.work import SavingRules, Work
+from paramcalc.core.errors import ParamcalcError
+from paramcalc.core.work import SavingRules, Work
 
 
 @dataclass(frozen=True)

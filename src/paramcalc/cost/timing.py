@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..dims import prod
-from .paging import MMAP_CEILING, bias_added_apart, paged_in_blocks
-from .step import Step, owned_trainable_sizes, trainable_tensor_sizes
+from paramcalc.core.dims import prod
+from paramcalc.cost.paging import MMAP_CEILING, bias_added_apart, paged_in_blocks
+from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
 
 BACKWARD_BYTES_FACTOR = 1.5  # an elementwise backward reads the output gradient and a saved tensor, writes one
 LOSS_OPS = 6  # loss forward and backward, and the autograd engine's start

@@ -1,7 +1,7 @@
 """The training cost of an estimated model: FLOPs by phase, memory by part, and step time on a device.
 
 Pure: reads an Estimate, imports no framework. Each call's work is its kind's own description
-(``paramcalc.layers.work``); the modules beside this one price it without asking which kind it is.
+(``paramcalc.core.work``); the modules beside this one price it without asking which kind it is.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..dims import Dim, Sym
-from ..errors import ParamcalcError
-from .flops import phase_flops
-from .memory import MemoryBreakdown, training_memory
-from .step import build_step, optimizer_named, precision_named
+from paramcalc.core.dims import Dim, Sym
+from paramcalc.core.errors import ParamcalcError
+from paramcalc.cost.flops import phase_flops
+from paramcalc.cost.memory import MemoryBreakdown, training_memory
+from paramcalc.cost.step import build_step, optimizer_named, precision_named
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
                              f"(est.subs({sorted(others)[0]}=...))", value=sorted(others))
     profile = None
     if device is not None:
-        from .devices import resolve
+        from paramcalc.cost.devices import resolve
 
         profile = resolve(device)
     step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend)
@@ -126,7 +126,7 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     cost = replace(cost, device=profile.name, device_label=profile.label())
     if type(est.batch_size) is not int:  # memory as a formula in B, by the device's rules; no time yet
         return cost
-    from .timing import step_time
+    from paramcalc.cost.timing import step_time
 
     time = step_time(step)
     return replace(cost, step_seconds=time.step_seconds, host_seconds=time.host_seconds,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..dims import Dim, upper_max
+from paramcalc.core.dims import Dim, upper_max
 
 # optimizers whose update makes temporaries: Adam's denominator (sqrt of the second moment, divided, plus
 # eps), RMSprop's and Adagrad's square roots

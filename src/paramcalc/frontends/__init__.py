@@ -7,9 +7,9 @@ attributes, and their modules are only touched once the user has imported them.
 
 from __future__ import annotations
 
-from ..errors import SpecError
-from ..graph import Graph, Sequential
-from ..layers.base import Layer
+from paramcalc.core.errors import SpecError
+from paramcalc.core.graph import Graph, Sequential
+from paramcalc.core.layer import Layer
 
 
 def framework_of(obj: object) -> str | None:
@@ -32,12 +32,12 @@ def to_model(obj: object) -> Sequential | Graph:
     if isinstance(obj, (list, tuple)) and all(isinstance(x, Layer) for x in obj):
         return Sequential(obj)
     if isinstance(obj, dict):
-        from .keras import is_keras_config, from_keras_config
-        from .spec import from_spec
+        from paramcalc.frontends.keras import from_keras_config, is_keras_config
+        from paramcalc.frontends.spec import from_spec
 
         return from_keras_config(obj) if is_keras_config(obj) else from_spec(obj)
     if isinstance(obj, str):
-        from .spec import load_spec_text
+        from paramcalc.frontends.spec import load_spec_text
 
         return to_model(load_spec_text(obj, "<string>"))
     if isinstance(obj, type):
@@ -48,11 +48,11 @@ def to_model(obj: object) -> Sequential | Graph:
                 f"line, {obj.__module__}:{obj.__qualname__}() calls it with no arguments")
     framework = framework_of(obj)
     if framework == "keras":
-        from .keras import from_keras_model
+        from paramcalc.frontends.keras import from_keras_model
 
         return from_keras_model(obj)
     if framework == "torch":
-        from .torch import from_torch_module
+        from paramcalc.frontends.torch import from_torch_module
 
         return from_torch_module(obj)
     raise SpecError(

@@ -13,13 +13,43 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from ..errors import ParamcalcError, SpecError, UnknownLayerError, shown
-from ..graph import Graph, GraphNode
-from ..layers import (Activation, BatchNorm, Concatenate, Conv, ConvTranspose, Crop, Dense, DepthwiseConv, Dot,
-                      Dropout, Embedding, Flatten, GlobalPool, GroupNorm, Identity, LayerNorm, Merge,
-                      MultiHeadAttention, Normalization, Opaque, Pad, Permute, Pool, PReLU, Recurrent, RepeatVector,
-                      Rescale, Reshape, RMSNorm, SeparableConv, TimeDistributed, UpSample)
-from ..registry import keras_converter, register_keras_layer
+from paramcalc.core.errors import ParamcalcError, SpecError, UnknownLayerError, shown
+from paramcalc.core.graph import Graph, GraphNode
+from paramcalc.core.registry import keras_converter, register_keras_layer
+from paramcalc.layers import (
+    Activation,
+    BatchNorm,
+    Concatenate,
+    Conv,
+    ConvTranspose,
+    Crop,
+    Dense,
+    DepthwiseConv,
+    Dot,
+    Dropout,
+    Embedding,
+    Flatten,
+    GlobalPool,
+    GroupNorm,
+    Identity,
+    LayerNorm,
+    Merge,
+    MultiHeadAttention,
+    Normalization,
+    Opaque,
+    Pad,
+    Permute,
+    Pool,
+    PReLU,
+    Recurrent,
+    RepeatVector,
+    Rescale,
+    Reshape,
+    RMSNorm,
+    SeparableConv,
+    TimeDistributed,
+    UpSample,
+)
 
 MAX_NESTING = 64  # models inside models
 MODEL_CLASSES = ("Sequential", "Functional", "Model")

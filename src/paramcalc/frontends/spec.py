@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..errors import ParamcalcError, SpecError, UnknownLayerError, shown
-from ..graph import Graph, GraphNode, Sequential
-from ..registry import layer_kinds, lookup_kind
+import paramcalc.layers  # noqa: F401  (registers the built-in kinds a spec names)
+from paramcalc.core.errors import ParamcalcError, SpecError, UnknownLayerError, shown
+from paramcalc.core.graph import Graph, GraphNode, Sequential
+from paramcalc.core.registry import layer_kinds, lookup_kind
 
 MAX_SPEC_BYTES = 16 * 1024 * 1024  # far beyond any real spec; refuse before parsing
 MAX_SPEC_DEPTH = 64  # a spec is a few levels deep; this also keeps json's recursion bounded

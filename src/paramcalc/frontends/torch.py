@@ -11,22 +11,13 @@ own forward.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable
-
-from ..errors import ParamcalcError, SpecError, UnknownLayerError
-from ..graph import Graph, GraphNode, Sequential
-from ..layers import (Activation, AdaptivePool, BatchNorm, Conv, ConvTranspose, Dense, Dropout, Embedding, Flatten,
-                      GLU, GroupNorm, Identity, LayerNorm, MultiHeadAttention, Pad, PixelShuffle, Pool, PReLU, Recurrent,
-                      RMSNorm, Transformer, Unflatten, UpSample)
-from ..registry import register_torch_module, torch_converter
+from paramcalc.core.errors import SpecError
+from paramcalc.core.graph import Graph, GraphNode, Sequential
+from paramcalc.core.registry import torch_converter
+from paramcalc.frontends.torch_modules import _convert, _dtype_of, _qualname
 
 MAX_NESTING = 64
 _SEQUENTIAL = "torch.nn.modules.container.Sequential"
-
-
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def from_torch_module(module: object):
@@ -44,7 +35,7 @@ def from_torch_module(module: object):
         layers: list = []
         _walk(module, "", layers, {})
         return Sequential(layers, name=name, framework="torch", dtype=dtype)
-    from .torch_fx import traced
+    from paramcalc.frontends.torch_fx import traced
 
     return traced(module, name, dtype)
 
@@ -93,213 +84,3 @@ def _walk(root: object, prefix: str, layers: list, memo: dict) -> None:
             stack.append((iter(child._modules.items()), f"{name}.", depth + 1))
             continue
         layers.append(_convert(child, name, memo))
-
-
-def _unknown(cls: type, name: str) -> UnknownLayerError:
-    return UnknownLayerError(
-        f"unsupported torch module class '{_qualname(cls)}' at '{name}'",
-        layer=name, value=cls.__name__,
-        fix=f"register a rule: paramcalc.register_torch_module({cls.__name__}, lambda m: "
-            "paramcalc.Dense(...)) returning a paramcalc layer",
-    )
-
-
-def _convert(module: object, name: str, memo: dict):
-    if id(module) in memo:  # the same module object again: shared weights
-        return memo[id(module)]
-    owned = memo.setdefault("parameters", set())
-    cls = type(module)
-    convert = torch_converter(cls)
-    if convert is None:
-        raise _unknown(cls, name)
-    try:
-        layer = convert(module)
-    except ParamcalcError as err:
-        raise err.with_layer(name) from None
-    layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(module, layer),
-                    tied=_tied(module, owned))
-    memo[id(module)] = layer
-    return layer
-
-
-def _tied(module: object, owned: set) -> tuple:
-    """Positions of this module's parameters that an earlier module already owns (weight tying).
-
-    paramcalc's weights follow the module's parameter order (Linear: weight, bias -> kernel, bias),
-    so a tied parameter is matched by its position.
-    """
-    tied = []
-    for position, (_, p) in enumerate(module.named_parameters(recurse=True)):
-        if id(p) in owned:
-            tied.append(position)
-        owned.add(id(p))
-    return tuple(tied)
-
-
-# torch parameter names -> paramcalc weight names, where they differ
-_WEIGHT_NAMES = {"weight": "kernel"}
-
-
-def _trainable(module: object, layer) -> bool | tuple:
-    params = [(n, p) for n, p in module.named_parameters() if p is not None]
-    flags = [p.requires_grad for _, p in params]
-    if all(flags):
-        return layer.trainable
-    if not any(flags):
-        return False
-    if type(layer).__name__ != "Dense":
-        raise SpecError(f"module {type(module).__name__} has some parameters frozen and others not; "
-                        "paramcalc maps per-weight trainability for Linear only",
-                        fix="freeze the whole module, or register a rule for it")
-    return tuple(_WEIGHT_NAMES.get(n, n) for n, p in params if p.requires_grad)
-
-
-def _dtype_of(module: object) -> str:
-    for p in module.parameters():
-        return str(p.dtype).replace("torch.", "")
-    return "float32"
-
-
-# -- built-in torch modules -----------------------------------------------------------------------------------
-def _unflattened(sizes: object) -> tuple:
-    sizes = tuple(sizes)
-    if any(isinstance(s, tuple) for s in sizes):
-        raise SpecError("named-tensor Unflatten (sizes given as (name, size) pairs) is not supported",
-                        value=sizes, fix="use integer sizes")
-    return sizes
-
-
-def _activation(function: str, **extra) -> Callable:
-    return lambda m: Activation(function, **{k: (getattr(m, v) if getattr(m, v) is not None else -1)
-                                              for k, v in extra.items()})
-
-
-def _padding(m) -> object:
-    return m.padding if isinstance(m.padding, str) else tuple(m.padding)
-
-
-def _conv(rank: int) -> Callable:
-    return lambda m: Conv(filters=m.out_channels, kernel_size=tuple(m.kernel_size), strides=tuple(m.stride),
-                          padding=_padding(m), dilation=tuple(m.dilation), groups=m.groups,
-                          use_bias=m.bias is not None, rank=rank, channels_last=False, in_channels=m.in_channels)
-
-
-def _conv_transpose(rank: int) -> Callable:
-    return lambda m: ConvTranspose(filters=m.out_channels, kernel_size=tuple(m.kernel_size),
-                                   strides=tuple(m.stride), padding=tuple(m.padding),
-                                   output_padding=tuple(m.output_padding), dilation=tuple(m.dilation),
-                                   groups=m.groups, use_bias=m.bias is not None, rank=rank, channels_last=False,
-                                   in_channels=m.in_channels)
-
-
-def _pool(rank: int, op: str) -> Callable:
-    return lambda m: Pool(op=op, pool_size=m.kernel_size, strides=m.stride, padding=m.padding,
-                          dilation=getattr(m, "dilation", 1), ceil_mode=m.ceil_mode, rank=rank, channels_last=False)
-
-
-def _batch_norm(m, per_sample: bool = False) -> BatchNorm:
-    return BatchNorm(axis=1, center=m.affine, scale=m.affine, num_features=m.num_features,
-                     stats="buffers" if m.track_running_stats else "none", per_sample=per_sample)
-
-
-def _pad(rank: int) -> Callable:
-    def convert(m):
-        amounts = tuple(m.padding) if not isinstance(m.padding, int) else (m.padding,) * (2 * rank)
-        return Pad(tuple((-(i + 1), amounts[2 * i], amounts[2 * i + 1]) for i in range(len(amounts) // 2)))
-    return convert
-
-
-def _rnn(cell: str) -> Callable:
-    return lambda m: Recurrent(cell=cell, units=m.hidden_size, layout="torch", num_layers=m.num_layers,
-                               bidirectional=m.bidirectional, use_bias=m.bias, batch_first=m.batch_first,
-                               proj_size=getattr(m, "proj_size", 0), input_size=m.input_size)
-
-
-def _mha(m) -> MultiHeadAttention:
-    return MultiHeadAttention(num_heads=m.num_heads, key_dim=m.head_dim, value_dim=m.head_dim,
-                              output_dim=m.embed_dim, use_bias=m.in_proj_bias is not None, layout="torch",
-                              add_bias_kv=m.bias_k is not None, batch_first=m.batch_first, embed_dim=m.embed_dim,
-                              dropout=float(m.dropout))
-
-
-def _transformer_layer(m, decoder: bool, num_layers: int = 1, final_norm: tuple = ()) -> Transformer:
-    import torch.nn.functional as F
-
-    act = m.activation
-    activation = ("relu" if act is F.relu or type(act).__name__ == "ReLU" else
-                  "gelu" if act is F.gelu or type(act).__name__ == "GELU" else None)
-    if activation is None:
-        raise SpecError("a Transformer layer with a custom activation function is not modelled",
-                        fix="use activation='relu' or 'gelu'")
-    return Transformer(d_model=m.self_attn.embed_dim, nhead=m.self_attn.num_heads,
-                       dim_feedforward=m.linear1.out_features, decoder=decoder, num_layers=num_layers,
-                       final_norm=final_norm, bias=m.linear1.bias is not None, activation=activation,
-                       batch_first=m.self_attn.batch_first, dropout=float(m.dropout.p))
-
-
-def _transformer_stack(decoder: bool) -> Callable:
-    return lambda m: _transformer_layer(m.layers[0], decoder, m.num_layers, _norm_weights(m.norm))
-
-
-def _norm_weights(norm) -> tuple:
-    if norm is None:
-        return ()
-    return tuple(name for name, _ in norm.named_parameters())
-
-
-BUILTINS: dict[str, Callable] = {
-    "torch.nn.modules.linear.Linear": lambda m: Dense(m.out_features, in_features=m.in_features,
-                                                      use_bias=m.bias is not None),
-    "torch.nn.modules.linear.Identity": lambda m: Identity(),
-    "torch.nn.modules.flatten.Flatten": lambda m: Flatten(m.start_dim, m.end_dim, strict=True),
-    "torch.nn.modules.flatten.Unflatten": lambda m: Unflatten(m.dim, _unflattened(m.unflattened_size)),
-    "torch.nn.modules.activation.Softmax": _activation("softmax", axis="dim"),
-    "torch.nn.modules.activation.LogSoftmax": _activation("log_softmax", axis="dim"),
-    "torch.nn.modules.activation.PReLU": lambda m: PReLU(num_parameters=m.num_parameters),
-    "torch.nn.modules.activation.GLU": lambda m: GLU(axis=m.dim),
-    "torch.nn.modules.activation.MultiheadAttention": _mha,
-    "torch.nn.modules.sparse.Embedding": lambda m: Embedding(m.num_embeddings, m.embedding_dim),
-    "torch.nn.modules.normalization.LayerNorm": lambda m: LayerNorm(
-        normalized_shape=tuple(m.normalized_shape), scale=m.elementwise_affine,
-        center=m.elementwise_affine and m.bias is not None),
-    "torch.nn.modules.normalization.GroupNorm": lambda m: GroupNorm(
-        groups=m.num_groups, axis=1, center=m.affine, scale=m.affine, num_channels=m.num_channels),
-    "torch.nn.modules.normalization.RMSNorm": lambda m: RMSNorm(normalized_shape=tuple(m.normalized_shape),
-                                                                scale=m.elementwise_affine),
-    "torch.nn.modules.pixelshuffle.PixelShuffle": lambda m: PixelShuffle(m.upscale_factor),
-    "torch.nn.modules.pixelshuffle.PixelUnshuffle": lambda m: PixelShuffle(m.downscale_factor, inverse=True),
-    "torch.nn.modules.upsampling.Upsample": lambda m: UpSample(axes=None, sizes=m.size, factors=m.scale_factor,
-                                                               interpolation=m.mode),
-    "torch.nn.modules.transformer.TransformerEncoderLayer": lambda m: _transformer_layer(m, False),
-    "torch.nn.modules.transformer.TransformerDecoderLayer": lambda m: _transformer_layer(m, True),
-    "torch.nn.modules.transformer.TransformerEncoder": _transformer_stack(False),
-    "torch.nn.modules.transformer.TransformerDecoder": _transformer_stack(True),
-    "torch.nn.modules.rnn.RNN": _rnn("simple"),
-    "torch.nn.modules.rnn.LSTM": _rnn("lstm"),
-    "torch.nn.modules.rnn.GRU": _rnn("gru"),
-}
-for _r in (1, 2, 3):
-    BUILTINS[f"torch.nn.modules.conv.Conv{_r}d"] = _conv(_r)
-    BUILTINS[f"torch.nn.modules.conv.ConvTranspose{_r}d"] = _conv_transpose(_r)
-    BUILTINS[f"torch.nn.modules.pooling.MaxPool{_r}d"] = _pool(_r, "max")
-    BUILTINS[f"torch.nn.modules.pooling.AvgPool{_r}d"] = _pool(_r, "avg")
-    BUILTINS[f"torch.nn.modules.pooling.AdaptiveAvgPool{_r}d"] = (
-        lambda m, r=_r: AdaptivePool("avg", m.output_size, rank=r))
-    BUILTINS[f"torch.nn.modules.pooling.AdaptiveMaxPool{_r}d"] = (
-        lambda m, r=_r: AdaptivePool("max", m.output_size, rank=r))
-    BUILTINS[f"torch.nn.modules.batchnorm.BatchNorm{_r}d"] = _batch_norm
-    BUILTINS[f"torch.nn.modules.instancenorm.InstanceNorm{_r}d"] = lambda m: _batch_norm(m, per_sample=True)
-    for _kind in ("Zero", "Constant", "Reflection", "Replication", "Circular"):
-        BUILTINS[f"torch.nn.modules.padding.{_kind}Pad{_r}d"] = _pad(_r)
-for _name in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"):
-    BUILTINS[f"torch.nn.modules.dropout.{_name}"] = lambda m: Dropout(m.p)
-for _name, _function in {
-    "ReLU": "relu", "ReLU6": "relu6", "LeakyReLU": "leaky_relu", "ELU": "elu", "CELU": "celu",
-    "SELU": "selu", "GELU": "gelu", "SiLU": "silu", "Mish": "mish", "Sigmoid": "sigmoid",
-    "Tanh": "tanh", "Softplus": "softplus", "Softsign": "softsign", "Hardtanh": "hard_tanh",
-    "Hardsigmoid": "hard_sigmoid", "Hardswish": "hard_silu",
-}.items():
-    BUILTINS[f"torch.nn.modules.activation.{_name}"] = _activation(_function)
-
-for _name, _convert_fn in BUILTINS.items():
-    register_torch_module(_name, _convert_fn)

@@ -12,13 +12,33 @@ import operator
 from dataclasses import replace
 from typing import Callable
 
-from ..errors import ParamcalcError, SpecError
-from ..graph import Graph, GraphNode
-from ..layers import (GLU, Activation, AdaptivePool, Concatenate, Dropout, Expand, Flatten, Identity, Index, MatMul,
-                      Merge, Parameter, PixelShuffle, Reduce, ScalarOp, SizeOf, Squeeze, Transpose, Unsqueeze,
-                      ValueOp, View)
-from ..registry import torch_converter
-from .torch import _convert
+from paramcalc.core.errors import ParamcalcError, SpecError
+from paramcalc.core.graph import Graph, GraphNode
+from paramcalc.core.registry import torch_converter
+from paramcalc.frontends.torch_modules import _convert
+from paramcalc.layers import (
+    GLU,
+    Activation,
+    AdaptivePool,
+    Concatenate,
+    Dropout,
+    Expand,
+    Flatten,
+    Identity,
+    Index,
+    MatMul,
+    Merge,
+    Parameter,
+    PixelShuffle,
+    Reduce,
+    ScalarOp,
+    SizeOf,
+    Squeeze,
+    Transpose,
+    Unsqueeze,
+    ValueOp,
+    View,
+)
 
 
 def traced(module: object, name: str, dtype: str) -> Graph:

@@ -5,7 +5,7 @@ and anchors that refer to themselves refused as cyclic.
 
 from __future__ import annotations
 
-from ..errors import SpecError
+from paramcalc.core.errors import SpecError
 
 MAX_NODES = 100_000  # far beyond any model spec, far below an alias bomb
 MAX_DEPTH = 64  # as for JSON specs

@@ -7,10 +7,10 @@ Every module here is imported, so a new kind is one file: its class, registered 
 import importlib
 import pkgutil
 
-from .base import Context, Inferred, Layer, Weight
-from .elementwise import ACTIVATION_FLOPS
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.layers.elementwise import ACTIVATION_FLOPS
 
-_SUPPORT = {"base", "work", "spatial"}  # contracts and helpers, not kinds
+_SUPPORT = {"spatial"}  # helpers, not kinds
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module not in _SUPPORT:
@@ -18,7 +18,7 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 
 
 def _kinds() -> dict:
-    from ..registry import layer_classes
+    from paramcalc.core.registry import layer_classes
 
     return {cls.__name__: cls for cls in layer_classes() if cls.__module__.startswith(__name__ + ".")}
 

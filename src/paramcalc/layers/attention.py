@@ -15,13 +15,21 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..dims import Dim, exact_div
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, Weight
-from .elementwise import ACTIVATION_FLOPS, normalize_activation
-from .work import AttentionCore, SavingRules, Work, inputs_kept, kernel, weight_casts, whole_bytes
+from paramcalc.core.dims import Dim, exact_div
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import (
+    AttentionCore,
+    SavingRules,
+    Work,
+    inputs_kept,
+    kernel,
+    weight_casts,
+    whole_bytes,
+)
+from paramcalc.layers.elementwise import ACTIVATION_FLOPS, normalize_activation
 
 # torch's attention keeps the query, key and value projections in one tensor when the three read inputs
 # of the same width (in_proj_weight, in_proj_bias), and casts what each product needs under autocast:

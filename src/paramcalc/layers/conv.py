@@ -10,15 +10,32 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from ..dims import Dim, exact_div, prod
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, Weight
-from .elementwise import ACTIVATION_FLOPS, activation_kernels, fused_activation_saved, normalize_activation
-from .work import SavingRules, Work, inputs_kept, output_kept, weight_casts
-from .spatial import (as_tuple, check_rank, padding_pairs, spatial_axes, transposed_length,
-                      window_length)
+from paramcalc.core.dims import Dim, exact_div, prod
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import (
+    SavingRules,
+    Work,
+    inputs_kept,
+    output_kept,
+    weight_casts,
+)
+from paramcalc.layers.elementwise import (
+    ACTIVATION_FLOPS,
+    activation_kernels,
+    fused_activation_saved,
+    normalize_activation,
+)
+from paramcalc.layers.spatial import (
+    as_tuple,
+    check_rank,
+    padding_pairs,
+    spatial_axes,
+    transposed_length,
+    window_length,
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,12 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, prod
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, Weight, format_shape
-from .elementwise import ACTIVATION_FLOPS, activation_kernels, fused_activation_saved, normalize_activation
-from .work import SavingRules, Work, inputs_kept, weight_casts
+from paramcalc.core.dims import Dim, prod
+from paramcalc.core.layer import Context, Inferred, Layer, Weight, format_shape
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work, inputs_kept, weight_casts
+from paramcalc.layers.elementwise import (
+    ACTIVATION_FLOPS,
+    activation_kernels,
+    fused_activation_saved,
+    normalize_activation,
+)
 
 
 @register_layer("dense")

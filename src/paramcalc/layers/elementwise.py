@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import prod
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer
-from .work import SavingRules, Work, inputs_kept, kernel, output_kept
+from paramcalc.core.dims import prod
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work, inputs_kept, kernel, output_kept
 
 # function name -> FLOPs per element, with the formula counted
 ACTIVATION_FLOPS: dict[str, int] = {
@@ -191,6 +191,6 @@ class Opaque(Layer):
                 f"{self.display_type} is opaque (its code is never decoded or run{', ' + self.origin if self.origin else ''}): "
                 "its output shape is unknown",
                 fix="give the layer an output_shape, or register a rule for it with register_keras_layer")
-        from ..graph import normalize_shape
+        from paramcalc.core.graph import normalize_shape
 
         return ctx.result(x.with_shape((x.shape[0],) + normalize_shape(self.output_shape, "output_shape")))

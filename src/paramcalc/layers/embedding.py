@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, prod
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, Weight
-from .work import SavingRules, Work
+from paramcalc.core.dims import Dim, prod
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work
 
 INDEX_BYTES = 8  # the int64 ids its backward reads
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import exact_div, prod
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer
-from .elementwise import ACTIVATION_FLOPS
-from .work import SavingRules, Work, inputs_kept
+from paramcalc.core.dims import exact_div, prod
+from paramcalc.core.layer import Context, Inferred, Layer
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work, inputs_kept
+from paramcalc.layers.elementwise import ACTIVATION_FLOPS
 
 # per output element: the sigmoid of the gate, then the product
 GLU_FLOPS = ACTIVATION_FLOPS["sigmoid"] + 1

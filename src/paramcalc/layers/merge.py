@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, prod
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer
-from .work import SavingRules, Work, inputs_kept
+from paramcalc.core.dims import Dim, prod
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work, inputs_kept
 
 # merges whose gradient with respect to one input reads the others
 READS_INPUTS = ("multiply", "divide", "maximum", "minimum")

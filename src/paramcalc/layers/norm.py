@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, exact_div, prod
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, Weight
-from .work import SavingRules, Work, inputs_kept, kernel
+from paramcalc.core.dims import Dim, exact_div, prod
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work, inputs_kept, kernel
 
 # Bytes per element of the statistics a norm's forward keeps: float32 whatever the input's dtype
 STATISTICS_BYTES = 4

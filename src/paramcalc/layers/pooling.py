@@ -9,13 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import prod
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer
-from .spatial import as_tuple, check_rank, padding_pairs, spatial_axes, window_length
-from .work import Kernel, SavingRules, Work, inputs_kept
+from paramcalc.core.dims import prod
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import Kernel, SavingRules, Work, inputs_kept
+from paramcalc.layers.spatial import (
+    as_tuple,
+    check_rank,
+    padding_pairs,
+    spatial_axes,
+    window_length,
+)
 
 INDEX_BYTES = 8  # a max pool keeps the int64 position of each maximum
 

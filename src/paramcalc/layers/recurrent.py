@@ -15,12 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, Weight
-from .work import RecurrentWork, SavingRules, Work, inputs_kept, weight_casts, whole_bytes
+from paramcalc.core.dims import Dim
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import (
+    RecurrentWork,
+    SavingRules,
+    Work,
+    inputs_kept,
+    weight_casts,
+    whole_bytes,
+)
 
 GATES = {"simple": 1, "lstm": 4, "gru": 3}
 CELL_FLOPS = {

@@ -5,12 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, as_dim, equal, exact_div, floordiv, format_dim, prod
-from ..errors import DimensionError, LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, format_shape
-from .work import Work
+from paramcalc.core.dims import (
+    Dim,
+    as_dim,
+    equal,
+    exact_div,
+    floordiv,
+    format_dim,
+    prod,
+)
+from paramcalc.core.errors import DimensionError, LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer, format_shape
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import Work
 
 
 def _resolve_axis(ctx: Context, axis: int, rank: int, what: str) -> int:

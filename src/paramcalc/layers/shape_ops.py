@@ -7,12 +7,12 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Sequence
 
-from ..dims import Dim, exact_div, floordiv
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer
-from .work import SavingRules, inputs_kept
+from paramcalc.core.dims import Dim, exact_div, floordiv
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, inputs_kept
 
 
 def _pairs(owner: str, pads: object, layer: str | None) -> tuple:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..dims import MAX_DIM, Dim, floordiv
-from ..errors import LayerConfigError, shown
-from .base import Context
+from paramcalc.core.dims import MAX_DIM, Dim, floordiv
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context
 
 
 def as_tuple(owner: str, field: str, value: object, rank: int, layer: str | None,

@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import Dim, as_dim, floordiv, prod
-from ..errors import DimensionError, LayerConfigError
-from ..registry import register_layer
-from ..spec import TensorSpec
-from .base import Context, Inferred, Layer, Weight
-from .work import SavingRules, Work, inputs_kept
-from .merge import broadcast, products_between_activations
-from .reshape import _fill_inferred, _resolve_axis
+from paramcalc.core.dims import Dim, as_dim, floordiv, prod
+from paramcalc.core.errors import DimensionError, LayerConfigError
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work, inputs_kept
+from paramcalc.layers.merge import broadcast, products_between_activations
+from paramcalc.layers.reshape import _fill_inferred, _resolve_axis
 
 
 @register_layer("view")
@@ -41,7 +41,7 @@ class View(Layer):
         self._set("shape", tuple(dims))
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
-        from .values import fill
+        from paramcalc.layers.values import fill
 
         x = inputs[0]
         shape = fill(self.shape, inputs, ctx)

@@ -10,13 +10,13 @@ import operator
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dims import floordiv
-from ..errors import LayerConfigError, shown
-from ..registry import register_layer
-from ..spec import TensorSpec, ValueSpec
-from .base import Context, Inferred, Layer, Weight
-from .work import Work
-from .reshape import _resolve_axis
+from paramcalc.core.dims import floordiv
+from paramcalc.core.errors import LayerConfigError, shown
+from paramcalc.core.layer import Context, Inferred, Layer, Weight
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec, ValueSpec
+from paramcalc.core.work import Work
+from paramcalc.layers.reshape import _resolve_axis
 
 
 def value_of(ctx: Context, spec: object):

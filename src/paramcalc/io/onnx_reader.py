@@ -2,8 +2,8 @@
 file that crashes it cannot take paramcalc (or the CLI) down with it. External data is never opened:
 initializers are counted from their declared dims, wherever their bytes live.
 
-Run as ``python -m paramcalc.onnx_reader FILE``: prints one JSON document. paramcalc starts it in
-Python's isolated mode (:mod:`paramcalc.subprocesses`): an ``onnx.py`` beside the model never runs.
+Run as ``python -m paramcalc.io.onnx_reader FILE``: prints one JSON document. paramcalc starts it in
+Python's isolated mode (:mod:`paramcalc.io.subprocesses`): an ``onnx.py`` beside the model never runs.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from .dims import prod
-from .errors import SpecError
+from paramcalc.core.dims import prod
+from paramcalc.core.errors import SpecError
 
 # onnx TensorProto data types -> bits per element (4-bit types pack two elements a byte, 2-bit ones four,
 # 6-bit ones four in three bytes); STRING has no fixed size: its bytes are the strings' own
@@ -57,9 +57,9 @@ def tensor_bytes(data_type: int, dims: list, strings: list | None = None) -> int
 
 def read_onnx(path: str) -> OnnxSummary:
     """Parse ``path`` in a child process; a crash or a hang there is a clear error here."""
-    from .subprocesses import python_command
+    from paramcalc.io.subprocesses import python_command
 
-    command = python_command(module="paramcalc.onnx_reader", args=(os.path.abspath(path),), isolated=True)
+    command = python_command(module="paramcalc.io.onnx_reader", args=(os.path.abspath(path),), isolated=True)
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -12,10 +12,10 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .dims import Dim, as_dim, symbol, symbols_of
-from .errors import ParamcalcError, ShapeError, SpecError, shown
-from .layers.base import Context, Inferred, Layer
-from .spec import TensorSpec
+from paramcalc.core.dims import Dim, as_dim, symbol, symbols_of
+from paramcalc.core.errors import ParamcalcError, ShapeError, SpecError, shown
+from paramcalc.core.layer import Context, Inferred, Layer
+from paramcalc.core.spec import TensorSpec
 
 # A reference to a tensor: (name of an input or node, index of that node's output).
 Ref = tuple

@@ -1,4 +1,4 @@
-"""The layer-kind reference generated from the registry: ``python -m paramcalc.reference > docs/kinds.md``.
+"""The layer-kind reference generated from the registry: ``python -m paramcalc.interfaces.reference > docs/kinds.md``.
 
 A test regenerates it and compares, so the page cannot drift from the code.
 """
@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import paramcalc.layers  # noqa: F401  (registers the built-in kinds)
+
 BASE_FIELDS = {"name", "type_name", "trainable", "tied"}
 
 
 def kinds_markdown() -> str:
-    from .registry import layer_kinds
+    from paramcalc.core.registry import layer_kinds
 
     lines = ["# Layer kinds (generated)", "",
-             "Generated from the registry by `python -m paramcalc.reference`; every kind also takes `name`, "
+             "Generated from the registry by `python -m paramcalc.interfaces.reference`; every kind also takes `name`, "
              "`trainable` and `type_name`. The framework classes that map to each kind, and their maths, are in "
              "[layers.md](layers.md).", "",
              "| kind | class | arguments (defaults) | what it is |", "|---|---|---|---|"]

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..dims import Dim, prod
+from paramcalc.core.dims import Dim, prod
 
 # Bytes per element (in units of the activation dtype's size) a per-element kernel moves when the device
 # did not calibrate it: read and write; a norm makes three such passes.

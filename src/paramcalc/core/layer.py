@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
-from ..dims import Dim, as_dim, equal, format_dim, is_positive, prod
-from ..errors import DimensionError, LayerConfigError, ShapeError, shown
-from ..spec import TensorSpec
-from .work import SavingRules, Work
+from paramcalc.core.assumptions import Assumption
+from paramcalc.core.dims import Dim, as_dim, equal, format_dim, is_positive, prod
+from paramcalc.core.errors import DimensionError, LayerConfigError, ShapeError, shown
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import SavingRules, Work
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +91,10 @@ class Context:
 
     def assume_equal(self, left: Dim, right: Dim) -> None:
         """Record that the result holds only if ``left == right`` (undecidable from the symbols)."""
-        from ..estimate import Assumption
-
         self.assumptions.append(Assumption(self.layer_name, "==", left, right))
 
     def assume_divisible(self, total: Dim, divisor: Dim) -> None:
         """Record that the result holds only if ``divisor`` divides ``total``."""
-        from ..estimate import Assumption
-
         self.assumptions.append(Assumption(self.layer_name, "divisible", total, divisor))
 
     def require_positive(self, value: Dim, message: str, fix: str | None = None) -> None:
@@ -106,9 +103,7 @@ class Context:
         if positive is False:
             raise self.shape_error(message, fix)
         if positive is None:
-            from ..estimate import Assumption
-
-            self.assumptions.append(Assumption(self.layer_name, "positive", value, 0))
+                self.assumptions.append(Assumption(self.layer_name, "positive", value, 0))
 
     def require_equal(self, received: Dim, expected: Dim, message: str, fix: str | None = None) -> None:
         """Raise when two sizes differ; record an assumption when that depends on the symbols."""
@@ -139,7 +134,7 @@ class Layer:
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         raise NotImplementedError(f"{type(self).__name__}.infer")
 
-    # -- what the cost model reads (paramcalc.layers.work) ------------------------------------------------
+    # -- what the cost model reads (paramcalc.core.work) ------------------------------------------------
     def work(self, call) -> Work:
         """This call's work for the cost model. The default is a memory-bound pass that reads every input
         and writes the output (elementwise operations, merges, padding); kinds with products, kernels

@@ -42,9 +42,8 @@ def register_layer(kind: str) -> Callable[[T], T]:
 
 
 def layer_kinds() -> dict[str, type]:
-    """Every registered layer kind, by name."""
-    from . import layers  # noqa: F401  (importing the package registers the built-in kinds)
-
+    """Every registered layer kind, by name (the built-in kinds register when ``paramcalc.layers`` is
+    imported, as ``import paramcalc`` does)."""
     return dict(_LAYER_KINDS)
 
 
@@ -54,8 +53,6 @@ def layer_classes() -> list[type]:
 
 
 def lookup_kind(kind: str) -> type | None:
-    from . import layers  # noqa: F401
-
     return _LAYER_KINDS.get(kind)
 
 

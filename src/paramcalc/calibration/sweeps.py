@@ -120,8 +120,8 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
     """A device profile measured with torch on ``device`` ("cpu" or "cuda"); on a CPU with glibc's
     heap held steady (:func:`steady_heap`). ``products``: the (m, k, n) matrix products to time instead
     of the built-in sweep (a model's own shapes, or a few for a rehearsal). The profile records the
-    machine (:mod:`paramcalc.machine`) and the share of it other processes took meanwhile
-    (:mod:`paramcalc.contention`)."""
+    machine (:mod:`paramcalc.core.machine`) and the share of it other processes took meanwhile
+    (:mod:`paramcalc.core.contention`)."""
     watch, say = _watched(progress)
     with steady_heap(device != "cuda") as steady:
         profile = _measure(device, dtypes, quick, say, products)
@@ -133,14 +133,14 @@ def measure(device: str = "cpu", dtypes: tuple = ("float32",), quick: bool = Fal
 def _watched(progress: Callable[[str], None] | None) -> tuple:
     """A contention watch, and the reporter a measurement speaks through, which marks the watch at every
     stage and message before passing them on to ``progress``."""
-    from .contention import ContentionWatch
-    from .progress import Reporter
+    from paramcalc.calibration.report import Reporter
+    from paramcalc.core.contention import ContentionWatch
 
     watch = ContentionWatch()
     return watch, Reporter(progress, on_message=watch.mark)
 
 
-# The stages of each measurement, in order, for progress bars (paramcalc.progress)
+# The stages of each measurement, in order, for progress bars (paramcalc.interfaces.progress)
 TORCH_STAGES = ("matrix products", "copies and per-op cost", "training steps", "layer host costs",
                 "fresh pages", "per-element kernels", "convolutions", "recurrent layers", "saved tensors",
                 "attention", "optimizer updates")
@@ -154,7 +154,7 @@ STAGE_WEIGHTS = {"matrix products": 8.0, "fresh pages": 4.0, "per-element kernel
 
 
 def _with_machine(profile: dict, watch) -> dict:
-    from .machine import this_machine
+    from paramcalc.core.machine import this_machine
 
     profile["machine"] = this_machine().to_dict()
     measured, before = watch.summary(), profile.get("contention")
@@ -175,71 +175,13 @@ def _rate(flops_per_s: float) -> str:
 def _measure(device: str, dtypes: tuple, quick: bool, say: Callable[[str], None], products: list | None) -> dict:
     import torch
 
-    from .machine import this_machine
-
     run = _timer(torch, device)
-    max_square = 8192 if device == "cuda" else 2048
-    if quick:
-        max_square //= 4
-    profile: dict = {
-        "name": torch.cuda.get_device_name() if device == "cuda" else this_machine().cpu,
-        "framework": "torch", "framework_version": torch.__version__, "device": device,
-        "threads": torch.get_num_threads(), "matmul": {}, "bandwidth": [], "op_overhead_s": None,
-        "matmul_into": "existing",  # products timed into an existing output: no fresh pages in their times
-    }
-    if device == "cuda":  # the framework's defaults, recorded before the sweep changes them
-        profile["tf32_matmul_default"] = bool(torch.backends.cuda.matmul.allow_tf32)
-        profile["tf32_cudnn_default"] = bool(torch.backends.cudnn.allow_tf32)
-        props = torch.cuda.get_device_properties(0)
-        profile["memory_bytes"] = int(props.total_memory)
-        profile["multiprocessors"] = int(props.multi_processor_count)
+    profile = _torch_profile_header(torch, device)
     say.plan([name for name in TORCH_STAGES if device != "cuda" or name != "fresh pages"])
     say.stage("matrix products")
-    for dtype_name in dtypes:
-        tf32 = dtype_name == "tfloat32"
-        dtype = getattr(torch, "float32" if tf32 else dtype_name)
-        if device == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-        shapes = products or product_shapes(max_square, 4 * max_square,
-                                            2**21 if device == "cuda" and not quick else 2**18, quick)
-        # rounds over the whole sweep, the median per shape: a moment when the machine is busy elsewhere
-        # slows one round, not the profile
-        samples: dict = {shape: [] for shape in shapes}
-        for _ in range(1 if quick else SWEEP_ROUNDS):
-            for m, k, n in shapes:
-                a = torch.randn(m, k, device=device, dtype=dtype)
-                b = torch.randn(k, n, device=device, dtype=dtype)
-                # Into an existing output: on a CPU host a fresh output of 32 MiB and more is paged in
-                # (and a 256 MiB one took 9x the 1-wide product's kernel time), which the step-time
-                # model prices once, as fresh pages, for every block a step maps.
-                out = torch.empty(m, n, device=device, dtype=dtype)
-                repeat = max(3, min(50, int(2e11 / (2 * m * k * n)) if device == "cuda" else
-                                    int(2e9 / (2 * m * k * n))))
-                samples[(m, k, n)].append(run(lambda: torch.matmul(a, b, out=out), repeat))
-                del a, b, out
-        rows = []
-        for (m, k, n), times in samples.items():
-            flops, seconds = 2 * m * k * n, statistics.median(times)
-            rows.append({"m": m, "k": k, "n": n, "seconds": seconds, "flops_per_s": flops / seconds})
-            say(f"matmul {dtype_name} {m}x{k}x{n}: {_rate(flops / seconds)}")
-        profile["matmul"][dtype_name] = rows
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
+    profile["matmul"] = _matmul_sweep(torch, run, device, dtypes, quick, say, products)
     say.stage("copies and per-op cost")
-    sizes = [2 ** p for p in range(16, 31 if device == "cuda" else 28, 2)]
-    for size in sizes:
-        x = torch.empty(size // 4, device=device, dtype=torch.float32)
-        y = torch.empty_like(x)
-        seconds = run(lambda: y.copy_(x), repeat=20 if device == "cuda" else 5)
-        profile["bandwidth"].append({"bytes": 2 * size, "seconds": seconds, "bytes_per_s": 2 * size / seconds})
-        say(f"copy {size / 2**20:.1f} MiB: {2 * size / seconds / 1e9:.1f} GB/s (read + write)")
-        # Training writes into fresh tensors every step; on a CPU a fresh large block means page faults
-        fresh = run(lambda: x * 2, repeat=20 if device == "cuda" else 5)
-        profile.setdefault("fresh_bandwidth", []).append({"bytes": 2 * size, "seconds": fresh})
-    tiny = torch.zeros(1, device=device)
-    per_op = run(lambda: [tiny.add_(1) for _ in range(100)], repeat=20) / 100
-    profile["op_overhead_s"] = per_op
-    say(f"per-op overhead: {per_op * 1e6:.1f} us")
+    profile.update(_copy_sweep(torch, run, device, say))
     say.stage("training steps")
     profile.update(_training_overhead(torch, device, say))
     say.stage("layer host costs")
@@ -257,13 +199,7 @@ def _measure(device: str, dtypes: tuple, quick: bool, say: Callable[[str], None]
     say.stage("recurrent layers")
     profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
     say.stage("saved tensors")
-    recurrent_layer = _torch_recurrent_layer(torch, device)
-    profile["recurrent_memory"] = _recurrent_memory_torch(torch, device, recurrent_layer, say)
-    profile["transformer_saved"] = _transformer_saved(torch, device, say)
-    # what the same layers keep under autocast, as mixed precision trains them (memory: no dtype sweep needed)
-    profile["recurrent_memory_mixed"] = _recurrent_memory_torch(torch, device, recurrent_layer, say,
-                                                                autocast=torch.bfloat16)
-    profile["transformer_saved_mixed"] = _transformer_saved(torch, device, say, autocast=torch.bfloat16)
+    profile.update(_saved_tensors(torch, device, say))
     say.stage("attention")
     profile["attention"] = _attention_throughput(torch, device, dtypes, say, quick)
     say.stage("optimizer updates")
@@ -271,6 +207,96 @@ def _measure(device: str, dtypes: tuple, quick: bool, say: Callable[[str], None]
     # the step and per-layer costs above leave the update out: the optimizer rows price it whole
     profile["overheads_exclude_update"] = True
     return profile
+
+
+def _torch_profile_header(torch, device: str) -> dict:
+    """What a torch profile says of the machine and framework before any sweep."""
+    from paramcalc.core.machine import this_machine
+
+    profile: dict = {
+        "name": torch.cuda.get_device_name() if device == "cuda" else this_machine().cpu,
+        "framework": "torch", "framework_version": torch.__version__, "device": device,
+        "threads": torch.get_num_threads(), "matmul": {}, "bandwidth": [], "op_overhead_s": None,
+        "matmul_into": "existing",  # products timed into an existing output: no fresh pages in their times
+    }
+    if device == "cuda":  # the framework's defaults, recorded before the sweep changes them
+        profile["tf32_matmul_default"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        profile["tf32_cudnn_default"] = bool(torch.backends.cudnn.allow_tf32)
+        props = torch.cuda.get_device_properties(0)
+        profile["memory_bytes"] = int(props.total_memory)
+        profile["multiprocessors"] = int(props.multi_processor_count)
+    return profile
+
+
+def _matmul_sweep(torch, run, device: str, dtypes: tuple, quick: bool, say, products: list | None) -> dict:
+    """Rows (m, k, n, seconds, FLOP/s) of the matrix products, by dtype name."""
+    max_square = 8192 if device == "cuda" else 2048
+    if quick:
+        max_square //= 4
+    by_dtype = {}
+    for dtype_name in dtypes:
+        tf32 = dtype_name == "tfloat32"
+        dtype = getattr(torch, "float32" if tf32 else dtype_name)
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+        shapes = products or product_shapes(max_square, 4 * max_square,
+                                            2**21 if device == "cuda" and not quick else 2**18, quick)
+        # rounds over the whole sweep, the median per shape: a moment when the machine is busy elsewhere
+        # slows one round, not the profile
+        samples: dict = {shape: [] for shape in shapes}
+        for _ in range(1 if quick else SWEEP_ROUNDS):
+            for m, k, n in shapes:
+                samples[(m, k, n)].append(_time_product(torch, run, device, dtype, m, k, n))
+        rows = []
+        for (m, k, n), times in samples.items():
+            flops, seconds = 2 * m * k * n, statistics.median(times)
+            rows.append({"m": m, "k": k, "n": n, "seconds": seconds, "flops_per_s": flops / seconds})
+            say(f"matmul {dtype_name} {m}x{k}x{n}: {_rate(flops / seconds)}")
+        by_dtype[dtype_name] = rows
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return by_dtype
+
+
+def _time_product(torch, run, device: str, dtype, m: int, k: int, n: int) -> float:
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    # Into an existing output: on a CPU host a fresh large output is paged in, which the step-time model
+    # prices apart, as fresh pages, for every block a step maps.
+    out = torch.empty(m, n, device=device, dtype=dtype)
+    repeat = max(3, min(50, int(2e11 / (2 * m * k * n)) if device == "cuda" else int(2e9 / (2 * m * k * n))))
+    return run(lambda: torch.matmul(a, b, out=out), repeat)
+
+
+def _copy_sweep(torch, run, device: str, say) -> dict:
+    """Copy bandwidth into existing and into fresh tensors over sizes, and the host cost of one op."""
+    bandwidth, fresh_bandwidth = [], []
+    for size in [2 ** p for p in range(16, 31 if device == "cuda" else 28, 2)]:
+        x = torch.empty(size // 4, device=device, dtype=torch.float32)
+        y = torch.empty_like(x)
+        seconds = run(lambda: y.copy_(x), repeat=20 if device == "cuda" else 5)
+        bandwidth.append({"bytes": 2 * size, "seconds": seconds, "bytes_per_s": 2 * size / seconds})
+        say(f"copy {size / 2**20:.1f} MiB: {2 * size / seconds / 1e9:.1f} GB/s (read + write)")
+        # Training writes into fresh tensors every step; on a CPU a fresh large block means page faults
+        fresh = run(lambda: x * 2, repeat=20 if device == "cuda" else 5)
+        fresh_bandwidth.append({"bytes": 2 * size, "seconds": fresh})
+    tiny = torch.zeros(1, device=device)
+    per_op = run(lambda: [tiny.add_(1) for _ in range(100)], repeat=20) / 100
+    say(f"per-op overhead: {per_op * 1e6:.1f} us")
+    return {"bandwidth": bandwidth, "fresh_bandwidth": fresh_bandwidth, "op_overhead_s": per_op}
+
+
+def _saved_tensors(torch, device: str, say) -> dict:
+    """What recurrent and Transformer layers keep for their backward, in full precision and under
+    autocast as mixed precision trains them (memory needs no dtype sweep)."""
+    recurrent_layer = _torch_recurrent_layer(torch, device)
+    return {
+        "recurrent_memory": _recurrent_memory_torch(torch, device, recurrent_layer, say),
+        "transformer_saved": _transformer_saved(torch, device, say),
+        "recurrent_memory_mixed": _recurrent_memory_torch(torch, device, recurrent_layer, say,
+                                                          autocast=torch.bfloat16),
+        "transformer_saved_mixed": _transformer_saved(torch, device, say, autocast=torch.bfloat16),
+    }
 
 
 def _training_overhead(torch, device: str, say) -> dict:
@@ -355,6 +381,17 @@ def _kind_overheads(torch, device: str, say) -> dict:
     return out
 
 
+def _fresh_page_penalties(torch, run, n: int) -> list:
+    """Seconds per byte a fresh output of ``n`` floats costs over an existing one, for three kernels (the
+    tensors are freed on return, before a larger size is tried)."""
+    x = torch.rand(n) + 0.5
+    out = torch.zeros(n)
+    return [max(run(fresh, repeat=5) - run(existing, repeat=5), 0.0) / (4 * n)
+            for fresh, existing in ((lambda: x.sqrt(), lambda: torch.sqrt(x, out=out)),
+                                    (lambda: x / 2.0, lambda: torch.div(x, 2.0, out=out)),
+                                    (lambda: torch.empty(n).fill_(1.0), lambda: out.fill_(1.0)))]
+
+
 def _page_fault_cost(torch, say, quick: bool = False) -> float:
     """Seconds per byte that writing a fresh block costs over writing an existing one, on a CPU host.
 
@@ -365,14 +402,7 @@ def _page_fault_cost(torch, say, quick: bool = False) -> float:
     run = _timer(torch, "cpu")
     penalties = []
     for mib in (64,) if quick else (64, 256):
-        n = mib * 2**20 // 4
-        x = torch.rand(n) + 0.5
-        out = torch.zeros(n)
-        for fresh, existing in ((lambda: x.sqrt(), lambda: torch.sqrt(x, out=out)),
-                                (lambda: x / 2.0, lambda: torch.div(x, 2.0, out=out)),
-                                (lambda: torch.empty(n).fill_(1.0), lambda: out.fill_(1.0))):
-            penalties.append(max(run(fresh, repeat=5) - run(existing, repeat=5), 0.0) / (4 * n))
-        del x, out
+        penalties += _fresh_page_penalties(torch, run, mib * 2**20 // 4)
     cost = statistics.median(penalties)
     say(f"fresh pages: {1 / cost / 1e9 if cost else float('inf'):.1f} GB/s paged in")
     return cost
@@ -400,7 +430,7 @@ def _page_churn_cost(torch, say, quick: bool = False) -> list | None:
     256 KiB blocks, 0.28-0.31 for 4.6 MiB ones, where 64 MiB blocks paged in at 0.21-0.26. In a child
     process, whose heap is fresh: a heap grown by the sweeps before serves the blocks from its free
     lists and churns or not by chance (two of three calibrations in one process measured none)."""
-    rows = _in_fresh_process(f"from paramcalc.calibrate import _page_churn_rounds as r; print(r({bool(quick)}))")
+    rows = _in_fresh_process(f"from paramcalc.calibration.sweeps import _page_churn_rounds as r; print(r({bool(quick)}))")
     if not rows:
         say("heap churn in training steps: not measured (no glibc mallopt, or no churn)")
         return None
@@ -415,7 +445,7 @@ def _in_fresh_process(code: str, timeout: float = 600):
     paramcalc; None when the child fails, times out or prints nothing."""
     import subprocess
 
-    from .subprocesses import python_command
+    from paramcalc.io.subprocesses import python_command
 
     try:
         child = subprocess.run(python_command(code=code, isolated=False), capture_output=True, text=True,
@@ -699,7 +729,7 @@ def _keras_tf_recurrent_in_fresh_process(keras, tf, say, quick: bool) -> dict:
     per time step in three calibrations, where a fresh process measured 91 and the layer added to a
     training model 74-84. In this process where no child answers."""
     rows = _in_fresh_process("import os; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3'); import json, keras, "
-                             "tensorflow as tf; from paramcalc.calibrate import _recurrent_throughput_keras_tf as r; "
+                             "tensorflow as tf; from paramcalc.calibration.sweeps import _recurrent_throughput_keras_tf as r; "
                              f"print(json.dumps(r(keras, tf, lambda message: None, {bool(quick)})))")
     if not rows:
         return _recurrent_throughput_keras_tf(keras, tf, say, quick)
@@ -1187,7 +1217,7 @@ def measure_keras(quick: bool = False, progress: Callable[[str], None] | None = 
     import tensorflow as tf
 
     watch, say = _watched(progress)
-    from .machine import this_machine
+    from paramcalc.core.machine import this_machine
 
     profile: dict = {"name": this_machine().cpu, "framework": "keras", "framework_version": f"keras {keras.__version__}, "
                      f"tensorflow {tf.__version__}", "device": "cpu", "matmul": {}, "bandwidth": []}

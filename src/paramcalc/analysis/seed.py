@@ -13,8 +13,8 @@ A regression MLP on (samples, n) tabular data; the user reshaped the data to (sa
 
 from __future__ import annotations
 
-from .graph import Sequential
-from .layers import Dense, Flatten
+from paramcalc.core.graph import Sequential
+from paramcalc.layers import Dense, Flatten
 
 SEED_VARIANTS = ("flat", "reshaped_flatten", "reshaped")
 SEED_FEATURES = 20020

@@ -16,8 +16,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dims import prod
-from .errors import FileFormatError, SpecError
+from paramcalc.core.dims import prod
+from paramcalc.core.errors import FileFormatError, SpecError
 
 MAX_CONFIG_BYTES = 64 * 2**20  # far larger than any real model's config.json
 MAX_COMPRESSION_RATIO = 200  # a config.json compresses ~10x; more is a zip bomb
@@ -80,7 +80,7 @@ def check_regular(path: str | Path) -> None:
 def read_text(path: str | Path) -> str:
     """A spec file's text: read up to the size limit (a file past it is refused before it is read
     whole) and decoded as UTF-8 (binary content is no spec)."""
-    from .frontends.spec import MAX_SPEC_BYTES
+    from paramcalc.frontends.spec import MAX_SPEC_BYTES
 
     path = Path(path)
     check_regular(path)
@@ -161,7 +161,7 @@ def read_keras_config(path: str | Path) -> dict:
         if len(data) > MAX_CONFIG_BYTES:
             raise FileFormatError(f"{path}: config.json is larger than the limit of {MAX_CONFIG_BYTES:,} bytes "
                                   "(its declared size was wrong)", where=str(path))
-    from .frontends.spec import load_spec_text
+    from paramcalc.frontends.spec import load_spec_text
 
     try:
         text = data.decode("utf-8")
@@ -186,7 +186,7 @@ def read_safetensors(path: str | Path) -> WeightsFile:
             raise FileFormatError(f"{path}: the header length ({header_len:,}) runs past the end of the file "
                                   f"({size:,} bytes)", where=str(path))
         header_bytes = handle.read(header_len)
-    from .frontends.spec import load_spec_text
+    from paramcalc.frontends.spec import load_spec_text
 
     try:
         header_text = header_bytes.decode("utf-8")
@@ -238,10 +238,10 @@ def read_safetensors(path: str | Path) -> WeightsFile:
 
 def read_h5_config(path: str | Path) -> dict:
     """The ``model_config`` attribute of a legacy Keras ``.h5`` file, read with h5py in a child process
-    whose memory is capped (:mod:`paramcalc.h5_reader`): a variable-length string does not say its size
+    whose memory is capped (:mod:`paramcalc.io.h5_reader`): a variable-length string does not say its size
     before it is read."""
-    from .frontends.spec import load_spec_text
-    from .h5_reader import read_model_config
+    from paramcalc.frontends.spec import load_spec_text
+    from paramcalc.io.h5_reader import read_model_config
 
     return load_spec_text(read_model_config(str(path), MAX_CONFIG_BYTES), f"{path}:model_config")
 

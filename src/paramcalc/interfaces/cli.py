@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .contention import BUSY_SHARE
-from .dims import format_count
+from paramcalc.core.contention import BUSY_SHARE
+from paramcalc.core.dims import format_count
 
 
 def _parse_shape(text: str) -> tuple:
@@ -49,7 +49,7 @@ def _input_arg(text: str) -> tuple:
 def input_shapes(values: list | None):
     """What ``--input`` (given once per input) means for estimate(): one shape, shapes in input order, or
     shapes by input name."""
-    from .errors import SpecError
+    from paramcalc.core.errors import SpecError
 
     if not values:
         return None
@@ -168,8 +168,8 @@ MODEL_HELP = ("a file (JSON or YAML spec, Keras config, .keras, .h5, ONNX, safet
 
 
 def _training_options(parser) -> None:
-    from .cost.devices import BUILTIN, MEASURED
-    from .cost.step import OPTIMIZERS, PRECISIONS
+    from paramcalc.cost.devices import BUILTIN, MEASURED
+    from paramcalc.cost.step import OPTIMIZERS, PRECISIONS
 
     parser.add_argument("--optimizer", default=None,
                         help=f"add training memory and FLOPs with this optimizer ({', '.join(OPTIMIZERS)})"
@@ -201,8 +201,8 @@ def _model_options(parser, both: bool = False, formats: bool = True) -> None:
 def load_model(text: str):
     """A model argument: a file, seed:VARIANT[:FEATURES], or module:attribute (a Keras or torch model,
     or a function returning one; the module is the user's own code and is imported)."""
-    from . import files
-    from .seed import seed_model
+    from paramcalc.analysis.seed import seed_model
+    from paramcalc.io import files
 
     if text.startswith("seed:"):
         _, variant, *rest = text.split(":")
@@ -218,10 +218,10 @@ def load_model(text: str):
         if kind in ("json", "unknown") and path.suffix.lower() != ".keras":
             text = files.read_text(path)  # at most a spec's size; binary content is refused
             if path.suffix.lower() in (".yaml", ".yml"):
-                from .frontends.yaml_spec import load_spec_yaml
+                from paramcalc.frontends.yaml_spec import load_spec_yaml
 
                 return load_spec_yaml(text, str(path))
-            from .frontends.spec import load_spec_text
+            from paramcalc.frontends.spec import load_spec_text
 
             return load_spec_text(text, str(path))
         raise files.refuse(path, kind)
@@ -235,7 +235,7 @@ def _load_attribute(text: str):
     returning one, or, written module:Class(), a class called with no arguments."""
     import importlib
 
-    from .errors import SpecError
+    from paramcalc.core.errors import SpecError
 
     module_name, _, attribute = text.partition(":")
     call = attribute.endswith("()")
@@ -260,7 +260,7 @@ def _load_attribute(text: str):
 
 
 def _estimate_arg(model_text: str, args, input_shape=None):
-    from .estimate import estimate
+    from paramcalc.analysis.estimate import estimate
 
     return estimate(load_model(model_text), input_shape=input_shape if input_shape is not None else input_shapes(args.input),
                     batch_size=args.batch_size, target_shape=args.target, optimizer=args.optimizer,
@@ -268,7 +268,7 @@ def _estimate_arg(model_text: str, args, input_shape=None):
 
 
 def _compare(args) -> str:
-    from .render import render_comparison
+    from paramcalc.interfaces.render import render_comparison
 
     a = _estimate_arg(args.model_a, args)
     b = _estimate_arg(args.model_b, args, input_shape=input_shapes(args.input_b or args.input))
@@ -279,8 +279,8 @@ def _compare(args) -> str:
 
 
 def _plot(args) -> str:
-    from .estimate import estimate
-    from .plot import plot
+    from paramcalc.analysis.estimate import estimate
+    from paramcalc.interfaces.plot import plot
 
     values = [int(v) for v in args.values.split(",") if v.strip()]
     est = estimate(load_model(args.model), input_shape=input_shapes(args.input), target_shape=args.target,
@@ -291,7 +291,7 @@ def _plot(args) -> str:
 
 
 def _explain(args) -> str:
-    from .render import render_explanation
+    from paramcalc.interfaces.render import render_explanation
 
     est = _estimate_arg(args.model, args)
     if args.json:
@@ -306,7 +306,7 @@ def _explain(args) -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from paramcalc import __version__
 
     return __version__
 
@@ -321,7 +321,7 @@ def _use_color() -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.color = _use_color()
-    from .errors import ParamcalcError
+    from paramcalc.core.errors import ParamcalcError
 
     try:
         if args.command == "demo":
@@ -350,13 +350,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary(args) -> str:
-    from . import files
-    from .estimate import estimate
+    from paramcalc.analysis.estimate import estimate
+    from paramcalc.io import files
 
     path = Path(args.spec)
     kind = files.sniff(path) if path.is_file() else "model"
     if kind == "onnx":
-        from .onnx_reader import read_onnx
+        from paramcalc.io.onnx_reader import read_onnx
 
         summary = read_onnx(str(path))
         if args.json:
@@ -382,14 +382,14 @@ def _summary(args) -> str:
     if args.json:
         return est.to_json(indent=2)
     if args.markdown:
-        from .render import render_markdown
+        from paramcalc.interfaces.render import render_markdown
 
         return render_markdown(est)
     return est.summary(color=args.color)
 
 
 def _read_calibration(path: str) -> dict:
-    from .errors import ParamcalcError
+    from paramcalc.core.errors import ParamcalcError
 
     with open(path, encoding="utf-8") as handle:
         try:
@@ -410,10 +410,10 @@ def _calibrate_runs(args, run=None) -> list[str]:
     current folder, unless a test passes another)."""
     import subprocess
 
-    from .errors import ParamcalcError
-    from .subprocesses import python_command
+    from paramcalc.core.errors import ParamcalcError
+    from paramcalc.io.subprocesses import python_command
 
-    run = run or (lambda arguments: subprocess.run(python_command(module="paramcalc.cli", args=tuple(arguments),
+    run = run or (lambda arguments: subprocess.run(python_command(module="paramcalc.interfaces.cli", args=tuple(arguments),
                                                                   isolated=False)).returncode)
     stem = args.out[:-5] if args.out.endswith(".json") else args.out
     paths = []
@@ -430,12 +430,12 @@ def _calibrate_runs(args, run=None) -> list[str]:
 
 
 def _calibrate(args) -> str:
-    from .errors import ParamcalcError
+    from paramcalc.core.errors import ParamcalcError
 
     if args.repeat > 1 and not args.merge:
         args.merge = _calibrate_runs(args)
     if args.merge:
-        from .calibration_merge import merge, spread
+        from paramcalc.calibration.merge import merge, spread
 
         runs = [_read_calibration(path) for path in args.merge]
         merged = merge(runs, args.merge)
@@ -455,8 +455,8 @@ def _calibrate(args) -> str:
     except ImportError:
         raise ParamcalcError(f"calibrate --framework {args.framework} measures with {module}, which is not installed",
                              fix="pip install 'paramcalc[test]' (pinned CPU builds) and run again") from None
-    from . import calibrate
-    from .progress import ProgressBar
+    from paramcalc.calibration import sweeps as calibrate
+    from paramcalc.interfaces.progress import ProgressBar
 
     progress = ProgressBar(weights=calibrate.STAGE_WEIGHTS)
     try:
@@ -479,8 +479,8 @@ def _calibrate(args) -> str:
 def _refuse_if_busy(profile: dict, args, what: str) -> None:
     """Refuses a profile measured while others took much of the machine: it is kept beside --out (nothing
     measured is lost) and the message says what to do, unless --allow-busy."""
-    from .contention import too_busy
-    from .errors import ParamcalcError
+    from paramcalc.core.contention import too_busy
+    from paramcalc.core.errors import ParamcalcError
 
     load = profile.get("contention")
     if args.allow_busy or not too_busy(load):
@@ -507,8 +507,8 @@ def _spread_text(found: dict) -> str:
 
 
 def _demo(features: int, as_json: bool, color: bool = False, markdown: bool = False) -> str:
-    from .estimate import estimate
-    from .seed import SEED_VARIANTS, seed_model
+    from paramcalc.analysis.estimate import estimate
+    from paramcalc.analysis.seed import SEED_VARIANTS, seed_model
 
     symbolic = {v: estimate(seed_model(v), target_shape=()) for v in SEED_VARIANTS}
     concrete = {v: est.subs(n=features) for v, est in symbolic.items()}
@@ -519,7 +519,7 @@ def _demo(features: int, as_json: bool, color: bool = False, markdown: bool = Fa
                        for v in SEED_VARIANTS},
         }, indent=2)
     if markdown:
-        from .render import render_markdown
+        from paramcalc.interfaces.render import render_markdown
 
         return "\n\n".join(render_markdown(concrete[v]) for v in SEED_VARIANTS)
     titles = {
@@ -562,10 +562,10 @@ SEED_BATCH = 128
 
 def _training_table(features: int) -> list[str]:
     """Memory and time of training each seed model with Adam, predicted on measured device profiles."""
-    from .cost.capacity import largest_fitting
-    from .estimate import estimate
-    from .render import format_bytes, format_seconds
-    from .seed import SEED_VARIANTS, seed_model
+    from paramcalc.analysis.estimate import estimate
+    from paramcalc.analysis.seed import SEED_VARIANTS, seed_model
+    from paramcalc.core.units import format_bytes, format_seconds
+    from paramcalc.cost.capacity import largest_fitting
 
     devices = [("h100-sxm-torch", "H100 (torch)"), ("cpu-dev-keras", "2-core CPU (Keras)"),
                ("cpu-dev-torch", "2-core CPU (torch)")]

@@ -4,23 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from .dims import format_count
-from .estimate import FLOP_CONVENTION
-
-_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-
-
-def format_bytes(value) -> str:
-    """1,801,831,101 * 4 bytes -> '6.71 GiB' (display only; the exact int stays on the Estimate)."""
-    if type(value) is not int:  # a formula: "B" would read as the batch symbol
-        return f"({value}) bytes"
-    size, unit = value, 0
-    while size >= 1024 ** (unit + 1) and unit < len(_BINARY_UNITS) - 1:
-        unit += 1
-    if unit == 0:
-        return f"{value} B"
-    hundredths = value * 100 // 1024 ** unit
-    return f"{hundredths // 100:,}.{hundredths % 100:02d} {_BINARY_UNITS[unit]}"
+from paramcalc.core.dims import format_count
+from paramcalc.core.units import FLOP_CONVENTION, format_bytes, format_seconds
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
@@ -124,7 +109,7 @@ def _reference(ref: tuple) -> str:
 
 def _training_lines(cost) -> list[str]:
     m = cost.memory
-    from .cost.step import FRAMEWORK_NAMES
+    from paramcalc.cost.step import FRAMEWORK_NAMES
 
     lines = ["", f"Training step ({cost.optimizer}, {cost.precision}, batch {format_count(cost.batch_size)}; "
                  f"{FRAMEWORK_NAMES[cost.framework]}):"]
@@ -156,20 +141,6 @@ def _peak_text(m, optimizer: str) -> str:
              *moment.parts]
     return (f"Peak {when}: " + " + ".join(f"{label} {format_bytes(nbytes)}" for label, nbytes in parts if nbytes)
             + f" = {format_bytes(m.peak)}")
-
-
-def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.2f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds * 1e6:.1f} us"
 
 
 def render_markdown(est) -> str:

@@ -1,7 +1,7 @@
 """estimate(): propagate a model and aggregate its rows into an Estimate.
 
 The Estimate is data: exact ints or symbolic expressions, never floats, never formatted on its own
-(``summary()`` hands it to :mod:`paramcalc.render`). FLOPs count one multiply-add as 2 FLOPs; MACs
+(``summary()`` hands it to :mod:`paramcalc.interfaces.render`). FLOPs count one multiply-add as 2 FLOPs; MACs
 count multiply-accumulates; both are per sample unless the name says per batch.
 """
 
@@ -11,40 +11,15 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from .dims import Dim, Sym, as_dim, equal, exact_div, format_dim, is_positive, symbol, symbols_of
-from .errors import ParamcalcError, ShapeError, SpecError
-from .graph import Node, normalize_shape, propagate
-from .layers.base import Layer, format_shape
-from .spec import TensorSpec, dtype_bytes
+from paramcalc.core.assumptions import Assumption
+from paramcalc.core.dims import Dim, Sym, as_dim, format_dim, symbol, symbols_of
+from paramcalc.core.errors import ParamcalcError, ShapeError, SpecError
+from paramcalc.core.graph import Node, normalize_shape, propagate
+from paramcalc.core.layer import Layer, format_shape
+from paramcalc.core.spec import TensorSpec, dtype_bytes
+from paramcalc.core.units import FLOP_CONVENTION
 
-FLOP_CONVENTION = "1 multiply-add = 2 FLOPs; MACs count multiply-adds; per sample unless 'per batch'"
 DEFAULT_BATCH_SYMBOL = "B"
-
-
-@dataclass(frozen=True)
-class Assumption:
-    """A condition the estimate relies on that the symbols cannot settle (``n == 20020``)."""
-
-    layer: str
-    relation: str  # "==", "divisible" or "positive" (left > 0; right unused)
-    left: Dim
-    right: Dim
-
-    def __str__(self) -> str:
-        if self.relation == "positive":
-            return f"{format_dim(self.left)} > 0"
-        if self.relation == "divisible":
-            return f"{format_dim(self.left)} is divisible by {format_dim(self.right)}"
-        return f"{format_dim(self.left)} == {format_dim(self.right)}"
-
-    def holds(self) -> bool | None:
-        if self.relation == "positive":
-            return is_positive(self.left)
-        if self.relation == "divisible":
-            if type(self.left) is int and type(self.right) is int:
-                return exact_div(self.left, self.right) is not None
-            return True if exact_div(self.left, self.right) is not None else None
-        return equal(self.left, self.right)
 
 
 @dataclass(frozen=True)
@@ -170,7 +145,7 @@ class Estimate:
 
     def summary(self, **kwargs: Any) -> str:
         """The table a Keras ``summary()`` or torchinfo user expects, as text (``color=True`` for ANSI)."""
-        from .render import render_text
+        from paramcalc.interfaces.render import render_text
 
         return render_text(self, **kwargs)
 
@@ -206,7 +181,7 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     >>> est.params
     6126801
     """
-    from .frontends import to_model
+    from paramcalc.frontends import to_model
 
     graph = to_model(model).graph()
     notes = list(graph.notes)
@@ -245,10 +220,10 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
         result = replace(result, batch_size=batch)
     if optimizer is not None or dtype is not None or device is not None:
         if device is not None:  # read a profile once: the cost, its notes and later subs() share it
-            from .cost.devices import resolve
+            from paramcalc.cost.devices import resolve
 
             device = resolve(device)
-        from .cost.training import TrainingSetup
+        from paramcalc.cost.training import TrainingSetup
 
         setup = TrainingSetup(optimizer, dtype or "float32", device, keras_backend)  # no optimizer: Adam, noted
         cost = _training(result, setup)
@@ -290,8 +265,8 @@ def _with_training_notes(est: Estimate) -> Estimate:
         added = (f"step time needs a concrete batch size: pass batch_size=... or call "
                  f"subs({est.batch_symbol}=...)",)
     elif device is not None:
-        from .cost.devices import machine_notes
-        from .machine import this_machine
+        from paramcalc.core.machine import this_machine
+        from paramcalc.cost.devices import machine_notes
 
         added = _uncalibrated_dtype_notes(device, precision) + machine_notes(device, this_machine())
     else:
@@ -306,7 +281,7 @@ def _with_training_notes(est: Estimate) -> Estimate:
 def _undescribed_kinds(est: Estimate) -> tuple:
     """A note for each kind registered outside paramcalc that states neither its work nor what it keeps:
     the cost model then prices it as a memory pass and keeps nothing for it, which it should say."""
-    from .layers.base import Layer
+    from paramcalc.core.layer import Layer
 
     found: dict = {}
     for row in est.layers:
@@ -322,7 +297,7 @@ def _undescribed_kinds(est: Estimate) -> tuple:
 def _uncalibrated_dtype_notes(device, precision: str) -> tuple:
     """A note where a calibrated profile measured no matrix products of the precision's dtype: its
     products are then priced from a datasheet curve, not from this machine."""
-    from .cost.step import precision_named
+    from paramcalc.cost.step import precision_named
 
     profile, dtype = device, precision_named(precision).product_dtype  # resolved by estimate()
     if profile.source == "datasheet" or dtype in profile.matmul or not profile.matmul:
@@ -335,7 +310,7 @@ def _uncalibrated_dtype_notes(device, precision: str) -> tuple:
 
 def _training(est: Estimate, setup):
     """The training cost for ``setup``; None while sizes other than the batch are still symbolic."""
-    from .cost.training import training_cost
+    from paramcalc.cost.training import training_cost
 
     if est.symbols - {est.batch_symbol}:
         return None
@@ -446,7 +421,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
 
 
 def _with_diagnostics(est: Estimate) -> Estimate:
-    from .diagnostics import diagnose
+    from paramcalc.analysis.diagnostics import diagnose
 
     return replace(est, diagnostics=tuple(diagnose(est)))
 

@@ -5,7 +5,7 @@ matplotlib is an optional extra (``pip install 'paramcalc[plot]'``), imported on
 
 from __future__ import annotations
 
-from .errors import ParamcalcError
+from paramcalc.core.errors import ParamcalcError
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "input_batch")
 
@@ -13,7 +13,7 @@ PARTS = ("weights", "gradients", "optimizer", "activations", "input_batch")
 def sweep(est, values: list[int], symbol: str | None = None, *, optimizer: str = "adam",
           precision: str = "float32", device: object = None, keras_backend: str | None = None) -> list[dict]:
     """Training cost at each value of ``symbol`` (default: the batch size), as plain numbers."""
-    from .cost.training import training_cost
+    from paramcalc.cost.training import training_cost
 
     name = symbol or est.batch_symbol
     rows = []
@@ -36,7 +36,7 @@ def plot(est, values: list[int], path: str, *, symbol: str | None = None, optimi
         import matplotlib.pyplot as plt
     except ImportError:
         raise ParamcalcError("plotting needs matplotlib", fix="pip install 'paramcalc[plot]'") from None
-    from .cost.devices import resolve
+    from paramcalc.cost.devices import resolve
 
     profile = resolve(device) if device is not None else None
     rows = sweep(est, values, symbol, optimizer=optimizer, precision=precision, device=profile, keras_backend=keras_backend)

@@ -8,7 +8,7 @@ in paramcalc. No
 dataset, group or link is touched: external links, virtual datasets and external storage are never
 followed.
 
-Run as ``python -m paramcalc.h5_reader FILE``: prints one JSON document, ``{"config": text}`` or
+Run as ``python -m paramcalc.io.h5_reader FILE``: prints one JSON document, ``{"config": text}`` or
 ``{"error": kind, "detail": text}``.
 """
 
@@ -27,10 +27,10 @@ TIMEOUT_S = 60
 def read_model_config(path: str, limit: int) -> str:
     """The ``model_config`` text of ``path``; raises FileFormatError for a missing, oversized or unreadable
     one (imports no h5py here)."""
-    from .errors import FileFormatError
-    from .subprocesses import python_command
+    from paramcalc.core.errors import FileFormatError
+    from paramcalc.io.subprocesses import python_command
 
-    command = python_command(module="paramcalc.h5_reader", args=(os.path.abspath(path), str(limit)), isolated=True)
+    command = python_command(module="paramcalc.io.h5_reader", args=(os.path.abspath(path), str(limit)), isolated=True)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .dims import Dim, prod
+from paramcalc.core.dims import Dim, prod
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def dtype_bytes(dtype: str) -> int:
     try:
         return DTYPE_BYTES[dtype]
     except KeyError:
-        from .errors import ParamcalcError
+        from paramcalc.core.errors import ParamcalcError
 
         raise ParamcalcError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}") from None
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .dims import dominates, equal, exact_div, format_count, is_positive, prod
+from paramcalc.core.dims import (
+    dominates,
+    equal,
+    exact_div,
+    format_count,
+    is_positive,
+    prod,
+)
 
 
 @dataclass(frozen=True)
@@ -303,7 +310,7 @@ def _cpu_page_churn(est) -> Iterator[Diagnostic]:
     else:
         fix = ("glibc maps blocks of 32 MiB and more from the kernel whatever its settings: preload a caching "
                "allocator (jemalloc or tcmalloc, LD_PRELOAD=...) for training, or make the largest tensors smaller")
-    from .render import format_seconds
+    from paramcalc.core.units import format_seconds
 
     yield Diagnostic(
         "cpu-page-churn", "info", None,

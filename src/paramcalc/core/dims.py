@@ -23,7 +23,7 @@ import keyword
 import operator
 from typing import Iterable, Mapping, Union
 
-from .errors import DimensionError, shown
+from paramcalc.core.errors import DimensionError, shown
 
 # Frameworks index tensors with int64; a size beyond that is a typo, not a model.
 MAX_DIM = 2**63 - 1
@@ -194,7 +194,7 @@ class Sym:
     def __bool__(self) -> bool:
         raise TypeError(
             f"the truth value of the symbolic dimension {self} is undecidable; "
-            "use paramcalc.dims.equal() or is_positive()"
+            "use paramcalc.core.dims.equal() or is_positive()"
         )
 
     # -- queries --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .errors import ParamcalcError
+from paramcalc.core.errors import ParamcalcError
 
 # Entries that name what was measured: every calibration merged must agree on them.
 IDENTITY = ("framework", "device", "machine")
