@@ -725,9 +725,8 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False, make_lay
 
 def _keras_tf_recurrent_in_fresh_process(keras, tf, say, quick: bool) -> dict:
     """:func:`_recurrent_throughput_keras_tf` in a child process, as a training process runs the layers:
-    measured after this calibration's sweeps, in its own process, the zoo's LSTM layer took 133-152 us
-    per time step in three calibrations, where a fresh process measured 91 and the layer added to a
-    training model 74-84. In this process where no child answers."""
+    measured after this calibration's sweeps, in their process, a recurrent layer runs markedly slower
+    than in a fresh process or inside a training model. In this process where no child answers."""
     rows = _in_fresh_process("import os; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3'); import json, keras, "
                              "tensorflow as tf; from paramcalc.calibration.sweeps import _recurrent_throughput_keras_tf as r; "
                              f"print(json.dumps(r(keras, tf, lambda message: None, {bool(quick)})))")
@@ -1176,8 +1175,8 @@ def _optimizer_throughput(torch, device: str, quick: bool, say) -> dict:
         grads = [torch.randn_like(p) for p in params]
 
         def fresh_gradients():
-            # as in training, where each backward writes new gradients: an update of a set that fits
-            # the cache, timed again and again on the same gradients, ran 1.5x faster on a CPU
+            # as in training, where each backward writes new gradients: an update timed again and again
+            # on the same gradients finds them in the cache and runs faster than training's
             for p, g in zip(params, grads):
                 p.grad = g.clone()
         for name, make in makers:
@@ -1336,10 +1335,9 @@ def _tf_products(tf, layout: str, m: int, k: int, n: int, reps: int) -> Callable
 def _one_after_another(tf, ops: list) -> list:
     """One element of each op's result, each op started only once the previous one has finished.
 
-    A compiled function runs independent operations at once on its inter-op threads: 8 independent
-    products timed together ran 10-20% faster per product on the 2-core development CPU than the same
-    products one after another (128x512x512: 340 against 278 GFLOP/s), and a training step's operations
-    mostly wait for each other."""
+    A compiled function runs independent operations at once on its inter-op threads, so independent
+    products timed together run faster per product than one after another, while a training step's
+    operations mostly wait for each other."""
     out: list = []
     for op in ops:
         with tf.control_dependencies(out[-1:]):

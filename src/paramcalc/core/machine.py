@@ -2,8 +2,8 @@
 vector instructions and the logical CPUs this process may use.
 
 A calibrated CPU profile records the machine it measured (``paramcalc calibrate`` writes it), so that an
-estimate priced on another machine's profile can say so: the same model's step ran 2x slower on a
-2-thread Xeon than a profile of another 2-thread Xeon predicted. Pure Python: read from /proc/cpuinfo
+estimate priced on another machine's profile can say so: two CPUs of the same family and thread count
+can differ 2x in step time. Pure Python: read from /proc/cpuinfo
 where it exists (Linux), from the platform module elsewhere; nothing is imported that is not already.
 """
 

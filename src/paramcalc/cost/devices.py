@@ -213,9 +213,8 @@ def is_wide(m: int, n: int) -> bool:
 MISALIGNED_DISTANCE = 4.0
 WIDE_DISTANCE = 4.0
 WIDE_RATIO = 16  # columns per row from which an output is wide ...
-# ... when it also has this many elements (8 MiB in 32 bits): on the 2-core CPU, outputs of 2.6 M
-# elements and more ran 10-30% slower wide than tall (300x128x20020 at 129 GFLOP/s, 20020x128x300 at
-# 171), outputs of 1 M elements at most 15% (128x300x8192: 175 against 206)
+# ... when it also has this many elements (8 MiB in 32 bits): below it a wide output runs about as fast
+# as a tall one, above it clearly slower (figures in docs/accuracy.md, "Measurements behind the rules")
 WIDE_OUTPUT_ELEMENTS = 2**21
 
 
@@ -345,7 +344,7 @@ def from_calibration(data: dict) -> DeviceProfile:
 
 
 def _page_churn(data: dict) -> tuple:
-    """The heap churn's cost per byte by block size; a calibration of 2026-11-27 stored one figure."""
+    """The heap churn's cost per byte by block size; older calibrations stored one figure for all sizes."""
     rows = tuple(sorted((r["block_bytes"], r["s_per_byte"]) for r in data.get("page_churn") or ()))
     if not rows and data.get("page_churn_s_per_byte"):
         rows = ((1, float(data["page_churn_s_per_byte"])),)
