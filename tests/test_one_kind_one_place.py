@@ -119,3 +119,53 @@ def test_a_kind_that_does_not_describe_its_work_is_said_to_be_priced_by_default(
     est = paramcalc.estimate(model, input_shape=(4,), batch_size=2, optimizer="adam")
     (note,) = [n for n in est.notes if "does not describe its work" in n]
     assert "'undescribed_gate'" in note and "'mine'" in note and "keeping nothing" in note
+
+
+def _described_macs(row) -> int:
+    work = row.layer.work(row)
+    return sum(m * k * n for m, k, n in work.weight_products) + work.activation_macs
+
+
+def _drift(est, windowed: dict) -> list:
+    """Rows whose described products do not add up to the MACs the kind counts: the step-time model and
+    the FLOP count would then describe two different layers. ``windowed`` gives, by row name, the MACs
+    of a per-channel window stage that the kind describes as a memory pass instead of a product."""
+    return [(row.name, row.kind, _described_macs(row), row.macs_per_batch) for row in est.layers
+            if row.layer is not None and _described_macs(row) + windowed.get(row.name, 0) != row.macs_per_batch]
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.attention(x, x, x)[0]
+
+
+@pytest.mark.parametrize("name", ["lstm_projected", "gru", "convs", "attention", "transformer", "mlp"])
+def test_the_products_a_torch_kind_describes_are_the_macs_it_counts(name):
+    model, shape = {
+        "lstm_projected": (nn.LSTM(16, 32, num_layers=2, proj_size=8, batch_first=True, bidirectional=True), (10, 16)),
+        "gru": (nn.GRU(16, 32, num_layers=2, batch_first=True), (10, 16)),
+        "convs": (nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 16, 3, groups=2),
+                                nn.ConvTranspose2d(16, 4, 3, 2)), (3, 16, 16)),
+        "attention": (_SelfAttention(), (10, 32)),
+        "transformer": (nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), (10, 32)),
+        "mlp": (nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)), (16,)),
+    }[name]
+    est = paramcalc.estimate(model, input_shape=shape, batch_size=4)
+    assert est.macs > 0 and _drift(est, {}) == []
+
+
+def test_a_separable_convolution_is_priced_as_its_two_stages():
+    """Keras SeparableConv2D: a depthwise stage (a memory pass over a window of each channel) and a 1x1
+    product; its backward keeps the depthwise stage's output, channels x depth_multiplier wide."""
+    spec = paramcalc.Sequential([paramcalc.SeparableConv(filters=8, kernel_size=(3, 3), depth_multiplier=2,
+                                                         activation="relu", rank=2)])
+    est = paramcalc.estimate(spec, input_shape=(16, 16, 3), batch_size=4)
+    row = est.layers[0]
+    positions, middle = 4 * 14 * 14, 3 * 2
+    assert _drift(est, {row.name: positions * middle * 9}) == []
+    saved = dict(row.layer.saved(row, SavingRules(framework="keras")))
+    assert saved[(row.name, "depthwise")] == positions * middle * 4

@@ -19,7 +19,6 @@ from paramcalc.core.work import (
     SavingRules,
     Work,
     inputs_kept,
-    output_kept,
     weight_casts,
 )
 from paramcalc.layers.elementwise import (
@@ -280,16 +279,25 @@ class SeparableConv(_Windowed):
         macs = positions * middle * prod(self.kernel_size) + positions * middle * self.filters
         return ctx.result(out, weights=weights, macs=macs, flops=2 * macs + self._tail_flops(out))
 
-    def work(self, call) -> Work:
+    def _middle_elements(self, call) -> Dim:
+        """Elements of the depthwise stage's output: every output position, channels x depth_multiplier."""
         channels_in, filters = self.channels(call)
-        product = (prod(call.output_shape) // filters, channels_in * prod(self.kernel_size), filters)
-        work = self._product_work(call, weight_products=(product,))
+        return prod(call.output_shape) // filters * channels_in * self.depth_multiplier
+
+    def work(self, call) -> Work:
+        # two stages, as TensorFlow runs it: the depthwise one is memory-bound (each output reads a small
+        # window of its own channel), the pointwise one a product of every position with the 1x1 kernel
+        channels_in, filters = self.channels(call)
+        middle = self._middle_elements(call)
+        product = (prod(call.output_shape) // filters, channels_in * self.depth_multiplier, filters)
+        work = self._product_work(call, weight_products=(product,),
+                                  memory_elements=prod(call.input_shapes[0]) + middle)
         return _with_host_ops(work, 1 + len(work.kernels))
 
     def saved(self, call, rules: SavingRules) -> list:
         # its input and the depthwise stage's output, which the pointwise product reads
-        kept = inputs_kept(call, rules)[:1] + output_kept(call, rules, "depthwise")
-        return (kept + fused_activation_saved(call, self.activation, rules)
+        middle = ((call.name, "depthwise"), self._middle_elements(call) * rules.activation_bytes)
+        return (inputs_kept(call, rules)[:1] + [middle] + fused_activation_saved(call, self.activation, rules)
                 + self._channels_first_copy(call, rules))
 
 
