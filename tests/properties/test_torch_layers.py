@@ -258,7 +258,8 @@ def test_shape_utilities(case):
 
 # -- random fx-traceable modules -------------------------------------------------------------------------------
 OPS = ["linear", "relu", "gelu_fn", "glu_fn", "flatten_view", "permute", "transpose", "cat", "add_self", "mul_scalar",
-       "matmul", "unsqueeze_squeeze", "mean", "softmax", "index", "shared", "param_add", "reshape_size"]
+       "matmul", "unsqueeze_squeeze", "mean", "softmax", "index", "shared", "param_add", "reshape_size",
+       "chunk", "split", "check"]
 
 
 class Program(nn.Module):
@@ -310,6 +311,14 @@ class Program(nn.Module):
             elif op == "reshape_size":
                 b, t, d = x.shape
                 x = x.reshape(b, t * d).reshape(b, t, d)
+            elif op == "chunk":
+                a, b = torch.cat([x, x], dim=-1).chunk(2, dim=-1)
+                x = a * b
+            elif op == "split":
+                a, b = torch.split(torch.cat([x, x, x], dim=1), [x.shape[1], 2 * x.shape[1]], dim=1)
+                x = a + b[:, :1]
+            elif op == "check":
+                torch._assert(x.shape[-1] > 0, "features")
         return x.flatten(1)
 
 
@@ -320,10 +329,14 @@ def test_random_traced_modules(ops, width, steps):
     out = module(torch.empty(BATCH, steps, width, device="meta"))
     est = paramcalc.estimate(module, input_shape=(steps, width), batch_size=BATCH)
     assert est.output_shape == tuple(out.shape)
+    # every parameter the module holds, called or not, as torch counts them; the ones the forward never
+    # called are named in a note
+    assert est.params == sum(p.numel() for p in module.parameters())
     used = {id(p) for i, op in enumerate(ops) if op in ("linear", "cat") for p in module.linears[i].parameters()}
     used |= {id(p) for p in module.shared.parameters()} if "shared" in ops else set()
     used |= {id(module.bias)} if "param_add" in ops else set()
-    assert est.params == sum(p.numel() for p in module.parameters() if id(p) in used)
+    unused = sum(p.numel() for p in module.parameters() if id(p) not in used)
+    assert any(f"{unused:,} parameters belong to modules the forward did not call" in n for n in est.notes) == (unused > 0)
 
 
 def test_every_torch_builtin_is_covered():

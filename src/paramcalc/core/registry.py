@@ -79,6 +79,21 @@ def register_torch_module(module_class: object, convert: Callable) -> None:
 
 
 def torch_converter(module_class: type) -> Callable | None:
+    """The rule for a module class: its own, or that of the nearest known base class when the subclass
+    keeps the base's ``forward`` (torchvision's ``Conv3DSimple(nn.Conv3d)`` only changes ``__init__``).
+    A subclass with its own ``forward`` has none: it is traced through."""
+    convert = _exact_torch_converter(module_class)
+    if convert is not None:
+        return convert
+    forward = getattr(module_class, "forward", None)
+    for base in getattr(module_class, "__mro__", ())[1:]:
+        convert = _exact_torch_converter(base)
+        if convert is not None:
+            return convert if getattr(base, "forward", None) is forward else None
+    return None
+
+
+def _exact_torch_converter(module_class: type) -> Callable | None:
     convert = _TORCH_MODULES.get(module_class)
     if convert is None:
         convert = _TORCH_MODULES.get(f"{module_class.__module__}.{module_class.__qualname__}")

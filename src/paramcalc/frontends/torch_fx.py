@@ -20,25 +20,31 @@ from paramcalc.layers import (
     GLU,
     Activation,
     AdaptivePool,
+    Check,
     Concatenate,
     Dropout,
     Expand,
     Flatten,
     Identity,
     Index,
+    LayerNorm,
     MatMul,
     Merge,
     Parameter,
     PixelShuffle,
+    Pool,
     Reduce,
     ScalarOp,
     SizeOf,
+    Split,
     Squeeze,
     Transpose,
     Unsqueeze,
+    UpSample,
     ValueOp,
     View,
 )
+from paramcalc.layers.values import COMPARISONS
 
 
 def traced(module: object, name: str, dtype: str) -> Graph:
@@ -91,8 +97,36 @@ class _FxTranslator:
                     outputs = self._refs_in(self._arg(node.args[0]))
             except ParamcalcError as err:
                 raise err.with_layer(node.name) from None
+        notes = self._unreached()
         return Graph(tuple(self.inputs), tuple(self.nodes), tuple(outputs), name=self.name,
-                     framework="torch", dtype=self.dtype)
+                     framework="torch", dtype=self.dtype, notes=notes)
+
+    def _unreached(self) -> tuple:
+        """Parameters and buffers of modules the forward never called (googlenet's auxiliary classifiers
+        in eval mode): still the model's, so counted, each as a parameter node; and a note naming the
+        modules."""
+        reached = set(self.memo.get("parameters", ())) | set(self.params_seen)
+        for module in self.modules.values():
+            if id(module) in self.memo:
+                reached.update(id(t) for t in module.buffers())
+        missing = [(name, tensor, is_buffer) for tensors, is_buffer in
+                   ((self.root.named_parameters(), False), (self.root.named_buffers(), True))
+                   for name, tensor in tensors if id(tensor) not in reached]
+        if not missing:
+            return ()
+        import torch
+
+        for name, tensor, is_buffer in missing:
+            is_param = isinstance(tensor, torch.nn.Parameter) and not is_buffer
+            layer = Parameter(shape=tuple(int(d) for d in tensor.shape), buffer=not is_param,
+                              trainable=bool(is_param and tensor.requires_grad), type_name="unused")
+            self._add(name, layer, [])
+            reached.add(id(tensor))
+        unused = _wholly_unused(self.modules, {id(t) for _, t, _ in missing})
+        count = sum(t.numel() for _, t, b in missing if not b)
+        return (f"{count:,} parameters belong to modules the forward did not call "
+                f"({', '.join(unused[:6])}{', ...' if len(unused) > 6 else ''}): counted, as the model holds "
+                "them, with no activations or work (in training mode a forward may call them)",)
 
     # -- values ----------------------------------------------------------------------------------------
     def _arg(self, a):
@@ -102,6 +136,8 @@ class _FxTranslator:
             return self.env[a]
         if isinstance(a, (list, tuple)):
             return ("tuple", [self._arg(x) for x in a])
+        if isinstance(a, dict):  # a dict of outputs (torchvision's segmentation models: {"out": ...})
+            return {k: self._arg(v) for k, v in a.items()}
         return a
 
     def _refs_in(self, value) -> list:
@@ -174,7 +210,8 @@ class _FxTranslator:
             return self._value_arith(node, _ARITH[key], args)
         rule = _FUNCTIONS.get((node.op, key)) if node.op == "call_method" else _FUNCTIONS.get(("call_function", target))
         if rule is None and node.op == "call_function":
-            rule = _FUNCTIONS.get(("call_function", key))
+            rule = (_FUNCTIONS.get(("call_function", f"{getattr(target, '__module__', '')}.{key}"))
+                    or _FUNCTIONS.get(("call_function", key)))
         if rule is None:
             what = f"method .{target}()" if node.op == "call_method" else f"function {getattr(target, '__module__', '')}.{key}"
             raise SpecError(f"cannot model traced node '{node.name}': {what}",
@@ -203,8 +240,7 @@ class _FxTranslator:
     def _value_arith(self, node, op: str, args: list) -> object:
         a, b = args
         if not any(isinstance(v, tuple) and v and v[0] == "ref" for v in (a, b)):
-            return {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
-                    "floordiv": operator.floordiv}[op](a, b)
+            return _PLAIN_ARITH[op](a, b)
         inbound, operands = [], []
         for v in (a, b):
             if isinstance(v, tuple) and v and v[0] == "ref":
@@ -230,6 +266,17 @@ class _FxTranslator:
         return tuple(entries), inbound
 
 
+def _wholly_unused(modules: dict, unused: set) -> list:
+    """The outermost modules all of whose parameters and buffers are in ``unused``."""
+    names = []
+    for name, module in modules.items():
+        tensors = [id(t) for t in (*module.parameters(), *module.buffers())]
+        if name and tensors and all(t in unused for t in tensors):
+            if not any(name.startswith(kept + ".") for kept in names):
+                names.append(name)
+    return names
+
+
 def _is_ref(value) -> bool:
     return isinstance(value, tuple) and bool(value) and value[0] == "ref"
 
@@ -251,7 +298,10 @@ def _index_items(index) -> tuple:
     return tuple(out)
 
 
-_ARITH = {"add": "add", "sub": "sub", "mul": "mul", "floordiv": "floordiv", "iadd": "add", "imul": "mul"}
+_ARITH = {"add": "add", "sub": "sub", "mul": "mul", "floordiv": "floordiv", "iadd": "add", "imul": "mul",
+          **{op: op for op in COMPARISONS}}
+_PLAIN_ARITH = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": operator.floordiv,
+                **{op: getattr(operator, op) for op in COMPARISONS}}
 
 
 def _tensor_args(args: list) -> list:
@@ -307,6 +357,74 @@ def _cat(tr: _FxTranslator, node, args, kwargs):
     tensors = args[0][1] if args[0][0] == "tuple" else [args[0]]
     dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
     return tr._add(node.name, Concatenate(axis=dim), [t[1] for t in tensors])
+
+
+def _check(tr: _FxTranslator, node, args, kwargs):
+    """torch._assert(condition, message): checked on the sizes where the condition is computed from them."""
+    condition, message = args[0], args[1] if len(args) > 1 else kwargs.get("message", "")
+    if _is_ref(condition):
+        return tr._add(node.name, Check(message=str(message)), [condition[1]])
+    if not condition:
+        raise SpecError(f"the model's own check fails: {message}", value=condition)
+    return None
+
+
+def _chunk(tr: _FxTranslator, node, args, kwargs):
+    chunks = args[1] if len(args) > 1 else kwargs["chunks"]
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+    return _pieces(tr, node, args[0], Split(axis=dim, chunks=chunks))
+
+
+def _split(tr: _FxTranslator, node, args, kwargs):
+    sections = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections", kwargs.get("split_size"))
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+    if not (isinstance(sections, tuple) and sections and sections[0] == "tuple"):
+        raise SpecError(f"split into pieces of {sections!r}: only a list of sizes is modelled "
+                        "(the number of pieces of a fixed size depends on the input)", value=sections,
+                        fix="split with a list of sizes, or use chunk(n)")
+    entries, inbound = tr.sizes_arg(sections[1])
+    return _pieces(tr, node, args[0], Split(axis=dim, sizes=entries), inbound)
+
+
+def _pieces(tr: _FxTranslator, node, x, layer: Split, inbound: list = ()) -> tuple:
+    tr._add(node.name, layer, [x[1], *inbound])
+    return tr._structured(node.name, layer.output_structure)
+
+
+def _layer_norm(tr: _FxTranslator, node, args, kwargs):
+    """F.layer_norm(x, normalized_shape, weight, bias): the normalisation, then the affine terms read as
+    the parameters they are (counted where the code reads them)."""
+    names = ("input", "normalized_shape", "weight", "bias", "eps")
+    bound = dict(zip(names, args)) | kwargs
+    shape = _plain(bound["normalized_shape"])
+    out = tr._add(node.name if bound.get("weight") is None and bound.get("bias") is None else f"{node.name}.norm",
+                  LayerNorm(normalized_shape=tuple(shape) if isinstance(shape, tuple) else (shape,),
+                            center=False, scale=False), [bound["input"][1]])
+    for term, op in (("weight", "multiply"), ("bias", "add")):
+        if bound.get(term) is not None:
+            last = term == "bias" or bound.get("bias") is None
+            out = tr._add(node.name if last else f"{node.name}.{term}", Merge(op), [out[1], bound[term][1]])
+    return out
+
+
+def _interpolate(tr: _FxTranslator, node, args, kwargs):
+    """F.interpolate(x, size=... | scale_factor=..., mode=...), channels first; sizes may come from the
+    graph (``x.shape[-2:]``)."""
+    bound = dict(zip(("input", "size", "scale_factor", "mode"), args)) | kwargs
+    size, factor = bound.get("size"), _plain(bound.get("scale_factor"))
+    inbound = []
+    if size is not None:
+        entries, inbound = tr.sizes_arg(size[1] if isinstance(size, tuple) and size and size[0] == "tuple" else [size])
+        size = entries
+    return tr._add(node.name, UpSample(axes=None, sizes=size, factors=factor,
+                                       interpolation=bound.get("mode", "nearest")), [bound["input"][1], *inbound])
+
+
+def _stochastic_depth(tr: _FxTranslator, node, args, kwargs):
+    bound = dict(zip(("input", "p", "mode", "training"), args)) | kwargs
+    if not bound.get("training", True) or bound.get("p", 0) == 0:
+        return tr._add(node.name, Identity(), [bound["input"][1]])
+    return tr._add(node.name, ScalarOp("mul"), [bound["input"][1]])
 
 
 def _size(tr: _FxTranslator, node, args, kwargs):
@@ -366,6 +484,14 @@ def _functions() -> dict:
     both(("contiguous", "clone", "detach", "float", "to", "type_as"), (), _unary(lambda a, k: Identity()))
     both(("size",), (), _size)
     both(("dim",), (), lambda tr, node, args, kwargs: tr._add(node.name, SizeOf(rank_only=True), [args[0][1]]))
+    table[("call_function", torch._assert)] = _check
+    both(("chunk",), (torch.chunk,), _chunk)
+    both(("split",), (torch.split,), _split)
+    table[("call_function", F.layer_norm)] = _layer_norm
+    table[("call_function", F.interpolate)] = _interpolate
+    # torchvision's stochastic depth: the identity in eval mode; training scales each sample by a random
+    # 0 or 1/(1-p), a multiply by a per-sample tensor (autograd keeps that noise, one value per sample)
+    table[("call_function", "torchvision.ops.stochastic_depth.stochastic_depth")] = _stochastic_depth
     table[("call_function", torch.cat)] = _cat
     table[("call_function", torch.concat)] = _cat
     for op, functions in {"add": (operator.add, operator.iadd, torch.add), "sub": (operator.sub, torch.sub),
@@ -389,14 +515,46 @@ def _functions() -> dict:
          _unary(lambda a, k: PixelShuffle(a[1] if len(a) > 1 else k["downscale_factor"], inverse=True)))
     for op in ("mean", "sum", "amax", "amin"):
         both((op,), (getattr(torch, op),), _reduce(op))
-    both((), (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d),
-         _unary(lambda a, k: AdaptivePool("avg", a[1] if len(a) > 1 else k["output_size"],
-                                          rank=_rank_of_output_size(a[1] if len(a) > 1 else k["output_size"]))))
+    for rank in (1, 2, 3):
+        table[("call_function", getattr(F, f"max_pool{rank}d"))] = _unary(_pool("max", rank))
+        table[("call_function", getattr(torch, f"max_pool{rank}d"))] = _unary(_pool("max", rank))
+        table[("call_function", getattr(F, f"avg_pool{rank}d"))] = _unary(_pool("avg", rank))
+    for mode in ("avg", "max"):
+        for rank in (1, 2, 3):
+            function = getattr(F, f"adaptive_{mode}_pool{rank}d")
+            table[("call_function", function)] = _unary(_adaptive_pool(mode, rank))
     return table
 
 
-def _rank_of_output_size(size) -> int:
-    return len(size[1]) if isinstance(size, tuple) and size and size[0] == "tuple" else 2
+_POOL_ARGUMENTS = {"max": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+                   "avg": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                           "divisor_override")}
+
+
+def _plain(value):
+    """A traced tuple of plain values as a tuple; anything else as it is."""
+    return tuple(value[1]) if isinstance(value, tuple) and value and value[0] == "tuple" else value
+
+
+def _pool(mode: str, rank: int) -> Callable:
+    """F.max_pool{1,2,3}d / F.avg_pool{1,2,3}d, channels first, with torch's defaults."""
+    def make(a, k):
+        bound = dict(zip(_POOL_ARGUMENTS[mode], a)) | k
+        if bound.get("return_indices"):
+            raise SpecError(f"{mode}_pool{rank}d(return_indices=True) is not modelled", value=True,
+                            fix="call it without return_indices, or wrap the pooling in nn.MaxPool with a rule")
+        stride = _plain(bound.get("stride"))
+        return Pool(op=mode, pool_size=_plain(bound["kernel_size"]), strides=stride if stride not in (None, ()) else None,
+                    padding=_plain(bound.get("padding", 0)), dilation=_plain(bound.get("dilation", 1)),
+                    ceil_mode=bool(bound.get("ceil_mode", False)), rank=rank, channels_last=False)
+    return make
+
+
+def _adaptive_pool(mode: str, rank: int) -> Callable:
+    def make(a, k):
+        size = a[1] if len(a) > 1 else k["output_size"]
+        return AdaptivePool(mode, _plain(size), rank=rank)
+    return make
 
 
 class _LazyTable(dict):

@@ -10,7 +10,7 @@ import operator
 from dataclasses import dataclass
 from typing import Sequence
 
-from paramcalc.core.dims import floordiv
+from paramcalc.core.dims import equal, floordiv, is_positive
 from paramcalc.core.errors import LayerConfigError, shown
 from paramcalc.core.layer import Context, Inferred, Layer, Weight
 from paramcalc.core.registry import register_layer
@@ -54,8 +54,32 @@ class SizeOf(Layer):
         return ctx.result(ValueSpec(x.shape[_resolve_axis(ctx, self.dim, x.rank, "size dim")]))
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """``a op b`` between sizes, kept whole: traced code compares sizes to assert them
+    (``torch._assert(h == self.image_size, ...)``), and with symbolic sizes the answer may depend on the
+    symbols, so the check that reads it decides, or records the assumption."""
+
+    op: str
+    left: object
+    right: object
+
+    def margin(self):
+        """(test, value): ``equal`` or ``is_positive`` applied to ``value`` says whether the comparison holds."""
+        a, b = self.left, self.right
+        return {"eq": (equal, (a, b)), "ne": (equal, (a, b)), "lt": (is_positive, (b - a,)),
+                "le": (is_positive, (b - a + 1,)), "gt": (is_positive, (a - b,)),
+                "ge": (is_positive, (a - b + 1,))}[self.op]
+
+    def holds(self) -> bool | None:
+        test, args = self.margin()
+        result = test(*args)
+        return (not result if result is not None else None) if self.op == "ne" else result
+
+
+COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 _VALUE_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": floordiv,
-              "getitem": None}
+              "getitem": None, **{op: None for op in COMPARISONS}}
 
 
 @register_layer("value_op")
@@ -79,9 +103,36 @@ class ValueOp(Layer):
         a, b = fill(self.operands, inputs, ctx)
         if self.op == "getitem":
             return ctx.result(ValueSpec(a[b]))
+        if self.op in COMPARISONS:
+            return ctx.result(ValueSpec(Comparison(self.op, a, b)))
         if type(b) is not int and not hasattr(b, "subs"):
             raise ctx.shape_error(f"cannot compute {self.op} of sizes {shown(a)} and {shown(b)}")
         return ctx.result(ValueSpec(_VALUE_OPS[self.op](a, b)))
+
+
+@register_layer("check")
+@dataclass(frozen=True)
+class Check(Layer):
+    """A traced model's own check on sizes (``torch._assert(cond, message)``): its message as paramcalc's
+    error when the sizes break it; an assumption, as any, when that depends on the symbols."""
+
+    message: str = ""
+    is_value = True
+
+    def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
+        condition = value_of(ctx, inputs[0])
+        if isinstance(condition, Comparison):
+            holds = condition.holds()
+            if holds is None and condition.op == "eq":
+                ctx.assume_equal(condition.left, condition.right)
+            elif holds is None and condition.op != "ne":
+                ctx.require_positive(condition.margin()[1][0], self.message)
+        else:
+            holds = bool(condition)
+        if holds is False:
+            raise ctx.shape_error(f"the model's own check fails: {self.message or 'assertion'}",
+                                  fix="give the input the sizes the model checks for (input_shape=...)")
+        return ctx.result(ValueSpec(None))
 
 
 @register_layer("expand")

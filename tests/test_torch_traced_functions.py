@@ -1,0 +1,147 @@
+"""Traced torch programs that real models are made of: functional pooling and layer norm, chunk and split,
+the model's own size checks, subclasses of known modules, and modules the forward never calls. Each is
+compared with torch running the module on the meta device."""
+
+from __future__ import annotations
+
+import pytest
+
+import paramcalc
+from paramcalc.core.errors import ShapeError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+
+def real(module, shape, batch=2):
+    with torch.no_grad():
+        out = module.to("meta")(torch.empty(batch, *shape, device="meta"))
+    outs = out if isinstance(out, tuple) else (out,)
+    return sum(p.numel() for p in module.parameters()), [tuple(o.shape) for o in outs]
+
+
+def check(module, shape, batch=2):
+    params, shapes = real(module, shape, batch)
+    est = paramcalc.estimate(module, input_shape=shape, batch_size=batch)
+    assert est.params == params
+    assert [tuple(s) for s in est.output_shapes] == shapes
+    return est
+
+
+class FunctionalPools(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.conv(x), 3, stride=2, padding=1, ceil_mode=True)
+        x = F.avg_pool2d(x, kernel_size=(2, 3), stride=(1, 2))
+        x = F.adaptive_max_pool2d(x, (2, 1))
+        return F.adaptive_avg_pool2d(x, (1, 1)).flatten(1)
+
+
+def test_functional_pools_as_torch_computes_them():
+    check(FunctionalPools(), (3, 33, 31))
+
+
+class ChannelsLastNorm(nn.LayerNorm):
+    """ConvNeXt's LayerNorm2d: a LayerNorm subclass with its own forward, calling F.layer_norm."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def test_functional_layer_norm_counts_the_parameters_it_reads():
+    est = check(nn.Sequential(nn.Conv2d(3, 16, 1), ChannelsLastNorm(16)), (3, 8, 8))
+    assert est.params == 3 * 16 + 16 + 2 * 16
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(16, 64)
+
+    def forward(self, x):
+        a, b = self.proj(x).chunk(2, dim=-1)
+        c, d = torch.split(a, [12, 20], dim=-1)
+        return b * torch.sigmoid(torch.cat([d, c], dim=-1))
+
+
+def test_chunk_and_split_give_each_piece_its_size():
+    check(Gated(), (5, 16))
+
+
+class OddChunks(nn.Module):
+    def forward(self, x):
+        a, b, c = x.chunk(3, dim=1)
+        return a.sum() + b.sum() + c.sum()
+
+
+def test_a_chunk_that_yields_fewer_pieces_than_the_model_unpacks_is_an_error_naming_it():
+    with pytest.raises(ShapeError, match=r"chunk\(3\) of an axis of 4 gives 2 pieces"):
+        paramcalc.estimate(OddChunks(), input_shape=(4,), batch_size=2)
+
+
+class Checked(nn.Module):
+    """As torchvision's ViT checks its image size before patching."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        n, w = x.shape
+        torch._assert(w == 8, f"Wrong width! Expected {8} but got {w}!")
+        return self.fc(x)
+
+
+def test_the_models_own_size_check_passes_fails_and_becomes_an_assumption():
+    check(Checked(), (8,))
+    with pytest.raises(ShapeError, match="the model's own check fails: Wrong width"):
+        paramcalc.estimate(Checked(), input_shape=(9,), batch_size=2)
+
+
+class Conv3DSimple(nn.Conv3d):
+    """torchvision's video models: a subclass that changes __init__ only, read as its base."""
+
+    def __init__(self, cin, cout):
+        super().__init__(cin, cout, kernel_size=(3, 3, 3), padding=1, bias=False)
+
+
+class OwnForward(nn.Linear):
+    def forward(self, x):
+        return super().forward(x).relu()
+
+
+def test_a_subclass_keeping_its_bases_forward_is_read_as_the_base_one_with_its_own_is_traced():
+    est = check(nn.Sequential(Conv3DSimple(3, 4), nn.ReLU()), (3, 4, 6, 6))
+    assert est.layers[0].kind == "conv" and est.layers[0].type == "Conv3DSimple"
+    from paramcalc.core.registry import torch_converter
+
+    assert torch_converter(Conv3DSimple) is not None and torch_converter(OwnForward) is None
+
+
+class WithAuxiliary(nn.Module):
+    """googlenet's pattern: an auxiliary head called in training only."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(8, 8)
+        self.aux = nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.Linear(32, 3))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.body(x)
+        if self.training:
+            return self.head(x), self.aux(x)
+        return self.head(x)
+
+
+def test_parameters_of_modules_the_forward_never_calls_are_counted_and_named():
+    model = WithAuxiliary().eval()
+    est = check(model, (8,))
+    assert est.params == sum(p.numel() for p in model.parameters())
+    assert any("modules the forward did not call (aux)" in note for note in est.notes)
