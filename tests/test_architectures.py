@@ -132,6 +132,8 @@ def test_every_kind_is_exercised_by_a_property_test():
         "attention", "transformer", "pad", "crop", "upsample", "pixel_shuffle", "repeat_vector", "rescale",
         "time_distributed",
         "merge", "concatenate", "dot", "prelu", "glu",
+        # test_coverage_keras_applications (ConvNeXt, InceptionResNetV2, from config and live)
+        "layer_scale", "scaled_sum",
         # test_torch_layers.test_random_traced_modules (fx functions and methods)
         "view", "transpose", "unsqueeze", "squeeze", "index", "reduce", "matmul", "scalar_op", "size",
         "value_op", "expand", "parameter", "split", "check",

@@ -145,3 +145,19 @@ def test_parameters_of_modules_the_forward_never_calls_are_counted_and_named():
     est = check(model, (8,))
     assert est.params == sum(p.numel() for p in model.parameters())
     assert any("modules the forward did not call (aux)" in note for note in est.notes)
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_nn_transformer_with_its_size_checks_is_the_encoder_then_the_decoder(batch_first):
+    model = nn.Transformer(d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=3, dim_feedforward=64,
+                           batch_first=batch_first).to("meta")
+    src, tgt = (torch.empty(3, 10, 32, device="meta"), torch.empty(3, 7, 32, device="meta"))
+    if not batch_first:
+        src, tgt = src.transpose(0, 1), tgt.transpose(0, 1)
+    out = model(src, tgt)
+    est = paramcalc.estimate(model, input_shape=[(10, 32), (7, 32)], batch_size=3)
+    assert est.params == sum(p.numel() for p in model.parameters())
+    assert est.output_shape == (3, 7, 32) and tuple(out.shape) == ((3, 7, 32) if batch_first else (7, 3, 32))
+    assert est.flops > 0
+    assert any("batch first" in n for n in est.notes) != batch_first

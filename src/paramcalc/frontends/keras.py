@@ -33,6 +33,7 @@ from paramcalc.layers import (
     GroupNorm,
     Identity,
     LayerNorm,
+    LayerScale,
     Merge,
     MultiHeadAttention,
     Normalization,
@@ -46,6 +47,8 @@ from paramcalc.layers import (
     Rescale,
     Reshape,
     RMSNorm,
+    ScalarOp,
+    ScaledSum,
     SeparableConv,
     TimeDistributed,
     UpSample,
@@ -206,9 +209,13 @@ class _Builder:
                     for t, out in enumerate(outs):
                         self.alias[(name, k, t)] = out
                 continue
-            layer = self._layer(name, class_name, config, path, layer_trainable, item.get("module"))
+            module = item.get("module")
             for k, refs in enumerate(calls):
                 node_name = name if k == 0 else f"{name}@{k}"
+                if isinstance(module, str) and module.startswith(_KERAS_OPS):
+                    layer = replace(_keras_op(class_name, module, len(refs), path), name=name, type_name=class_name)
+                else:
+                    layer = self._layer(name, class_name, config, path, layer_trainable, module)
                 self.nodes.append(GraphNode(node_name, layer, tuple(refs)))
                 self.calls[(name, k)] = node_name
         outputs = [("?", prefix + n, k, t) for n, k, t in _history_list(doc.get("output_layers"),
@@ -274,6 +281,24 @@ def _history_list(value: object, where: str) -> list:
 
 
 _TENSOR_KWARGS = ("query", "value", "key", "inputs")  # call arguments that carry input tensors, in order
+
+
+_KERAS_OPS = "keras.src.ops."
+# Keras operations applied to symbolic tensors in a functional model (``x + 3.0``, ``ops.multiply(a, b)``)
+# are saved as operation nodes of these classes
+_OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
+              "TrueDivide": "divide"}
+
+
+def _keras_op(class_name: str, module: str, tensors: int, path: str):
+    """A Keras operation node: with two tensors a merge (shapes broadcast), with one tensor and a
+    constant an elementwise op on the tensor."""
+    op = _OP_MERGES.get(class_name)
+    if op is None:
+        raise UnknownLayerError(f"the Keras operation '{module}.{class_name}' at {path} is not modelled",
+                                value=class_name, fix="wrap it in a layer class and register a rule "
+                                "(paramcalc.register_keras_layer), or use a Keras layer (layers.Add, ...)")
+    return Merge(op) if tensors >= 2 else ScalarOp(op)
 
 
 def _calls(inbound: list, path: str) -> list[list[tuple]]:
@@ -560,6 +585,8 @@ BUILTINS: dict[str, Callable] = {
     "UpSampling1D": _upsampling(1), "UpSampling2D": _upsampling(2), "UpSampling3D": _upsampling(3),
     "RepeatVector": lambda c: RepeatVector(c["n"]),
     "Rescaling": lambda c: Rescale(),
+    "LayerScale": lambda c: LayerScale(projection_dim=c.get("projection_dim")),  # ConvNeXt's
+    "CustomScaleLayer": lambda c: ScaledSum(scale=float(c["scale"])),  # InceptionResNetV2's
     "Add": lambda c: Merge("add"), "Subtract": lambda c: Merge("subtract"),
     "Multiply": lambda c: Merge("multiply"), "Average": lambda c: Merge("average"),
     "Maximum": lambda c: Merge("maximum"), "Minimum": lambda c: Merge("minimum"),

@@ -11,6 +11,8 @@ own forward.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from paramcalc.core.errors import SpecError
 from paramcalc.core.graph import Graph, GraphNode, Sequential
 from paramcalc.core.registry import torch_converter
@@ -18,6 +20,7 @@ from paramcalc.frontends.torch_modules import _convert, _dtype_of, _qualname
 
 MAX_NESTING = 64
 _SEQUENTIAL = "torch.nn.modules.container.Sequential"
+_TRANSFORMER = "torch.nn.modules.transformer.Transformer"
 
 
 def from_torch_module(module: object):
@@ -31,6 +34,8 @@ def from_torch_module(module: object):
             return Sequential([layer], name=name, framework="torch", dtype=dtype)
         return Graph(tuple((a, None) for a in arguments), (GraphNode(layer.name, layer, tuple((a, 0) for a in arguments)),),
                      ((layer.name, 0),), name=name, framework="torch", dtype=dtype)
+    if _qualname(type(module)) == _TRANSFORMER and _all_known(module):
+        return _transformer(module, name, dtype)
     if _qualname(type(module)) == _SEQUENTIAL and _all_known(module):
         layers: list = []
         _walk(module, "", layers, {})
@@ -38,6 +43,23 @@ def from_torch_module(module: object):
     from paramcalc.frontends.torch_fx import traced
 
     return traced(module, name, dtype)
+
+
+def _transformer(module: object, name: str, dtype: str) -> Graph:
+    """nn.Transformer(src, tgt): the encoder stack on ``src``, the decoder stack on ``tgt`` and the
+    encoder's output. Its forward checks sizes in Python branches, which torch.fx cannot trace; the
+    two stacks are all it computes."""
+    memo: dict = {}
+    # shapes batch first whatever the module's layout: src and tgt differ in length, so neither length
+    # can stand in the batch axis's place; the work is the same either way
+    encoder = replace(_convert(module.encoder, "encoder", memo), batch_first=True)
+    decoder = replace(_convert(module.decoder, "decoder", memo), batch_first=True)
+    nodes = (GraphNode("encoder", encoder, (("src", 0),)), GraphNode("decoder", decoder, (("tgt", 0), ("encoder", 0))))
+    notes = () if module.batch_first else (
+        "nn.Transformer(batch_first=False) takes (length, batch, features) tensors: pass input_shape=[(src_len, "
+        "d_model), (tgt_len, d_model)] and batch_size; its shapes are shown batch first",)
+    return Graph((("src", None), ("tgt", None)), nodes, (("decoder", 0),), name=name, framework="torch",
+                 dtype=dtype, notes=notes)
 
 
 def _tensor_arguments(module: object) -> list[str]:
