@@ -161,3 +161,38 @@ def test_nn_transformer_with_its_size_checks_is_the_encoder_then_the_decoder(bat
     assert est.output_shape == (3, 7, 32) and tuple(out.shape) == ((3, 7, 32) if batch_first else (7, 3, 32))
     assert est.flops > 0
     assert any("batch first" in n for n in est.notes) != batch_first
+
+
+class WithOptions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+        self.mask_proj = nn.Linear(8, 4)
+
+    def forward(self, x, mask=None, scale=2):
+        y = self.fc(x)
+        if mask is not None:
+            y = y + self.mask_proj(mask)
+        return y * scale
+
+
+def test_arguments_with_defaults_take_them_as_a_plain_call_does():
+    model = WithOptions()
+    est = paramcalc.estimate(model, input_shape=(8,), batch_size=2)
+    assert est.output_shape == tuple(model.to("meta")(torch.empty(2, 8, device="meta")).shape)
+    assert [row.kind for row in est.layers if row.kind != "parameter"] == ["dense", "scalar_op"]
+    assert est.params == sum(p.numel() for p in model.parameters())  # mask_proj counted, and named
+    assert any("(mask_proj)" in note for note in est.notes)
+
+
+class NamedLikeItsInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Linear(8, 4)
+
+    def forward(self, image):
+        return self.image(image)
+
+
+def test_a_module_named_like_an_input_keeps_both():
+    check(NamedLikeItsInput(), (8,))

@@ -55,7 +55,7 @@ def traced(module: object, name: str, dtype: str) -> Graph:
             return torch_converter(type(m)) is not None
 
     try:
-        fx_graph = Tracer().trace(module)
+        fx_graph = Tracer().trace(module, concrete_args=_defaults(module))
     except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
         raise SpecError(
             f"could not trace {name} with torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
@@ -63,6 +63,21 @@ def traced(module: object, name: str, dtype: str) -> Graph:
             fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
         ) from None
     return _FxTranslator(module, name, dtype).translate(fx_graph)
+
+
+def _defaults(module: object) -> dict:
+    """forward's arguments that have a constant default (``mask=None``, ``scale=2``): traced with that
+    value, as calling the module with its required inputs alone runs it, so ``if mask is not None``
+    takes the branch a plain call takes."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters
+            if p.default is not inspect.Parameter.empty and p.kind != p.VAR_KEYWORD
+            and (p.default is None or type(p.default) in (bool, int, float, str))}
 
 
 class _FxTranslator:
@@ -84,7 +99,9 @@ class _FxTranslator:
         outputs = []
         for node in fx_graph.nodes:
             try:
-                if node.op == "placeholder":
+                if node.op == "placeholder" and node.args:  # an argument traced at its default value
+                    self.env[node] = node.args[0]
+                elif node.op == "placeholder":
                     self.inputs.append((node.name, None))
                     self.env[node] = ("ref", (node.name, 0))
                 elif node.op == "get_attr":
@@ -189,7 +206,8 @@ class _FxTranslator:
         args = [self._arg(a) for a in node.args] + [self._arg(v) for k, v in node.kwargs.items()
                                                      if k in ("query", "key", "value", "memory", "tgt", "src")]
         inbound = [r for a in args for r in self._refs_in(a)]
-        name = node.target if not any(n.name == node.target for n in self.nodes) else node.name
+        taken = any(n.name == node.target for n in self.nodes) or any(i == node.target for i, _ in self.inputs)
+        name = node.name if taken else node.target  # fx's own name is unique (an input may be "image" too)
         self.nodes.append(GraphNode(name, layer, tuple(inbound)))
         structure = getattr(layer, "output_structure", None)
         return self._structured(name, structure) if structure is not None else ("ref", (name, 0))
@@ -485,6 +503,8 @@ def _functions() -> dict:
     both(("size",), (), _size)
     both(("dim",), (), lambda tr, node, args, kwargs: tr._add(node.name, SizeOf(rank_only=True), [args[0][1]]))
     table[("call_function", torch._assert)] = _check
+    # torch.fx's own guard on an argument traced at its default None
+    table[("call_function", "torch.fx._symbolic_trace._assert_is_none")] = lambda tr, node, args, kwargs: None
     both(("chunk",), (torch.chunk,), _chunk)
     both(("split",), (torch.split,), _split)
     table[("call_function", F.layer_norm)] = _layer_norm
