@@ -196,3 +196,22 @@ class NamedLikeItsInput(nn.Module):
 
 def test_a_module_named_like_an_input_keeps_both():
     check(NamedLikeItsInput(), (8,))
+
+
+class FunctionalNorms(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a BatchNorm2d subclass whose forward calls F.batch_norm with its own terms."""
+
+    def __init__(self):
+        super().__init__(8)
+        self.groups = nn.GroupNorm(2, 8)
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, self.eps)
+        x = F.group_norm(x, 2, self.groups.weight, self.groups.bias)
+        q, k = x.flatten(2).reshape(x.shape[0], 2, 4, -1).permute(1, 0, 2, 3).unbind(0)
+        return F.rms_norm(q + k, (20,))
+
+
+def test_functional_norms_and_unbind_count_the_terms_they_read():
+    est = check(nn.Sequential(nn.Conv2d(3, 8, 1), FunctionalNorms()), (3, 4, 5))
+    assert est.buffers == sum(b.numel() for b in FunctionalNorms().buffers())

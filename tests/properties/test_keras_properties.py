@@ -130,5 +130,7 @@ def test_every_keras_builtin_is_covered_by_a_property_test():
     # Same rule as a drawn class (identity in shape, no weights), checked in test_keras_frontend.py.
     checked_elsewhere = {"SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "AlphaDropout",
                          "ActivityRegularization",
-                         "Lambda"}  # never run, so taken at its declared shape: tests/test_files.py
+                         "Lambda",  # never run, so taken at its declared shape: tests/test_files.py
+                         # Keras' own application layers: tests/test_coverage_keras_applications.py
+                         "LayerScale", "CustomScaleLayer"}
     assert set(BUILTINS) == drawn | checked_elsewhere

@@ -9,7 +9,7 @@ traced node. torch is already imported when this runs: the user handed in a modu
 from __future__ import annotations
 
 import operator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from paramcalc.core.errors import ParamcalcError, SpecError
@@ -20,11 +20,14 @@ from paramcalc.layers import (
     GLU,
     Activation,
     AdaptivePool,
+    BatchNorm,
+    ChannelAffine,
     Check,
     Concatenate,
     Dropout,
     Expand,
     Flatten,
+    GroupNorm,
     Identity,
     Index,
     LayerNorm,
@@ -34,6 +37,7 @@ from paramcalc.layers import (
     PixelShuffle,
     Pool,
     Reduce,
+    RMSNorm,
     ScalarOp,
     SizeOf,
     Split,
@@ -222,6 +226,8 @@ class _FxTranslator:
         if node.op == "call_function" and target is getattr:
             if args[1] == "shape":
                 return self._add(node.name, SizeOf(), [args[0][1]])
+            if args[1] == "ndim":
+                return self._add(node.name, SizeOf(rank_only=True), [args[0][1]])
             raise SpecError(f"node '{node.name}': getattr(..., {args[1]!r}) is not modelled", value=args[1])
         # arithmetic on plain sizes stays plain (or becomes a value node when a size is symbolic)
         if key in _ARITH and not any(self.is_tensor(a) for a in args):
@@ -245,6 +251,8 @@ class _FxTranslator:
 
     def _getitem(self, node, args) -> object:
         value, index = args
+        if isinstance(value, _Unbound):  # one slice of x.unbind(dim): x[..., i, ...] at that axis
+            return self._add(node.name, Index(value.items(index)), [value.source])
         if isinstance(value, tuple) and value and value[0] == "tuple":
             return value[1][index]
         if isinstance(value, (tuple, list)) and not (value and value[0] in ("ref", "tuple")):
@@ -295,6 +303,25 @@ def _wholly_unused(modules: dict, unused: set) -> list:
     return names
 
 
+@dataclass(frozen=True)
+class _Unbound:
+    """``x.unbind(dim)``, as yet unpacked: how many slices there are depends on a size the translation
+    does not know, so each slice the program takes becomes an index of ``x`` at that axis."""
+
+    source: tuple
+    dim: int
+
+    def items(self, index: int) -> tuple:
+        if self.dim >= 0:
+            return (("slice", None, None, None),) * self.dim + (("int", index),)
+        return (("ellipsis",), ("int", index)) + (("slice", None, None, None),) * (-self.dim - 1)
+
+
+def _unbind(tr: _FxTranslator, node, args, kwargs):
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    return _Unbound(args[0][1], dim)
+
+
 def _is_ref(value) -> bool:
     return isinstance(value, tuple) and bool(value) and value[0] == "ref"
 
@@ -317,9 +344,9 @@ def _index_items(index) -> tuple:
 
 
 _ARITH = {"add": "add", "sub": "sub", "mul": "mul", "floordiv": "floordiv", "iadd": "add", "imul": "mul",
-          **{op: op for op in COMPARISONS}}
+          "mod": "mod", **{op: op for op in COMPARISONS}}
 _PLAIN_ARITH = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": operator.floordiv,
-                **{op: getattr(operator, op) for op in COMPARISONS}}
+                "mod": operator.mod, **{op: getattr(operator, op) for op in COMPARISONS}}
 
 
 def _tensor_args(args: list) -> list:
@@ -414,10 +441,9 @@ def _layer_norm(tr: _FxTranslator, node, args, kwargs):
     the parameters they are (counted where the code reads them)."""
     names = ("input", "normalized_shape", "weight", "bias", "eps")
     bound = dict(zip(names, args)) | kwargs
-    shape = _plain(bound["normalized_shape"])
+    shape = _constant_shape(bound["normalized_shape"], "layer_norm")
     out = tr._add(node.name if bound.get("weight") is None and bound.get("bias") is None else f"{node.name}.norm",
-                  LayerNorm(normalized_shape=tuple(shape) if isinstance(shape, tuple) else (shape,),
-                            center=False, scale=False), [bound["input"][1]])
+                  LayerNorm(normalized_shape=shape, center=False, scale=False), [bound["input"][1]])
     for term, op in (("weight", "multiply"), ("bias", "add")):
         if bound.get(term) is not None:
             last = term == "bias" or bound.get("bias") is None
@@ -436,6 +462,38 @@ def _interpolate(tr: _FxTranslator, node, args, kwargs):
         size = entries
     return tr._add(node.name, UpSample(axes=None, sizes=size, factors=factor,
                                        interpolation=bound.get("mode", "nearest")), [bound["input"][1], *inbound])
+
+
+def _functional_norm(names: tuple, norm: Callable) -> Callable:
+    """F.batch_norm / F.group_norm with a module's weight and bias: the normalisation, then the affine
+    terms along the channel axis (the parameters and running statistics count where the code reads them)."""
+    def rule(tr: _FxTranslator, node, args, kwargs):
+        bound = dict(zip(names, args)) | kwargs
+        terms = tuple(t for t in ("weight", "bias") if _is_ref(bound.get(t)))
+        out = tr._add(f"{node.name}.norm" if terms else node.name, norm(bound), [bound["input"][1]])
+        if not terms:
+            return out
+        return tr._add(node.name, ChannelAffine(axis=1, terms=terms), [out[1], *(bound[t][1] for t in terms)])
+    return rule
+
+
+def _constant_shape(value, function: str) -> tuple:
+    """A normalised shape given as plain ints; one the program computes from sizes is refused by name."""
+    shape = _plain(value)
+    shape = tuple(shape) if isinstance(shape, tuple) and not _is_ref(shape) else (shape,)
+    if not all(type(d) is int for d in shape):
+        raise SpecError(f"{function} with a normalized_shape computed from the input's sizes is not modelled",
+                        value=value, fix="pass the normalised sizes as ints (a module's normalized_shape)")
+    return shape
+
+
+def _rms_norm(tr: _FxTranslator, node, args, kwargs):
+    bound = dict(zip(("input", "normalized_shape", "weight", "eps"), args)) | kwargs
+    shape = _constant_shape(bound["normalized_shape"], "rms_norm")
+    weight = bound.get("weight")
+    out = tr._add(f"{node.name}.norm" if _is_ref(weight) else node.name,
+                  RMSNorm(normalized_shape=shape, scale=False), [bound["input"][1]])
+    return tr._add(node.name, Merge("multiply"), [out[1], weight[1]]) if _is_ref(weight) else out
 
 
 def _stochastic_depth(tr: _FxTranslator, node, args, kwargs):
@@ -506,9 +564,18 @@ def _functions() -> dict:
     # torch.fx's own guard on an argument traced at its default None
     table[("call_function", "torch.fx._symbolic_trace._assert_is_none")] = lambda tr, node, args, kwargs: None
     both(("chunk",), (torch.chunk,), _chunk)
+    both(("unbind",), (torch.unbind,), _unbind)
     both(("split",), (torch.split,), _split)
     table[("call_function", F.layer_norm)] = _layer_norm
     table[("call_function", F.interpolate)] = _interpolate
+    table[("call_function", F.batch_norm)] = _functional_norm(
+        ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+        lambda b: BatchNorm(axis=1, center=False, scale=False, stats="none"))
+    table[("call_function", F.group_norm)] = _functional_norm(
+        ("input", "num_groups", "weight", "bias", "eps"),
+        lambda b: GroupNorm(groups=b["num_groups"], axis=1, center=False, scale=False))
+    if hasattr(F, "rms_norm"):
+        table[("call_function", F.rms_norm)] = _rms_norm
     # torchvision's stochastic depth: the identity in eval mode; training scales each sample by a random
     # 0 or 1/(1-p), a multiply by a per-sample tensor (autograd keeps that noise, one value per sample)
     table[("call_function", "torchvision.ops.stochastic_depth.stochastic_depth")] = _stochastic_depth

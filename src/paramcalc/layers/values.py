@@ -79,7 +79,7 @@ class Comparison:
 
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 _VALUE_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": floordiv,
-              "getitem": None, **{op: None for op in COMPARISONS}}
+              "mod": lambda a, b: a - b * floordiv(a, b), "getitem": None, **{op: None for op in COMPARISONS}}
 
 
 @register_layer("value_op")
