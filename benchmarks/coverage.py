@@ -22,7 +22,7 @@ import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tests.torchvision_zoo import build, input_shape, load, zoo  # noqa: E402
+from tests.torchvision_zoo import build, input_shape, load, truth, zoo  # noqa: E402
 
 
 def _seconds(fn, repeat: int) -> list:
@@ -35,17 +35,11 @@ def _seconds(fn, repeat: int) -> list:
 
 
 def _one(family: str, name: str, repeat: int, torchinfo) -> dict:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     import paramcalc
 
     model = build(family, name)
     shape = input_shape(family, name)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        out = model(torch.empty(1, *shape, device="meta"))
-    out = out["out"] if isinstance(out, dict) else out
+    output_shape, flops = truth(model, shape)
     row = {"family": family, "name": name}
     try:
         est = paramcalc.estimate(model, input_shape=shape, batch_size=1)
@@ -56,8 +50,8 @@ def _one(family: str, name: str, repeat: int, torchinfo) -> dict:
         return row
     checks = {"params": est.params == sum(p.numel() for p in model.parameters()),
               "trainable": est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "output": est.output_shape == tuple(out.shape),
-              "flops": 2 * est.macs_per_batch == counter.get_total_flops()}
+              "output": est.output_shape == output_shape,
+              "flops": 2 * est.macs_per_batch == flops}
     row["exact"] = all(checks.values())
     row["wrong"] = [k for k, ok in checks.items() if not ok]
     ours, theirs = [], []

@@ -111,3 +111,16 @@ def build(family: str, name: str):
     return model.eval()
 
 
+
+
+def truth(model, shape: tuple) -> tuple:
+    """What torch says of one sample through ``model`` on the meta device: (output shape, forward FLOPs as
+    FlopCounterMode counts them), the main output of a dict of outputs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        out = model(torch.empty(1, *shape, device="meta"))
+    out = out["out"] if isinstance(out, dict) else out
+    return tuple(out.shape), counter.get_total_flops()
