@@ -5,8 +5,8 @@ trees of known modules are walked directly (nested ones flattened, named "1.0" a
 names them). Anything else is traced with torch.fx, keeping every module paramcalc knows as one node;
 the traced functions and methods (flatten, view, permute, cat, +, matmul, F.relu, size, ...) become
 paramcalc layers. A module object called twice shares its weights; parameters read directly
-(``self.cls_token``) count as weights once. Classes are matched exactly, by name: a subclass may have its
-own forward.
+(``self.cls_token``) count as weights once. Classes are matched by name; a subclass is read as its known
+base only when it keeps the base's forward (one with its own forward is traced through).
 """
 
 from __future__ import annotations
