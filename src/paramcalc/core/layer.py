@@ -159,6 +159,11 @@ class Layer:
         """What a view costs: no device work, a little host time, its input's storage."""
         return self.described(device_free=True, aliases_input=True, host_ops=0.5)
 
+    def weight_operands(self) -> tuple:
+        """Positions of inputs that are weights read as tensors (a parameter fed to a product by a torch
+        forward): their gradients are the weight gradients of this call, not input gradients."""
+        return ()
+
     def trains(self, weight: Weight) -> bool:
         """Whether ``weight`` of this layer receives gradients (buffers never do)."""
         if weight.buffer or not weight.trainable:

@@ -108,8 +108,10 @@ class Step:
         return self.works[call.name]
 
     def reads_grad(self, call) -> bool:
-        """Whether the call must make an input gradient: a tensor it reads requires grad."""
-        return any(src in self.needs_grad for src, _ in call.inbound)
+        """Whether the call must make an input gradient: a tensor it reads, other than a weight operand
+        (whose gradient is a weight gradient), requires grad."""
+        weights = call.layer.weight_operands() if call.layer is not None else ()
+        return any(src in self.needs_grad for i, (src, _) in enumerate(call.inbound) if i not in weights)
 
     def trains(self, call) -> bool:
         return call.name in self.trainable
@@ -137,7 +139,10 @@ class Step:
 def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
                keras_backend: str | None = None) -> Step:
     calls = tuple(est.layers)
-    trainable = frozenset(c.name for c in calls if calls_weight_gradients(c))
+    owners = {c.name for c in calls if calls_weight_gradients(c)}
+    # a call fed a trained weight as an operand computes that weight's gradient
+    trainable = frozenset(owners | {c.name for c in calls if c.layer is not None and any(
+        c.inbound[i][0] in owners for i in c.layer.weight_operands() if i < len(c.inbound))})
     needs_grad: set = set()
     for call in calls:
         if call.name in trainable or any(src in needs_grad for src, _ in call.inbound):
