@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from paramcalc.core.assumptions import Assumption
 from paramcalc.core.dims import Dim, Sym, as_dim, format_dim, symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, ShapeError, SpecError
-from paramcalc.core.graph import Node, normalize_shape, propagate
+from paramcalc.core.graph import DeferredGraph, Node, normalize_shape, propagate
 from paramcalc.core.layer import Layer, format_shape
 from paramcalc.core.spec import TensorSpec, dtype_bytes
 from paramcalc.core.units import FLOP_CONVENTION
@@ -49,6 +49,7 @@ class LayerRow:
     output_shapes: tuple = ()  # every output of the call, the first included (RNN states, scores)
     inbound: tuple = ()  # (name, output index) of each tensor it reads: a layer's or a model input's
     layer: Layer | None = field(default=None, compare=False, repr=False)
+    module: str | None = None  # the user's module it runs in (torch: a named_modules path; "" the model)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class Estimate:
     training: Any = None  # a TrainingCost when optimizer, dtype or device was given
     training_setup: Any = field(default=None, compare=False, repr=False)  # a cost.TrainingSetup
     training_notes: tuple = field(default=(), compare=False, repr=False)  # the notes about training
+    modules: tuple = field(default=(), compare=False, repr=False)  # (path, class name) of the module tree
+    summary_depth: int | None = field(default=None, compare=False, repr=False)  # summary()'s default depth
 
     # -- derived figures --------------------------------------------------------------------------------
     @property
@@ -106,6 +109,26 @@ class Estimate:
             for value in (row.params, row.flops_per_batch, *row.output_shape):
                 found |= symbols_of(value)
         return frozenset(found)
+
+    def by_module(self, depth: int = 3) -> tuple:
+        """Rows per module of the user's module tree, down to ``depth`` levels (as torchinfo's ``depth``):
+        each with the parameters and work of everything it runs, its submodules' included.
+
+        >>> import torch
+        >>> import paramcalc
+        >>> class Block(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.proj = torch.nn.Linear(8, 8)
+        ...     def forward(self, x):
+        ...         return self.proj(x) * x.sigmoid()
+        >>> model = torch.nn.Sequential(Block(), Block())
+        >>> [(r.name, r.type, r.params) for r in paramcalc.estimate(model, input_shape=(8,)).by_module(1)]
+        [('0', 'Block', 72), ('1', 'Block', 72)]
+        """
+        from paramcalc.analysis.modules import module_rows
+
+        return module_rows(self, depth)
 
     def row(self, name: str) -> LayerRow:
         for row in self.layers:
@@ -144,7 +167,8 @@ class Estimate:
         return json.dumps(self.to_dict(), **kwargs)
 
     def summary(self, **kwargs: Any) -> str:
-        """The table a Keras ``summary()`` or torchinfo user expects, as text (``color=True`` for ANSI)."""
+        """The table a Keras ``summary()`` or torchinfo user expects, as text (``color=True`` for ANSI;
+        ``depth=2`` for the module tree two levels down, ``depth=0`` for every layer call)."""
         from paramcalc.interfaces.render import render_text
 
         return render_text(self, **kwargs)
@@ -183,8 +207,12 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     """
     from paramcalc.frontends import to_model
 
-    graph = to_model(model).graph()
-    notes = list(graph.notes)
+    graph = to_model(model)
+    deferred = graph if isinstance(graph, DeferredGraph) else None
+    if deferred is not None and isinstance(input_shape, dict):
+        graph = deferred = deferred.named(input_shape)
+    graph = graph if deferred is not None else graph.graph()
+    notes = list(getattr(graph, "notes", ()))
 
     batch_symbol = DEFAULT_BATCH_SYMBOL
     batch: Dim | None = None
@@ -197,6 +225,9 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
             batch_symbol = next(iter(batch.symbols))
 
     sample_shapes = _resolve_inputs(graph, input_shape, batch_symbol, notes)
+    if deferred is not None:  # a module read by running it: its graph needs the shapes first
+        graph = deferred.build(sample_shapes)
+        notes.extend(graph.notes)
     targets = None
     if target_shape is not None:
         targets = normalize_shape(target_shape, "target_shape", reserved=batch_symbol)
@@ -372,6 +403,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
     per_sample = {batch_symbol: 1}
     rows = []
     totals = dict(params=0, trainable=0, non_trainable=0, buffers=0, macs_b=0, flops_b=0)
+    module_of = {n.name: n.module for n in getattr(graph, "nodes", ()) if getattr(n, "module", None) is not None}
     for node in nodes:
         if getattr(node.layer, "is_value", False):
             continue  # sizes and size arithmetic: no weights, no tensor work, no row
@@ -398,6 +430,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
             weights=inferred.weights, shared_with=node.shared_with, layer=node.layer,
             output_shapes=tuple(o.shape for o in inferred.outputs),
             inbound=tuple(ref for ref, spec in zip(node.inbound, node.inputs) if isinstance(spec, TensorSpec)),
+            module=module_of.get(node.name),
         )
         rows.append(row)
         totals["params"] += row.params
@@ -416,6 +449,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
         macs_per_batch=totals["macs_b"], flops_per_batch=totals["flops_b"],
         output_shape=outputs[0],
         target_shape=targets, assumptions=tuple(assumptions), notes=tuple(notes),
+        modules=getattr(graph, "modules", ()), summary_depth=getattr(graph, "summary_depth", None),
     )
     return _with_diagnostics(est)
 
@@ -437,7 +471,7 @@ def _subs(value: Any, mapping: Mapping[str, Dim]) -> Any:
 
 def _subs_row(row: LayerRow, mapping: Mapping[str, Dim]) -> LayerRow:
     changes = {f.name: _subs(getattr(row, f.name), mapping) for f in fields(row)
-               if f.name not in ("name", "type", "kind", "weights", "shared_with", "layer", "inbound")}
+               if f.name not in ("name", "type", "kind", "weights", "shared_with", "layer", "inbound", "module")}
     changes["input_shapes"] = tuple(_subs(s, mapping) for s in row.input_shapes)
     changes["output_shapes"] = tuple(_subs(s, mapping) for s in row.output_shapes)
     changes["weights"] = tuple(replace(w, shape=_subs(w.shape, mapping))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from paramcalc.core.dims import Dim, as_dim, symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, ShapeError, SpecError, shown
@@ -23,11 +23,14 @@ Ref = tuple
 
 @dataclass(frozen=True)
 class GraphNode:
-    """One call of ``layer`` on the tensors ``inbound`` refers to."""
+    """One call of ``layer`` on the tensors ``inbound`` refers to. ``module``: the path of the user's
+    module the call runs in (``transformer.h.0.attn``, as torch's ``named_modules`` names it; "" for the
+    model itself), where the model has a module tree; None reads as the node's own name."""
 
     name: str
     layer: Layer
     inbound: tuple = ()
+    module: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class Graph:
     framework: str | None = None
     dtype: str = "float32"
     notes: tuple = field(default=(), compare=False)
+    # (path, class name) of each module of the user's module tree, in named_modules order; and how deep
+    # a summary shows that tree unless told (None: one row per node)
+    modules: tuple = field(default=(), compare=False)
+    summary_depth: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not all(isinstance(i, (list, tuple)) and len(i) == 2 and isinstance(i[0], str) for i in self.inputs):
@@ -80,6 +87,30 @@ class Graph:
 
     def graph(self) -> "Graph":
         return self
+
+
+@dataclass(frozen=True)
+class DeferredGraph:
+    """A model whose graph exists only once its input shapes do: a torch module read by running its
+    forward (the operations it runs depend on the sizes it is given).
+
+    ``inputs``: (name, None) pairs of the inputs it takes unless told otherwise; ``accepted``: every
+    input name it can take (a forward's optional arguments); ``build``: called with (name, per-sample
+    shape) pairs, returns the :class:`Graph`.
+    """
+
+    name: str
+    inputs: tuple
+    accepted: tuple
+    build: Callable = field(compare=False, repr=False)
+
+    def named(self, names: Iterable[str]) -> "DeferredGraph":
+        """The same model taking the inputs ``names`` (a dict ``input_shape`` names them)."""
+        unknown = [n for n in names if n not in self.accepted]
+        if unknown:
+            raise SpecError(f"input_shape names no input {unknown[0]!r}; the model's forward takes: "
+                            f"{', '.join(self.accepted)}", where="input_shape", value=unknown[0])
+        return DeferredGraph(self.name, tuple((n, None) for n in names), self.accepted, self.build)
 
 
 def _as_ref(ref: object, where: str = "a reference") -> Ref:

@@ -26,24 +26,17 @@ def _style(text: str, style: str, color: bool) -> str:
     return f"{_STYLES[style]}{text}{_STYLES['reset']}" if color else text
 
 
-def render_text(est, *, width: int = 100, diagnostics: bool = True, color: bool = False) -> str:
+def render_text(est, *, width: int = 100, diagnostics: bool = True, color: bool = False,
+                depth: int | None = None) -> str:
     """A Keras-summary-like table, then totals, diagnostics, assumptions and notes.
 
     ``color`` adds ANSI styles (the CLI sets it on a terminal, never when piped or with NO_COLOR).
+    ``depth`` shows the user's module tree to that depth instead of one row per layer call (a torch model
+    read by running its forward shows depth 3 unless told, as torchinfo does); 0 shows every row.
     """
     out = [_style(_head(est), "bold", color)]
-    connected = _is_graph(est)
-    rows = []
-    for row in est.layers:
-        params = format_count(row.params)
-        if row.shared_with:
-            params = f"(shared with {row.shared_with})"
-        cells = [f"{row.name} ({row.type})", est.format_shape(row.output_shape), params, format_count(row.flops)]
-        if connected:
-            cells.append(", ".join(_reference(ref) for ref in row.inbound))
-        rows.append(cells)
-    headers = ["Layer (type)", "Output Shape", "Param #", "FLOPs/sample"] + (["Connected to"] if connected else [])
-    out += _table(headers, rows, right={2, 3})
+    depth = est.summary_depth if depth is None else depth
+    out += _module_table(est, depth) if depth else _layer_table(est)
     out.append(_style(f" Total params: {format_count(est.params)} ({format_bytes(est.param_bytes)} in {est.dtype})",
                       "bold", color))
     out.append(f" Trainable params: {format_count(est.trainable_params)}")
@@ -73,6 +66,29 @@ def render_text(est, *, width: int = 100, diagnostics: bool = True, color: bool 
         out.append("")
         out += [f"Note: {n}" for n in est.notes]
     return "\n".join(out)
+
+
+def _layer_table(est) -> list[str]:
+    connected = _is_graph(est)
+    rows = []
+    for row in est.layers:
+        params = format_count(row.params)
+        if row.shared_with:
+            params = f"(shared with {row.shared_with})"
+        cells = [f"{row.name} ({row.type})", est.format_shape(row.output_shape), params, format_count(row.flops)]
+        if connected:
+            cells.append(", ".join(_reference(ref) for ref in row.inbound))
+        rows.append(cells)
+    headers = ["Layer (type)", "Output Shape", "Param #", "FLOPs/sample"] + (["Connected to"] if connected else [])
+    return _table(headers, rows, right={2, 3})
+
+
+def _module_table(est, depth: int) -> list[str]:
+    """One row per module down to ``depth``, indented by level, each with its subtree's figures."""
+    rows = [["  " * (row.depth - 1) + (f"{row.name} ({row.type})" if row.type else row.name),
+             est.format_shape(row.output_shape), format_count(row.params), format_count(row.flops)]
+            for row in est.by_module(depth)]
+    return _table(["Module (type)", "Output Shape", "Param #", "FLOPs/sample"], rows, right={2, 3})
 
 
 def _head(est) -> str:
