@@ -358,3 +358,33 @@ def test_every_torch_builtin_is_covered():
     elsewhere = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"} | \
         {f"{k}Pad{r}d" for k in ("Reflection", "Circular") for r in (1, 2, 3)}
     assert {name.rsplit(".", 1)[1] for name in BUILTINS} == drawn | elsewhere
+
+
+class SizeBranching(nn.Module):
+    """A Program behind a Python branch on a size, which torch.fx cannot trace: paramcalc runs the
+    forward on meta tensors and records ATen operations (the ``captured`` kind)."""
+
+    def __init__(self, program):
+        super().__init__()
+        self.program = program
+
+    def forward(self, x):
+        if x.shape[-1] > 0:
+            x = self.program(x)
+        return x
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(OPS), min_size=1, max_size=6), st.integers(1, 4), st.integers(1, 4))
+def test_random_modules_read_by_running_them(ops, width, steps):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = SizeBranching(Program(ops, width)).to("meta")
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        out = module(torch.empty(BATCH, steps, width, device="meta"))
+    est = paramcalc.estimate(module, input_shape=(steps, width), batch_size=BATCH)
+    assert any("meta tensors" in note for note in est.notes)  # read by running it, not traced
+    assert est.output_shape == tuple(out.shape)
+    assert est.params == sum(p.numel() for p in module.parameters())
+    assert 2 * est.macs_per_batch == counter.get_total_flops()

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from paramcalc.core.errors import SpecError
+from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import Graph, GraphNode, Sequential
-from paramcalc.core.registry import torch_converter
-from paramcalc.frontends.torch_modules import _convert, _dtype_of, _qualname
+from paramcalc.frontends.torch_modules import (
+    _convert,
+    _dtype_of,
+    _qualname,
+    module_rule,
+)
 
 MAX_NESTING = 64
 _SEQUENTIAL = "torch.nn.modules.container.Sequential"
@@ -27,7 +31,7 @@ def from_torch_module(module: object):
     """A torch module as a paramcalc model: a Sequential when it is one of known modules, else traced."""
     name = type(module).__name__
     dtype = _dtype_of(module)
-    if torch_converter(type(module)) is not None:
+    if module_rule(module) is not None:
         layer = _convert(module, name.lower(), {})
         arguments = _tensor_arguments(module)
         if len(arguments) == 1:
@@ -40,9 +44,43 @@ def from_torch_module(module: object):
         layers: list = []
         _walk(module, "", layers, {})
         return Sequential(layers, name=name, framework="torch", dtype=dtype)
+    from paramcalc.frontends.torch_capture import deferred
     from paramcalc.frontends.torch_fx import traced
 
-    return traced(module, name, dtype)
+    if _optional_arguments(module):  # which of them are inputs is known once input_shape names them
+        return deferred(module, name, lambda shapes: _read(module, name, dtype, shapes))
+    try:
+        return traced(module, name, dtype)
+    except ParamcalcError as err:
+        reason = err.message.splitlines()[0]
+        return deferred(module, name, lambda shapes: _captured(module, name, dtype, shapes, reason))
+
+
+def _read(module: object, name: str, dtype: str, sample_shapes: tuple) -> Graph:
+    """torch.fx's trace with the named inputs as tensors; where it cannot, the forward run on meta tensors."""
+    from paramcalc.frontends.torch_fx import traced
+
+    try:
+        return traced(module, name, dtype, inputs=tuple(n for n, _ in sample_shapes))
+    except ParamcalcError as err:
+        return _captured(module, name, dtype, sample_shapes, err.message.splitlines()[0])
+
+
+def _captured(module: object, name: str, dtype: str, sample_shapes: tuple, reason: str) -> Graph:
+    from paramcalc.frontends.torch_capture import capture
+
+    return capture(module, name, dtype, sample_shapes, reason)
+
+
+def _optional_arguments(module: object) -> list[str]:
+    """forward's arguments that default to None (``attention_mask=None``): inputs when input_shape names them."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.default is None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def _transformer(module: object, name: str, dtype: str) -> Graph:
@@ -82,7 +120,7 @@ def _all_known(root: object) -> bool:
                 continue
             if _qualname(type(child)) == _SEQUENTIAL:
                 stack.append(child)
-            elif torch_converter(type(child)) is None:
+            elif module_rule(child) is None:
                 return False
     return True
 

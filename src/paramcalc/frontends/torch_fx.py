@@ -14,8 +14,12 @@ from typing import Callable
 
 from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import Graph, GraphNode
-from paramcalc.core.registry import torch_converter
-from paramcalc.frontends.torch_modules import _convert
+from paramcalc.frontends.torch_modules import (
+    _convert,
+    module_rule,
+    module_tree,
+    unreached_parameters,
+)
 from paramcalc.layers import (
     GLU,
     Activation,
@@ -51,22 +55,36 @@ from paramcalc.layers import (
 from paramcalc.layers.values import COMPARISONS
 
 
-def traced(module: object, name: str, dtype: str) -> Graph:
+def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -> Graph:
+    """``module`` traced with torch.fx; ``inputs``: the forward's arguments that are tensors, where the
+    user named them (others with a constant default are traced at it)."""
     import torch.fx  # the user handed in a torch module, so torch is already imported
 
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m, qualname):  # noqa: D401 - torch's hook
-            return torch_converter(type(m)) is not None
+            return module_rule(m) is not None
 
     try:
-        fx_graph = Tracer().trace(module, concrete_args=_defaults(module))
+        concrete = {k: v for k, v in _defaults(module).items() if k not in (inputs or ())}
+        fx_graph = Tracer().trace(module, concrete_args=concrete)
     except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
         raise SpecError(
             f"could not trace {name} with torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
             value=name,
             fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
         ) from None
-    return _FxTranslator(module, name, dtype).translate(fx_graph)
+    return _FxTranslator(module, name, dtype, inputs or ()).translate(fx_graph)
+
+
+def _module_path(node) -> str:
+    """The path of the module an fx node runs in: its own for a module call, the innermost module
+    tracing was in for a function, the owner for an attribute read ("" for the model's own forward)."""
+    if node.op == "call_module":
+        return node.target
+    if node.op == "get_attr":
+        return node.target.rpartition(".")[0]
+    stack = node.meta.get("nn_module_stack")
+    return next(reversed(stack.values()))[0] if stack else ""
 
 
 def _defaults(module: object) -> dict:
@@ -87,7 +105,8 @@ def _defaults(module: object) -> dict:
 class _FxTranslator:
     """Walks fx nodes in order, turning each into graph nodes (or plain values for constants)."""
 
-    def __init__(self, root: object, name: str, dtype: str) -> None:
+    def __init__(self, root: object, name: str, dtype: str, inputs: tuple = ()) -> None:
+        self.named_inputs = inputs  # arguments the user named: inputs even where they have a default
         self.root = root
         self.name = name
         self.dtype = dtype
@@ -98,12 +117,15 @@ class _FxTranslator:
         self.memo: dict = {}  # module id -> Layer
         self.params_seen: dict = {}  # parameter id -> node name
         self.value_nodes: set = set()  # names of nodes that compute sizes, not tensors
+        self.module = ""  # the path of the module the node being translated runs in
 
     def translate(self, fx_graph) -> Graph:
         outputs = []
         for node in fx_graph.nodes:
+            self.module = _module_path(node)
             try:
-                if node.op == "placeholder" and node.args:  # an argument traced at its default value
+                if node.op == "placeholder" and node.args and node.target not in self.named_inputs:
+                    # an argument traced at its default value
                     self.env[node] = node.args[0]
                 elif node.op == "placeholder":
                     self.inputs.append((node.name, None))
@@ -120,34 +142,15 @@ class _FxTranslator:
                 raise err.with_layer(node.name) from None
         notes = self._unreached()
         return Graph(tuple(self.inputs), tuple(self.nodes), tuple(outputs), name=self.name,
-                     framework="torch", dtype=self.dtype, notes=notes)
+                     framework="torch", dtype=self.dtype, notes=notes, modules=module_tree(self.root))
 
     def _unreached(self) -> tuple:
-        """Parameters and buffers of modules the forward never called (googlenet's auxiliary classifiers
-        in eval mode): still the model's, so counted, each as a parameter node; and a note naming the
-        modules."""
-        reached = set(self.memo.get("parameters", ())) | set(self.params_seen)
-        for module in self.modules.values():
-            if id(module) in self.memo:
-                reached.update(id(t) for t in module.buffers())
-        missing = [(name, tensor, is_buffer) for tensors, is_buffer in
-                   ((self.root.named_parameters(), False), (self.root.named_buffers(), True))
-                   for name, tensor in tensors if id(tensor) not in reached]
-        if not missing:
-            return ()
-        import torch
-
-        for name, tensor, is_buffer in missing:
-            is_param = isinstance(tensor, torch.nn.Parameter) and not is_buffer
-            layer = Parameter(shape=tuple(int(d) for d in tensor.shape), buffer=not is_param,
-                              trainable=bool(is_param and tensor.requires_grad), type_name="unused")
+        """Parameters and buffers of modules the forward never called, each as a parameter node."""
+        found, notes = unreached_parameters(self.root, self.memo, set(self.params_seen))
+        for name, layer in found:
+            self.module = name.rpartition(".")[0]
             self._add(name, layer, [])
-            reached.add(id(tensor))
-        unused = _wholly_unused(self.modules, {id(t) for _, t, _ in missing})
-        count = sum(t.numel() for _, t, b in missing if not b)
-        return (f"{count:,} parameters belong to modules the forward did not call "
-                f"({', '.join(unused[:6])}{', ...' if len(unused) > 6 else ''}): counted, as the model holds "
-                "them, with no activations or work (in training mode a forward may call them)",)
+        return notes
 
     # -- values ----------------------------------------------------------------------------------------
     def _arg(self, a):
@@ -171,7 +174,7 @@ class _FxTranslator:
         return []
 
     def _add(self, name: str, layer, inbound: list) -> tuple:
-        self.nodes.append(GraphNode(name, replace(layer, name=layer.name or name), tuple(inbound)))
+        self.nodes.append(GraphNode(name, replace(layer, name=layer.name or name), tuple(inbound), module=self.module))
         if getattr(layer, "is_value", False):
             self.value_nodes.add(name)
         return ("ref", (name, 0))
@@ -212,7 +215,7 @@ class _FxTranslator:
         inbound = [r for a in args for r in self._refs_in(a)]
         taken = any(n.name == node.target for n in self.nodes) or any(i == node.target for i, _ in self.inputs)
         name = node.name if taken else node.target  # fx's own name is unique (an input may be "image" too)
-        self.nodes.append(GraphNode(name, layer, tuple(inbound)))
+        self.nodes.append(GraphNode(name, layer, tuple(inbound), module=node.target))
         structure = getattr(layer, "output_structure", None)
         return self._structured(name, structure) if structure is not None else ("ref", (name, 0))
 
@@ -290,17 +293,6 @@ class _FxTranslator:
             else:
                 entries.append(int(v))
         return tuple(entries), inbound
-
-
-def _wholly_unused(modules: dict, unused: set) -> list:
-    """The outermost modules all of whose parameters and buffers are in ``unused``."""
-    names = []
-    for name, module in modules.items():
-        tensors = [id(t) for t in (*module.parameters(), *module.buffers())]
-        if name and tensors and all(t in unused for t in tensors):
-            if not any(name.startswith(kept + ".") for kept in names):
-                names.append(name)
-    return names
 
 
 @dataclass(frozen=True)

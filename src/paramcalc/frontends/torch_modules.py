@@ -51,12 +51,26 @@ def _unknown(cls: type, name: str) -> UnknownLayerError:
     )
 
 
+def module_tree(root: object) -> tuple:
+    """(path, class name) of each module under ``root``, as ``named_modules`` names them."""
+    return tuple((name, type(module).__name__) for name, module in root.named_modules() if name)
+
+
+def module_rule(module: object):
+    """The rule paramcalc has for ``module``, or None where its forward must be read instead. A module
+    with parametrizations (``weight_norm``, ``spectral_norm``) computes its weight from other parameters
+    (weight_norm's g and v): its class's rule would count the weight, not what the module holds."""
+    if getattr(module, "parametrizations", None):
+        return None
+    return torch_converter(type(module))
+
+
 def _convert(module: object, name: str, memo: dict):
     if id(module) in memo:  # the same module object again: shared weights
         return memo[id(module)]
     owned = memo.setdefault("parameters", set())
     cls = type(module)
-    convert = torch_converter(cls)
+    convert = module_rule(module)
     if convert is None:
         raise _unknown(cls, name)
     try:
@@ -67,6 +81,50 @@ def _convert(module: object, name: str, memo: dict):
                     tied=_tied(module, owned))
     memo[id(module)] = layer
     return layer
+
+
+def unreached_parameters(root: object, memo: dict, used: set) -> tuple[list, tuple]:
+    """Parameters and buffers of modules the forward never called (googlenet's auxiliary classifiers in
+    eval mode): still the model's, so counted, each as a (name, Parameter layer) pair with no work; and a
+    note naming the modules. ``memo`` holds the converted modules, ``used`` the ids of the tensors the
+    forward read directly."""
+    import torch
+
+    from paramcalc.layers import Parameter
+
+    modules = dict(root.named_modules())
+    reached = set(memo.get("parameters", ())) | used
+    for module in modules.values():
+        if id(module) in memo:
+            reached.update(id(t) for t in module.buffers())
+    missing = [(name, tensor, is_buffer) for tensors, is_buffer in
+               ((root.named_parameters(), False), (root.named_buffers(), True))
+               for name, tensor in tensors if id(tensor) not in reached]
+    if not missing:
+        return [], ()
+    found = []
+    for name, tensor, is_buffer in missing:
+        is_param = isinstance(tensor, torch.nn.Parameter) and not is_buffer
+        found.append((name, Parameter(shape=tuple(int(d) for d in tensor.shape), buffer=not is_param,
+                                      trainable=bool(is_param and tensor.requires_grad), type_name="unused")))
+    unused = _wholly_unused(modules, {id(t) for _, t, _ in missing})
+    count = sum(t.numel() for _, t, b in missing if not b)
+    if not count:
+        return found, ()
+    return found, (f"{count:,} parameters belong to modules the forward did not call "
+                   f"({', '.join(unused[:6])}{', ...' if len(unused) > 6 else ''}): counted, as the model holds "
+                   "them, with no activations or work (in training mode a forward may call them)",)
+
+
+def _wholly_unused(modules: dict, unused: set) -> list:
+    """The outermost modules all of whose parameters and buffers are in ``unused``."""
+    names = []
+    for name, module in modules.items():
+        tensors = [id(t) for t in (*module.parameters(), *module.buffers())]
+        if name and tensors and all(t in unused for t in tensors):
+            if not any(name.startswith(kept + ".") for kept in names):
+                names.append(name)
+    return names
 
 
 def _tied(module: object, owned: set) -> tuple:

@@ -1,0 +1,487 @@
+"""torch modules read by running their forward on meta tensors and recording each ATen operation.
+
+torch.fx cannot trace a forward that branches on sizes, iterates over tensors or calls functions a
+library keeps whole; running the forward can, and on the meta device it allocates nothing. Modules
+paramcalc knows stay one node each (their rule prices them, as in every other path); each ATen operation
+run outside them becomes a :class:`~paramcalc.layers.captured.CapturedOp` named after the module that ran
+it (``transformer.h.0.attn:addmm``), and each parameter or buffer the code reads directly becomes a
+parameter node, counted once. What autograd saves for the backward is recorded with saved-tensor hooks.
+
+The forward runs at two batch sizes: a size is then ``a + c * batch`` and the estimate keeps the batch
+symbolic, as for any model. Other sizes are fixed: formulas in a size need a forward torch.fx can trace.
+torch is already imported when this runs: the user handed in a module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from paramcalc.core.dims import symbol, symbols_of
+from paramcalc.core.errors import ParamcalcError, SpecError
+from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
+from paramcalc.frontends.torch_modules import (
+    _convert,
+    module_rule,
+    module_tree,
+    unreached_parameters,
+)
+from paramcalc.layers import Parameter
+from paramcalc.layers.captured import BATCH, CapturedOp
+
+SUMMARY_DEPTH = 3  # a summary shows the module tree three levels down, as torchinfo does by default
+BATCHES = (2, 3)  # two runs make every size a + c * batch; 1 is avoided, code special-cases it
+# operations whose output shape depends on tensor values, which meta tensors do not have
+DATA_DEPENDENT = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_consecutive",
+                  "nms", "repeat_interleave", "bincount", "histc")
+_INTEGER_NAMES = ("ids", "indices", "index", "tokens", "token", "labels", "positions")
+_MODULE_INPUTS = ("query", "key", "value", "memory", "tgt", "src")  # tensor keywords a known module reads
+
+
+def deferred(module: object, name: str, build) -> DeferredGraph:
+    """``module`` as a model whose graph ``build`` makes once the input shapes are known (called with
+    (name, per-sample shape) pairs)."""
+    import inspect
+
+    try:
+        parameters = [p for p in inspect.signature(module.forward).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):
+        parameters = []
+    required = [p.name for p in parameters if p.default is inspect.Parameter.empty and p.kind != p.KEYWORD_ONLY]
+    accepted = tuple(p.name for p in parameters) or ("input",)
+    default = required or list(accepted[:1])
+    return DeferredGraph(name, tuple((n, None) for n in default), accepted, build)
+
+
+def capture(module: object, name: str, dtype: str, sample_shapes: tuple, reason: str = "") -> Graph:
+    """The graph of ``module`` called on inputs of ``sample_shapes`` ((name, per-sample shape) pairs)."""
+    for input_name, shape in sample_shapes:
+        symbolic = [d for d in shape if symbols_of(d)]
+        if symbolic:
+            raise SpecError(
+                f"{name} is read by running its forward ({reason or 'torch.fx cannot trace it'}), which needs "
+                f"numbers: input '{input_name}' has the size {symbolic[0]}", value=str(symbolic[0]),
+                where="input_shape", fix="pass the sizes as ints (the batch may stay unset); formulas in a size "
+                                         "need a forward torch.fx can trace")
+    integer = _integer_inputs(sample_shapes)
+    try:
+        runs = [_Recorder(module, name).run(sample_shapes, batch, integer) for batch in BATCHES]
+    except _WrongDtype:
+        integer = {n for n, _ in sample_shapes}
+        runs = [_Recorder(module, name).run(sample_shapes, batch, integer) for batch in BATCHES]
+    why = f", as torch.fx could not read it ({reason})" if reason else ""
+    notes = [f"read by running its forward on meta tensors{why}; sizes other than the batch are fixed"]
+    if integer:
+        notes.append(f"input{'s' if len(integer) > 1 else ''} {', '.join(sorted(integer))} taken as integer "
+                     "tensors (int64), as token ids are")
+    return _merge(runs, sample_shapes, name, dtype, notes)
+
+
+def _keywords(module: object) -> set:
+    """Names forward takes by keyword."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _integer_inputs(sample_shapes: tuple) -> set:
+    """Inputs taken as integer tensors by their name (``input_ids``, ``token_type_ids``, ``labels``)."""
+    return {n for n, _ in sample_shapes if any(n == w or n.endswith("_" + w) for w in _INTEGER_NAMES)}
+
+
+class _WrongDtype(Exception):
+    """The forward refused floating inputs where it indexes with them (an embedding)."""
+
+
+@dataclass
+class _Record:
+    """One node of a run: a known module's call, an ATen operation or a tensor read directly."""
+
+    name: str
+    layer: object  # a Layer for modules and tensors read directly; None for an operation
+    inbound: list
+    module: str = ""  # the path of the module it ran in
+    op: str = ""
+    input_shapes: list = field(default_factory=list)
+    output_shapes: list = field(default_factory=list)
+    output_dtypes: list = field(default_factory=list)
+    weight_inputs: tuple = ()
+    view: bool = False
+    saves: list = field(default_factory=list)  # (ref, itemsize or None)
+    transposed: bool = False
+    window: int = 0
+
+
+@dataclass
+class _Run:
+    batch: int
+    records: list
+    outputs: list
+    shapes: dict  # ref -> concrete shape of every tensor made
+    used: set  # ids of parameters and buffers read directly
+    memo: dict
+    root: object
+
+
+class _Recorder:
+    """Runs the forward once at one batch size, recording nodes in the order they run."""
+
+    def __init__(self, root: object, name: str) -> None:
+        self.root = root
+        self.model_name = name
+        self.records: list[_Record] = []
+        self.refs: dict = {}  # id(tensor) -> ref
+        self.keep: list = []  # every tensor seen, alive so that ids stay unique
+        self.storage: dict = {}  # storage id -> ref of the tensor that made it
+        self.shapes: dict = {}  # ref -> shape
+        self.from_weights: set = set()  # refs of parameters and views of them
+        self.stack: list = []  # names of the modules running, innermost last
+        self.known_depth = 0  # > 0 while a module paramcalc knows runs: its operations are its own
+        self.frames: list = []
+        self.counts: dict = {}
+        self.memo: dict = {}
+        self.tensor_names: dict = {}  # id(meta tensor) -> (name, is_parameter, trainable)
+        self.used: set = set()
+        self.current = None  # the operation running, for errors
+        self.failed_in: list = []  # the modules running when an operation failed
+        self.pending: list = []  # tensors autograd saved for the operation about to run
+
+    # -- the run -------------------------------------------------------------------------------------
+    def run(self, sample_shapes: tuple, batch: int, integer: set) -> _Run:
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        recorder = self
+        originals = {}
+        tensors = {}
+        for names, is_param in ((self.root.named_parameters(remove_duplicate=False), True),
+                                (self.root.named_buffers(remove_duplicate=False), False)):
+            for tensor_name, t in names:
+                if id(t) not in originals:
+                    originals[id(t)] = torch.empty_like(t, device="meta").requires_grad_(bool(is_param and t.requires_grad))
+                    self.tensor_names[id(originals[id(t)])] = (tensor_name, is_param, bool(is_param and t.requires_grad), id(t))
+                tensors[tensor_name] = originals[id(t)]
+        module_names = {}
+        for module_name, m in self.root.named_modules(remove_duplicate=False):
+            module_names.setdefault(id(m), module_name)
+
+        args, kwargs = [], {}
+        keywords = _keywords(self.root)
+        for input_name, shape in sample_shapes:
+            int_input = input_name in integer
+            t = torch.zeros((batch, *shape), dtype=torch.int64 if int_input else _torch_dtype(self.root), device="meta")
+            self._register(t, (input_name, 0))
+            if input_name in keywords:  # by name: a dict input_shape may skip arguments (attention_mask)
+                kwargs[input_name] = t
+            else:
+                args.append(t)
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                recorder.current = func
+                try:
+                    out = func(*args, **kwargs)
+                except Exception:
+                    recorder.failed_in = recorder.failed_in or list(recorder.stack)  # hooks unwind it
+                    raise
+                if not recorder.known_depth:
+                    recorder.operation(func, args, kwargs, out)
+                return out
+
+        def pre(module, args_, kwargs_):
+            recorder.enter(module, module_names.get(id(module), ""), args_, kwargs_)
+
+        def post(module, args_, kwargs_, output):
+            recorder.leave(module, output)
+
+        def pack(t):
+            recorder.saved(t)
+            return t
+
+        handles = []
+        for m in self.root.modules():
+            if m is not self.root:
+                handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+                handles.append(m.register_forward_hook(post, with_kwargs=True, always_call=True))
+        try:
+            # tensors the forward makes without a device (torch.zeros(16)) are made on meta too
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Mode(), torch.device("meta"):
+                output = torch.func.functional_call(self.root, tensors, tuple(args), kwargs, tie_weights=False)
+        except ParamcalcError:
+            raise
+        except Exception as err:  # the user's forward runs here: any failure is reported with its operation
+            raise self._failure(err, [*args, *kwargs.values()]) from None
+        finally:
+            for h in handles:
+                h.remove()
+        outputs = [self._ref(t) for t in _leaves(output) if isinstance(t, torch.Tensor)]
+        # the known modules' rules read the meta copies: their ids become the originals' again
+        originals_of = {copy: named[3] for copy, named in self.tensor_names.items()}
+        self.memo["parameters"] = {originals_of.get(i, i) for i in self.memo.get("parameters", ())}
+        if not outputs:
+            raise SpecError(f"the forward of {self.model_name} returned no tensor ({type(output).__name__})",
+                            value=type(output).__name__)
+        return _Run(batch, self.records, outputs, self.shapes, self.used, self.memo, self.root)
+
+    def _failure(self, err: Exception, args: list) -> SpecError:
+        func = self.current
+        op = getattr(getattr(func, "_overloadpacket", None), "__name__", str(func))
+        running = self.failed_in or self.stack
+        where = running[-1] if running else self.model_name
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if op == "_local_scalar_dense":
+            return SpecError(
+                f"{where} reads the value of a tensor (Tensor.item(), or a Python branch on a tensor such as "
+                f"`if mask.all()`), which meta tensors do not have ({type(err).__name__}: {text})", layer=where,
+                value=str(func), fix="take a path of the model that decides on sizes only (a Hugging Face model: "
+                                     "attn_implementation=\"eager\"), estimate the part before it, or register a rule "
+                                     "for that module (paramcalc.register_torch_module)")
+        if any(op == d or op.endswith("::" + d) or f"{d}()" in text for d in DATA_DEPENDENT) or "data-dependent" in text:
+            return SpecError(
+                f"{where} calls {func}, whose output's shape depends on the values of a tensor, which meta tensors "
+                f"do not have ({type(err).__name__}: {text})", layer=where, value=str(func),
+                fix="estimate the part before it (a detection model's backbone: model.backbone), or wrap the "
+                    "data-dependent code in a module with a registered rule (paramcalc.register_torch_module)")
+        import torch
+
+        if any(t.dtype.is_floating_point for t in args) and ("indices" in text or "Long" in text or "Int" in text):
+            raise _WrongDtype() from None
+        return SpecError(f"running the forward of {self.model_name} on meta tensors failed in {where} at {func}: "
+                         f"{type(err).__name__}: {text}", layer=where, value=str(func),
+                         fix="check input_shape against what the forward expects; a model that runs on real "
+                             f"tensors of that shape but not on torch's meta device ({torch.__version__}) needs a rule "
+                             "for that module (paramcalc.register_torch_module)")
+
+    # -- hooks -----------------------------------------------------------------------------------------
+    def enter(self, module, name: str, args, kwargs) -> None:
+        self.stack.append(name)
+        if self.known_depth:
+            self.known_depth += 1
+            return
+        if module_rule(module) is None:
+            return
+        import torch
+
+        tensors = [a for a in _leaves(args) if isinstance(a, torch.Tensor)]
+        tensors += [v for k, v in kwargs.items() if k in _MODULE_INPUTS and isinstance(v, torch.Tensor)]
+        self.frames.append([self._ref(t) for t in tensors])
+        self.known_depth = 1
+
+    def leave(self, module, output) -> None:
+        name = self.stack.pop()
+        if self.known_depth > 1:
+            self.known_depth -= 1
+            return
+        if not self.known_depth:
+            return
+        self.known_depth = 0
+        inbound = self.frames.pop()
+        layer = _convert(module, name, self.memo)
+        node_name = self._unique(name)
+        structure = getattr(layer, "output_structure", None)
+        positions = list(_flatten_structure(structure)) if structure is not None else [0]
+        self.records.append(_Record(node_name, layer, inbound, module=name))
+        import torch
+
+        for t, position in zip(_leaves(output, keep_none=True), positions):
+            if isinstance(t, torch.Tensor):
+                self._register(t, (node_name, position))
+
+    def saved(self, t) -> None:
+        """autograd keeps ``t`` for a backward. It saves an operation's inputs before the operation runs
+        and its outputs after: a tensor the last operation made is that operation's; any other waits for
+        the next operation."""
+        if self.known_depth:
+            return  # a known module's rule says what it keeps
+        ref = self.storage.get(_storage_id(t))
+        if ref is None or ref in self.from_weights:
+            return  # weights are counted as weights, not as activations
+        entry = (ref, None if t.dtype.is_floating_point else t.element_size())
+        last = self.records[-1] if self.records else None
+        saves = last.saves if last is not None and last.layer is None and ref[0] == last.name else self.pending
+        if entry not in saves:
+            saves.append(entry)
+
+    # -- operations ------------------------------------------------------------------------------------
+    def operation(self, func, args, kwargs, out) -> None:
+        import torch
+
+        inputs = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outputs = [t for t in _leaves(out) if isinstance(t, torch.Tensor)]
+        if not outputs:
+            return
+        inbound = [self._ref(t) for t in inputs]
+        op = func._overloadpacket.__name__
+        module = self.stack[-1] if self.stack else ""
+        name = self._unique(f"{module}:{op}" if module else op)
+        schema = func._schema
+        view = bool(schema.returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[_shape(t) for t in inputs],
+                         output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
+                         weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
+                         transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args))
+        record.saves, self.pending = self.pending, []
+        self.records.append(record)
+        for i, t in enumerate(outputs):
+            ref = (name, i)
+            self._register(t, ref, view=view)
+            if view and inbound and inbound[0] in self.from_weights:
+                self.from_weights.add(ref)
+
+    def _register(self, t, ref: tuple, view: bool = False) -> None:
+        self.refs[id(t)] = ref
+        self.keep.append(t)
+        self.shapes[ref] = _shape(t)
+        if not view:  # a view's storage is its base's: kept tensors are keyed by whoever made the storage
+            self.storage[_storage_id(t)] = ref
+
+    def _ref(self, t) -> tuple:
+        ref = self.refs.get(id(t))
+        if ref is not None:
+            return ref
+        named = self.tensor_names.get(id(t))
+        if named is None:  # a tensor made before the forward ran (a plain attribute): a constant
+            tensor_name, is_param, trainable, original = f"constant_{len(self.keep)}", False, False, None
+        else:
+            tensor_name, is_param, trainable, original = named
+            self.used.add(original)
+        # ids of the meta copies, as the known modules' rules see them while functional_call runs
+        owned = self.memo.setdefault("parameters", set())
+        tied = named is not None and id(t) in owned
+        layer = Parameter(shape=_shape(t), buffer=not is_param, trainable=trainable,
+                          type_name="Parameter" if is_param else "buffer",
+                          tied=(0,) if tied or named is None else ())
+        owned.add(id(t))
+        node_name = self._unique(tensor_name)
+        owner = tensor_name.rpartition(".")[0] if named is not None else (self.stack[-1] if self.stack else "")
+        self.records.append(_Record(node_name, layer, [], module=owner))
+        ref = (node_name, 0)
+        self._register(t, ref)
+        self.from_weights.add(ref)
+        return ref
+
+    def _unique(self, name: str) -> str:
+        count = self.counts.get(name, 0)
+        self.counts[name] = count + 1
+        return name if count == 0 else f"{name}_{count}"
+
+
+def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list) -> Graph:
+    """One graph from the runs: every size as ``a + c * batch`` from its values at the two batches."""
+    first, second = runs
+    if [(r.name, r.inbound) for r in first.records] != [(r.name, r.inbound) for r in second.records]:
+        where = next((a.name for a, b in zip(first.records, second.records) if (a.name, a.inbound) != (b.name, b.inbound)),
+                     "its end")
+        raise SpecError(f"the forward of {name} runs other operations at batch {first.batch} than at batch "
+                        f"{second.batch} (first at {where}): it branches on the batch size", value=where,
+                        fix="estimate it with torch.fx (a forward without Python branches on sizes), or report the model")
+    nodes = []
+    for a, b in zip(first.records, second.records):
+        if a.layer is not None:  # the same object for each call of one module: its weights are shared
+            layer = a.layer if a.layer.name else replace(a.layer, name=a.name)
+            nodes.append(GraphNode(a.name, layer, tuple(a.inbound), module=a.module))
+            continue
+        input_forms = tuple(_form(x, y, first.batch, second.batch) for x, y in zip(a.input_shapes, b.input_shapes))
+        output_forms = tuple(_form(x, y, first.batch, second.batch) for x, y in zip(a.output_shapes, b.output_shapes))
+        inbound = list(a.inbound)
+        saves = tuple((ref, _form(first.shapes[ref], second.shapes[ref], first.batch, second.batch), itemsize)
+                      for ref, itemsize in a.saves)
+        made = [*output_forms, *(form for _, form, _ in saves)]
+        if any(symbols_of(d) for f in made for d in f) and not any(symbols_of(d) for f in input_forms for d in f):
+            inbound.append((sample_shapes[0][0], 0))  # read for the batch size only (arange(x.size(0)))
+        layer = CapturedOp(name=a.name, type_name=a.op.split(".")[-1], op=a.op, input_forms=input_forms,
+                           output_forms=output_forms, output_dtypes=tuple(a.output_dtypes), reads=len(a.inbound),
+                           weight_inputs=a.weight_inputs, view=a.view, saves=saves, transposed=a.transposed,
+                           window=a.window)
+        nodes.append(GraphNode(a.name, layer, tuple(inbound), module=a.module))
+    unknown: dict = {}
+    for node in nodes:
+        if isinstance(node.layer, CapturedOp) and node.layer.family == "unknown":
+            unknown[node.layer.op] = unknown.get(node.layer.op, 0) + 1
+    if unknown:
+        notes.append("paramcalc does not know the arithmetic of " + ", ".join(
+            f"{op} ({count} call{'s' if count > 1 else ''})" for op, count in unknown.items())
+            + ": each is priced as one pass over its memory, with no FLOPs")
+    unused, unused_notes = unreached_parameters(first.root, first.memo, first.used)
+    for tensor_name, layer in unused:
+        nodes.append(GraphNode(tensor_name, replace(layer, name=tensor_name), (),
+                               module=tensor_name.rpartition(".")[0]))
+    return Graph(tuple((n, None) for n, _ in sample_shapes), tuple(nodes), tuple(first.outputs), name=name,
+                 framework="torch", dtype=dtype, notes=tuple(notes) + tuple(unused_notes),
+                 modules=module_tree(first.root), summary_depth=SUMMARY_DEPTH)
+
+
+def _window(op: str, args: tuple) -> int:
+    """A pool's kernel size in elements (its second argument); 0 for anything else."""
+    if "pool" not in op or "adaptive" in op or len(args) < 2:
+        return 0
+    kernel = args[1]
+    sizes = [kernel] if isinstance(kernel, int) else list(kernel)
+    rank = {"1d": 1, "2d": 2, "3d": 3}.get(next((r for r in ("1d", "2d", "3d") if r in op), "2d"))
+    sizes = sizes * rank if len(sizes) == 1 else sizes
+    window = 1
+    for size in sizes:
+        window *= int(size)
+    return window
+
+
+def _form(a: tuple, b: tuple, batch_a: int, batch_b: int) -> tuple:
+    """Each size as an int, or ``a + c * BATCH`` where it changes with the batch."""
+    form = []
+    for x, y in zip(a, b):
+        if x == y:
+            form.append(x)
+            continue
+        per, rest = divmod(y - x, batch_b - batch_a)
+        if rest:
+            raise SpecError(f"a size goes from {x} to {y} between batch {batch_a} and {batch_b}: it does not grow "
+                            "with the batch in proportion", value=(x, y))
+        form.append(symbol(BATCH) * per + (x - per * batch_a))
+    return tuple(form)
+
+
+def _leaves(value, keep_none: bool = False) -> list:
+    """Tensors (and other leaves) of nested tuples, lists and dicts (a Hugging Face ModelOutput is a dict),
+    in order."""
+    out, stack = [], [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+        elif isinstance(v, (tuple, list)):
+            stack.extend(reversed(v))
+        elif v is not None or keep_none:
+            out.append(v)
+    return out
+
+
+def _flatten_structure(structure) -> list:
+    if isinstance(structure, tuple):
+        return [p for s in structure for p in _flatten_structure(s)]
+    return [structure]
+
+
+def _shape(t) -> tuple:
+    return tuple(int(d) for d in t.shape)
+
+
+def _dtype(t) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def _storage_id(t) -> int:
+    return t.untyped_storage()._cdata
+
+
+def _torch_dtype(module: object):
+    import torch
+
+    for t in module.parameters():
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return torch.float32

@@ -1,0 +1,252 @@
+"""An operation recorded by running a torch module's forward on meta tensors (an ATen operation).
+
+The torch front-end reads what torch.fx cannot trace by running the forward on the meta device and
+recording each ATen operation between the modules paramcalc knows (``frontends/torch_capture.py``).
+ATen's operation set is closed and small, so one kind describes them all: what an operation computes
+follows from its family (a matrix product, a convolution, an attention core, a norm, a per-element
+function, a view) and the shapes torch computed for it.
+
+Shapes are recorded at two batch sizes; every size is then ``a + c * batch`` (``BATCH`` stands for the
+batch), so an estimate keeps the batch symbolic as it does for every other kind. What autograd saved for
+the backward is recorded as well (saved-tensor hooks on meta cost nothing): ``saves`` names each tensor
+kept by the graph reference that made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from paramcalc.core.dims import Dim, exact_div, prod, subs, symbol, symbols_of
+from paramcalc.core.layer import Context, Inferred, Layer
+from paramcalc.core.registry import register_layer
+from paramcalc.core.spec import TensorSpec
+from paramcalc.core.work import AttentionCore, SavingRules, Work, kernel
+from paramcalc.layers.elementwise import ACTIVATION_FLOPS
+
+BATCH = "captured_batch"  # the symbol a recorded size that follows the batch is written in
+
+# ATen operation (its name without the overload) -> what it computes. Operations not listed move memory
+# and compute nothing a FLOP counter counts (views, copies, indexing, creation).
+PRODUCTS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "addmv", "mv", "dot"}
+CONVOLUTIONS = {"convolution", "_convolution", "mkldnn_convolution", "_slow_conv2d_forward"}
+ATTENTION = {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+             "_scaled_dot_product_fused_attention_overrideable"}
+NORMS = {"native_layer_norm": 8, "native_batch_norm": 8, "_native_batch_norm_legit": 8,
+         "_native_batch_norm_legit_no_training": 4, "_native_batch_norm_legit_functional": 8,
+         "native_group_norm": 8, "_fused_rms_norm": 4}
+REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "var", "var_mean", "std", "std_mean", "prod",
+              "norm", "linalg_vector_norm", "logsumexp", "cumsum", "argmax", "argmin"}
+KERNELS = {"_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "softmax", "relu": "relu",
+           "native_dropout": "dropout"}
+ARITHMETIC = {"add", "sub", "rsub", "mul", "div", "pow", "neg", "rsqrt", "sqrt", "exp", "log", "abs", "reciprocal",
+              "where", "clamp", "clamp_min", "clamp_max", "maximum", "minimum", "sin", "cos", "erf", "lerp",
+              "addcmul", "addcdiv", "square", "floor", "ceil", "round", "sign", "masked_fill", "log1p", "expm1",
+              "bernoulli", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logical_and", "logical_or",
+              "bitwise_not", "bitwise_and", "bitwise_or", "remainder", "fmod", "floor_divide", "atan2", "tan",
+              "exp2", "log2", "log10", "trunc", "frac", "isnan", "isinf", "logical_xor", "xlogy", "erfinv", "sgn"}
+# pooling: each output element reads its window (``window``, recorded from the kernel size); an adaptive
+# pool reads each input element once
+WINDOWS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
+           "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices", "_adaptive_avg_pool2d",
+           "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+           "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d"}
+# interpolation: nearest copies; (bi/tri)linear and bicubic blend, 4 FLOPs per axis per output element
+# (2 multiplies, 2 adds), as paramcalc's UpSample counts them
+RESAMPLING = {"upsample_nearest1d": 0, "upsample_nearest2d": 0, "upsample_nearest3d": 0, "_upsample_nearest_exact1d": 0,
+              "_upsample_nearest_exact2d": 0, "_upsample_nearest_exact3d": 0, "upsample_linear1d": 4,
+              "upsample_bilinear2d": 8, "_upsample_bilinear2d_aa": 8, "upsample_trilinear3d": 12,
+              "upsample_bicubic2d": 8, "_upsample_bicubic2d_aa": 8, "grid_sampler_2d": 8}
+# operations that move, copy, index or create memory and compute nothing a FLOP counter counts
+MOVES = {"view", "_unsafe_view", "reshape", "_reshape_alias", "slice", "expand", "clone", "contiguous", "permute",
+         "transpose", "t", "scalar_tensor", "copy", "_to_copy", "select", "unsqueeze", "squeeze", "cat", "stack",
+         "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
+         "replication_pad2d", "replication_pad3d", "index", "_unsafe_index", "index_select", "gather", "scatter",
+         "index_put", "_index_put_impl", "alias", "roll", "new_zeros", "new_ones", "new_empty", "new_full",
+         "new_empty_strided", "zero", "fill", "unbind", "split", "split_with_sizes", "chunk", "detach", "lift_fresh",
+         "lift_fresh_copy", "arange", "zeros", "ones", "full", "empty", "empty_like", "empty_strided", "zeros_like",
+         "ones_like", "full_like", "rand", "randn", "rand_like", "randn_like", "randint", "tril", "triu", "flip",
+         "repeat", "embedding", "narrow", "as_strided", "diagonal", "movedim", "unfold", "im2col", "col2im",
+         "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "one_hot", "masked_scatter",
+         "view_as_real", "view_as_complex", "_conj", "real", "imag", "unflatten", "flatten", "expand_as", "view_as",
+         "resize", "set", "_to_dtype", "type_as", "to", "linspace", "logspace", "eye", "diag_embed", "rot90"}
+_ACTIVATION_NAMES = {"gelu": "gelu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu",
+                     "hardtanh": "hard_tanh", "elu": "elu", "leaky_relu": "leaky_relu", "mish": "mish",
+                     "softplus": "softplus", "hardswish": "hard_silu", "hardsigmoid": "hard_sigmoid",
+                     "_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "log_softmax",
+                     "glu": "glu", "celu": "celu", "selu": "selu", "prelu": "prelu", "_prelu_kernel": "prelu"}
+
+
+def _base(op: str) -> str:
+    """The operation without torch's in-place mark (``add_`` is ``add``)."""
+    return op[:-1] if op.endswith("_") and not op.endswith("__") else op
+
+
+def family(op: str) -> str:
+    """What the operation ``op`` (an ATen name without its overload) computes, in a word; "unknown" for
+    an operation whose arithmetic paramcalc does not know (priced as one pass over its memory, no FLOPs)."""
+    base = _base(op)
+    for name, group in (("product", PRODUCTS), ("convolution", CONVOLUTIONS), ("attention", ATTENTION),
+                        ("norm", NORMS), ("reduction", REDUCTIONS), ("window", WINDOWS), ("resampling", RESAMPLING)):
+        if base in group:
+            return name
+    if base in _ACTIVATION_NAMES:
+        return "activation"
+    if base in ARITHMETIC:
+        return "arithmetic"
+    return "memory" if base in MOVES else "unknown"
+
+
+@register_layer("captured")
+@dataclass(frozen=True)
+class CapturedOp(Layer):
+    """One ATen operation of a torch forward, as torch computed it on meta tensors.
+
+    ``op``: the operation (``aten.addmm``); ``input_forms``/``output_forms``: the shapes torch
+    computed, each size ``a + c * BATCH``; ``output_dtypes``: torch's dtypes; ``reads``: how many inbound
+    tensors it computes on (one more, where present, is read for the batch size only: an operation
+    whose output follows the batch but no input of which does, such as ``arange(x.size(0))``);
+    ``weight_inputs``: positions of inputs that are parameters (or views of them); ``view``: its output
+    is its input's storage; ``saves``: (graph reference, shape form, bytes per element or None for the
+    training dtype) of each tensor autograd kept for its backward.
+    """
+
+    op: str = ""
+    input_forms: tuple = ()
+    output_forms: tuple = ((),)
+    output_dtypes: tuple = ("float32",)
+    reads: int = 0
+    weight_inputs: tuple = ()
+    view: bool = False
+    saves: tuple = ()
+    transposed: bool = False  # a convolution's transposed flag (its products run from the input's side)
+    window: int = 0  # a pool's kernel size (elements per window); 0 for an adaptive pool
+
+    @property
+    def family(self) -> str:
+        return family(self.op.split(".")[-1])
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        batch = self._batch([spec.shape for spec in inputs], ctx)
+        for position, (spec, form) in enumerate(zip(inputs[:self.reads], self.input_forms)):
+            expected = _at(form, batch)
+            if tuple(spec.shape) != expected:
+                raise ctx.shape_error(
+                    f"{self.op} input {position} is {ctx.format_shape(spec.shape)} where torch computed "
+                    f"{ctx.format_shape(expected)}: the rule of the module that made it disagrees with torch",
+                    fix="report this model: paramcalc's rule for that module is wrong")
+        outputs = [TensorSpec(_at(form, batch), dtype) for form, dtype in zip(self.output_forms, self.output_dtypes)]
+        shapes = [_at(form, batch) for form in self.input_forms]
+        macs = _macs(self, shapes, outputs[0].shape)
+        return ctx.result(outputs[0], macs=macs, flops=2 * macs + _other_flops(self, shapes, outputs[0].shape),
+                          extra_outputs=outputs[1:])
+
+    def _batch(self, shapes: list, ctx: Context | None = None) -> Dim:
+        """The batch size of this call, solved from the first input size that follows it."""
+        forms = list(self.input_forms) + [(symbol(BATCH),)] * (len(shapes) - len(self.input_forms))
+        for shape, form in zip(shapes, forms):
+            for size, recorded in zip(shape, form):
+                if BATCH in symbols_of(recorded):
+                    per = subs(recorded, {BATCH: 1}) - subs(recorded, {BATCH: 0})
+                    batch = exact_div(size - subs(recorded, {BATCH: 0}), per)
+                    if batch is not None:
+                        return batch
+        return symbol(BATCH)  # nothing it reads follows the batch: neither does anything it makes
+
+    def work(self, call) -> Work:
+        batch = self._batch(list(call.input_shapes))
+        shapes = [_at(form, batch) for form in self.input_forms]
+        out = call.output_shape
+        fam = self.family
+        if self.view:
+            return self.view_work()
+        if fam == "product":
+            m, k, n = _product(shapes, out)
+            if self.weight_inputs:
+                added = prod(out) if len(shapes) > 2 and 0 in self.weight_inputs else 0  # addmm's bias
+                return self.described(weight_products=((m, k, n),), bias_elements=added, host_ops=1)
+            return self.described(activation_products=((m, k, n),), activation_macs=m * k * n)
+        if fam == "convolution":
+            # (positions, inputs per output, outputs per position): from the output's side, or the input's
+            # for a transposed convolution, whose filters each spread one input over a window
+            weight, side = shapes[1], (shapes[0] if self.transposed else out)
+            per_position = prod(weight[1:]) if not self.transposed else weight[1] * prod(weight[2:])
+            channels = side[1]
+            product = (prod(side) // channels, channels if self.transposed else per_position,
+                       per_position if self.transposed else channels)
+            whole = product if not self.transposed and len(out) == 4 and weight[0] == out[1] and weight[1] == shapes[0][1] else None
+            return self.described(weight_products=(product,), conv=whole)
+        if fam == "attention":
+            return self.described(attention=(_attention(shapes),))
+        name = KERNELS.get(_base(self.op.split(".")[-1]))
+        if name is not None:
+            return self.described(kernels=(kernel(name, prod(out)),))
+        moved = sum(prod(s) for s in shapes) + sum(prod(_at(f, batch)) for f in self.output_forms)
+        return self.described(memory_elements=moved)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        batch = self._batch(list(call.input_shapes))
+        return [(ref, prod(_at(form, batch)) * (itemsize or rules.activation_bytes)) for ref, form, itemsize in self.saves]
+
+    def weight_operands(self) -> tuple:
+        return self.weight_inputs
+
+    @property
+    def display_type(self) -> str:
+        return self.type_name or self.op
+
+
+def _at(form: tuple, batch: Dim) -> tuple:
+    return tuple(subs(size, {BATCH: batch}) if symbols_of(size) else size for size in form)
+
+
+def _product(shapes: list, out: tuple) -> tuple:
+    """(m, k, n) of a matrix product from its operands: the last operands are the two factors (addmm's
+    and baddbmm's first operand is the term added)."""
+    a, b = shapes[-2], shapes[-1]
+    if len(b) == 1:  # matrix-vector
+        return prod(a[:-1]), a[-1], 1
+    return prod(a[:-1]), a[-1], b[-1]
+
+
+def _attention(shapes: list) -> AttentionCore:
+    query, key, value = shapes[:3]
+    return AttentionCore(prod(query[:-2]), query[-2], key[-2], query[-1], value[-1], dropout=False)
+
+
+def _macs(layer: CapturedOp, shapes: list, out: tuple) -> Dim:
+    fam = layer.family
+    if fam == "product":
+        m, k, n = _product(shapes, out)
+        return m * k * n
+    if fam == "convolution":
+        # weight (out_channels, in_channels / groups, *kernel): each output element reads one filter; a
+        # transposed convolution's weight is (in_channels, out_channels / groups, *kernel) and each
+        # input element is spread by one
+        weight = shapes[1]
+        return prod(shapes[0] if layer.transposed else out) * prod(weight[1:])
+    if fam == "attention":
+        return sum(m * k * n for m, k, n in _attention(shapes).products())
+    return 0
+
+
+def _other_flops(layer: CapturedOp, shapes: list, out: tuple) -> Dim:
+    """FLOPs beyond the products: per element of the output for functions and arithmetic, per element
+    read for reductions, the norms' passes; views, copies and indexing compute nothing."""
+    fam, base = layer.family, _base(layer.op.split(".")[-1])
+    if fam == "activation":
+        return ACTIVATION_FLOPS.get(_ACTIVATION_NAMES[base], 1) * prod(out)
+    if fam == "arithmetic":
+        return prod(out)
+    if fam == "norm":
+        return NORMS[base] * prod(out)
+    if fam == "reduction":
+        return prod(shapes[0]) if shapes else 0
+    if fam == "window":
+        return prod(out) * layer.window if layer.window else prod(shapes[0])
+    if fam == "resampling":
+        return RESAMPLING[base] * prod(out)
+    if fam in ("product", "convolution") and len(shapes) > 2 and layer.op.split(".")[-1] in ("addmm", "baddbmm"):
+        return prod(out)  # the added term
+    return 0

@@ -1,0 +1,216 @@
+"""torch modules torch.fx cannot trace, read by running their forward on meta tensors: shapes, parameters
+and FLOPs against torch itself, the batch kept symbolic, what autograd saves against saved-tensor hooks,
+rows by module, integer and keyword inputs, and the errors for what meta tensors cannot run."""
+
+from __future__ import annotations
+
+import pytest
+
+import paramcalc
+from paramcalc import estimate
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+
+class SizeBranch(nn.Module):
+    """Branches on a size (torch.fx cannot) and calls functions between modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 16)
+        self.scale = nn.Parameter(torch.ones(16))
+        self.head = nn.Conv1d(4, 6, 3)
+
+    def forward(self, x):
+        h = self.proj(x)
+        if h.shape[-1] == 16:  # a Python branch on a size
+            h = F.gelu(h) * self.scale
+        h = F.pad(h, (1, 3))
+        q = h.view(h.shape[0], 4, -1)
+        att = F.scaled_dot_product_attention(q, q, q)
+        return torch.einsum("bcl,bcl->bc", self.head(att), self.head(att))
+
+
+def _flops(module, *inputs, **keywords) -> tuple:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        out = module(*inputs, **keywords)
+    return out, counter.get_total_flops()
+
+
+def test_a_forward_fx_cannot_trace_is_exact_and_keeps_the_batch_symbolic():
+    model = SizeBranch().to("meta")
+    out, flops = _flops(model, torch.empty(5, 8, device="meta"))
+    est = estimate(model, input_shape=(8,))
+    assert est.params == sum(p.numel() for p in model.parameters()) == 8 * 16 + 16 + 16 + 4 * 6 * 3 + 6
+    assert est.output_shape[1:] == tuple(out.shape[1:])
+    assert str(est.output_shape[0]) == "B"  # sizes that follow the batch are formulas in it
+    at5 = est.subs(B=5)
+    assert at5.output_shape == tuple(out.shape) and 2 * at5.macs_per_batch == flops
+    assert any("meta tensors" in note for note in est.notes)
+
+
+def test_the_summary_shows_the_module_tree_not_aten_operations():
+    est = estimate(SizeBranch(), input_shape=(8,), batch_size=2)
+    text = est.summary()
+    assert "proj (Linear)" in text and "view" not in text  # the model's own views have no row
+    every_call = est.summary(depth=0)
+    assert "gelu (gelu)" in every_call and "view (view)" in every_call
+    rows = est.by_module(1)
+    assert sum(r.params for r in rows) == est.params
+    assert sum(r.flops_per_batch for r in rows) == est.flops_per_batch
+
+
+def test_module_rows_sum_their_submodules_to_the_chosen_depth():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+
+        def forward(self, x):
+            return self.inner(x) + x.size(0) * 0  # the size read keeps torch.fx out
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Block(), Block()])
+
+        def forward(self, x):
+            for block in self.blocks:
+                if x.shape[0] > 0:
+                    x = block(x)
+            return x
+
+    est = estimate(Net(), input_shape=(4,))
+    assert [(r.name, r.type, r.depth, r.params) for r in est.by_module(2)] == [
+        ("blocks", "ModuleList", 1, 40), ("blocks.0", "Block", 2, 20), ("blocks.1", "Block", 2, 20)]
+    assert [r.name for r in est.by_module(4)][-2:] == ["blocks.1.inner.0", "blocks.1.inner.1"]
+    with pytest.raises(ValueError, match="depth"):
+        est.by_module(0)
+
+
+def test_token_ids_and_keyword_inputs():
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 8)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, input_ids=None, attention_mask=None, scale=1.0):
+            h = self.embed(input_ids)
+            if h.shape[1] > 512:  # a branch on a size: read by running it
+                h = h[:, :512]
+            if attention_mask is not None:
+                h = h * attention_mask.unsqueeze(-1)
+            return {"logits": self.out(h) * scale}
+
+    est = estimate(Tagger(), input_shape={"input_ids": (12,)}, batch_size=3)
+    assert est.output_shape == (3, 12, 3) and est.params == 100 * 8 + 8 * 3 + 3
+    assert any("input_ids" in note and "int64" in note for note in est.notes)
+    both = estimate(Tagger(), input_shape={"input_ids": (12,), "attention_mask": (12,)}, batch_size=3)
+    assert [name for name, _ in both.inputs] == ["input_ids", "attention_mask"]
+    assert both.flops_per_batch > est.flops_per_batch  # the mask's multiply is counted
+    with pytest.raises(paramcalc.SpecError, match="names no input 'mask'"):
+        estimate(Tagger(), input_shape={"mask": (12,)})
+
+
+def test_saved_activations_are_what_autograd_saves():
+    model = SizeBranch().to("meta")
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    kept: dict = {}
+
+    def pack(t):
+        if t.untyped_storage()._cdata not in params:
+            kept[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        return t
+
+    x = torch.empty(4, 8, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    est = estimate(model, input_shape=(8,), batch_size=4, optimizer="sgd", device="cpu")
+    # the input batch, which autograd keeps for the first product, is counted apart
+    assert est.training.memory.activations + est.training.memory.input_batch == sum(kept.values())
+
+
+def test_a_parameter_read_by_a_product_gets_its_weight_gradient():
+    class Raw(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(8, 16))
+
+        def forward(self, x):
+            return torch.addmm(torch.zeros(16), x, self.w) if x.shape[0] else x  # made on the meta device
+
+    est = estimate(Raw(), input_shape=(8,), batch_size=4, optimizer="sgd")
+    products = 2 * 4 * 8 * 16
+    # no input gradient product (the input needs none); the weight gradient is one more product
+    assert est.training.wgrad_flops == products
+    assert est.training.dgrad_flops == 4 * 16  # the added term's elementwise backward only
+
+
+def test_parameters_of_a_module_the_forward_never_calls_are_counted_and_named():
+    class Partial(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(4, 4)
+            self.spare = nn.Linear(4, 100)
+
+        def forward(self, x):
+            return self.used(x) if x.shape[0] else x
+
+    est = estimate(Partial(), input_shape=(4,))
+    assert est.params == 20 + 500
+    assert any("spare" in note and "did not call" in note for note in est.notes)
+
+
+def test_weight_norm_counts_what_the_module_holds():
+    conv = nn.utils.parametrizations.weight_norm(nn.Conv1d(4, 8, 3), dim=0)
+    model = nn.Sequential(conv)
+    est = estimate(model, input_shape=(4, 10))
+    assert est.params == sum(p.numel() for p in model.parameters()) == 8 * 4 * 3 + 8 + 8
+
+
+def test_a_value_read_from_a_tensor_is_a_clear_error():
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Identity()
+
+        def forward(self, x):
+            return x if bool((x > 0).all()) else -x
+
+    with pytest.raises(paramcalc.SpecError, match="reads the value of a tensor") as info:
+        estimate(Gate(), input_shape=(3,))
+    assert "register_torch_module" in str(info.value)
+
+
+def test_a_data_dependent_shape_names_the_operation():
+    class Picks(nn.Module):
+        def forward(self, x):
+            return x[x > 0] if x.dim() else x
+
+    with pytest.raises(paramcalc.SpecError, match="depends on the values") as info:
+        estimate(Picks(), input_shape=(3,))
+    assert "nonzero" in str(info.value) or "masked_select" in str(info.value) or "index" in str(info.value)
+
+
+def test_a_symbolic_size_is_refused_with_the_input_named():
+    with pytest.raises(paramcalc.SpecError, match="input 'x' has the size n"):
+        estimate(SizeBranch(), input_shape={"x": ("n",)})
+
+
+def test_a_forward_that_branches_on_the_batch_is_refused():
+    class ByBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.a(x) if x.shape[0] % 2 else self.b(self.a(x))
+
+    with pytest.raises(paramcalc.SpecError, match="branches on the batch size"):
+        estimate(ByBatch(), input_shape=(2,))
