@@ -1,5 +1,6 @@
 """How many real models paramcalc reads, exactly, and how fast: torchvision's classification, segmentation
-and video models, built with no weights on the meta device.
+and video models, and Hugging Face transformers architectures from small configs (tests/transformers_zoo.py),
+built with no weights on the meta device.
 
 Per family: tried / estimated / exact (parameters, trainable parameters, output shape, and 2 x MACs equal
 to torch's FlopCounterMode count), the failure classes ranked, and the median time of an estimate against
@@ -22,6 +23,7 @@ import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from tests import transformers_zoo  # noqa: E402
 from tests.torchvision_zoo import build, input_shape, load, truth, zoo  # noqa: E402
 
 
@@ -34,12 +36,26 @@ def _seconds(fn, repeat: int) -> list:
     return times
 
 
-def _one(family: str, name: str, repeat: int, torchinfo) -> dict:
-    import paramcalc
-
+def _torchvision(family: str, name: str) -> tuple:
+    """(model, input_shape for paramcalc, torchinfo's arguments, torch's (output shape, FLOPs))."""
     model = build(family, name)
     shape = input_shape(family, name)
-    output_shape, flops = truth(model, shape)
+    return model, shape, {"input_size": (1, *shape)}, truth(model, shape)
+
+
+def _transformers(name: str) -> tuple:
+    import torch
+
+    model, shapes = transformers_zoo.build(name)
+    data = {n: torch.zeros(1, *s, device="meta", dtype=torch.long if n.endswith("_ids") else torch.float32)
+            for n, s in shapes.items()}
+    return model, shapes, {"input_data": data}, transformers_zoo.truth(model, shapes)
+
+
+def _one(family: str, name: str, built: tuple, repeat: int, torchinfo) -> dict:
+    import paramcalc
+
+    model, shape, torchinfo_args, (output_shape, flops) = built
     row = {"family": family, "name": name}
     try:
         est = paramcalc.estimate(model, input_shape=shape, batch_size=1)
@@ -58,7 +74,7 @@ def _one(family: str, name: str, repeat: int, torchinfo) -> dict:
     for _ in range(repeat):  # interleaved: a busy moment slows both
         ours += _seconds(lambda: paramcalc.estimate(model, input_shape=shape, batch_size=1), 1)
         if torchinfo is not None:
-            theirs += _seconds(lambda: torchinfo.summary(model, input_size=(1, *shape), device="meta", verbose=0), 1)
+            theirs += _seconds(lambda: torchinfo.summary(model, **torchinfo_args, device="meta", verbose=0), 1)
     row["paramcalc_s"] = statistics.median(ours)
     row["torchinfo_s"] = statistics.median(theirs) if theirs else None
     return row
@@ -79,7 +95,12 @@ def main() -> None:
         torchinfo = None
         print("torchinfo is not installed (pip install -e '.[bench]'): no comparison of times")
     only = set(filter(None, args.only.split(",")))
-    rows = [_one(f, n, args.repeat, torchinfo) for f, n in zoo() if not only or n in only]
+    rows = [_one(f, n, _torchvision(f, n), args.repeat, torchinfo) for f, n in zoo() if not only or n in only]
+    if transformers_zoo.load() is None:
+        print("transformers is not installed (pip install -e '.[test]'): no Hugging Face models")
+    else:
+        rows += [_one(f"hf-{family}", n, _transformers(n), args.repeat, torchinfo)
+                 for n, (family, *_) in transformers_zoo.cases().items() if not only or n in only]
     print(f"{'family':<16}{'tried':>7}{'estimated':>11}{'exact':>7}   median estimate / torchinfo on meta")
     for family in dict.fromkeys(r["family"] for r in rows):
         mine = [r for r in rows if r["family"] == family]
