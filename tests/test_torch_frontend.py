@@ -318,3 +318,11 @@ def test_pixel_shuffle_and_unshuffle_as_torch_shapes_them(factor):
     if factor > 1:  # channels not divisible by factor squared: the layer, the value and the rule
         with pytest.raises(ShapeError, match=f"divisible by {factor * factor}, received 5"):
             estimate(nn.Sequential(nn.Conv2d(3, 5, 3), nn.PixelShuffle(factor)), input_shape=(3, 9, 9))
+
+
+def test_negative_padding_crops_as_torch_does():
+    model = nn.Sequential(nn.ZeroPad2d((-1, 1, -2, 1)), nn.Conv2d(3, 4, 3))
+    est = estimate(model, input_shape=(3, 10, 10), batch_size=2)
+    assert est.output_shape == tuple(model(torch.zeros(2, 3, 10, 10)).shape) == (2, 4, 7, 8)
+    with pytest.raises(paramcalc.ShapeError, match="leaves nothing"):
+        estimate(nn.Sequential(nn.ZeroPad2d((-3, -3, 0, 0))), input_shape=(3, 4, 6))

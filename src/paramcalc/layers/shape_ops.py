@@ -16,14 +16,16 @@ from paramcalc.core.work import SavingRules, inputs_kept
 from paramcalc.layers.values import fill
 
 
-def _pairs(owner: str, pads: object, layer: str | None) -> tuple:
-    """((axis, before, after), ...) with non-negative ints; axes count with the batch axis at 0."""
+def _pairs(owner: str, pads: object, layer: str | None, negative: bool = False) -> tuple:
+    """((axis, before, after), ...) of ints, non-negative unless ``negative``; axes count with the batch
+    axis at 0."""
     try:
         out = tuple((int(a), int(b), int(c)) for a, b, c in pads)
     except (TypeError, ValueError):
         out = None
-    if out is None or any(b < 0 or c < 0 or type(a) is not int for a, b, c in out):
-        raise LayerConfigError(f"{owner} expects (axis, before, after) triples of non-negative ints. "
+    if out is None or any((not negative and (b < 0 or c < 0)) or type(a) is not int for a, b, c in out):
+        kind = "ints" if negative else "non-negative ints"
+        raise LayerConfigError(f"{owner} expects (axis, before, after) triples of {kind}. "
                                f"Received: {shown(pads)}", layer=layer, value=pads)
     return out
 
@@ -33,13 +35,14 @@ def _pairs(owner: str, pads: object, layer: str | None) -> tuple:
 class Pad(Layer):
     """Keras ZeroPadding1D/2D/3D, torch ZeroPad/ConstantPad/ReflectionPad/ReplicationPad: grow axes.
 
-    ``pads``: (axis, before, after) triples; negative axes count from the end.
+    ``pads``: (axis, before, after) triples; negative axes count from the end; a negative amount removes
+    elements, as torch's padding modules do (``nn.ZeroPad2d((-1, 1, -1, 1))``).
     """
 
     pads: tuple = ()
 
     def __post_init__(self) -> None:
-        self._set("pads", _pairs(self.display_type, self.pads, self.name))
+        self._set("pads", _pairs(self.display_type, self.pads, self.name, negative=True))
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)
@@ -49,6 +52,9 @@ class Pad(Layer):
                 raise ctx.shape_error(f"{self.display_type} pads axis {axis}, out of range for input "
                                       f"{ctx.format_shape(x.shape)}")
             shape[axis] = shape[axis] + before + after
+            if before < 0 or after < 0:
+                ctx.require_positive(shape[axis], f"padding ({before}, {after}) leaves nothing of axis {axis} of "
+                                                  f"{ctx.format_shape(x.shape)}")
         return ctx.result(x.with_shape(tuple(shape)))
 
 
