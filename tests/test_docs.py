@@ -49,6 +49,11 @@ def _python_blocks():
 
 @pytest.mark.parametrize("code", list(_python_blocks()))
 def test_python_examples_run(code):
+    if "import transformers" in code:
+        from .transformers_zoo import load  # torchvision's two operators, declared beside the CPU torch
+
+        if load() is None:
+            pytest.skip("transformers is not installed")
     exec(compile(code, "<docs>", "exec", dont_inherit=True), {"__name__": "__main__"})
 
 
