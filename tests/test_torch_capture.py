@@ -214,3 +214,9 @@ def test_a_forward_that_branches_on_the_batch_is_refused():
 
     with pytest.raises(paramcalc.SpecError, match="branches on the batch size"):
         estimate(ByBatch(), input_shape=(2,))
+
+
+def test_the_json_names_each_row_s_module():
+    data = estimate(SizeBranch(), input_shape=(8,), batch_size=2).to_dict()
+    modules = {row["name"]: row["module"] for row in data["layers"]}
+    assert modules["proj"] == "proj" and modules["scale"] == "" and modules["head"] == "head"

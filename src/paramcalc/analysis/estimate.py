@@ -556,6 +556,7 @@ def _to_dict(est: Estimate) -> dict:
                              "buffer": w.buffer} for w in row.weights],
                 "shared_with": row.shared_with,
                 "connected_to": [name if index == 0 else f"{name}:{index}" for name, index in row.inbound],
+                "module": row.module,
             }
             for row in est.layers
         ],
