@@ -4,8 +4,10 @@ No forward pass runs on data and no weight is touched (the meta device works). `
 trees of known modules are walked directly (nested ones flattened, named "1.0" as ``named_modules``
 names them). Anything else is traced with torch.fx, keeping every module paramcalc knows as one node;
 the traced functions and methods (flatten, view, permute, cat, +, matmul, F.relu, size, ...) become
-paramcalc layers. A module object called twice shares its weights; parameters read directly
-(``self.cls_token``) count as weights once. Classes are matched by name; a subclass is read as its known
+paramcalc layers. What torch.fx cannot trace (Python branches on sizes, iteration over tensors,
+functions a library keeps whole, Hugging Face models) is read by running the forward on meta tensors
+(``torch_capture.py``) once the input shapes are known. A module object called twice shares its weights;
+parameters read directly (``self.cls_token``) count as weights once. Classes are matched by name; a subclass is read as its known
 base only when it keeps the base's forward (one with its own forward is traced through).
 """
 
@@ -28,7 +30,9 @@ _TRANSFORMER = "torch.nn.modules.transformer.Transformer"
 
 
 def from_torch_module(module: object):
-    """A torch module as a paramcalc model: a Sequential when it is one of known modules, else traced."""
+    """A torch module as a paramcalc model: a Sequential when it is one of known modules, else traced with
+    torch.fx, else a DeferredGraph that runs the forward on meta tensors; a forward with arguments that
+    default to None is read once input_shape says which of them are inputs."""
     name = type(module).__name__
     dtype = _dtype_of(module)
     if module_rule(module) is not None:
