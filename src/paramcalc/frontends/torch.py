@@ -21,6 +21,7 @@ from paramcalc.frontends.torch_modules import (
     _convert,
     _dtype_of,
     _qualname,
+    forward_parameters,
     module_rule,
 )
 
@@ -78,13 +79,8 @@ def _captured(module: object, name: str, dtype: str, sample_shapes: tuple, reaso
 
 def _optional_arguments(module: object) -> list[str]:
     """forward's arguments that default to None (``attention_mask=None``): inputs when input_shape names them."""
-    import inspect
-
-    try:
-        params = inspect.signature(module.forward).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    return [p.name for p in params if p.default is None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [p.name for p in forward_parameters(module)
+            if p.default is None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def _transformer(module: object, name: str, dtype: str) -> Graph:
@@ -107,10 +103,7 @@ def _transformer(module: object, name: str, dtype: str) -> Graph:
 def _tensor_arguments(module: object) -> list[str]:
     """The required positional arguments of ``forward``: the tensors a lone module is called on
     (query, key, value for attention; tgt, memory for a decoder layer)."""
-    import inspect
-
-    params = inspect.signature(module.forward).parameters.values()
-    names = [p.name for p in params if p.default is inspect.Parameter.empty
+    names = [p.name for p in forward_parameters(module) if p.default is p.empty
              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return names or ["input"]
 

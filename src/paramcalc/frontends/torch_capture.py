@@ -21,6 +21,7 @@ from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
 from paramcalc.frontends.torch_modules import (
     _convert,
+    forward_parameters,
     module_rule,
     module_tree,
     unreached_parameters,
@@ -40,14 +41,9 @@ _MODULE_INPUTS = ("query", "key", "value", "memory", "tgt", "src")  # tensor key
 def deferred(module: object, name: str, build) -> DeferredGraph:
     """``module`` as a model whose graph ``build`` makes once the input shapes are known (called with
     (name, per-sample shape) pairs)."""
-    import inspect
-
-    try:
-        parameters = [p for p in inspect.signature(module.forward).parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    except (TypeError, ValueError):
-        parameters = []
-    required = [p.name for p in parameters if p.default is inspect.Parameter.empty and p.kind != p.KEYWORD_ONLY]
+    parameters = [p for p in forward_parameters(module)
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    required = [p.name for p in parameters if p.default is p.empty and p.kind != p.KEYWORD_ONLY]
     accepted = tuple(p.name for p in parameters) or ("input",)
     default = required or list(accepted[:1])
     return DeferredGraph(name, tuple((n, None) for n in default), accepted, build)
@@ -79,13 +75,7 @@ def capture(module: object, name: str, dtype: str, sample_shapes: tuple, reason:
 
 def _keywords(module: object) -> set:
     """Names forward takes by keyword."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(module.forward).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {p.name for p in forward_parameters(module) if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _integer_inputs(sample_shapes: tuple) -> set:
@@ -144,7 +134,7 @@ class _Recorder:
         self.frames: list = []
         self.counts: dict = {}
         self.memo: dict = {}
-        self.tensor_names: dict = {}  # id(meta tensor) -> (name, is_parameter, trainable)
+        self.tensor_names: dict = {}  # id(meta copy) -> (name, is_parameter, trainable, id(original))
         self.used: set = set()
         self.current = None  # the operation running, for errors
         self.failed_in: list = []  # the modules running when an operation failed

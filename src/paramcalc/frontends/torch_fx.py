@@ -16,6 +16,7 @@ from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import Graph, GraphNode
 from paramcalc.frontends.torch_modules import (
     _convert,
+    forward_parameters,
     module_rule,
     module_tree,
     unreached_parameters,
@@ -91,14 +92,8 @@ def _defaults(module: object) -> dict:
     """forward's arguments that have a constant default (``mask=None``, ``scale=2``): traced with that
     value, as calling the module with its required inputs alone runs it, so ``if mask is not None``
     takes the branch a plain call takes."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(module.forward).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in parameters
-            if p.default is not inspect.Parameter.empty and p.kind != p.VAR_KEYWORD
+    return {p.name: p.default for p in forward_parameters(module)
+            if p.default is not p.empty and p.kind != p.VAR_KEYWORD
             and (p.default is None or type(p.default) in (bool, int, float, str))}
 
 

@@ -51,6 +51,16 @@ def _unknown(cls: type, name: str) -> UnknownLayerError:
     )
 
 
+def forward_parameters(module: object) -> list:
+    """The ``inspect.Parameter`` of each argument ``module.forward`` takes (none where Python cannot say)."""
+    import inspect
+
+    try:
+        return list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
 def module_tree(root: object) -> tuple:
     """(path, class name) of each module under ``root``, as ``named_modules`` names them."""
     return tuple((name, type(module).__name__) for name, module in root.named_modules() if name)
