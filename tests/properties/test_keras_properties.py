@@ -134,3 +134,61 @@ def test_every_keras_builtin_is_covered_by_a_property_test():
                          # Keras' own application layers: tests/test_coverage_keras_applications.py
                          "LayerScale", "CustomScaleLayer"}
     assert set(BUILTINS) == drawn | checked_elsewhere
+
+
+class _Mix(keras.layers.Layer):
+    """A class paramcalc has no rule for: a (d, d) kernel on the last axis, a frozen (d,) offset."""
+
+    def __init__(self, frozen_offset: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.frozen_offset = frozen_offset
+
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(shape[-1], shape[-1]), name="kernel")
+        if self.frozen_offset:
+            self.offset = self.add_weight(shape=(shape[-1],), name="offset", trainable=False)
+
+    def call(self, x):
+        y = keras.ops.matmul(x, self.kernel)
+        return y + self.offset if self.frozen_offset else y
+
+
+class _Widen(keras.layers.Layer):
+    """A class paramcalc has no rule for that changes the last axis: (d, units) kernel, (units,) bias."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, shape):
+        self.kernel = self.add_weight(shape=(shape[-1], self.units), name="kernel")
+        self.bias = self.add_weight(shape=(self.units,), name="bias")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.kernel) + self.bias
+
+
+class _Twist(keras.layers.Layer):
+    """A class paramcalc has no rule for, with no weights."""
+
+    def call(self, x):
+        return keras.ops.sin(x)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keras_stack(), st.data())
+def test_random_stacks_with_classes_without_a_rule_match_keras(stack, data):
+    """A live model's layers of classes paramcalc has no rule for take Keras' shapes and their built
+    weights: every row still equals Keras, exactly."""
+    input_shape, factories = stack
+    layers = [make() for make in factories]
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(layers)))
+        foreign = data.draw(st.sampled_from([lambda: _Mix(frozen_offset=True), lambda: _Mix(), _Twist]))
+        layers.insert(position, foreign())
+    if data.draw(st.booleans()):
+        layers.append(_Widen(data.draw(st.integers(1, 5))))
+    model = keras.Sequential([keras.Input(input_shape)] + layers)
+    est = paramcalc.estimate(model)
+    assert {row.kind for row in est.layers} >= {"foreign"}
+    _compare(model, est)

@@ -392,7 +392,7 @@ def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) 
         if name in given and declared is not None:
             declared_shape = normalize_shape(declared, "model input")
             if declared_shape != shape:
-                notes.append(f"input_shape {format_shape(shape)} replaces the model's declared input "
+                notes.append(f"{where} {format_shape(shape)} replaces the model's declared input "
                              f"{format_shape(declared_shape)}")
         resolved.append((name, shape))
     return tuple(resolved)

@@ -48,7 +48,7 @@ def to_model(obj: object) -> Sequential | Graph:
                 f"line, {obj.__module__}:{obj.__qualname__}() calls it with no arguments")
     framework = framework_of(obj)
     if framework == "keras":
-        from paramcalc.frontends.keras import from_keras_model
+        from paramcalc.frontends.keras_live import from_keras_model
 
         return from_keras_model(obj)
     if framework == "torch":

@@ -1,11 +1,13 @@
 """Keras models, read from their config: no weights are built, nothing is imported or executed.
 
 Reads ``model.get_config()`` of a Sequential or a functional model (Keras 3 ``inbound_nodes`` with
-``keras_history``, and the legacy Keras 2 lists), their serialized form ({"class_name": ...,
-"config": ...}), and live model objects, built or not: a model too large to build still gets its
-answer. Nested models are inlined with names "inner/layer"; a layer called several times is one
-layer (weights counted once) with calls named "layer", "layer@1", ... Class names are looked up in a
-table: a name that is not there is an error, never an import.
+``keras_history``, and the legacy Keras 2 lists) and their serialized form ({"class_name": ...,
+"config": ...}); a live Sequential or functional model goes through its config too, built or not, so a
+model too large to build still gets its answer (``frontends/keras_live.py`` reads what a config cannot
+say: models built inside a subclass, classes without a rule). Nested models are inlined with names
+"inner/layer"; a layer called several times is one layer (weights counted once) with calls named
+"layer", "layer@1", ... Class names are looked up in a table: a name that is not there is an error,
+never an import.
 """
 
 from __future__ import annotations
@@ -66,18 +68,6 @@ def is_keras_config(doc: dict) -> bool:
     return isinstance(layers, list) and any(isinstance(x, dict) and "class_name" in x for x in layers)
 
 
-def from_keras_model(model: object):
-    """A live Keras model: only its config is read."""
-    class_name = type(model).__name__
-    if class_name not in MODEL_CLASSES:
-        raise SpecError(
-            f"Keras model '{getattr(model, 'name', '?')}' is a subclassed {class_name}, whose layers its "
-            "config does not list", value=class_name,
-            fix="pass a keras.Sequential or a functional keras.Model (or its get_config())",
-        )
-    return from_keras_config(model.get_config())
-
-
 def from_keras_config(doc: dict, where: str = "$"):
     """A Sequential or functional config (or its serialized wrapper) as a paramcalc model."""
     if not isinstance(doc, dict):
@@ -92,7 +82,7 @@ def from_keras_config(doc: dict, where: str = "$"):
         extra = tuple(f"code at {path} (a serialized Python lambda) is never decoded or run"
                       for path in find_lambdas({k: v for k, v in doc.items() if k != "config"}, where))
         return replace(graph, notes=graph.notes + extra) if extra else graph
-    builder = _Builder()
+    builder = GraphBuilder()
     trainable = doc.get("trainable", True) is not False
     inputs, outputs = builder.model(doc, where, prefix="", outer_refs=None, depth=0, trainable=trainable)
     nodes = tuple(GraphNode(n.name, n.layer, tuple(builder.resolve(r, n.name) for r in n.inbound))
@@ -131,7 +121,7 @@ def _is_model(class_name: str, config: dict) -> bool:
     return class_name in MODEL_CLASSES or (keras_converter(class_name) is None and "layers" in config)
 
 
-class _Builder:
+class GraphBuilder:
     """Accumulates graph nodes while walking (possibly nested) model configs.
 
     References stay raw, ("?", qualified layer name, call, tensor), until every config has been read:

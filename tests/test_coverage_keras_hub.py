@@ -1,0 +1,75 @@
+"""KerasHub backbones and task models, built from small explicit arguments (tests/keras_hub_zoo.py) and
+read from the live model: total, trainable and non-trainable parameters and every output shape exactly as
+Keras has them. Layers of classes paramcalc has no rule for (KerasHub's Transformer blocks, embeddings)
+take Keras' own shape inference and their built weights; the estimate names each such class."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+
+import paramcalc
+
+from . import keras_hub_zoo
+
+keras_hub = keras_hub_zoo.load()
+pytestmark = pytest.mark.skipif(keras_hub is None, reason="keras-hub is not installed")
+BACKBONES = sorted(keras_hub_zoo.backbones())
+TASKS = sorted(keras_hub_zoo.tasks())
+
+
+@functools.lru_cache(maxsize=None)
+def _built(name: str):
+    return keras_hub_zoo.build(keras_hub, name)
+
+
+def _keras_outputs(model, shapes: dict, batch: int) -> list:
+    """The output shapes Keras infers for inputs of these shapes."""
+    import keras
+
+    struct = keras.tree.map_structure(
+        lambda t: keras.KerasTensor((batch,) + shapes[t._keras_history.operation.name], dtype=t.dtype), model.input)
+    return [tuple(t.shape) for t in keras.tree.flatten(model.compute_output_spec(struct))]
+
+
+def test_the_zoo_spans_the_families():
+    families = {family for family, _, _ in keras_hub_zoo.backbones().values()}
+    assert len(BACKBONES) >= 15 and families == {"text encoder", "decoder", "encoder-decoder", "vision"}
+
+
+@pytest.mark.parametrize("name", BACKBONES + TASKS)
+def test_keras_hub_model_is_exact(name):
+    model = _built(name)
+    shapes = keras_hub_zoo.input_shapes(model)
+    est = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    assert (est.params, est.trainable_params, est.non_trainable_params) == (
+        model.count_params(), trainable, model.count_params() - trainable)
+    assert [tuple(s) for s in est.output_shapes] == _keras_outputs(model, shapes, 2)
+    for cls in {row.layer.type_name for row in est.layers if row.kind == "foreign"}:
+        assert any(note.startswith(f"{cls} (") and "shape from Keras, cost estimated as" in note for note in est.notes)
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "t5"])
+def test_a_free_sequence_length_stays_a_symbol(name):
+    model = _built(name)
+    shapes = {input_name: ("s",) if len(shape) == 1 else shape
+              for input_name, shape in keras_hub_zoo.input_shapes(model).items()}
+    est = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
+    concrete = paramcalc.estimate(model, input_shape=keras_hub_zoo.input_shapes(model), batch_size=2)
+    assert any("s" in str(d) for shape in est.output_shapes for d in shape)
+    at_seq = est.subs(s=keras_hub_zoo.SEQ)
+    assert [tuple(s) for s in at_seq.output_shapes] == [tuple(s) for s in concrete.output_shapes]
+    assert (at_seq.params, at_seq.flops) == (concrete.params, concrete.flops)
+
+
+def test_the_tied_embedding_of_a_causal_lm_counts_once_and_its_reverse_call_is_a_product():
+    est = paramcalc.estimate(_built("gpt2_causal_lm"), input_shape=keras_hub_zoo.input_shapes(_built("gpt2_causal_lm")),
+                             batch_size=2)
+    calls = [row for row in est.layers if row.name.endswith("token_embedding") or row.name.endswith("token_embedding@1")]
+    lookup, reverse = calls
+    assert lookup.params == 100 * 16 and lookup.flops == 0
+    assert reverse.shared_with == lookup.name and reverse.params == 0
+    assert reverse.macs == keras_hub_zoo.SEQ * 16 * 100  # per sample: each position projected onto 100 rows
