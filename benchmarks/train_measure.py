@@ -46,6 +46,8 @@ def batch_for(cfg: dict, device: str, torch):
         x = torch.randn(shape, device=device)
     if cfg["task"] == "classification":
         y = torch.randint(0, cfg["classes"], (cfg["batch"],), device=device)
+    elif cfg["task"] == "language_model":  # the next token at every position
+        y = torch.randint(0, cfg["args"]["vocab"], shape, device=device)
     elif cfg["task"] == "regression_per_position":
         y = torch.randn((cfg["batch"], cfg["input_shape"][0], 1), device=device)
     else:
@@ -87,7 +89,7 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
         model = zoo.build(cfg)
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loss_fn = torch.nn.CrossEntropyLoss() if cfg["task"] == "classification" else torch.nn.MSELoss()
+    loss_fn = torch.nn.CrossEntropyLoss() if cfg["task"] in ("classification", "language_model") else torch.nn.MSELoss()
 
     # oneDNN lacks the 16-bit LSTM on AVX2-only CPUs: torch's own kernels run it there (recorded)
     lstm_path = (calibrate.cpu_lstm_path_under_autocast(torch, getattr(torch, amp)) if amp and device == "cpu"
@@ -101,7 +103,7 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
                 out = model(x)
         else:
             out = model(x)
-        loss = loss_fn(out.float(), y)
+        loss = loss_fn(out.float().flatten(0, 1), y.flatten()) if cfg["task"] == "language_model" else loss_fn(out.float(), y)
         loss.backward()
 
     def step():

@@ -8,6 +8,8 @@ with the same model rebuilt on the meta device for a prediction. torch only (imp
 
 from __future__ import annotations
 
+import os
+
 
 def _nn():
     import torch
@@ -86,7 +88,61 @@ def transformer(vocab: int, d_model: int, heads: int, ff: int, layers: int, step
     return _Encoder()
 
 
-BUILDERS = {"seed": seed, "mlp": mlp, "cnn": cnn, "lstm": lstm, "transformer": transformer}
+def _real_models_importable():
+    """torchvision (and timm, transformers, which import it) beside the CPU build of torch: the test
+    fixture declares the two operators its compiled library would (tests/torchvision_zoo.py says why)."""
+    import sys
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.torchvision_zoo import load
+
+    load()
+
+
+def resnet18(classes: int = 10):
+    """torchvision's ResNet-18, as torchvision builds it."""
+    _real_models_importable()
+    import torchvision
+
+    return torchvision.models.resnet18(num_classes=classes)
+
+
+def timm_vit(image: int, patch: int, depth: int, classes: int = 10):
+    """timm's ViT-Tiny (192 wide, 3 heads) at a small image size and depth."""
+    _real_models_importable()
+    import timm
+
+    return timm.create_model("vit_tiny_patch16_224", img_size=image, patch_size=patch, depth=depth,
+                             num_classes=classes)
+
+
+def gpt2(layers: int, width: int, heads: int, vocab: int, steps: int):
+    """A Hugging Face GPT-2 language model from its config; forward returns the logits (a training loop's
+    view of the model's output)."""
+    torch, nn = _nn()
+    _real_models_importable()
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    # use_cache stays on (the default): with it off, transformers looks for packed sequences in the
+    # position ids, a value-dependent branch no meta tensor can answer
+    config = transformers.GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=steps)
+
+    class _GPT2Logits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = transformers.GPT2LMHeadModel(config)
+
+        def forward(self, input_ids):
+            return self.model(input_ids=input_ids).logits
+
+    return _GPT2Logits()
+
+
+BUILDERS = {"seed": seed, "mlp": mlp, "cnn": cnn, "lstm": lstm, "transformer": transformer, "resnet18": resnet18,
+            "timm_vit": timm_vit, "gpt2": gpt2}
 
 
 def config(name: str, builder: str, args: dict, input_shape: tuple, batch: int, task: str,
@@ -120,6 +176,14 @@ def configs(where: str = "cpu") -> list[dict]:
     t = dict(vocab=1000, d_model=256 if gpu else 64, heads=8 if gpu else 4, ff=1024 if gpu else 256,
              layers=4 if gpu else 2, steps=128 if gpu else 64)
     out.append(config("transformer", "transformer", t, (t["steps"],), 32 if gpu else 16, "classification",
+                      input_dtype="int64"))
+    # real models, as their libraries build them
+    size = 64
+    out.append(config("resnet18_64", "resnet18", {}, (3, size, size), 64 if gpu else 16, "classification"))
+    out.append(config("timm_vit_tiny_64", "timm_vit", {"image": size, "patch": 8, "depth": 12 if gpu else 4},
+                      (3, size, size), 64 if gpu else 16, "classification"))
+    g = dict(layers=2, width=256 if gpu else 128, heads=4, vocab=1000, steps=128 if gpu else 64)
+    out.append(config("gpt2_2layer", "gpt2", g, (g["steps"],), 32 if gpu else 8, "language_model",
                       input_dtype="int64"))
     return out
 
