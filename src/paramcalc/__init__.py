@@ -35,6 +35,7 @@ from paramcalc.core.spec import TensorSpec
 from paramcalc.cost.capacity import largest_fitting, parse_bytes
 from paramcalc.cost.devices import DeviceProfile
 from paramcalc.cost.memory import MemoryBreakdown
+from paramcalc.cost.parallel import Collective, Parallel
 from paramcalc.cost.training import TrainingCost, training_cost
 from paramcalc.layers import *  # noqa: F401,F403  (every built-in kind, e.g. paramcalc.Dense)
 from paramcalc.layers import __all__ as _layer_names
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Assumption", "DeviceProfile", "MemoryBreakdown", "TrainingCost", "largest_fitting", "parse_bytes",
+    "Parallel", "Collective",
     "training_cost", "Dim", "DimensionError", "Estimate", "Graph", "GraphNode", "LayerConfigError",
     "LayerRow", "ParamcalcError", "SEED_VARIANTS", "Sequential", "ShapeError", "SpecError", "Sym",
     "TensorSpec", "UnknownLayerError", "estimate", "layer_kinds", "register_keras_layer",

@@ -36,19 +36,32 @@ def assert_budget(model: object, *, input_shape: object = None, batch_size: obje
                   max_trainable_params: int | None = None, max_flops: int | None = None,
                   max_memory: object = None, optimizer: str = "adam", dtype: str = "float32",
                   device: object = None, min_samples_per_second: float | None = None,
-                  allow_warnings: bool = True, label: str | None = None):
+                  allow_warnings: bool = True, label: str | None = None, parallel: object = None,
+                  max_memory_per_rank: object = None):
     """Estimate ``model`` and check every budget given; returns the Estimate when all hold.
 
     ``max_memory``: training peak (bytes or text such as "8 GiB") with ``optimizer`` and ``dtype``, at
     ``batch_size``. ``min_samples_per_second``: needs ``device`` and ``batch_size``. ``max_flops``:
     forward FLOPs per sample. ``allow_warnings=False`` fails on any warning diagnostic.
+    ``max_memory_per_rank``: the training peak of one rank under ``parallel`` (a
+    :class:`~paramcalc.Parallel`; ``batch_size`` is then each rank's micro-batch).
+
+    >>> import paramcalc
+    >>> model = paramcalc.Sequential([paramcalc.Dense(4096), paramcalc.Dense(4096)])
+    >>> est = assert_budget(model, input_shape=(4096,), batch_size=8, dtype="bfloat16_master",
+    ...                     parallel=paramcalc.Parallel(data=8, zero=3, units=("dense", "dense_1")),
+    ...                     max_memory_per_rank="200 MiB")
     """
     __tracebackhide__ = True  # pytest shows the failure where the budget was asked for, not in here
     from paramcalc.analysis.estimate import estimate
 
-    training = max_memory is not None or min_samples_per_second is not None or device is not None
+    if max_memory_per_rank is not None and parallel is None:
+        raise ValueError("max_memory_per_rank needs parallel=paramcalc.Parallel(...) (for one device: max_memory)")
+    training = (max_memory is not None or min_samples_per_second is not None or device is not None
+                or max_memory_per_rank is not None)
     est = estimate(model, input_shape=input_shape, batch_size=batch_size, target_shape=target_shape,
-                   optimizer=optimizer if training else None, dtype=dtype if training else None, device=device)
+                   optimizer=optimizer if training else None, dtype=dtype if training else None, device=device,
+                   parallel=parallel if training else None)
     RECORDED.append((label or est.name, est))
     failures = []
     _check(failures, "params", est.params, max_params)
@@ -58,6 +71,9 @@ def assert_budget(model: object, *, input_shape: object = None, batch_size: obje
         failures.append(f"training budgets need concrete sizes: {est.notes[-1] if est.notes else ''}")
     if max_memory is not None and est.training is not None:
         _check(failures, "training memory (bytes)", est.training.memory.peak, parse_bytes(max_memory))
+    if max_memory_per_rank is not None and est.training is not None:
+        _check(failures, f"training memory per rank, {parallel.label} (bytes)", est.training.memory.peak,
+               parse_bytes(max_memory_per_rank))
     if min_samples_per_second is not None and est.training is not None:
         rate = est.training.samples_per_second
         if rate is None:

@@ -181,7 +181,7 @@ class Estimate:
 # -- estimate() ---------------------------------------------------------------------------------------------
 def estimate(model: object, *, input_shape: object = None, batch_size: object = None,
              target_shape: object = None, optimizer: str | None = None, dtype: str | None = None,
-             device: object = None, keras_backend: str | None = None) -> Estimate:
+             device: object = None, keras_backend: str | None = None, parallel: object = None) -> Estimate:
     """Shapes, parameters and FLOPs of ``model``, without building it or allocating a weight.
 
     ``model``: a paramcalc :class:`Sequential`, a spec dict / JSON string, a Keras ``Sequential``
@@ -198,7 +198,9 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     given: memory by part and peak, FLOPs by phase, and with a device the step time. Memory follows the
     framework that trains: for a Keras model, ``keras_backend`` ("tensorflow", "jax" or "torch";
     unset, the backend of the Keras imported in this process, else TensorFlow) unless a calibrated
-    ``device`` names its own.
+    ``device`` names its own. ``parallel`` (a :class:`~paramcalc.Parallel`: DDP, ZeRO stages 1-3 as
+    torch runs them, gradient accumulation) makes the training cost one rank's: its memory by part
+    and the collectives it runs; ``batch_size`` is then each rank's micro-batch.
 
     >>> import paramcalc
     >>> est = paramcalc.estimate(paramcalc.seed_model("flat"), input_shape=(20020,))
@@ -249,14 +251,15 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
         result = _substitute(result, {batch_symbol: batch})
     elif batch is not None:
         result = replace(result, batch_size=batch)
-    if optimizer is not None or dtype is not None or device is not None:
+    if optimizer is not None or dtype is not None or device is not None or parallel is not None:
         if device is not None:  # read a profile once: the cost, its notes and later subs() share it
             from paramcalc.cost.devices import resolve
 
             device = resolve(device)
         from paramcalc.cost.training import TrainingSetup
 
-        setup = TrainingSetup(optimizer, dtype or "float32", device, keras_backend)  # no optimizer: Adam, noted
+        setup = TrainingSetup(optimizer, dtype or "float32", device, keras_backend,  # no optimizer: Adam, noted
+                              parallel)
         cost = _training(result, setup)
         result = _with_training_notes(_with_diagnostics(replace(result, training_setup=setup, training=cost)))
     return result
@@ -346,7 +349,7 @@ def _training(est: Estimate, setup):
     if est.symbols - {est.batch_symbol}:
         return None
     return training_cost(est, optimizer=setup.optimizer_name, precision=setup.precision, device=setup.device,
-                         keras_backend=setup.keras_backend)
+                         keras_backend=setup.keras_backend, parallel=setup.parallel)
 
 
 def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) -> tuple:

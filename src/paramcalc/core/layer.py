@@ -120,13 +120,16 @@ class Layer:
     name the user wrote (``Linear`` for a torch layer of kind ``dense``), used in tables.
     ``trainable``: True (every weight trains), False (frozen), or the names of the weights that train.
     ``tied``: positions (in ``weights``) of weights that are another layer's (torch weight tying), so
-    they count once, with their owner.
+    they count once, with their owner. ``stored_shapes``: the shapes of its weights as the framework
+    stores them, where the front-end knows them (torch's Linear keeps (out, in) where the kind's kernel
+    is (in, out)); sharding splits their first axis (FSDP2).
     """
 
     name: str | None = None
     type_name: str | None = field(default=None, compare=False)
     trainable: bool | tuple = True
     tied: tuple = field(default=(), compare=False)  # positions of weights owned by another layer
+    stored_shapes: tuple = field(default=(), compare=False)
 
 
     kind: ClassVar[str] = ""

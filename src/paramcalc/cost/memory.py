@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from paramcalc.core.dims import Dim, Sym, prod, upper_max
+from paramcalc.cost.parallel import Sharding
 from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
 from paramcalc.cost.updates import graph_update_temporary, update_temporary
 
@@ -41,6 +42,10 @@ class MemoryBreakdown:
     input_batch: Dim
     peak: Dim
     peak_moment: PeakMoment | None = None
+    # on several ranks (``Parallel``), per rank: parameters gathered whole beyond the rank's shards (FSDP2),
+    # and communication buffers (DDP's gradient buckets); 0 on one device
+    gathered: Dim = 0
+    communication: Dim = 0
 
 
 @dataclass(frozen=True)
@@ -60,24 +65,37 @@ class SavedTensors:
 
 
 def training_memory(step: Step) -> MemoryBreakdown:
+    """Per rank where the step runs on several (``step.parallel``): its shards, what it gathers and
+    buffers for communication."""
     precision, est = step.precision, step.est
-    weights = est.params * precision.weight_bytes + _buffer_bytes(step)
-    gradients = est.trainable_params * precision.gradient_bytes
-    state = est.trainable_params * step.optimizer.state_buffers * precision.weight_bytes
+    sharding = Sharding(step.calls, step.parallel)
+    per_state = precision.optimizer_bytes(step.optimizer.state_buffers)
+    if sharding.fsdp:  # FSDP2: every rank keeps its shards of the parameters, gradients and state
+        weights = sharding.weights_at_rest() * precision.weight_bytes + _buffer_bytes(step)
+        gradients = sharding.trained_elements() * precision.gradient_bytes
+    else:
+        weights = est.params * precision.weight_bytes + _buffer_bytes(step)
+        gradients = est.trainable_params * precision.gradient_bytes
+    if sharding.ranks > 1 and step.parallel.zero >= 1:
+        state = sum(sharding.updated_sizes(), 0) * per_state
+    else:
+        state = est.trainable_params * per_state
+    gathered = sharding.gathered() * precision.weight_bytes
+    buckets = sharding.bucket_elements() * precision.gradient_bytes
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     input_batch = sum(prod((batch,) + tuple(shape)) for _, shape in est.inputs) * precision.activation_bytes
     saved = saved_tensors(step)
     casts = _weight_casts(step)
-    candidates = [_forward_peak(step, saved, sum(casts)), _backward_peak(step, saved, casts)]
+    candidates = [_forward_peak(step, saved, sum(casts)), _backward_peak(step, saved, casts, sharding)]
     if step.update_style != "compiled":  # an eager optimizer's own phase: every gradient, and its temporaries
-        temporary = update_temporary(step.optimizer.name, trainable_tensor_sizes(step.calls), step.update_style,
-                                     precision.weight_bytes)
+        sizes = sharding.updated_sizes() if sharding.ranks > 1 else trainable_tensor_sizes(step.calls)
+        temporary = update_temporary(step.optimizer.name, sizes, step.update_style, precision.weight_bytes)
         candidates.append((gradients + temporary, PeakMoment("update", None, (
             ("every gradient", gradients), ("the update's temporaries", temporary)))))
     values = [value for value, _ in candidates]
-    peak = weights + state + upper_max(values) + input_batch
+    peak = weights + state + gathered + buckets + upper_max(values) + input_batch
     return MemoryBreakdown(weights, gradients, state, saved.total, input_batch, peak,
-                           _moment_of(values, [moment for _, moment in candidates]))
+                           _moment_of(values, [moment for _, moment in candidates]), gathered, buckets)
 
 
 def _buffer_bytes(step: Step) -> Dim:
@@ -157,7 +175,7 @@ class _Backward:
     still_updating: Dim = 0  # a compiled graph's previous layer's update, still running
 
 
-def _backward_peak(step: Step, saved: SavedTensors, casts: list) -> tuple:
+def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Sharding) -> tuple:
     """The highest bytes the backward pass holds beyond weights, optimizer state and the batch.
 
     Last call first: saved tensors until their first saver is done, the gradient coming in plus the one
@@ -172,7 +190,7 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list) -> tuple:
     state = _Backward(saved.total, sum(kept))
     values, moments = [], []
     for i in range(len(step.calls) - 1, -1, -1):
-        for value, moment in _backward_of(step, i, saved, state, last_updated):
+        for value, moment in _backward_of(step, i, saved, state, last_updated, sharding):
             values.append(value)
             moments.append(moment)
         for key in saved.freed_at(i):
@@ -183,7 +201,8 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list) -> tuple:
     return upper_max(values), _moment_of(values, moments)
 
 
-def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last_updated: int) -> list:
+def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last_updated: int,
+                 sharding: Sharding) -> list:
     """(bytes, moment) of the points of one call's backward where the peak may fall; updates ``state``'s
     weight gradients and running updates."""
     call, work = step.calls[i], step.work(step.calls[i])
@@ -221,6 +240,12 @@ def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last
             ("its weight gradients and their update", held)))))
         if own:  # its update may still run while the next layer's backward and update start
             state.still_updating = layer_grads + graph_update_temporary(optimizer, own, last=False, nbytes=grad_bytes)
+    elif sharding.fsdp:  # its gradients whole until reduce-scattered, then the rank's shard only
+        points.append((alive + in_flight + layer_grads + state.gradients, PeakMoment("backward", call.name, (
+            ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
+            ("its weight gradients, whole before their reduce-scatter", layer_grads),
+            ("weight gradient shards so far", state.gradients)))))
+        state.gradients = state.gradients + sharding.kept_gradient(call) * grad_bytes
     else:
         state.gradients = state.gradients + layer_grads
         points.append((alive + in_flight + state.gradients, PeakMoment("backward", call.name, (

@@ -20,7 +20,10 @@ from paramcalc.core.work import SavingRules, Work
 @dataclass(frozen=True)
 class Precision:
     """What a precision stores: bytes per weight, per weight gradient and per activation, the dtype its
-    matrix products run in, and the bytes per weight of autocast's 16-bit copies (0 without autocast)."""
+    matrix products run in, and the bytes per weight of autocast's 16-bit copies (0 without autocast).
+    ``state_bytes``: bytes per element of the optimizer's buffers (None: the weights'); ``master_bytes``:
+    a 32-bit master copy of each trained weight the optimizer keeps (16-bit training with fp32 master
+    weights, as DeepSpeed, Megatron and apex O2 train and the ZeRO paper counts)."""
 
     name: str
     weight_bytes: int
@@ -28,6 +31,12 @@ class Precision:
     activation_bytes: int
     product_dtype: str
     cast_bytes: int = 0
+    state_bytes: int | None = None
+    master_bytes: int = 0
+
+    def optimizer_bytes(self, state_buffers: int) -> int:
+        """Bytes of optimizer state per trained weight."""
+        return state_buffers * (self.weight_bytes if self.state_bytes is None else self.state_bytes) + self.master_bytes
 
     @property
     def mixed(self) -> bool:
@@ -42,6 +51,8 @@ PRECISIONS = {p.name: p for p in (
     Precision("mixed_float16", 4, 4, 2, "float16", cast_bytes=2),
     Precision("bfloat16", 2, 2, 2, "bfloat16"),
     Precision("float16", 2, 2, 2, "float16"),
+    Precision("float16_master", 2, 2, 2, "float16", state_bytes=4, master_bytes=4),
+    Precision("bfloat16_master", 2, 2, 2, "bfloat16", state_bytes=4, master_bytes=4),
 )}
 
 
@@ -103,6 +114,7 @@ class Step:
     precision: Precision
     profile: object = None
     framework: str = "torch"
+    parallel: object = None  # a cost.parallel.Parallel: the step runs on several ranks
 
     def work(self, call) -> Work:
         return self.works[call.name]
@@ -137,7 +149,7 @@ class Step:
 
 
 def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
-               keras_backend: str | None = None) -> Step:
+               keras_backend: str | None = None, parallel=None) -> Step:
     calls = tuple(est.layers)
     owners = {c.name for c in calls if calls_weight_gradients(c)}
     # a call fed a trained weight as an operand computes that weight's gradient
@@ -149,7 +161,7 @@ def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
             needs_grad.add(call.name)
     works = {c.name: c.layer.work(c) for c in calls}
     return Step(est, calls, works, trainable, frozenset(needs_grad), optimizer, precision, profile,
-                training_framework(est, profile, keras_backend))
+                training_framework(est, profile, keras_backend), parallel)
 
 
 def calls_weight_gradients(call) -> bool:

@@ -13,6 +13,7 @@ from paramcalc.core.dims import Dim, Sym
 from paramcalc.core.errors import ParamcalcError
 from paramcalc.cost.flops import phase_flops
 from paramcalc.cost.memory import MemoryBreakdown, training_memory
+from paramcalc.cost.parallel import Parallel, Sharding
 from paramcalc.cost.step import build_step, optimizer_named, precision_named
 
 
@@ -25,6 +26,7 @@ class TrainingSetup:
     precision: str = "float32"
     device: object = None
     keras_backend: str | None = None
+    parallel: object = None  # a Parallel: the cost is one rank's
 
     DEFAULT_OPTIMIZER = "adam"
 
@@ -55,6 +57,8 @@ class TrainingCost:
     largest_paged_block: int = 0  # bytes of the largest of those blocks
     paged_in_bytes: int = 0  # bytes of those blocks, all together
     framework: str = "torch"  # whose training step the memory follows (step.training_framework)
+    parallel: object = None  # the Parallel the cost is one rank's of (None: one device)
+    collectives: tuple = ()  # cost.parallel.Collective of one optimizer step on that rank
 
     @property
     def flops(self) -> Dim:
@@ -83,7 +87,13 @@ class TrainingCost:
                           "wgrad": v(self.wgrad_flops), "total": v(self.flops)},
                 "memory_bytes": {"weights": v(m.weights), "gradients": v(m.gradients),
                                  "optimizer": v(m.optimizer), "activations": v(m.activations),
-                                 "input_batch": v(m.input_batch), "peak": v(m.peak)},
+                                 "input_batch": v(m.input_batch), "gathered": v(m.gathered),
+                                 "communication": v(m.communication), "peak": v(m.peak)},
+                "parallel": None if self.parallel is None else {
+                    "label": self.parallel.label, "data": self.parallel.data, "zero": self.parallel.zero,
+                    "accumulation": self.parallel.accumulation,
+                    "collectives": [{"name": c.name, "calls": c.calls, "payload_bytes": v(c.payload),
+                                     "sent_bytes": v(c.sent), "purpose": c.purpose} for c in self.collectives]},
                 "peak_moment": None if m.peak_moment is None else {
                     "phase": m.peak_moment.phase, "layer": m.peak_moment.layer,
                     "parts": [{"part": label, "bytes": v(nbytes)} for label, nbytes in m.peak_moment.parts]},
@@ -95,13 +105,15 @@ class TrainingCost:
 
 
 def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", device: object = None,
-                  batch_size: object = None, keras_backend: str | None = None) -> TrainingCost:
+                  batch_size: object = None, keras_backend: str | None = None, parallel=None) -> TrainingCost:
     """Training FLOPs, memory and (with ``device``) step time of an Estimate.
 
     Sizes other than the batch must be concrete (``est.subs(n=...)`` first); an unset batch gives FLOPs
     and memory as formulas in ``B`` (with a device, by its rules) and no step time, which needs a
     concrete batch. Memory follows the framework that trains: for a Keras model, ``keras_backend``
-    ("tensorflow", "jax" or "torch") when the device profile does not say.
+    ("tensorflow", "jax" or "torch") when the device profile does not say. With ``parallel`` (a
+    :class:`~paramcalc.cost.parallel.Parallel`), memory and collectives are one rank's (the fullest), and
+    the step time is its compute alone (communication is not timed yet).
     """
     chosen_optimizer, chosen_precision = optimizer_named(optimizer), precision_named(precision)
     if batch_size is not None:
@@ -115,12 +127,23 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
         from paramcalc.cost.devices import resolve
 
         profile = resolve(device)
-    step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend)
+    if parallel is not None and not isinstance(parallel, Parallel):
+        raise ParamcalcError(f"parallel must be a paramcalc.Parallel, received {type(parallel).__name__}",
+                             value=parallel, fix="pass parallel=paramcalc.Parallel(data=8, zero=3)")
+    step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend, parallel)
+    if parallel is not None and step.framework == "keras":
+        raise ParamcalcError("parallel= models torch's DDP, ZeroRedundancyOptimizer and FSDP2; this Keras model "
+                             "trains as a compiled TensorFlow or JAX step, whose distribution strategies differ",
+                             value=parallel.label, fix='train it on Keras\' torch backend (keras_backend="torch"), '
+                             "or leave parallel out")
     per_call = [(call.name, *phase_flops(step, call)) for call in step.calls]
     forward, dgrad, wgrad = (sum(row[i] for row in per_call) for i in (1, 2, 3))
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
+    collectives = () if parallel is None else Sharding(step.calls, parallel).collectives(
+        chosen_precision.gradient_bytes, chosen_precision.weight_bytes)
     cost = TrainingCost(batch, optimizer, precision, forward, dgrad, wgrad, training_memory(step),
-                        layer_flops=tuple(per_call), framework=step.framework)
+                        layer_flops=tuple(per_call), framework=step.framework, parallel=parallel,
+                        collectives=collectives)
     if profile is None:
         return cost
     cost = replace(cost, device=profile.name, device_label=profile.label())

@@ -88,7 +88,7 @@ def _convert(module: object, name: str, memo: dict):
     except ParamcalcError as err:
         raise err.with_layer(name) from None
     layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(module, layer),
-                    tied=_tied(module, owned))
+                    tied=_tied(module, owned), stored_shapes=tuple(tuple(p.shape) for p in module.parameters()))
     memo[id(module)] = layer
     return layer
 

@@ -127,11 +127,17 @@ def _training_lines(cost) -> list[str]:
     m = cost.memory
     from paramcalc.cost.step import FRAMEWORK_NAMES
 
+    per_rank = f"; per rank, {cost.parallel.label}" if cost.parallel is not None else ""
     lines = ["", f"Training step ({cost.optimizer}, {cost.precision}, batch {format_count(cost.batch_size)}; "
-                 f"{FRAMEWORK_NAMES[cost.framework]}):"]
+                 f"{FRAMEWORK_NAMES[cost.framework]}{per_rank}):"]
+    spread = "".join(f" + {label} {format_bytes(nbytes)}" for label, nbytes in (
+        ("parameters gathered whole", m.gathered), ("communication buffers", m.communication)) if nbytes)
     lines.append(f" Memory: weights {format_bytes(m.weights)} + gradients {format_bytes(m.gradients)} + optimizer "
                  f"{format_bytes(m.optimizer)} + saved activations {format_bytes(m.activations)} + input batch "
-                 f"{format_bytes(m.input_batch)}; predicted peak {format_bytes(m.peak)}")
+                 f"{format_bytes(m.input_batch)}{spread}; predicted peak {format_bytes(m.peak)}")
+    for c in cost.collectives:
+        lines.append(f" {c.name}: {c.calls} call{'s' if c.calls != 1 else ''}, {format_bytes(c.payload)} "
+                     f"({c.purpose}); a ring sends {format_bytes(c.sent)} from each rank")
     if m.peak_moment is not None:
         lines.append(" " + _peak_text(m, cost.optimizer))
     lines.append(f" FLOPs per step: forward {format_count(cost.forward_flops)}, input gradients "
@@ -154,7 +160,7 @@ def _peak_text(m, optimizer: str) -> str:
             "backward": f"in the backward pass, at '{moment.layer}'",
             "update": f"in the {optimizer} update"}[moment.phase]
     parts = [("weights", m.weights), ("optimizer state", m.optimizer), ("input batch", m.input_batch),
-             *moment.parts]
+             ("parameters gathered whole", m.gathered), ("communication buffers", m.communication), *moment.parts]
     return (f"Peak {when}: " + " + ".join(f"{label} {format_bytes(nbytes)}" for label, nbytes in parts if nbytes)
             + f" = {format_bytes(m.peak)}")
 

@@ -1,0 +1,224 @@
+"""Train on several processes with torch.distributed (gloo, CPU) and record, per rank, what it holds and
+what it communicates, for comparison with ``paramcalc.estimate(..., parallel=Parallel(...))``.
+
+    python benchmarks/distributed_measure.py [--world 2,4] [--out results.json]
+
+Modes: ``ddp`` (DistributedDataParallel), ``zero1`` (DDP + ZeroRedundancyOptimizer), ``fsdp2`` and
+``fsdp3`` (FSDP2 ``fully_shard`` on each block and the root, ``reshard_after_forward`` off and on).
+Two Adam steps are taken to warm up (DDP rebuilds its buckets in the second, broadcasting their
+assignment once), then one measured step:
+
+- model states per rank: the bytes of the parameters (local shards for FSDP2), of the gradients after
+  the backward, and of the optimizer's state tensors (Adam's ``step`` counters excluded: paramcalc does
+  not count them), from the tensors themselves;
+- bytes handed to each collective: a dispatch mode sees every c10d operation the step runs (DDP's
+  reducer goes through the same operations) and sums its tensors: an all-reduce's buffers, an
+  all-gather's whole output, a reduce-scatter's whole input, a broadcast's tensors;
+- peak memory per rank (``--peak``): the CPU allocator's events under torch.profiler, as
+  train_measure.py measures a step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import socket
+import sys
+
+MODES = ("ddp", "zero1", "fsdp2", "fsdp3")
+# c10d operation -> (collective, the argument holding the tensors whose bytes are its payload)
+COLLECTIVES = {"allreduce_": ("all_reduce", 0), "allreduce_coalesced_": ("all_reduce", 0),
+               "_allgather_base_": ("all_gather", 0), "allgather_into_tensor_coalesced_": ("all_gather", 0),
+               "allgather_": ("all_gather", 0),
+               "_reduce_scatter_base_": ("reduce_scatter", 1), "reduce_scatter_tensor_coalesced_": ("reduce_scatter", 1),
+               "reduce_scatter_": ("reduce_scatter", 1), "broadcast_": ("broadcast", 0)}
+
+
+def mlp(width: int, depth: int, classes: int):
+    """Blocks of Linear + ReLU (each block an FSDP2 unit), then a head."""
+    import torch
+
+    blocks = [torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU()) for _ in range(depth)]
+    return torch.nn.Sequential(*blocks, torch.nn.Linear(width, classes))
+
+
+def _bytes(value) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(_bytes(v) for v in value)
+    return 0
+
+
+def _local(t):
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _wrapped(mode: str, cfg: dict):
+    """The model as ``mode`` wraps it, and its optimizer."""
+    import torch
+
+    model = mlp(cfg["width"], cfg["depth"], cfg["classes"])
+    if mode in ("ddp", "zero1"):
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model)
+        if mode == "zero1":
+            from torch.distributed.optim import ZeroRedundancyOptimizer
+
+            return model, ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.Adam, lr=1e-3)
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    from torch.distributed.fsdp import fully_shard
+
+    reshard = mode == "fsdp3"
+    for block in list(model)[:-1]:
+        fully_shard(block, reshard_after_forward=reshard)
+    fully_shard(model, reshard_after_forward=reshard)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def _worker(rank: int, world: int, port: int, mode: str, cfg: dict, queue, peak: bool = False) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    found: dict = {}
+
+    class Collectives(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.payload, self.calls = collections.Counter(), collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen = COLLECTIVES.get(func._overloadpacket.__name__)
+            if seen is not None:
+                name, position = seen
+                self.payload[name] += _bytes(args[position])
+                self.calls[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    def train():
+        """Everything the rank allocates: the batch, the model, its wrappers' buffers, three steps."""
+        x = torch.randn(cfg["batch"], cfg["width"])
+        y = torch.randint(0, cfg["classes"], (cfg["batch"],))
+        model, optimizer = _wrapped(mode, cfg)
+
+        def step(record):
+            optimizer.zero_grad(set_to_none=True)
+            with record:
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                states = {"weights": sum(_bytes(_local(p)) for p in model.parameters()),
+                          "gradients": sum(_bytes(_local(p.grad)) for p in model.parameters() if p.grad is not None)}
+                optimizer.step()
+            inner = getattr(optimizer, "optim", optimizer)  # ZeroRedundancyOptimizer wraps this rank's optimizer
+            states["optimizer"] = sum(_bytes(_local(v)) for state in inner.state.values() for k, v in state.items()
+                                      if k != "step")
+            return states
+
+        step(Collectives())
+        step(Collectives())
+        found["record"] = Collectives()
+        found["states"] = step(found["record"])
+
+    if peak:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+        from paramcalc.calibration.sweeps import peak_rise
+
+        found["peak"] = peak_rise(torch, "cpu", train)
+    else:
+        train()
+    record, states = found["record"], found["states"]
+    queue.put({"rank": rank, "mode": mode, "world": world, **states, "peak": found.get("peak"),
+               "collectives": {n: {"calls": record.calls[n], "payload": record.payload[n]} for n in record.payload}})
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(mode: str, world: int, cfg: dict, peak: bool = False) -> list:
+    """One measured step of ``mode`` on ``world`` processes: a dict per rank, rank 0 first (with
+    ``peak``, the highest bytes torch's allocator held on that rank, batch included)."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    port = _free_port()
+    processes = [context.Process(target=_worker, args=(r, world, port, mode, cfg, queue, peak)) for r in range(world)]
+    for p in processes:
+        p.start()
+    results = [queue.get() for _ in processes]
+    for p in processes:
+        p.join(60)
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{mode} on {world} processes: a rank exited with {failed[0]}")
+    return sorted(results, key=lambda r: r["rank"])
+
+
+def predict(mode: str, world: int, cfg: dict):
+    """paramcalc's estimate of the same step, one rank's (meta device: nothing allocated)."""
+    import torch
+
+    import paramcalc
+
+    with torch.device("meta"):
+        model = mlp(cfg["width"], cfg["depth"], cfg["classes"])
+    units = tuple(str(i) for i in range(cfg["depth"])) if mode.startswith("fsdp") else ()
+    zero = {"ddp": 0, "zero1": 1, "fsdp2": 2, "fsdp3": 3}[mode]
+    return paramcalc.estimate(model, input_shape=(cfg["width"],), batch_size=cfg["batch"], optimizer="adam",
+                              parallel=paramcalc.Parallel(data=world, zero=zero, units=units))
+
+
+def main() -> None:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", default="2,4")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    cfg = {"width": args.width, "depth": args.depth, "classes": 10, "batch": args.batch}
+    rows, peak_errors = [], []
+    for world in (int(w) for w in args.world.split(",")):
+        for mode in MODES:
+            measured = measure(mode, world, cfg, peak=True)
+            est = predict(mode, world, cfg)
+            memory, predicted = est.training.memory, {c.name: c for c in est.training.collectives}
+            fullest = {part: max(r[part] for r in measured) for part in ("weights", "gradients", "optimizer")}
+            row = {"mode": mode, "world": world, "config": cfg, "measured": measured,
+                   "predicted": {"weights": memory.weights, "gradients": memory.gradients,
+                                 "optimizer": memory.optimizer, "peak": memory.peak,
+                                 "collectives": {n: {"calls": c.calls, "payload": c.payload} for n, c in predicted.items()}}}
+            rows.append(row)
+            states = ", ".join(f"{part} {fullest[part]}/{row['predicted'][part]}" for part in fullest)
+            comms = ", ".join(f"{n} {m['payload']}/{predicted[n].payload if n in predicted else 0} bytes"
+                              for n, m in measured[0]["collectives"].items())
+            measured_peak = max(r["peak"] for r in measured)
+            peak_errors.append((memory.peak - measured_peak) / measured_peak)
+            print(f"{mode:<6} x{world}: measured/predicted (fullest rank) {states}, peak {measured_peak}/"
+                  f"{memory.peak} ({peak_errors[-1] * 100:+.1f}%); rank 0 {comms}")
+    errors = sorted(abs(e) for e in peak_errors)
+    print(f"peak per rank error: median {errors[len(errors) // 2] * 100:.1f}%, worst {errors[-1] * 100:.1f}% "
+          f"(n={len(errors)})")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Training on several ranks (paramcalc.Parallel): per-rank memory by part and the collectives of a step,
+checked against published figures and against torch.distributed itself (gloo, 2 processes, a tiny MLP)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+import paramcalc
+
+GB = 10**9
+
+
+def _zero_paper_model():
+    """7.5 B parameters in 64 equal tensors (each 117,187,500), as the ZeRO paper's model is counted:
+    64 bias-free layers alternating 37,500 -> 3,125 and back."""
+    layers = [paramcalc.Dense(3125 if i % 2 == 0 else 37500, use_bias=False) for i in range(64)]
+    return paramcalc.Sequential(layers)
+
+
+@pytest.mark.parametrize("zero, paper_gb", [(0, 120.0), (1, 31.4), (2, 16.6), (3, 1.9)])
+def test_the_zero_papers_memory_per_device(zero, paper_gb):
+    """Rajbhandari et al., ZeRO (2020), Figure 1: 7.5 B parameters, mixed-precision Adam (16-bit
+    parameters and gradients, 32-bit master weights and both moments: 2 + 2 + 12 bytes per parameter),
+    64 devices, model states per device. Stage 3's figure is what a rank keeps between its units'
+    all-gathers. Stage 2 keeps the 16-bit parameters whole through the forward and backward: torch's
+    (FSDP2 without resharding) gathers them beside each rank's shard of them, 2 bytes per parameter / 64
+    more than the paper's 16.6 GB, which keeps no shard."""
+    est = paramcalc.estimate(_zero_paper_model(), input_shape=(37500,), batch_size=1, optimizer="adam",
+                             dtype="float16_master", parallel=paramcalc.Parallel(data=64, zero=zero))
+    assert est.params == 7_500_000_000
+    m = est.training.memory
+    states = m.weights + m.gradients + m.optimizer + (m.gathered if zero == 2 else 0)
+    torch_extra = 2 * 7_500_000_000 / 64 if zero == 2 else 0
+    assert round((states - torch_extra) / GB, 1) == paper_gb
+    if zero == 0:
+        assert (m.weights, m.gradients, m.optimizer) == (15 * GB, 15 * GB, 90 * GB)
+
+
+def test_one_rank_is_one_device():
+    model = paramcalc.Sequential([paramcalc.Dense(64), paramcalc.Activation("relu"), paramcalc.Dense(10)])
+    alone = paramcalc.estimate(model, input_shape=(32,), batch_size=16, optimizer="adam")
+    for zero in range(4):
+        one = paramcalc.estimate(model, input_shape=(32,), batch_size=16, optimizer="adam",
+                                 parallel=paramcalc.Parallel(data=1, zero=zero))
+        assert one.training.memory.peak == alone.training.memory.peak and one.training.collectives == ()
+
+
+def test_zero1_assigns_whole_tensors_largest_first():
+    from paramcalc.cost.parallel import Tensor, zero1_owned
+
+    tensors = [Tensor((n,), True, "") for n in (5, 9, 3, 9, 1)]
+    assert zero1_owned(tensors, 2) == [[9, 5], [9, 3, 1]]  # ties go to the lower rank
+
+
+@pytest.mark.parametrize("bad, match", [(dict(data=0), "positive integer"), (dict(zero=4), "ZeRO stage"),
+                                        (dict(accumulation=1.5), "positive integer"),
+                                        (dict(units="h.0"), "tuple of module paths")])
+def test_a_bad_parallel_is_refused_with_the_fix(bad, match):
+    with pytest.raises(paramcalc.ParamcalcError, match=match) as err:
+        paramcalc.Parallel(**bad)
+    assert err.value.fix
+
+
+def test_sharding_shrinks_what_each_rank_holds_and_gathering_brings_it_back():
+    model = paramcalc.Sequential([paramcalc.Dense(512), paramcalc.Activation("relu"), paramcalc.Dense(512),
+                                  paramcalc.Activation("relu"), paramcalc.Dense(10)])
+    peaks = {}
+    for zero in range(4):
+        est = paramcalc.estimate(model, input_shape=(512,), batch_size=8, optimizer="adam",  # a unit per layer
+                                 parallel=paramcalc.Parallel(data=4, zero=zero, units=("dense", "dense_1", "dense_2")))
+        peaks[zero] = est.training.memory.peak
+        names = [c.name for c in est.training.collectives]
+        assert names == (["all_reduce"] if zero == 0 else ["all_reduce", "broadcast"] if zero == 1
+                         else ["all_gather", "reduce_scatter"])
+    assert peaks[0] > peaks[1] > peaks[2] > peaks[3]
+
+
+torch = pytest.importorskip("torch")
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def distributed():
+    sys.path.insert(0, BENCHMARKS)
+    import distributed_measure
+
+    return distributed_measure
+
+
+@pytest.mark.parametrize("mode", ["ddp", "zero1", "fsdp2", "fsdp3"])
+def test_model_states_and_bytes_communicated_equal_torch_distributed(distributed, mode):
+    """Two gloo processes train a 3-block MLP one Adam step: every rank's parameter, gradient and optimizer
+    state bytes, and the bytes handed to each collective, are the prediction's, exactly."""
+    cfg = {"width": 24, "depth": 3, "classes": 5, "batch": 4}
+    measured = distributed.measure(mode, 2, cfg)
+    est = distributed.predict(mode, 2, cfg)
+    memory = est.training.memory
+    for part in ("weights", "gradients", "optimizer"):
+        assert max(r[part] for r in measured) == getattr(memory, part), part
+    predicted = {c.name: c for c in est.training.collectives}
+    for rank in measured:
+        assert set(rank["collectives"]) == set(predicted)
+        for name, seen in rank["collectives"].items():
+            assert seen["payload"] == predicted[name].payload, name
+
+
+def test_a_budget_on_memory_per_rank():
+    from paramcalc.testing import BudgetExceeded, assert_budget
+
+    model = paramcalc.Sequential([paramcalc.Dense(4096), paramcalc.Dense(4096)])
+    kwargs = dict(input_shape=(4096,), batch_size=8, dtype="bfloat16_master")
+    sharded = paramcalc.Parallel(data=8, zero=3, units=("dense", "dense_1"))
+    assert_budget(model, parallel=sharded, max_memory_per_rank="200 MiB", **kwargs)
+    with pytest.raises(BudgetExceeded, match=r"training memory per rank, DDP over 8 ranks"):
+        assert_budget(model, parallel=paramcalc.Parallel(data=8), max_memory_per_rank="200 MiB", **kwargs)
+    with pytest.raises(ValueError, match="needs parallel"):
+        assert_budget(model, max_memory_per_rank="200 MiB", **kwargs)
