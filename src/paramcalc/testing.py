@@ -50,7 +50,7 @@ def assert_budget(model: object, *, input_shape: object = None, batch_size: obje
     >>> model = paramcalc.Sequential([paramcalc.Dense(4096), paramcalc.Dense(4096)])
     >>> est = assert_budget(model, input_shape=(4096,), batch_size=8, dtype="bfloat16_master",
     ...                     parallel=paramcalc.Parallel(data=8, zero=3, units=("dense", "dense_1")),
-    ...                     max_memory_per_rank="200 MiB")
+    ...                     max_memory_per_rank="256 MiB")
     """
     __tracebackhide__ = True  # pytest shows the failure where the budget was asked for, not in here
     from paramcalc.analysis.estimate import estimate

@@ -173,6 +173,9 @@ class _Backward:
     casts_alive: Dim
     gradients: Dim = 0  # weight gradients kept for the eager update
     still_updating: Dim = 0  # a compiled graph's previous layer's update, still running
+    unit: str | None = None  # FSDP2: the unit whose backward runs, and its whole gradients so far
+    unit_gradients: Dim = 0
+    unit_shards: Dim = 0  # the shards those gradients become once reduce-scattered
 
 
 def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Sharding) -> tuple:
@@ -190,12 +193,17 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Shard
     state = _Backward(saved.total, sum(kept))
     values, moments = [], []
     for i in range(len(step.calls) - 1, -1, -1):
+        if sharding.fsdp and sharding.unit_of(step.calls[i]) != state.unit:
+            _reduce_scatter(state, values, moments, step.calls[i].name)
+            state.unit = sharding.unit_of(step.calls[i])
         for value, moment in _backward_of(step, i, saved, state, last_updated, sharding):
             values.append(value)
             moments.append(moment)
         for key in saved.freed_at(i):
             state.saved_alive = state.saved_alive - saved.size[key]
         state.casts_alive = state.casts_alive - kept[i]  # its backward done: its weights' copies are freed
+    if sharding.fsdp and step.calls:
+        _reduce_scatter(state, values, moments, step.calls[0].name)
     if not values:
         return 0, None
     return upper_max(values), _moment_of(values, moments)
@@ -240,18 +248,33 @@ def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last
             ("its weight gradients and their update", held)))))
         if own:  # its update may still run while the next layer's backward and update start
             state.still_updating = layer_grads + graph_update_temporary(optimizer, own, last=False, nbytes=grad_bytes)
-    elif sharding.fsdp:  # its gradients whole until reduce-scattered, then the rank's shard only
-        points.append((alive + in_flight + layer_grads + state.gradients, PeakMoment("backward", call.name, (
+    elif sharding.fsdp:  # its unit's gradients whole until the unit's backward ends and reduce-scatters them
+        state.unit_gradients = state.unit_gradients + layer_grads
+        state.unit_shards = state.unit_shards + sharding.kept_gradient(call) * grad_bytes
+        points.append((alive + in_flight + state.unit_gradients + state.gradients, PeakMoment("backward", call.name, (
             ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
-            ("its weight gradients, whole before their reduce-scatter", layer_grads),
+            ("its unit's weight gradients, whole before their reduce-scatter", state.unit_gradients),
             ("weight gradient shards so far", state.gradients)))))
-        state.gradients = state.gradients + sharding.kept_gradient(call) * grad_bytes
     else:
         state.gradients = state.gradients + layer_grads
         points.append((alive + in_flight + state.gradients, PeakMoment("backward", call.name, (
             ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
             ("weight gradients so far", state.gradients)))))
     return points
+
+
+def _reduce_scatter(state: _Backward, values: list, moments: list, at: str) -> None:
+    """FSDP2 ends a unit's backward: its whole gradients are copied into one flat buffer (both alive
+    until the copy ends), reduce-scattered, and the rank keeps its shards."""
+    if not state.unit_gradients:
+        return
+    values.append(state.saved_alive + 2 * state.unit_gradients + state.gradients)
+    moments.append(PeakMoment("backward", at, (
+        ("saved activations still alive", state.saved_alive),
+        ("a unit's whole gradients and their copy to reduce-scatter", 2 * state.unit_gradients),
+        ("weight gradient shards so far", state.gradients))))
+    state.gradients = state.gradients + state.unit_shards
+    state.unit_gradients = state.unit_shards = 0
 
 
 def _moment_of(values: list, moments: list) -> PeakMoment | None:

@@ -184,14 +184,20 @@ class Sharding:
 
     def gathered(self) -> Dim:
         """Parameter elements whole at once on a rank during the forward and backward, beyond its shards
-        (FSDP2's all-gather outputs): every parameter without resharding; with it, the largest two units
-        (one running, the next prefetched)."""
+        (FSDP2's unsharded parameters): every parameter without resharding; with it, the largest two
+        units (one running, the next prefetched)."""
         if not self.fsdp:
             return 0
         if self.parallel.zero == 2:
             return sum((t.numel for t in self.tensors), 0)
         sizes = sorted((sum(t.numel for t in ts) for ts in self.unit_tensors().values()), reverse=True)
         return sum(sizes[:2], 0)
+
+    def unit_of(self, call) -> str:
+        """The FSDP2 unit a call runs in: the innermost of ``units`` holding its module, else the root ("")."""
+        module = call.module or call.name
+        return next((u for u in sorted(self.parallel.units, key=len, reverse=True)
+                     if module == u or module.startswith(u + ".")), "")
 
     def unit_tensors(self) -> dict:
         """Tensors by FSDP2 unit: the innermost of ``units`` whose module path holds the tensor's, else
@@ -214,8 +220,15 @@ class Sharding:
         return self._elements(owned)
 
     def bucket_elements(self) -> Dim:
-        """Elements of DDP's gradient buckets, flat buffers beside the gradients (none as bucket views)."""
-        if self.parallel.zero >= 2 or self.ranks == 1 or self.parallel.gradient_as_bucket_view:
+        """Elements of the flat buffers a rank communicates through: DDP's gradient buckets, beside the
+        gradients (none as bucket views); FSDP2's all-gather output for its largest unit (padded whole),
+        alive beside that unit's whole parameters while they are copied out of it."""
+        if self.ranks == 1:
+            return 0
+        if self.fsdp:
+            return max((sum(chunk(t, self.ranks) * self.ranks for t in ts) for ts in self.unit_tensors().values()),
+                       default=0)
+        if self.parallel.gradient_as_bucket_view:
             return 0
         return sum((t.numel for t in self.tensors if t.trainable), 0)
 
