@@ -118,3 +118,34 @@ def test_a_budget_on_memory_per_rank():
         assert_budget(model, parallel=paramcalc.Parallel(data=8), max_memory_per_rank="256 MiB", **kwargs)
     with pytest.raises(ValueError, match="needs parallel"):
         assert_budget(model, max_memory_per_rank="256 MiB", **kwargs)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_gradient_accumulation_peak_equals_torchs_allocator(micro_batches):
+    """Later micro-batches run with the earlier ones' gradients held, each new gradient added into them:
+    the step's peak against torch's CPU allocator events, one process."""
+    sys.path.insert(0, BENCHMARKS)
+    from train_measure import allocator_peak
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+
+    torch.manual_seed(0)
+    model = build()
+    optimizer = torch.optim.Adam(model.parameters())
+    x, y = torch.randn(1024, 256), torch.randint(0, 10, (1024,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        for _ in range(micro_batches):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    step()
+    optimizer.zero_grad(set_to_none=True)
+    measured = allocator_peak(torch, [model, optimizer], step)
+    with torch.device("meta"):
+        est = paramcalc.estimate(build(), input_shape=(256,), batch_size=1024, optimizer="adam",
+                                 parallel=paramcalc.Parallel(accumulation=micro_batches))
+    predicted = est.training.memory.peak - est.training.memory.input_batch  # the batch was made before
+    assert abs(predicted - measured) <= 0.01 * measured

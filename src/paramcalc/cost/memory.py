@@ -86,7 +86,9 @@ def training_memory(step: Step) -> MemoryBreakdown:
     input_batch = sum(prod((batch,) + tuple(shape)) for _, shape in est.inputs) * precision.activation_bytes
     saved = saved_tensors(step)
     casts = _weight_casts(step)
-    candidates = [_forward_peak(step, saved, sum(casts)), _backward_peak(step, saved, casts, sharding)]
+    # with several micro-batches per optimizer step, the later ones run with every gradient already held
+    held = gradients if sharding.parallel.accumulation > 1 else 0
+    candidates = [_forward_peak(step, saved, sum(casts), held), _backward_peak(step, saved, casts, sharding, held)]
     if step.update_style != "compiled":  # an eager optimizer's own phase: every gradient, and its temporaries
         sizes = sharding.updated_sizes() if sharding.ranks > 1 else trainable_tensor_sizes(step.calls)
         temporary = update_temporary(step.optimizer.name, sizes, step.update_style, precision.weight_bytes)
@@ -146,9 +148,10 @@ def _weight_casts(step: Step) -> list:
             if cast_bytes and call.shared_with is None and call.layer is not None else 0 for call in step.calls]
 
 
-def _forward_peak(step: Step, saved: SavedTensors, casts: Dim) -> tuple:
+def _forward_peak(step: Step, saved: SavedTensors, casts: Dim, held: Dim = 0) -> tuple:
     """The forward's highest point: everything saved so far, plus the output being written; autocast's
-    weight copies all alive at its end (its cast cache holds them until the autocast region ends)."""
+    weight copies all alive at its end (its cast cache holds them until the autocast region ends);
+    ``held``: gradients of earlier micro-batches, alive throughout."""
     values, moments = [], []
     alive: Dim = 0
     bytes_per = step.precision.activation_bytes
@@ -156,9 +159,10 @@ def _forward_peak(step: Step, saved: SavedTensors, casts: Dim) -> tuple:
         for key in saved.freed_at(i):
             alive = alive + saved.size[key]
         output = 0 if step.work(call).aliases_input else prod(call.output_shape) * bytes_per
-        values.append(alive + output)
+        values.append(alive + output + held)
         moments.append(PeakMoment("forward", call.name, (("saved activations so far", alive),
-                                                          ("its output being written", output))))
+                                                          ("its output being written", output))
+                                  + ((("gradients of the earlier micro-batches", held),) if held else ())))
     moment = _moment_of(values, moments)
     if moment is not None and casts:
         moment = replace(moment, parts=moment.parts + (("autocast's 16-bit weight copies", casts),))
@@ -176,9 +180,10 @@ class _Backward:
     unit: str | None = None  # FSDP2: the unit whose backward runs, and its whole gradients so far
     unit_gradients: Dim = 0
     unit_shards: Dim = 0  # the shards those gradients become once reduce-scattered
+    accumulating: bool = False  # gradients of earlier micro-batches are held: new ones are added into them
 
 
-def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Sharding) -> tuple:
+def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Sharding, held: Dim = 0) -> tuple:
     """The highest bytes the backward pass holds beyond weights, optimizer state and the batch.
 
     Last call first: saved tensors until their first saver is done, the gradient coming in plus the one
@@ -186,11 +191,12 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Shard
     input gradient is made with its weights, a first Dense's or convolution's weight gradient with its
     input alone; recurrent and attention layers read theirs whatever their input needs); weight
     gradients appear as their calls are reached (the step dropped the last ones:
-    zero_grad(set_to_none=True), torch's default)."""
+    zero_grad(set_to_none=True), torch's default). ``held``: the gradients of earlier micro-batches of
+    the same optimizer step, which each new weight gradient is added into."""
     kept = [c if step.work(call).keeps_weight_casts or step.reads_grad(call) else 0
             for c, call in zip(casts, step.calls)]
     last_updated = min((i for i, call in enumerate(step.calls) if owned_trainable_sizes(call)), default=-1)
-    state = _Backward(saved.total, sum(kept))
+    state = _Backward(saved.total, sum(kept), gradients=held, accumulating=bool(held))
     values, moments = [], []
     for i in range(len(step.calls) - 1, -1, -1):
         if sharding.fsdp and sharding.unit_of(step.calls[i]) != state.unit:
@@ -255,6 +261,10 @@ def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last
             ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
             ("its unit's weight gradients, whole before their reduce-scatter", state.unit_gradients),
             ("weight gradient shards so far", state.gradients)))))
+    elif state.accumulating:  # its new gradients, until added into the held ones
+        points.append((alive + in_flight + layer_grads + state.gradients, PeakMoment("backward", call.name, (
+            ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
+            ("its new weight gradients", layer_grads), ("gradients of the earlier micro-batches", state.gradients)))))
     else:
         state.gradients = state.gradients + layer_grads
         points.append((alive + in_flight + state.gradients, PeakMoment("backward", call.name, (
@@ -273,7 +283,8 @@ def _reduce_scatter(state: _Backward, values: list, moments: list, at: str) -> N
         ("saved activations still alive", state.saved_alive),
         ("a unit's whole gradients and their copy to reduce-scatter", 2 * state.unit_gradients),
         ("weight gradient shards so far", state.gradients))))
-    state.gradients = state.gradients + state.unit_shards
+    if not state.accumulating:  # accumulating, the new shards are added into the held ones
+        state.gradients = state.gradients + state.unit_shards
     state.unit_gradients = state.unit_shards = 0
 
 
