@@ -149,3 +149,50 @@ def test_gradient_accumulation_peak_equals_torchs_allocator(micro_batches):
                                  parallel=paramcalc.Parallel(accumulation=micro_batches))
     predicted = est.training.memory.peak - est.training.memory.input_batch  # the batch was made before
     assert abs(predicted - measured) <= 0.01 * measured
+
+
+@pytest.mark.parametrize("which", [("0", "1", "2"), ("1",)])
+def test_activation_checkpointing_peak_equals_torchs_allocator(which):
+    """Blocks run under torch.utils.checkpoint keep only what they read from outside; the backward runs
+    each again: the step's peak against torch's CPU allocator events, one process."""
+    sys.path.insert(0, BENCHMARKS)
+    from torch.utils.checkpoint import checkpoint
+    from train_measure import allocator_peak
+
+    def build():
+        block = lambda: torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.ReLU(),  # noqa: E731
+                                            torch.nn.Linear(128, 128), torch.nn.ReLU())
+        return torch.nn.Sequential(block(), block(), block(), torch.nn.Linear(128, 10))
+
+    class Checkpointed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = build()
+
+        def forward(self, x):
+            for i, part in enumerate(self.model):
+                x = checkpoint(part, x, use_reentrant=False) if str(i) in which else part(x)
+            return x
+
+    torch.manual_seed(0)
+    model = Checkpointed()
+    optimizer = torch.optim.Adam(model.parameters())
+    x, y = torch.randn(2048, 128), torch.randint(0, 10, (2048,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    step()
+    optimizer.zero_grad(set_to_none=True)
+    measured = allocator_peak(torch, [model, optimizer], step)
+    with torch.device("meta"):
+        plain = build()
+    estimates = [paramcalc.estimate(plain, input_shape=(128,), batch_size=2048, optimizer="adam", device="cpu",
+                                    parallel=paramcalc.Parallel(checkpointed=checkpointed)) for checkpointed in ((), which)]
+    without, est = (e.training.memory.peak - e.training.memory.input_batch for e in estimates)
+    assert abs(est - measured) <= 0.01 * measured < abs(without - measured)
+    cost = estimates[1].training
+    blocks = [r for r in estimates[1].layers if r.name.split(".")[0] in which]
+    assert cost.recompute_flops == sum(r.flops_per_batch for r in blocks) > 0

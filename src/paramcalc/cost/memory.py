@@ -11,10 +11,10 @@ graph updates each layer as its gradients exist). What each call keeps is its ki
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from paramcalc.core.dims import Dim, Sym, prod, upper_max
-from paramcalc.cost.parallel import Sharding
+from paramcalc.cost.parallel import Sharding, checkpoint_segments
 from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
 from paramcalc.cost.updates import graph_update_temporary, update_temporary
 
@@ -51,14 +51,19 @@ class MemoryBreakdown:
 @dataclass(frozen=True)
 class SavedTensors:
     """What the forward keeps for the backward: bytes by tensor key, and the keys each call (by position)
-    is the earliest to keep, which its backward frees."""
+    is the earliest to keep, which its backward frees. ``recomputed``: keys a checkpointed module's
+    forward does not keep, made again when the backward reaches it; ``recompute_at``: bytes made again
+    at the backward of a call (by position), the checkpointed module's last."""
 
     size: dict
     freed_by: dict
+    recomputed: frozenset = frozenset()
+    recompute_at: dict = field(default_factory=dict)
 
     @property
     def total(self) -> Dim:
-        return sum(self.size.values()) if self.size else 0
+        """What the forward keeps, all together at its end."""
+        return sum((n for key, n in self.size.items() if key not in self.recomputed), 0)
 
     def freed_at(self, position: int) -> list:
         return self.freed_by.get(position, [])
@@ -123,6 +128,7 @@ def saved_tensors(step: Step) -> SavedTensors:
         if step.work(call).aliases_input and call.inbound:
             alias[(call.name, 0)] = alias.get(call.inbound[0], call.inbound[0])
     first_saver: dict = {}
+    savers: dict = {}  # key -> every call (by position) that keeps it
     size: dict = {}
     for i, call in enumerate(step.calls):
         if call.name not in step.needs_grad:
@@ -134,11 +140,58 @@ def saved_tensors(step: Step) -> SavedTensors:
                     continue
                 key = (key[0], "cast")
             first_saver.setdefault(key, i)
+            savers.setdefault(key, []).append(i)
             size[key] = nbytes
+    recomputed, recompute_at = _checkpointed(step, first_saver, savers, size, alias, input_names)
     freed_by: dict = {}
     for key, i in first_saver.items():
         freed_by.setdefault(i, []).append(key)
-    return SavedTensors(size, freed_by)
+    return SavedTensors(size, freed_by, frozenset(recomputed), recompute_at)
+
+
+def _checkpointed(step: Step, first_saver: dict, savers: dict, size: dict, alias: dict, input_names: set) -> tuple:
+    """Checkpointed modules (torch.utils.checkpoint): what their calls keep of tensors made inside is not
+    kept by the forward but made again at the backward of the module's last call; every tensor a call
+    inside reads from outside is kept by the checkpoint from the module's first call to its backward."""
+    recomputed: set = set()
+    recompute_at: dict = {}
+    segments = checkpoint_segments(step.calls, step.parallel)
+    for _, positions in segments:
+        inside = {step.calls[j].name for j in positions}
+        first, last = positions[0], positions[-1]
+        again: Dim = 0
+        for key, kept_by in list(savers.items()):
+            if key[0] not in inside or not any(first <= i <= last for i in kept_by):
+                continue
+            outside = [i for i in kept_by if not first <= i <= last]
+            if not outside:
+                recomputed.add(key)
+            else:  # kept by calls after the module too: that tensor stays; the run again makes a copy
+                first_saver[key] = min(outside)
+                copy = (f"recomputed {key[0]}", key)
+                first_saver[copy] = min(i for i in kept_by if first <= i <= last)
+                size[copy] = size[key]
+                recomputed.add(copy)
+            again = again + size[key]
+        recompute_at[last] = recompute_at.get(last, 0) + again
+    for path, positions in segments:  # what each checkpoint keeps: the tensors its module reads from outside
+        inside = {step.calls[j].name for j in positions}
+        first = positions[0]
+        for j in positions:
+            call = step.calls[j]
+            if call.name not in step.needs_grad:
+                continue
+            for ref, shape in zip(call.inbound, call.input_shapes):
+                ref = alias.get(ref, ref)
+                if ref[0] in inside or ref[0] in input_names:
+                    continue  # made inside; or the batch, counted apart
+                if ref in first_saver and ref not in recomputed:  # kept anyway: the same storage, longer
+                    first_saver[ref] = min(first_saver[ref], first)
+                    continue
+                key = (f"checkpoint {path}", ref)
+                first_saver.setdefault(key, first)
+                size[key] = prod(shape) * step.precision.activation_bytes
+    return recomputed, recompute_at
 
 
 def _weight_casts(step: Step) -> list:
@@ -157,7 +210,8 @@ def _forward_peak(step: Step, saved: SavedTensors, casts: Dim, held: Dim = 0) ->
     bytes_per = step.precision.activation_bytes
     for i, call in enumerate(step.calls):
         for key in saved.freed_at(i):
-            alive = alive + saved.size[key]
+            if key not in saved.recomputed:
+                alive = alive + saved.size[key]
         output = 0 if step.work(call).aliases_input else prod(call.output_shape) * bytes_per
         values.append(alive + output + held)
         moments.append(PeakMoment("forward", call.name, (("saved activations so far", alive),
@@ -199,6 +253,7 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Shard
     state = _Backward(saved.total, sum(kept), gradients=held, accumulating=bool(held))
     values, moments = [], []
     for i in range(len(step.calls) - 1, -1, -1):
+        state.saved_alive = state.saved_alive + saved.recompute_at.get(i, 0)  # a checkpointed module runs again
         if sharding.fsdp and sharding.unit_of(step.calls[i]) != state.unit:
             _reduce_scatter(state, values, moments, step.calls[i].name)
             state.unit = sharding.unit_of(step.calls[i])

@@ -17,6 +17,10 @@
   alone; the root unit holds every parameter outside them. With stage 3, a unit's parameters are whole
   from its all-gather to the end of its forward (and its backward), with the next unit prefetched.
 
+``checkpointed`` names the modules run under ``torch.utils.checkpoint`` (per layer or per block): their
+forward keeps only the tensors they read from outside, and the backward runs them again (what they keep
+comes back then, one module at a time) before going through them.
+
 ``batch_size`` in an estimate is each rank's micro-batch; ``accumulation`` micro-batches make one
 optimizer step (DDP under ``no_sync`` communicates once per step; FSDP2 by default reduce-scatters and,
 resharding, gathers at every micro-batch).
@@ -54,6 +58,7 @@ class Parallel:
     accumulation: int = 1
     gradient_as_bucket_view: bool = False
     units: tuple = ()
+    checkpointed: tuple = ()
 
     def __post_init__(self) -> None:
         for name in ("data", "accumulation"):
@@ -65,16 +70,20 @@ class Parallel:
             raise ParamcalcError(f"Parallel(zero=...) is a ZeRO stage, 0 to 3; received {self.zero!r}",
                                  value=self.zero, fix="0: DDP, 1: ZeroRedundancyOptimizer, 2 and 3: FSDP2 "
                                  "fully_shard with reshard_after_forward off and on")
-        if isinstance(self.units, str) or not all(isinstance(u, str) for u in self.units):
-            raise ParamcalcError(f"Parallel(units=...) is a tuple of module paths, received {self.units!r}",
-                                 value=self.units, fix='e.g. units=("transformer.h.0", "transformer.h.1")')
-        object.__setattr__(self, "units", tuple(self.units))
+        for name in ("units", "checkpointed"):
+            paths = getattr(self, name)
+            if isinstance(paths, str) or not all(isinstance(u, str) for u in paths):
+                raise ParamcalcError(f"Parallel({name}=...) is a tuple of module paths, received {paths!r}",
+                                     value=paths, fix=f'e.g. {name}=("transformer.h.0", "transformer.h.1")')
+            object.__setattr__(self, name, tuple(paths))
 
     @property
     def label(self) -> str:
         kind = {0: "DDP", 1: "ZeRO-1 (ZeroRedundancyOptimizer)", 2: "ZeRO-2 (FSDP2, no reshard after forward)",
                 3: "ZeRO-3 (FSDP2)"}[self.zero]
         extra = f", {self.accumulation} micro-batches per step" if self.accumulation > 1 else ""
+        if self.checkpointed:
+            extra += f", {len(self.checkpointed)} module{'s' if len(self.checkpointed) > 1 else ''} checkpointed"
         return f"{kind} over {self.data} ranks{extra}"
 
 
@@ -259,6 +268,19 @@ class Sharding:
                            + (" and again for the backward" if gathers == 2 else "")),
                 Collective("reduce_scatter", trained_units * steps, whole_grads * steps, whole_grads * ring // n * steps,
                            "gradients, summed and split across ranks"))
+
+
+def checkpoint_segments(calls, parallel: Parallel | None) -> list:
+    """(module path, positions of its calls in order) of each checkpointed module that runs."""
+    if parallel is None or not parallel.checkpointed:
+        return []
+    segments = []
+    for path in parallel.checkpointed:
+        positions = [i for i, call in enumerate(calls) if (call.module or call.name) == path
+                     or (call.module or call.name).startswith(path + ".")]
+        if positions:
+            segments.append((path, positions))
+    return segments
 
 
 def _ddp_buckets(trained: list, nbytes: int) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from paramcalc.core.dims import prod
 from paramcalc.cost.paging import MMAP_CEILING, bias_added_apart, paged_in_blocks
+from paramcalc.cost.parallel import checkpoint_segments
 from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
 
 BACKWARD_BYTES_FACTOR = 1.5  # an elementwise backward reads the output gradient and a saved tensor, writes one
@@ -59,6 +60,11 @@ def step_time(step: Step) -> StepTime:
     calls = [_call_time(step, call) for call in step.calls]
     device = sum(c.device for c in calls)
     host_ops = sum(c.host_ops for c in calls)
+    for _, positions in checkpoint_segments(step.calls, step.parallel):  # their forward, run again
+        for i in positions:
+            again, ops = _forward_device(step, step.calls[i])
+            device += again
+            host_ops += ops
     kind_host = sum(c.host_seconds or 0.0 for c in calls)
     update, update_host = _update_time(step)
     paged = _paging(step)
@@ -175,6 +181,19 @@ def _call_device(step: Step, call, work) -> tuple[float, float]:
         return forward + backward + casts[0] + casts[1], casts[2] + casts[3]
     timing = _Timing(step, call, work, dgrad, trains)
     return timing.total(casts)
+
+
+def _forward_device(step: Step, call) -> tuple[float, float]:
+    """(device seconds, host operations) of one call's forward alone: a checkpointed module's calls run
+    it again in the backward."""
+    work = step.work(call)
+    if work.device_free:
+        return 0.0, work.host_ops
+    casts = cast_costs(work, step.profile) if step.precision.mixed else (0.0, 0.0, 0, 0)
+    recurrent = _calibrated_recurrent(work, step.profile)
+    if recurrent is not None:
+        return recurrent[0] + casts[0], casts[2]
+    return _Timing(step, call, work, False, False).total(casts)
 
 
 class _Timing:

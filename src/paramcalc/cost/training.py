@@ -13,7 +13,7 @@ from paramcalc.core.dims import Dim, Sym
 from paramcalc.core.errors import ParamcalcError
 from paramcalc.cost.flops import phase_flops
 from paramcalc.cost.memory import MemoryBreakdown, training_memory
-from paramcalc.cost.parallel import Parallel, Sharding
+from paramcalc.cost.parallel import Parallel, Sharding, checkpoint_segments
 from paramcalc.cost.step import build_step, optimizer_named, precision_named
 
 
@@ -59,10 +59,11 @@ class TrainingCost:
     framework: str = "torch"  # whose training step the memory follows (step.training_framework)
     parallel: object = None  # the Parallel the cost is one rank's of (None: one device)
     collectives: tuple = ()  # cost.parallel.Collective of one optimizer step on that rank
+    recompute_flops: Dim = 0  # the forward of checkpointed modules, run again in the backward
 
     @property
     def flops(self) -> Dim:
-        return self.forward_flops + self.dgrad_flops + self.wgrad_flops
+        return self.forward_flops + self.dgrad_flops + self.wgrad_flops + self.recompute_flops
 
     @property
     def samples_per_second(self) -> float | None:
@@ -84,7 +85,8 @@ class TrainingCost:
         return {"batch_size": v(self.batch_size), "optimizer": self.optimizer, "precision": self.precision,
                 "framework": self.framework,
                 "flops": {"forward": v(self.forward_flops), "dgrad": v(self.dgrad_flops),
-                          "wgrad": v(self.wgrad_flops), "total": v(self.flops)},
+                          "wgrad": v(self.wgrad_flops), "recompute": v(self.recompute_flops),
+                          "total": v(self.flops)},
                 "memory_bytes": {"weights": v(m.weights), "gradients": v(m.gradients),
                                  "optimizer": v(m.optimizer), "activations": v(m.activations),
                                  "input_batch": v(m.input_batch), "gathered": v(m.gathered),
@@ -141,9 +143,11 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     collectives = () if parallel is None else Sharding(step.calls, parallel).collectives(
         chosen_precision.gradient_bytes, chosen_precision.weight_bytes)
+    again = {i for _, positions in checkpoint_segments(step.calls, parallel) for i in positions}
+    recompute = sum((per_call[i][1] for i in sorted(again)), 0)
     cost = TrainingCost(batch, optimizer, precision, forward, dgrad, wgrad, training_memory(step),
                         layer_flops=tuple(per_call), framework=step.framework, parallel=parallel,
-                        collectives=collectives)
+                        collectives=collectives, recompute_flops=recompute)
     if profile is None:
         return cost
     cost = replace(cost, device=profile.name, device_label=profile.label())

@@ -141,7 +141,8 @@ def _training_lines(cost) -> list[str]:
     if m.peak_moment is not None:
         lines.append(" " + _peak_text(m, cost.optimizer))
     lines.append(f" FLOPs per step: forward {format_count(cost.forward_flops)}, input gradients "
-                 f"{format_count(cost.dgrad_flops)}, weight gradients {format_count(cost.wgrad_flops)}")
+                 f"{format_count(cost.dgrad_flops)}, weight gradients {format_count(cost.wgrad_flops)}"
+                 + (f", checkpointed modules run again {format_count(cost.recompute_flops)}" if cost.recompute_flops else ""))
     if cost.step_seconds is not None:
         rate = cost.samples_per_second
         lines.append(f" On {cost.device_label or cost.device}: {format_seconds(cost.step_seconds)} per step"
