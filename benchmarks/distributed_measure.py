@@ -4,7 +4,8 @@ what it communicates, for comparison with ``paramcalc.estimate(..., parallel=Par
     python benchmarks/distributed_measure.py [--world 2,4] [--out results.json]
 
 Modes: ``ddp`` (DistributedDataParallel), ``zero1`` (DDP + ZeroRedundancyOptimizer), ``fsdp2`` and
-``fsdp3`` (FSDP2 ``fully_shard`` on each block and the root, ``reshard_after_forward`` off and on).
+``fsdp3`` (FSDP2 ``fully_shard`` on each block and the root, ``reshard_after_forward`` off and on), ``tp``
+(``parallelize_module`` over every rank: ``TP_PLAN``'s Linears ColwiseParallel and RowwiseParallel).
 Two Adam steps are taken to warm up (DDP rebuilds its buckets in the second, broadcasting their
 assignment once), then one measured step:
 
@@ -28,11 +29,17 @@ import os
 import socket
 import sys
 
-MODES = ("ddp", "zero1", "fsdp2", "fsdp3")
+MODES = ("ddp", "zero1", "fsdp2", "fsdp3", "tp")
+# tensor parallelism over every rank (DTensor): each pair of blocks' Linears split colwise then rowwise,
+# the head rowwise after the third block's colwise Linear
+TP_PLAN = {"0.0": "colwise", "1.0": "rowwise", "2.0": "colwise", "3": "rowwise"}
 # c10d operation -> (collective, the argument holding the tensors whose bytes are its payload)
 COLLECTIVES = {"allreduce_": ("all_reduce", 0), "allreduce_coalesced_": ("all_reduce", 0),
                "_allgather_base_": ("all_gather", 0), "allgather_into_tensor_coalesced_": ("all_gather", 0),
                "allgather_": ("all_gather", 0),
+               # functional collectives (DTensor's redistributions)
+               "all_reduce": ("all_reduce", 0), "all_gather_into_tensor": ("all_gather", 0),
+               "reduce_scatter_tensor": ("reduce_scatter", 0),
                "_reduce_scatter_base_": ("reduce_scatter", 1), "reduce_scatter_tensor_coalesced_": ("reduce_scatter", 1),
                "reduce_scatter_": ("reduce_scatter", 1), "broadcast_": ("broadcast", 0)}
 
@@ -72,6 +79,18 @@ def _wrapped(mode: str, cfg: dict):
             from torch.distributed.optim import ZeroRedundancyOptimizer
 
             return model, ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.Adam, lr=1e-3)
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    if mode == "tp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor.parallel import (
+            ColwiseParallel,
+            RowwiseParallel,
+            parallelize_module,
+        )
+
+        mesh = init_device_mesh("cpu", (torch.distributed.get_world_size(),))
+        styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+        model = parallelize_module(model, mesh, {path: styles[style]() for path, style in TP_PLAN.items()})
         return model, torch.optim.Adam(model.parameters(), lr=1e-3)
     from torch.distributed.fsdp import fully_shard
 
@@ -178,10 +197,14 @@ def predict(mode: str, world: int, cfg: dict):
 
     with torch.device("meta"):
         model = mlp(cfg["width"], cfg["depth"], cfg["classes"])
-    units = tuple(str(i) for i in range(cfg["depth"])) if mode.startswith("fsdp") else ()
-    zero = {"ddp": 0, "zero1": 1, "fsdp2": 2, "fsdp3": 3}[mode]
+    if mode == "tp":
+        parallel = paramcalc.Parallel(data=1, tensor=world, tensor_plan=TP_PLAN)
+    else:
+        units = tuple(str(i) for i in range(cfg["depth"])) if mode.startswith("fsdp") else ()
+        zero = {"ddp": 0, "zero1": 1, "fsdp2": 2, "fsdp3": 3}[mode]
+        parallel = paramcalc.Parallel(data=world, zero=zero, units=units)
     return paramcalc.estimate(model, input_shape=(cfg["width"],), batch_size=cfg["batch"], optimizer="adam",
-                              parallel=paramcalc.Parallel(data=world, zero=zero, units=units))
+                              parallel=parallel)
 
 
 def main() -> None:

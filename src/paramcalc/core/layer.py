@@ -162,6 +162,12 @@ class Layer:
         """What a view costs: no device work, a little host time, its input's storage."""
         return self.described(device_free=True, aliases_input=True, host_ops=0.5)
 
+    def split_weights(self, weights: tuple, style: str, ranks: int) -> tuple | None:
+        """One rank's share of this call's ``weights`` under tensor parallelism: ``style`` "colwise" splits
+        the outputs (torch's ColwiseParallel), "rowwise" the inputs (RowwiseParallel), each in ``ranks``
+        equal parts; None where the kind cannot be split so. (weights, stored shapes) otherwise."""
+        return None
+
     def weight_operands(self) -> tuple:
         """Positions of inputs that are weights read as tensors (a parameter fed to a product by a torch
         forward): their gradients are the weight gradients of this call, not input gradients."""

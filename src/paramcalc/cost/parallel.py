@@ -21,6 +21,9 @@
 forward keeps only the tensors they read from outside, and the backward runs them again (what they keep
 comes back then, one module at a time) before going through them.
 
+``tensor`` and ``tensor_plan`` add tensor parallelism (``cost/tensor_parallel.py``): each tensor-parallel
+group of ``tensor`` ranks splits the Linear layers the plan names; ``data`` counts the groups.
+
 ``batch_size`` in an estimate is each rank's micro-batch; ``accumulation`` micro-batches make one
 optimizer step (DDP under ``no_sync`` communicates once per step; FSDP2 by default reduce-scatters and,
 resharding, gathers at every micro-batch).
@@ -33,7 +36,7 @@ ring, (N-1)/N S on average.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from paramcalc.core.dims import Dim, prod
 from paramcalc.core.errors import ParamcalcError
@@ -59,6 +62,8 @@ class Parallel:
     gradient_as_bucket_view: bool = False
     units: tuple = ()
     checkpointed: tuple = ()
+    tensor: int = 1
+    tensor_plan: dict = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("data", "accumulation"):
@@ -70,6 +75,23 @@ class Parallel:
             raise ParamcalcError(f"Parallel(zero=...) is a ZeRO stage, 0 to 3; received {self.zero!r}",
                                  value=self.zero, fix="0: DDP, 1: ZeroRedundancyOptimizer, 2 and 3: FSDP2 "
                                  "fully_shard with reshard_after_forward off and on")
+        if type(self.tensor) is not int or self.tensor < 1:
+            raise ParamcalcError(f"Parallel(tensor=...) must be a positive integer, received {self.tensor!r}",
+                                 value=self.tensor, fix="pass tensor=1 or more")
+        plan = dict(self.tensor_plan)
+        bad = [(path, style) for path, style in plan.items() if not isinstance(path, str)
+               or style not in ("colwise", "rowwise")]
+        if bad:
+            raise ParamcalcError(f"Parallel(tensor_plan=...) maps module paths to \"colwise\" or \"rowwise\", received "
+                                 f"{bad[0]!r}", value=bad[0], fix='e.g. tensor_plan={"mlp.fc": "colwise", '
+                                 '"mlp.proj": "rowwise"}, as parallelize_module takes ColwiseParallel and RowwiseParallel')
+        if self.tensor > 1 and not plan:
+            raise ParamcalcError(f"Parallel(tensor={self.tensor}) needs a tensor_plan: which Linear layers split how",
+                                 value=self.tensor, fix='pass tensor_plan={"mlp.fc": "colwise", "mlp.proj": "rowwise"}')
+        if self.tensor > 1 and self.zero >= 2:
+            raise ParamcalcError("FSDP2 with tensor parallelism (a 2-D mesh) is not modelled yet", value=self.zero,
+                                 fix="use zero=0 or 1 with tensor parallelism, or tensor=1 with FSDP2")
+        object.__setattr__(self, "tensor_plan", plan)
         for name in ("units", "checkpointed"):
             paths = getattr(self, name)
             if isinstance(paths, str) or not all(isinstance(u, str) for u in paths):
@@ -82,6 +104,8 @@ class Parallel:
         kind = {0: "DDP", 1: "ZeRO-1 (ZeroRedundancyOptimizer)", 2: "ZeRO-2 (FSDP2, no reshard after forward)",
                 3: "ZeRO-3 (FSDP2)"}[self.zero]
         extra = f", {self.accumulation} micro-batches per step" if self.accumulation > 1 else ""
+        if self.tensor > 1:
+            extra += f", tensor parallel over {self.tensor}"
         if self.checkpointed:
             extra += f", {len(self.checkpointed)} module{'s' if len(self.checkpointed) > 1 else ''} checkpointed"
         return f"{kind} over {self.data} ranks{extra}"

@@ -13,8 +13,10 @@ from paramcalc.core.dims import Dim, Sym
 from paramcalc.core.errors import ParamcalcError
 from paramcalc.cost.flops import phase_flops
 from paramcalc.cost.memory import MemoryBreakdown, training_memory
-from paramcalc.cost.parallel import Parallel, Sharding, checkpoint_segments
+from paramcalc.cost.parallel import Collective, Parallel, Sharding, checkpoint_segments
 from paramcalc.cost.step import build_step, optimizer_named, precision_named
+from paramcalc.cost.tensor_parallel import collectives as tensor_collectives
+from paramcalc.cost.tensor_parallel import rank_share
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     if parallel is not None and not isinstance(parallel, Parallel):
         raise ParamcalcError(f"parallel must be a paramcalc.Parallel, received {type(parallel).__name__}",
                              value=parallel, fix="pass parallel=paramcalc.Parallel(data=8, zero=3)")
+    if parallel is not None and parallel.tensor > 1:
+        est = rank_share(est, parallel)  # one tensor-parallel rank's share of the model
     step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend, parallel)
     if parallel is not None and step.framework == "keras":
         raise ParamcalcError("parallel= models torch's DDP, ZeroRedundancyOptimizer and FSDP2; this Keras model "
@@ -143,6 +147,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     collectives = () if parallel is None else Sharding(step.calls, parallel).collectives(
         chosen_precision.gradient_bytes, chosen_precision.weight_bytes)
+    if parallel is not None and parallel.tensor > 1:
+        collectives += _tensor_collectives(step, parallel)
     again = {i for _, positions in checkpoint_segments(step.calls, parallel) for i in positions}
     recompute = sum((per_call[i][1] for i in sorted(again)), 0)
     cost = TrainingCost(batch, optimizer, precision, forward, dgrad, wgrad, training_memory(step),
@@ -160,6 +166,18 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
                    device_seconds=time.device_seconds, layer_seconds=time.layer_seconds,
                    paged_in_seconds=time.paged_in_seconds, largest_paged_block=time.largest_paged_block,
                    paged_in_bytes=time.paged_in_bytes)
+
+
+def _tensor_collectives(step, parallel) -> tuple:
+    """Tensor parallelism's all-reduces of one optimizer step, per rank (every micro-batch has them)."""
+    found = tensor_collectives(step.est, parallel, step.precision.activation_bytes, step.reads_grad)
+    if not found:
+        return ()
+    t, k = parallel.tensor, parallel.accumulation
+    payload = sum(nbytes for _, nbytes in found) * k
+    return (Collective("all_reduce", len(found) * k, payload, 2 * (t - 1) * payload // t,
+                       "tensor parallel: rowwise layers' outputs (forward), colwise layers' input gradients "
+                       "(backward)"),)
 
 
 def autocast_casts(call) -> tuple:

@@ -81,6 +81,23 @@ class Dense(Layer):
                               host_ops=1 + len(activation), bias_elements=prod(out) if has_bias else 0,
                               has_bias=has_bias, fused_bias=True, fused_activation=self.activation, autocast_casts=weight_casts(call))
 
+    def split_weights(self, weights: tuple, style: str, ranks: int) -> tuple | None:
+        """Colwise: the kernel's output columns and the bias split; rowwise: the kernel's input rows split,
+        the bias whole (added once, after the sum). torch stores the kernel transposed: (out, in)."""
+        from dataclasses import replace
+
+        out = []
+        for w in weights:
+            if w.name == "kernel":
+                rows, cols = w.shape
+                out.append(replace(w, shape=(rows, cols // ranks) if style == "colwise" else (rows // ranks, cols)))
+            elif w.name == "bias" and style == "colwise":
+                out.append(replace(w, shape=(w.shape[0] // ranks,)))
+            else:
+                out.append(w)
+        stored = tuple((o.shape[1], o.shape[0]) if o.name == "kernel" else o.shape for o in out if not o.buffer)
+        return tuple(out), stored
+
     def saved(self, call, rules: SavingRules) -> list:
         # its input, for the kernel's gradient only: a frozen Dense reads its weights (counted apart) for
         # the input gradient, and a bias gradient needs neither
