@@ -218,3 +218,58 @@ def test_tensor_parallel_plans_are_checked():
                              parallel=paramcalc.Parallel(tensor=4, tensor_plan={"up": "colwise", "down": "rowwise"}))
     # up: 24 x 12 + 12; down: 12 x 24 + 24 (its bias whole): float32 bytes on each of the 4 ranks
     assert est.training.memory.weights == (24 * 12 + 12 + 12 * 24 + 24) * 4
+
+
+class _GPTLayer(torch.nn.Module):
+    """A GPT layer as Korthikanti et al. count it: LayerNorm, QKV projection, attention with softmax and
+    dropout on the scores, output projection and dropout, LayerNorm, 4h MLP with GeLU, dropout."""
+
+    def __init__(self, h: int, a: int):
+        super().__init__()
+        self.h, self.a = h, a
+        self.ln1, self.qkv, self.proj = torch.nn.LayerNorm(h), torch.nn.Linear(h, 3 * h), torch.nn.Linear(h, h)
+        self.ln2, self.fc1, self.fc2 = torch.nn.LayerNorm(h), torch.nn.Linear(h, 4 * h), torch.nn.Linear(4 * h, h)
+        self.drop_attn, self.drop_proj, self.drop_mlp = (torch.nn.Dropout(0.1) for _ in range(3))
+
+    def forward(self, x):
+        b, s, h = x.shape
+        d = h // self.a
+        q, k, v = (t.view(b, s, self.a, d).transpose(1, 2) for t in self.qkv(self.ln1(x)).split(h, dim=-1))
+        probs = self.drop_attn((q @ k.transpose(-2, -1) / d ** 0.5).softmax(dim=-1))
+        x = x + self.drop_proj(self.proj((probs @ v).transpose(1, 2).reshape(b, s, h)))
+        return x + self.drop_mlp(self.fc2(torch.nn.functional.gelu(self.fc1(self.ln2(x)))))
+
+
+def test_activations_of_a_gpt_layer_as_korthikanti_et_al_count_them():
+    """"Reducing Activation Recomputation in Large Transformer Models" (Korthikanti et al., 2022),
+    section 4.1: a layer keeps s b h (34 + 5 a s / h) bytes with 16-bit activations and 1-byte dropout
+    masks (s tokens, batch b, width h, a heads). torch on an accelerator keeps exactly that, plus each
+    LayerNorm's mean and reciprocal deviation in 32 bits (2 x s b x 4 bytes each), which the paper leaves
+    out. (torch's fused attention keeps no scores: the 5 a s / h term goes; tensor and sequence
+    parallelism split attention by heads, which paramcalc does not model yet.) On the CPU, torch's
+    dropout keeps its mask in the activations' dtype and its LayerNorm statistics too: checked against
+    saved-tensor hooks on a real layer."""
+    s, b, h, a = 64, 2, 128, 4
+    with torch.device("meta"):
+        layer = _GPTLayer(h, a)
+    est = paramcalc.estimate(layer, input_shape=(s, h), batch_size=b, dtype="bfloat16", optimizer="adam")
+    kept = est.training.memory.activations + est.training.memory.input_batch  # the layer's input is kept too
+    assert kept == s * b * h * (34 + 5 * a * s // h) + 2 * (2 * s * b * 4)
+
+    torch.manual_seed(0)
+    real = _GPTLayer(h, a).to(torch.bfloat16)
+    x = torch.randn(b, s, h, dtype=torch.bfloat16, requires_grad=True)
+    storages: dict = {}
+
+    def pack(t):
+        storages[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        real(x)
+    for weight in real.parameters():  # counted as weights
+        storages.pop(weight.untyped_storage()._cdata, None)
+    on_cpu = paramcalc.estimate(layer, input_shape=(s, h), batch_size=b, dtype="bfloat16", optimizer="adam",
+                                device="cpu").training.memory
+    statistics_in_32_bits = 2 * 2 * (s * b * 4 - s * b * 2)  # paramcalc's; torch's CPU kernel keeps 16 bits
+    assert on_cpu.activations + on_cpu.input_batch - statistics_in_32_bits == sum(storages.values())
