@@ -273,3 +273,28 @@ def test_activations_of_a_gpt_layer_as_korthikanti_et_al_count_them():
                                 device="cpu").training.memory
     statistics_in_32_bits = 2 * 2 * (s * b * 4 - s * b * 2)  # paramcalc's; torch's CPU kernel keeps 16 bits
     assert on_cpu.activations + on_cpu.input_batch - statistics_in_32_bits == sum(storages.values())
+
+
+def test_collectives_are_timed_on_the_interconnect_and_partly_hidden():
+    """A ring all-reduce of the gradients on NVLink within a node, on the network across nodes; the
+    backward hides all but the last bucket where it is long enough."""
+    from paramcalc.cost.communication import collective_seconds
+
+    model = paramcalc.Sequential([paramcalc.Dense(4096, name=f"d{i}") for i in range(4)])
+    h100 = paramcalc.cost.devices.resolve("h100-sxm")
+    within = paramcalc.estimate(model, input_shape=(4096,), batch_size=64, dtype="bfloat16_master",
+                                device="h100-sxm", parallel=paramcalc.Parallel(data=8)).training
+    (reduce,) = within.collectives
+    assert within.communication_seconds == pytest.approx(
+        reduce.sent / h100.link_bandwidth + 2 * 7 * h100.link_latency_s * reduce.calls)
+    assert within.communication_link == "within a node"
+    assert 0 < within.exposed_communication_seconds <= within.communication_seconds
+    across = paramcalc.estimate(model, input_shape=(4096,), batch_size=64, dtype="bfloat16_master",
+                                device="h100-sxm", parallel=paramcalc.Parallel(data=16)).training
+    assert across.communication_link == "between nodes"
+    assert across.communication_seconds == pytest.approx(collective_seconds(
+        across.collectives[0], 16, h100.network_bandwidth, h100.network_latency_s))
+    assert across.step_seconds > within.step_seconds
+    no_links = paramcalc.estimate(model, input_shape=(4096,), batch_size=64, device="cpu",
+                                  parallel=paramcalc.Parallel(data=8)).training
+    assert no_links.communication_seconds is None

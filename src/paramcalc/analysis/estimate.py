@@ -305,11 +305,21 @@ def _with_training_notes(est: Estimate) -> Estimate:
         added = _uncalibrated_dtype_notes(device, precision) + machine_notes(device, this_machine())
     else:
         added = ()
-    added = _undescribed_kinds(est) + added
+    added = _undescribed_kinds(est) + added + _parallel_notes(est.training, device)
     if setup.optimizer is None:
         added = (f"no optimizer given: training memory and time assume {setup.optimizer_name.capitalize()} "
                  "(pass optimizer=..., or --optimizer)",) + added
     return replace(est, notes=notes + added, training_notes=added)
+
+
+def _parallel_notes(cost, device) -> tuple:
+    """What an estimate on several ranks could not time, or timed from datasheet figures."""
+    if cost is None or cost.parallel is None or not cost.collectives or device is None:
+        return ()
+    if cost.communication_seconds is None:
+        return (f"communication is not timed: the profile {device.name!r} does not know its interconnect "
+                "(link_bandwidth, network_bandwidth); the step time is one rank's compute",)
+    return (f"communication timed on datasheet interconnect figures ({cost.communication_link}), not calibrated",)
 
 
 def _undescribed_kinds(est: Estimate) -> tuple:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from paramcalc.core.errors import ParamcalcError
@@ -68,6 +68,14 @@ class DeviceProfile:
     # transposed, where the framework's kernels run those at rates of their own
     matmul_layouts: dict = field(default_factory=dict, compare=False)
     machine: Machine | None = None  # the host a calibration ran on (None: not recorded, or a datasheet)
+    # how devices talk (cost/communication.py): bytes/s one way per device and seconds per message, within
+    # a node (NVLink, PCIe) and between nodes (InfiniBand, Ethernet: the device's share of the node's
+    # network); devices per node. None: not known, and communication is not timed.
+    link_bandwidth: float | None = None
+    link_latency_s: float = 0.0
+    network_bandwidth: float | None = None
+    network_latency_s: float = 0.0
+    devices_per_node: int = 8
     contention: dict | None = field(default=None, compare=False)  # what others took of it meanwhile
 
     def label(self) -> str:
@@ -272,25 +280,39 @@ def _bandwidth_at(copies: tuple, nbytes: int, call_cost: float) -> float:
 _RW = 0.87
 
 
-def _gpu(name: str, memory_gb: int, fp32: float, tf32: float, half: float, bandwidth: float) -> DeviceProfile:
-    """A datasheet GPU: dense TFLOP/s for fp32, TF32 and bf16/fp16; one-way bandwidth in bytes/s."""
+def _gpu(name: str, memory_gb: int, fp32: float, tf32: float, half: float, bandwidth: float,
+         link: float, network: float) -> DeviceProfile:
+    """A datasheet GPU: dense TFLOP/s for fp32, TF32 and bf16/fp16; one-way bandwidth in bytes/s; the
+    one-way bytes/s of its links to the node's other GPUs (NVLink, else PCIe) and of its share of the
+    network between nodes (one NIC per GPU, as in NVIDIA's reference nodes)."""
     return DeviceProfile(name, "gpu", memory_gb * 10**9,
                          {"float32": fp32 * TB, "tfloat32": tf32 * TB, "bfloat16": half * TB, "float16": half * TB},
-                         bandwidth * _RW, op_overhead_s=10e-6, asynchronous=True, launch_floor_s=3e-6)
+                         bandwidth * _RW, op_overhead_s=10e-6, asynchronous=True, launch_floor_s=3e-6,
+                         link_bandwidth=link, link_latency_s=_LINK_LATENCY, network_bandwidth=network,
+                         network_latency_s=_NETWORK_LATENCY)
+
+
+# Interconnects, datasheet, one way per GPU: NVLink 4 (H100, H200 SXM) 900 GB/s both ways, NVLink 3 (A100
+# SXM) 600 GB/s, PCIe 5 x16 64 GB/s (H100 PCIe), PCIe 4 x16 32 GB/s (L4); between nodes one InfiniBand NIC
+# per GPU: NDR 400 Gb/s (H100, H200), HDR 200 Gb/s (A100), 100 Gb/s Ethernet (L4 servers). Latencies: a
+# message's start-up cost, NCCL-like, per ring step.
+_LINK_LATENCY, _NETWORK_LATENCY = 5e-6, 10e-6
 
 
 BUILTIN: dict[str, DeviceProfile] = {
-    "h100-sxm": _gpu("NVIDIA H100 SXM 80GB", 80, 66.9, 494.7, 989.4, 3.35e12),
-    "h100-pcie": _gpu("NVIDIA H100 PCIe 80GB", 80, 51.2, 378, 756, 2.0e12),
-    "h200": _gpu("NVIDIA H200 SXM 141GB", 141, 66.9, 494.7, 989.4, 4.8e12),
-    "a100-40gb": _gpu("NVIDIA A100 SXM 40GB", 40, 19.5, 156, 312, 1.555e12),
-    "a100-80gb": _gpu("NVIDIA A100 SXM 80GB", 80, 19.5, 156, 312, 2.039e12),
-    "l4": _gpu("NVIDIA L4 24GB", 24, 30.3, 60, 121, 300e9),
+    "h100-sxm": _gpu("NVIDIA H100 SXM 80GB", 80, 66.9, 494.7, 989.4, 3.35e12, 450e9, 50e9),
+    "h100-pcie": _gpu("NVIDIA H100 PCIe 80GB", 80, 51.2, 378, 756, 2.0e12, 64e9, 50e9),
+    "h200": _gpu("NVIDIA H200 SXM 141GB", 141, 66.9, 494.7, 989.4, 4.8e12, 450e9, 50e9),
+    "a100-40gb": _gpu("NVIDIA A100 SXM 40GB", 40, 19.5, 156, 312, 1.555e12, 300e9, 25e9),
+    "a100-80gb": _gpu("NVIDIA A100 SXM 80GB", 80, 19.5, 156, 312, 2.039e12, 300e9, 25e9),
+    "l4": _gpu("NVIDIA L4 24GB", 24, 30.3, 60, 121, 300e9, 32e9, 12.5e9),
     "cpu": DeviceProfile("generic CPU", "cpu", 16 * 2**30, {"float32": 200e9, "bfloat16": 200e9}, 40e9,
                          2e-6, False),
 }
 ALIASES = {"h100": "h100-sxm", "a100": "a100-80gb", "h100-80gb": "h100-sxm"}
 # Profiles measured with `paramcalc calibrate` on real machines, shipped as data (src/paramcalc/profiles).
+# a measured GPU's interconnect is its datasheet's (a calibration measures one device)
+MEASURED_LINKS = {"h100-sxm-torch": "h100-sxm"}
 MEASURED = {"h100-sxm-torch": "h100-sxm-torch.json", "cpu-dev-torch": "cpu-dev-torch.json",
             "cpu-dev-keras": "cpu-dev-keras.json"}
 
@@ -419,7 +441,13 @@ def resolve(device: object) -> DeviceProfile:
             from importlib import resources
 
             text = resources.files("paramcalc.profiles").joinpath(MEASURED[key]).read_text(encoding="utf-8")
-            return from_calibration(json.loads(text))
+            profile = from_calibration(json.loads(text))
+            if key in MEASURED_LINKS:
+                sheet = BUILTIN[MEASURED_LINKS[key]]
+                profile = replace(profile, link_bandwidth=sheet.link_bandwidth, link_latency_s=sheet.link_latency_s,
+                                  network_bandwidth=sheet.network_bandwidth,
+                                  network_latency_s=sheet.network_latency_s)
+            return profile
         path = Path(device)
         if path.suffix == ".json" and path.is_file():
             return from_calibration(json.loads(path.read_text(encoding="utf-8")))

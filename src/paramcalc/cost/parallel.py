@@ -24,6 +24,9 @@ comes back then, one module at a time) before going through them.
 ``tensor`` and ``tensor_plan`` add tensor parallelism (``cost/tensor_parallel.py``): each tensor-parallel
 group of ``tensor`` ranks splits the Linear layers the plan names; ``data`` counts the groups.
 
+``nodes``: how many nodes the ranks span (unset: as few as hold them); the step's collectives are timed on
+the device profile's links within a node and its network between nodes (``cost/communication.py``).
+
 ``batch_size`` in an estimate is each rank's micro-batch; ``accumulation`` micro-batches make one
 optimizer step (DDP under ``no_sync`` communicates once per step; FSDP2 by default reduce-scatters and,
 resharding, gathers at every micro-batch).
@@ -64,6 +67,7 @@ class Parallel:
     checkpointed: tuple = ()
     tensor: int = 1
     tensor_plan: dict = field(default_factory=dict, hash=False)
+    nodes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("data", "accumulation"):
@@ -75,6 +79,10 @@ class Parallel:
             raise ParamcalcError(f"Parallel(zero=...) is a ZeRO stage, 0 to 3; received {self.zero!r}",
                                  value=self.zero, fix="0: DDP, 1: ZeroRedundancyOptimizer, 2 and 3: FSDP2 "
                                  "fully_shard with reshard_after_forward off and on")
+        if self.nodes is not None and (type(self.nodes) is not int or not 1 <= self.nodes <= self.data * self.tensor):
+            raise ParamcalcError(f"Parallel(nodes=...) must be a positive integer no larger than the ranks "
+                                 f"({self.data * self.tensor}), received {self.nodes!r}", value=self.nodes,
+                                 fix="leave nodes unset: as few nodes as hold the ranks (the profile's devices per node)")
         if type(self.tensor) is not int or self.tensor < 1:
             raise ParamcalcError(f"Parallel(tensor=...) must be a positive integer, received {self.tensor!r}",
                                  value=self.tensor, fix="pass tensor=1 or more")

@@ -62,6 +62,9 @@ class TrainingCost:
     parallel: object = None  # the Parallel the cost is one rank's of (None: one device)
     collectives: tuple = ()  # cost.parallel.Collective of one optimizer step on that rank
     recompute_flops: Dim = 0  # the forward of checkpointed modules, run again in the backward
+    communication_seconds: float | None = None  # the step's collectives on the interconnect, all of them
+    exposed_communication_seconds: float | None = None  # what the compute does not hide (in step_seconds)
+    communication_link: str | None = None  # "within a node" or "between nodes"
 
     @property
     def flops(self) -> Dim:
@@ -102,6 +105,8 @@ class TrainingCost:
                     "phase": m.peak_moment.phase, "layer": m.peak_moment.layer,
                     "parts": [{"part": label, "bytes": v(nbytes)} for label, nbytes in m.peak_moment.parts]},
                 "device": self.device, "step_seconds": self.step_seconds,
+                "communication_seconds": self.communication_seconds,
+                "exposed_communication_seconds": self.exposed_communication_seconds,
                 "samples_per_second": self.samples_per_second,
                 "slowest_layers": [{"layer": n, "seconds": s} for n, s in self.layer_seconds[:5]],
                 "layer_flops": [{"layer": n, "forward": v(f), "dgrad": v(d), "wgrad": v(w)}
@@ -117,7 +122,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     concrete batch. Memory follows the framework that trains: for a Keras model, ``keras_backend``
     ("tensorflow", "jax" or "torch") when the device profile does not say. With ``parallel`` (a
     :class:`~paramcalc.cost.parallel.Parallel`), memory and collectives are one rank's (the fullest), and
-    the step time is its compute alone (communication is not timed yet).
+    the step time adds what the compute does not hide of the collectives' time on the profile's
+    interconnect (``cost/communication.py``; untimed where the profile knows none).
     """
     chosen_optimizer, chosen_precision = optimizer_named(optimizer), precision_named(precision)
     if batch_size is not None:
@@ -162,10 +168,20 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     from paramcalc.cost.timing import step_time
 
     time = step_time(step)
-    return replace(cost, step_seconds=time.step_seconds, host_seconds=time.host_seconds,
+    cost = replace(cost, step_seconds=time.step_seconds, host_seconds=time.host_seconds,
                    device_seconds=time.device_seconds, layer_seconds=time.layer_seconds,
                    paged_in_seconds=time.paged_in_seconds, largest_paged_block=time.largest_paged_block,
                    paged_in_bytes=time.paged_in_bytes)
+    if collectives:
+        from paramcalc.cost.communication import communication_time
+
+        share = cost.forward_flops / cost.flops if cost.flops else 0.5  # the forward's part of the compute
+        comm = communication_time(collectives, parallel, profile, time.step_seconds * share,
+                                  time.step_seconds * (1 - share))
+        if comm is not None:
+            cost = replace(cost, step_seconds=time.step_seconds + comm.exposed, communication_seconds=comm.seconds,
+                           exposed_communication_seconds=comm.exposed, communication_link=comm.link)
+    return cost
 
 
 def _tensor_collectives(step, parallel) -> tuple:

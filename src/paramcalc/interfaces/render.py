@@ -148,6 +148,10 @@ def _training_lines(cost) -> list[str]:
         lines.append(f" On {cost.device_label or cost.device}: {format_seconds(cost.step_seconds)} per step"
                      + (f", {rate:,.0f} samples/s" if rate else "")
                      + f" (host {format_seconds(cost.host_seconds)}, device {format_seconds(cost.device_seconds)})")
+        if cost.communication_seconds is not None:
+            lines.append(f" Communication: {format_seconds(cost.communication_seconds)} on the interconnect "
+                         f"({cost.communication_link}), {format_seconds(cost.exposed_communication_seconds)} of it "
+                         "not hidden by the compute and counted in the step (datasheet links, uncalibrated)")
         top = ", ".join(f"{name} {format_seconds(sec)}" for name, sec in cost.layer_seconds[:3] if sec > 0)
         if top:
             lines.append(f" Slowest layers: {top}")
