@@ -298,3 +298,54 @@ def test_collectives_are_timed_on_the_interconnect_and_partly_hidden():
     no_links = paramcalc.estimate(model, input_shape=(4096,), batch_size=64, device="cpu",
                                   parallel=paramcalc.Parallel(data=8)).training
     assert no_links.communication_seconds is None
+
+
+class _Blocks(torch.nn.Module):
+    def __init__(self, h: int = 256, depth: int = 4):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.LayerNorm(h), torch.nn.Linear(h, 4 * h),
+                                                              torch.nn.GELU(), torch.nn.Linear(4 * h, h))
+                                          for _ in range(depth))
+        self.head = torch.nn.Linear(h, 10)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+def test_plan_ranks_the_configurations_that_fit_by_step_time():
+    from paramcalc.analysis.plan import plan, repeated_blocks
+
+    with torch.device("meta"):
+        model = _Blocks()
+    est = paramcalc.estimate(model, input_shape=(128, 256))
+    assert repeated_blocks(est) == ("blocks.0", "blocks.1", "blocks.2", "blocks.3")
+    small = paramcalc.cost.devices.resolve("l4")
+    options = plan(est, 8, small, 64, precision="bfloat16_master")
+    assert {(o.parallel.zero, bool(o.parallel.checkpointed)) for o in options} == {
+        (z, c) for z in range(4) for c in (False, True)}
+    fitting = [o for o in options if o.fits]
+    assert fitting == options[:len(fitting)]
+    assert [o.step_seconds for o in fitting] == sorted(o.step_seconds for o in fitting)
+    by = {(o.parallel.zero, bool(o.parallel.checkpointed), o.micro_batch): o for o in options}
+    assert by[(3, False, 8)].peak_bytes < by[(0, False, 8)].peak_bytes
+    assert by[(0, True, 8)].peak_bytes < by[(0, False, 8)].peak_bytes  # checkpointing the blocks
+
+
+def test_plan_on_the_command_line(tmp_path, capsys):
+    import json
+
+    from paramcalc.interfaces.cli import main
+
+    spec = tmp_path / "mlp.json"
+    spec.write_text(json.dumps({"input_shape": [512], "layers": [
+        {"kind": "dense", "units": 2048, "activation": "relu"}, {"kind": "dense", "units": 10}]}))
+    assert main(["plan", str(spec), "--devices", "4xh100", "--batch", "32"]) == 0
+    table = capsys.readouterr().out
+    assert "4 x NVIDIA H100 SXM 80GB, global batch 32" in table and "ZeRO-3 (FSDP2)" in table
+    assert main(["plan", str(spec), "--devices", "4xh100", "--batch", "32", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4 * 4 and all(r["fits"] for r in rows)  # 4 stages x micro-batches 1, 2, 4, 8
+    assert main(["plan", str(spec), "--devices", "four"]) == 1
+    assert "expected COUNTxDEVICE" in capsys.readouterr().err

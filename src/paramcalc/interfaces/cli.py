@@ -126,6 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--markdown", action="store_true", help="print a Markdown table")
     _training_options(summary)
 
+    planner = commands.add_parser(
+        "plan", help="ways to train a model on several devices, ranked by predicted step time",
+        description="Data parallelism over every device with each ZeRO stage (DDP, ZeroRedundancyOptimizer, "
+                    "FSDP2), with and without checkpointing the model's repeated blocks, at every micro-batch "
+                    "that divides the global batch: those whose peak per rank fits the device first, fastest "
+                    "first. Communication is timed on the device profile's datasheet interconnect.")
+    planner.add_argument("spec", metavar="MODEL", help=MODEL_HELP)
+    planner.add_argument("--devices", required=True, metavar="COUNTxDEVICE", help="e.g. 8xh100")
+    planner.add_argument("--nodes", type=int, default=None, help="nodes the devices span (default: as few as hold "
+                                                                 "them, 8 devices per node)")
+    planner.add_argument("--batch", type=int, default=None, help="global batch per optimizer step (default: one "
+                                                                 "sample per device)")
+    planner.add_argument("--input", type=_input_arg, action="append", default=None, metavar="[NAME=]SHAPE",
+                         help=INPUT_HELP)
+    planner.add_argument("--optimizer", default="adam", help="optimizer (default adam)")
+    planner.add_argument("--dtype", default="float32", help="training precision, e.g. bfloat16_master")
+    planner.add_argument("--json", action="store_true", help="print every configuration as JSON")
+
     calibrate = commands.add_parser(
         "calibrate", help="measure this machine with the framework that trains and save a device profile",
         description="Sweep matrix products over shapes, copies over sizes, convolutions, recurrent layers, "
@@ -334,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             text = _explain(args)
         elif args.command == "plot":
             text = _plot(args)
+        elif args.command == "plan":
+            text = _plan(args)
         else:
             text = _summary(args)
     except ParamcalcError as err:
@@ -386,6 +406,25 @@ def _summary(args) -> str:
 
         return render_markdown(est)
     return est.summary(color=args.color)
+
+
+def _plan(args) -> str:
+    from paramcalc.analysis.estimate import estimate
+    from paramcalc.analysis.plan import parse_devices, plan, render
+    from paramcalc.cost.devices import resolve
+
+    count, device = parse_devices(args.devices)
+    profile = resolve(device)
+    batch = args.batch if args.batch is not None else count
+    est = estimate(load_model(args.spec), input_shape=input_shapes(args.input))
+    options = plan(est, count, profile, batch, optimizer=args.optimizer, precision=args.dtype, nodes=args.nodes)
+    if args.json:
+        return json.dumps([{"zero": o.parallel.zero, "checkpointed": list(o.parallel.checkpointed),
+                            "units": list(o.parallel.units), "micro_batch": o.micro_batch,
+                            "accumulation": o.parallel.accumulation, "peak_bytes_per_rank": o.peak_bytes,
+                            "fits": o.fits, "step_seconds": o.step_seconds, "samples_per_second": o.samples_per_second,
+                            "communication_bytes": o.communication_bytes} for o in options], indent=2)
+    return render(options, count, profile.name, batch, profile.memory_bytes)
 
 
 def _read_calibration(path: str) -> dict:
