@@ -94,7 +94,7 @@ def _option(cost, parallel, micro: int, profile, batch: int) -> Option:
 
 
 def render(options: list[Option], devices: int, profile_name: str, batch: int, memory_bytes: int, limit: int = 12) -> str:
-    from paramcalc.interfaces.render import format_bytes, format_seconds
+    from paramcalc.core.units import format_bytes, format_seconds
 
     lines = [f"{devices} x {profile_name}, global batch {batch}; {format_bytes(memory_bytes)} per device",
              f"{'configuration':<52}{'micro x acc':>12}{'peak/rank':>12}{'fits':>6}{'step':>11}{'samples/s':>11}"
