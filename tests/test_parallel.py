@@ -122,20 +122,15 @@ def test_a_budget_on_memory_per_rank():
         assert_budget(model, max_memory_per_rank="256 MiB", **kwargs)
 
 
-@pytest.mark.parametrize("micro_batches", [1, 2])
-def test_gradient_accumulation_peak_equals_torchs_allocator(micro_batches):
-    """Later micro-batches run with the earlier ones' gradients held, each new gradient added into them:
-    the step's peak against torch's CPU allocator events, one process."""
+def _measured_peak(model, batch: int, features: int, micro_batches: int = 1) -> int:
+    """Bytes torch's CPU allocator holds at the peak of one Adam step of ``model`` (its trained
+    parameters), after a warm-up step: the storages alive before it plus its events' highest running sum
+    (benchmarks/train_measure.py). The batch is made before, so it is not in the figure."""
     sys.path.insert(0, BENCHMARKS)
     from train_measure import allocator_peak
 
-    def build():
-        return torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-
-    torch.manual_seed(0)
-    model = build()
-    optimizer = torch.optim.Adam(model.parameters())
-    x, y = torch.randn(1024, 256), torch.randint(0, 10, (1024,))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    x, y = torch.randn(batch, features), torch.randint(0, 10, (batch,))
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -145,7 +140,18 @@ def test_gradient_accumulation_peak_equals_torchs_allocator(micro_batches):
 
     step()
     optimizer.zero_grad(set_to_none=True)
-    measured = allocator_peak(torch, [model, optimizer], step)
+    return allocator_peak(torch, [model, optimizer], step)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_gradient_accumulation_peak_equals_torchs_allocator(micro_batches):
+    """Later micro-batches run with the earlier ones' gradients held, each new gradient added into them:
+    the step's peak against torch's CPU allocator events, one process."""
+    def build():
+        return torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+
+    torch.manual_seed(0)
+    measured = _measured_peak(build(), 1024, 256, micro_batches)
     with torch.device("meta"):
         est = paramcalc.estimate(build(), input_shape=(256,), batch_size=1024, optimizer="adam",
                                  parallel=paramcalc.Parallel(accumulation=micro_batches))
@@ -157,9 +163,7 @@ def test_gradient_accumulation_peak_equals_torchs_allocator(micro_batches):
 def test_activation_checkpointing_peak_equals_torchs_allocator(which):
     """Blocks run under torch.utils.checkpoint keep only what they read from outside; the backward runs
     each again: the step's peak against torch's CPU allocator events, one process."""
-    sys.path.insert(0, BENCHMARKS)
     from torch.utils.checkpoint import checkpoint
-    from train_measure import allocator_peak
 
     def build():
         block = lambda: torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.ReLU(),  # noqa: E731
@@ -177,18 +181,7 @@ def test_activation_checkpointing_peak_equals_torchs_allocator(which):
             return x
 
     torch.manual_seed(0)
-    model = Checkpointed()
-    optimizer = torch.optim.Adam(model.parameters())
-    x, y = torch.randn(2048, 128), torch.randint(0, 10, (2048,))
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    step()
-    optimizer.zero_grad(set_to_none=True)
-    measured = allocator_peak(torch, [model, optimizer], step)
+    measured = _measured_peak(Checkpointed(), 2048, 128)
     with torch.device("meta"):
         plain = build()
     estimates = [paramcalc.estimate(plain, input_shape=(128,), batch_size=2048, optimizer="adam", device="cpu",
@@ -373,26 +366,13 @@ def test_low_rank_adapters_on_frozen_weights():
     feeds both the frozen Linear and the adapter; autograd holds the two branches' gradients before
     summing them, which the memory model does not count yet. Counting the base as trained would put the
     peak 70% over)."""
-    sys.path.insert(0, BENCHMARKS)
-    from train_measure import allocator_peak
-
     def build():
         return torch.nn.Sequential(_LoRALinear(512, 2048), torch.nn.GELU(), _LoRALinear(2048, 512),
                                    torch.nn.GELU(), _LoRALinear(512, 10))
 
     torch.manual_seed(0)
     model = build()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
-    x, y = torch.randn(1024, 512), torch.randint(0, 10, (1024,))
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    step()
-    optimizer.zero_grad(set_to_none=True)
-    measured = allocator_peak(torch, [model, optimizer], step)
+    measured = _measured_peak(model, 1024, 512)
     with torch.device("meta"):
         meta = build()
     est = paramcalc.estimate(meta, input_shape=(512,), batch_size=1024, optimizer="adam", device="cpu")
