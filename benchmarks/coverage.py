@@ -55,32 +55,49 @@ def _transformers(name: str) -> tuple:
     return model, shapes, {"input_data": data}, transformers_zoo.truth(model, shapes)
 
 
-def _one(family: str, name: str, built: tuple, repeat: int, torchinfo) -> dict:
+def _row(family: str, name: str, source, shape, checks_of, theirs, their_key: str, repeat: int) -> dict:
+    """One model's row: the failure class where it is not read; else which of ``checks_of(est)`` hold,
+    how many rows paramcalc estimated (Keras classes without a rule), and the median times of the
+    estimate and of ``theirs`` (the framework's own answer, None: not timed), interleaved ``repeat``
+    times: a busy moment slows both."""
     import paramcalc
 
-    model, shape, torchinfo_args, (output_shape, flops) = built
     row = {"family": family, "name": name}
     try:
-        est = paramcalc.estimate(model, input_shape=shape, batch_size=1)
+        est = paramcalc.estimate(source, input_shape=shape, batch_size=1)
     except paramcalc.ParamcalcError as error:
         # the class of failure: the message without the layer and node names, before the fix
         message = re.sub(r"^layer '[^']*': |node '[^']*': ", "", str(error).split(". Fix:")[0])
         row["failure"] = f"{type(error).__name__}: {message[:110]}"
         return row
-    checks = {"params": est.params == sum(p.numel() for p in model.parameters()),
-              "trainable": est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "output": est.output_shape == output_shape,
-              "flops": 2 * est.macs_per_batch == flops}
+    checks = checks_of(est)
     row["exact"] = all(checks.values())
     row["wrong"] = [k for k, ok in checks.items() if not ok]
-    ours, theirs = [], []
-    for _ in range(repeat):  # interleaved: a busy moment slows both
-        ours += _seconds(lambda: paramcalc.estimate(model, input_shape=shape, batch_size=1), 1)
-        if torchinfo is not None:
-            theirs += _seconds(lambda: torchinfo.summary(model, **torchinfo_args, device="meta", verbose=0), 1)
+    row["estimated_rows"] = sum(r.kind == "foreign" for r in est.layers)
+    ours, their = [], []
+    for _ in range(repeat):
+        ours += _seconds(lambda: paramcalc.estimate(source, input_shape=shape, batch_size=1), 1)
+        if theirs is not None:
+            their += _seconds(theirs, 1)
     row["paramcalc_s"] = statistics.median(ours)
-    row["torchinfo_s"] = statistics.median(theirs) if theirs else None
+    row[their_key] = statistics.median(their) if their else None
     return row
+
+
+def _one(family: str, name: str, built: tuple, repeat: int, torchinfo) -> dict:
+    """A torch row: params, trainable params, output shape and 2 x MACs against the model on meta
+    (FlopCounterMode), timed against torchinfo on meta."""
+    model, shape, torchinfo_args, (output_shape, flops) = built
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def checks(est) -> dict:
+        return {"params": est.params == params, "trainable": est.trainable_params == trainable,
+                "output": est.output_shape == output_shape, "flops": 2 * est.macs_per_batch == flops}
+
+    theirs = (None if torchinfo is None else
+              lambda: torchinfo.summary(model, **torchinfo_args, device="meta", verbose=0))
+    return _row(family, name, model, shape, checks, theirs, "torchinfo_s", repeat)
 
 
 def _torch_rows(only: set, repeat: int) -> list:
@@ -104,26 +121,11 @@ def _torch_rows(only: set, repeat: int) -> list:
 def _keras_one(family: str, name: str, source, shape, truth: tuple, baseline, repeat: int) -> dict:
     """A Keras row: ``truth`` is (params, trainable params, output shapes at batch 1); ``baseline`` what
     Keras takes to answer the same question (rebuild from the config, count the parameters)."""
-    import paramcalc
+    def checks(est) -> dict:
+        return {"params": est.params == truth[0], "trainable": est.trainable_params == truth[1],
+                "output": [tuple(s) for s in est.output_shapes] == truth[2]}
 
-    row = {"family": family, "name": name}
-    try:
-        est = paramcalc.estimate(source, input_shape=shape, batch_size=1)
-    except paramcalc.ParamcalcError as error:
-        message = re.sub(r"^layer '[^']*': |node '[^']*': ", "", str(error).split(". Fix:")[0])
-        row["failure"] = f"{type(error).__name__}: {message[:110]}"
-        return row
-    checks = {"params": est.params == truth[0], "trainable": est.trainable_params == truth[1],
-              "output": [tuple(s) for s in est.output_shapes] == truth[2]}
-    row["exact"] = all(checks.values())
-    row["wrong"] = [k for k, ok in checks.items() if not ok]
-    row["estimated_rows"] = sum(r.kind == "foreign" for r in est.layers)
-    ours, theirs = [], []
-    for _ in range(repeat):
-        ours += _seconds(lambda: paramcalc.estimate(source, input_shape=shape, batch_size=1), 1)
-        theirs += _seconds(baseline, 1)
-    row["paramcalc_s"], row["baseline_s"] = statistics.median(ours), statistics.median(theirs)
-    return row
+    return _row(family, name, source, shape, checks, baseline, "baseline_s", repeat)
 
 
 def _keras_rows(only: set, repeat: int) -> list:
