@@ -40,6 +40,7 @@ ring, (N-1)/N S on average.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from paramcalc.core.dims import Dim, prod
 from paramcalc.core.errors import ParamcalcError
@@ -197,8 +198,13 @@ class Sharding:
     def __init__(self, calls, parallel: Parallel | None) -> None:
         self.parallel = parallel or Parallel()
         self.ranks = self.parallel.data
-        self.tensors = weight_tensors(calls)
+        self._calls = calls
         self.fsdp = self.parallel.zero >= 2 and self.ranks > 1
+
+    @cached_property
+    def tensors(self) -> list:
+        """Every weight tensor once (read only where the rank's share differs from the whole model)."""
+        return weight_tensors(self._calls)
 
     def _elements(self, tensors) -> Dim:
         if self.fsdp:
