@@ -15,6 +15,7 @@ kept by the graph reference that made it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 from paramcalc.core.dims import Dim, exact_div, prod, subs, symbol, symbols_of
@@ -197,6 +198,7 @@ class CapturedOp(Layer):
         return self.type_name or self.op
 
 
+@lru_cache(maxsize=8192)  # a repeated block's operations share their forms: each is solved once
 def _at(form: tuple, batch: Dim) -> tuple:
     return tuple(subs(size, {BATCH: batch}) if symbols_of(size) else size for size in form)
 
