@@ -50,7 +50,8 @@ def _python_blocks():
 @pytest.mark.parametrize("code", list(_python_blocks()))
 def test_python_examples_run(code):
     if "import transformers" in code:
-        from .transformers_zoo import load  # torchvision's two operators, declared beside the CPU torch
+        # torchvision's two operators, declared beside the CPU torch
+        from .transformers_zoo import load
 
         if load() is None:
             pytest.skip("transformers is not installed")

@@ -21,14 +21,17 @@ from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
 from paramcalc.frontends.torch_modules import (
     _convert,
+    attributes_kept,
     forward_parameters,
     module_rule,
     module_tree,
     unreached_parameters,
 )
+from paramcalc.frontends.torch_replay import Replayer
 from paramcalc.layers import Parameter
 from paramcalc.layers.captured import BATCH, CapturedOp
 
+REPLAY = True  # copy the records of repeated calls (torch_replay.py); False runs every call
 SUMMARY_DEPTH = 3  # a summary shows the module tree three levels down, as torchinfo does by default
 BATCHES = (2, 3)  # two runs make every size a + c * batch; 1 is avoided, code special-cases it
 # operations whose output shape depends on tensor values, which meta tensors do not have
@@ -104,6 +107,9 @@ class _Record:
     saves: list = field(default_factory=list)  # (ref, itemsize or None)
     transposed: bool = False
     window: int = 0
+    source: object = None  # a known module's object
+    positions: tuple = ()  # a known module's output positions
+    tensor: int = 0  # id of the tensor a parameter, buffer or constant record stands for
 
 
 @dataclass
@@ -139,6 +145,9 @@ class _Recorder:
         self.current = None  # the operation running, for errors
         self.failed_in: list = []  # the modules running when an operation failed
         self.pending: list = []  # tensors autograd saved for the operation about to run
+        self.quiet = False  # True while the recorder itself makes tensors
+        self.constants = 0  # tensors read that no module holds as a parameter or buffer
+        self.entered: dict = {}  # id(module) -> calls running that its hooks entered
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, sample_shapes: tuple, batch: int, integer: set) -> _Run:
@@ -173,6 +182,8 @@ class _Recorder:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
+                if recorder.quiet:
+                    return func(*args, **kwargs)
                 recorder.current = func
                 try:
                     out = func(*args, **kwargs)
@@ -194,10 +205,14 @@ class _Recorder:
             return t
 
         handles = []
+        replayer = Replayer(self, self.root) if REPLAY else None
+        restore = attributes_kept(self.root)  # before the replayer's ``forward`` attributes, which go too
         for m in self.root.modules():
             if m is not self.root:
                 handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
                 handles.append(m.register_forward_hook(post, with_kwargs=True, always_call=True))
+                if replayer is not None:
+                    m.forward = self._forward(m, m.forward, replayer)
         try:
             # tensors the forward makes without a device (torch.zeros(16)) are made on meta too
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Mode(), torch.device("meta"):
@@ -209,6 +224,7 @@ class _Recorder:
         finally:
             for h in handles:
                 h.remove()
+            restore()
         outputs = [self._ref(t) for t in _leaves(output) if isinstance(t, torch.Tensor)]
         # the known modules' rules read the meta copies: their ids become the originals' again
         originals_of = {copy: named[3] for copy, named in self.tensor_names.items()}
@@ -247,9 +263,22 @@ class _Recorder:
                              f"tensors of that shape but not on torch's meta device ({torch.__version__}) needs a rule "
                              "for that module (paramcalc.register_torch_module)")
 
+    def _forward(self, module, forward, replayer):
+        """``module``'s forward, through the replayer when its call hooks entered it (code that calls
+        ``module.forward`` directly runs it as is)."""
+        entered = self.entered
+
+        def call(*args, **kwargs):
+            if not entered.get(id(module)):
+                return forward(*args, **kwargs)
+            return replayer.call(module, forward, args, kwargs)
+
+        return call
+
     # -- hooks -----------------------------------------------------------------------------------------
     def enter(self, module, name: str, args, kwargs) -> None:
         self.stack.append(name)
+        self.entered[id(module)] = self.entered.get(id(module), 0) + 1
         if self.known_depth:
             self.known_depth += 1
             return
@@ -264,6 +293,7 @@ class _Recorder:
 
     def leave(self, module, output) -> None:
         name = self.stack.pop()
+        self.entered[id(module)] -= 1
         if self.known_depth > 1:
             self.known_depth -= 1
             return
@@ -275,12 +305,16 @@ class _Recorder:
         node_name = self._unique(name)
         structure = getattr(layer, "output_structure", None)
         positions = list(_flatten_structure(structure)) if structure is not None else [0]
-        self.records.append(_Record(node_name, layer, inbound, module=name))
+        record = _Record(node_name, layer, inbound, module=name, source=module)
+        self.records.append(record)
         import torch
 
+        registered = []
         for t, position in zip(_leaves(output, keep_none=True), positions):
             if isinstance(t, torch.Tensor):
                 self._register(t, (node_name, position))
+                registered.append(position)
+        record.positions = tuple(registered)
 
     def saved(self, t) -> None:
         """autograd keeps ``t`` for a backward. It saves an operation's inputs before the operation runs
@@ -292,10 +326,18 @@ class _Recorder:
         if ref is None or ref in self.from_weights:
             return  # weights are counted as weights, not as activations
         entry = (ref, None if t.dtype.is_floating_point else t.element_size())
+        if not self.attach_save(entry) and entry not in self.pending:
+            self.pending.append(entry)
+
+    def attach_save(self, entry: tuple) -> bool:
+        """Give a saved tensor to the last operation where that operation made it; False otherwise
+        (the next operation takes it)."""
         last = self.records[-1] if self.records else None
-        saves = last.saves if last is not None and last.layer is None and ref[0] == last.name else self.pending
-        if entry not in saves:
-            saves.append(entry)
+        if last is None or last.layer is not None or entry[0][0] != last.name:
+            return False
+        if entry not in last.saves:
+            last.saves.append(entry)
+        return True
 
     # -- operations ------------------------------------------------------------------------------------
     def operation(self, func, args, kwargs, out) -> None:
@@ -336,7 +378,8 @@ class _Recorder:
             return ref
         named = self.tensor_names.get(id(t))
         if named is None:  # a tensor made before the forward ran (a plain attribute): a constant
-            tensor_name, is_param, trainable, original = f"constant_{len(self.keep)}", False, False, None
+            self.constants += 1
+            tensor_name, is_param, trainable, original = f"constant_{self.constants}", False, False, None
         else:
             tensor_name, is_param, trainable, original = named
             self.used.add(original)
@@ -349,7 +392,7 @@ class _Recorder:
         owned.add(id(t))
         node_name = self._unique(tensor_name)
         owner = tensor_name.rpartition(".")[0] if named is not None else (self.stack[-1] if self.stack else "")
-        self.records.append(_Record(node_name, layer, [], module=owner))
+        self.records.append(_Record(node_name, layer, [], module=owner, tensor=id(t)))
         ref = (node_name, 0)
         self._register(t, ref)
         self.from_weights.add(ref)

@@ -16,6 +16,7 @@ from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import Graph, GraphNode
 from paramcalc.frontends.torch_modules import (
     _convert,
+    attributes_kept,
     forward_parameters,
     module_rule,
     module_tree,
@@ -65,16 +66,21 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
         def is_leaf_module(self, m, qualname):  # noqa: D401 - torch's hook
             return module_rule(m) is not None
 
+    restore = attributes_kept(module)  # tracing sets tensor constants on the module it traces
     try:
-        concrete = {k: v for k, v in _defaults(module).items() if k not in (inputs or ())}
-        fx_graph = Tracer().trace(module, concrete_args=concrete)
-    except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
-        raise SpecError(
-            f"could not trace {name} with torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-            value=name,
-            fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
-        ) from None
-    return _FxTranslator(module, name, dtype, inputs or ()).translate(fx_graph)
+        try:
+            concrete = {k: v for k, v in _defaults(module).items() if k not in (inputs or ())}
+            fx_graph = Tracer().trace(module, concrete_args=concrete)
+        except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
+            raise SpecError(
+                f"could not trace {name} with torch.fx: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}",
+                value=name,
+                fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
+            ) from None
+        return _FxTranslator(module, name, dtype, inputs or ()).translate(fx_graph)
+    finally:
+        restore()
 
 
 def _module_path(node) -> str:

@@ -318,3 +318,33 @@ for _name, _function in {
 
 for _name, _convert_fn in BUILTINS.items():
     register_torch_module(_name, _convert_fn)
+
+
+def attributes_kept(root: object):
+    """A function that puts back the modules' attributes as they are now. A forward may cache what it
+    computed in an attribute (timm's attention-bias cache in eval mode): the second run must start where
+    the first did, and the user's model must not keep meta tensors (nor torch.fx's constants)."""
+    kept = []
+    for module in root.modules():
+        attributes = dict(module.__dict__)
+        contents = {k: (type(v), list(v.items()) if isinstance(v, dict) else list(v))
+                    for k, v in attributes.items() if type(v) in (dict, list, set)}
+        kept.append((module, attributes, contents))
+
+    def restore() -> None:
+        for module, attributes, contents in kept:
+            state = module.__dict__
+            for k in [k for k in state if k not in attributes]:
+                del state[k]
+            state.update(attributes)
+            for k, (kind, items) in contents.items():
+                value = state[k]
+                value.clear()
+                if kind is dict:
+                    value.update(items)
+                elif kind is list:
+                    value.extend(items)
+                else:
+                    value.update(items)
+
+    return restore

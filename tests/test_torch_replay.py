@@ -1,0 +1,130 @@
+"""Repeated blocks copied instead of run again (frontends/torch_replay.py): the estimate is the one a full
+run gives, row for row, the repeated block's forward runs only as often as the key rules say, a block whose
+operations depend on an integer attribute is never copied wrongly, and a forward that caches in its
+attributes leaves the model as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from paramcalc import estimate
+from paramcalc.frontends import torch_capture
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+
+class Norm(nn.Module):
+    """Written by hand, as model code does: its operations are captured, not read from a rule."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class Block(nn.Module):
+    calls = 0
+
+    def __init__(self, width: int, index: int, odd_extra: bool = False):
+        super().__init__()
+        self.index = index  # an integer attribute that does not change the computation (a layer index)
+        self.odd_extra = odd_extra
+        self.norm = Norm(width)
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, x, mask):
+        Block.calls += 1
+        h = self.down(F.silu(self.up(self.norm(x)))) * mask
+        if self.odd_extra and self.index % 2:  # here the index does change the computation
+            h = torch.tanh(h) + h.mean(1, keepdim=True)
+        return x + h
+
+
+class Stack(nn.Module):
+    def __init__(self, depth: int, width: int = 8, odd_extra: bool = False, indexed: bool = True):
+        super().__init__()
+        self.embed = nn.Linear(width, width)  # every block's input is then made by an operation
+        self.blocks = nn.ModuleList(Block(width, i if indexed else 0, odd_extra) for i in range(depth))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        mask = torch.ones(x.shape[1], 1)
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(x).softmax(-1)
+
+
+def _estimate(model, replay: bool, monkeypatch):
+    monkeypatch.setattr(torch_capture, "REPLAY", replay)
+    Block.calls = 0
+    est = estimate(model, input_shape=(5, 8), batch_size=4, optimizer="adam")
+    data = est.to_dict()
+    data.pop("notes", None)
+    # a copied block reads the first call's constants (the mask): the rows that name them differ
+    data["layers"] = [row for row in data["layers"] if not row["name"].startswith("constant")]
+    return data, repr(est.training), Block.calls
+
+
+@pytest.mark.parametrize("options", [dict(), dict(indexed=False), dict(odd_extra=True)],
+                         ids=["indexed", "same-state", "index-changes-operations"])
+def test_copying_repeated_blocks_gives_the_full_run_s_estimate(options, monkeypatch):
+    model = Stack(6, **options)
+    full, full_training, full_calls = _estimate(model, False, monkeypatch)
+    copied, copied_training, copied_calls = _estimate(model, True, monkeypatch)
+    assert copied == full and copied_training == full_training
+    assert full_calls == 2 * 6  # two runs (two batch sizes), every block
+    if options.get("odd_extra"):
+        assert copied_calls == full_calls  # calls that differ by an integer attribute are never trusted
+    elif options.get("indexed") is False:
+        assert copied_calls == 2 * 1  # the same state: the first call is copied from the second on
+    else:
+        # calls differing only in an integer attribute: copied once two more recorded the same operations
+        assert copied_calls == 2 * (1 + torch_capture_matches())
+
+
+def torch_capture_matches() -> int:
+    from paramcalc.frontends.torch_replay import MATCHES_TO_TRUST
+
+    return MATCHES_TO_TRUST
+
+
+def test_the_copied_rows_keep_each_block_s_own_names(monkeypatch):
+    data, _, _ = _estimate(Stack(4), True, monkeypatch)
+    modules = {row["module"] for row in data["layers"]}
+    assert {f"blocks.{i}.up" for i in range(4)} <= modules and {f"blocks.{i}.norm" for i in range(4)} <= modules
+    names = [row["name"] for row in data["layers"]]
+    assert len(names) == len(set(names))
+
+
+class Cached(nn.Module):
+    """Caches a tensor computed in eval mode in an attribute, as timm's attention-bias modules do."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.cache = {}
+
+    def forward(self, x):
+        if not self.training:
+            key = str(x.device)
+            if key not in self.cache:
+                self.cache[key] = torch.ones(4)
+            return self.proj(x) * self.cache[key]
+        return self.proj(x)
+
+
+def test_a_forward_that_caches_in_its_attributes_leaves_the_model_as_it_was(monkeypatch):
+    model = nn.Sequential(Cached(), Cached()).eval()
+    for replay in (False, True):
+        monkeypatch.setattr(torch_capture, "REPLAY", replay)
+        before = {name: dict(m.__dict__) for name, m in model.named_modules()}
+        est = estimate(model, input_shape=(4,), batch_size=2)
+        assert est.params == 2 * 20
+        assert {name: dict(m.__dict__) for name, m in model.named_modules()} == before
+        assert all(m.cache == {} for m in model if isinstance(m, Cached))
+        assert "forward" not in model[0].__dict__  # the replay's wrapper is gone
