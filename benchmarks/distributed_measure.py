@@ -5,7 +5,10 @@ what it communicates, for comparison with ``paramcalc.estimate(..., parallel=Par
 
 Modes: ``ddp`` (DistributedDataParallel), ``zero1`` (DDP + ZeroRedundancyOptimizer), ``fsdp2`` and
 ``fsdp3`` (FSDP2 ``fully_shard`` on each block and the root, ``reshard_after_forward`` off and on), ``tp``
-(``parallelize_module`` over every rank: ``TP_PLAN``'s Linears ColwiseParallel and RowwiseParallel).
+(``parallelize_module`` over every rank: ``TP_PLAN``'s Linears ColwiseParallel and RowwiseParallel),
+``tp_gpt`` and ``sp_gpt`` (a GPT block, ``gpt_block``, split by ``GPT_PLAN``: attention by heads, the MLP
+by columns then rows; ``sp_gpt`` adds sequence parallelism, torch's ``SequenceParallel`` on the norms, the
+blocks' inputs all-gathered once by ``PrepareModuleInput``, the rowwise outputs reduce-scattered).
 Two Adam steps are taken to warm up (DDP rebuilds its buckets in the second, broadcasting their
 assignment once), then one measured step:
 
@@ -24,15 +27,19 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import socket
 import sys
 
-MODES = ("ddp", "zero1", "fsdp2", "fsdp3", "tp")
+MODES = ("ddp", "zero1", "fsdp2", "fsdp3", "tp", "tp_gpt", "sp_gpt")
 # tensor parallelism over every rank (DTensor): each pair of blocks' Linears split colwise then rowwise,
 # the head rowwise after the third block's colwise Linear
 TP_PLAN = {"0.0": "colwise", "1.0": "rowwise", "2.0": "colwise", "3": "rowwise"}
+# tensor parallelism of gpt_block: Megatron's split of attention (by heads) and of the MLP
+GPT_PLAN = {"attn.q": "colwise", "attn.k": "colwise", "attn.v": "colwise", "attn.proj": "rowwise",
+            "mlp.fc1": "colwise", "mlp.fc2": "rowwise"}
 # c10d operation -> (collective, the argument holding the tensors whose bytes are its payload)
 COLLECTIVES = {"allreduce_": ("all_reduce", 0), "allreduce_coalesced_": ("all_reduce", 0),
                "_allgather_base_": ("all_gather", 0), "allgather_into_tensor_coalesced_": ("all_gather", 0),
@@ -52,6 +59,48 @@ def mlp(width: int, depth: int, classes: int):
     return torch.nn.Sequential(*blocks, torch.nn.Linear(width, classes))
 
 
+def gpt_block(width: int, heads: int):
+    """A GPT block as Korthikanti et al. count it (norm, attention with softmax and dropout on the
+    scores, projection, dropout, norm, 4x MLP with GeLU, dropout), its attention and MLP submodules
+    (where a tensor-parallel plan gathers their input), heads sized from the projection's output so a rank
+    runs its share of them."""
+    import torch
+
+    nn = torch.nn
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.proj = (nn.Linear(width, width) for _ in range(4))
+            self.drop_scores, self.drop = nn.Dropout(0.1), nn.Dropout(0.1)
+
+        def forward(self, x):
+            b, s, _ = x.shape
+            d = width // heads
+            q, k, v = (f(x).view(b, s, -1, d).transpose(1, 2) for f in (self.q, self.k, self.v))
+            scores = self.drop_scores((q @ k.transpose(-2, -1) / d ** 0.5).softmax(dim=-1))
+            return self.drop(self.proj((scores @ v).transpose(1, 2).reshape(b, s, -1)))
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.drop = nn.Linear(width, 4 * width), nn.Linear(4 * width, width), nn.Dropout(0.1)
+
+        def forward(self, x):
+            return self.drop(self.fc2(nn.functional.gelu(self.fc1(x))))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.attn, self.ln2, self.mlp = nn.LayerNorm(width), Attention(), nn.LayerNorm(width), MLP()
+
+        def forward(self, x):
+            x = x + self.attn(self.ln1(x))
+            return x + self.mlp(self.ln2(x))
+
+    return Block()
+
+
 def _bytes(value) -> int:
     import torch
 
@@ -67,38 +116,61 @@ def _local(t):
 
 
 def _wrapped(mode: str, cfg: dict):
-    """The model as ``mode`` wraps it, and its optimizer."""
+    """The model as ``mode`` wraps it, and its optimizer. Sharded modes build the model on the meta
+    device and make only the rank's shards (``to_empty``), as large models are built: the measured peak is
+    the training's, not a whole model made and then split."""
     import torch
 
-    model = mlp(cfg["width"], cfg["depth"], cfg["classes"])
+    sharded = mode not in ("ddp", "zero1")
+    with torch.device("meta") if sharded else contextlib.nullcontext():
+        model = gpt_block(cfg["width"], cfg["heads"]) if mode.endswith("_gpt") else \
+            mlp(cfg["width"], cfg["depth"], cfg["classes"])
+    model = _wrap(mode, model)
+    if sharded:
+        model.to_empty(device="cpu")
+        with torch.no_grad():
+            for p in model.parameters():  # the values do not change what a step allocates
+                p.fill_(0.01)
+    if mode == "zero1":
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return model, ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.Adam, lr=1e-3)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def _wrap(mode: str, model):
+    import torch
+
     if mode in ("ddp", "zero1"):
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(model)
-        if mode == "zero1":
-            from torch.distributed.optim import ZeroRedundancyOptimizer
+        return DistributedDataParallel(model)
+    if mode in ("fsdp2", "fsdp3"):
+        from torch.distributed.fsdp import fully_shard
 
-            return model, ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.Adam, lr=1e-3)
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
-    if mode == "tp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.tensor.parallel import (
-            ColwiseParallel,
-            RowwiseParallel,
-            parallelize_module,
-        )
+        reshard = mode == "fsdp3"
+        for block in list(model)[:-1]:
+            fully_shard(block, reshard_after_forward=reshard)
+        return fully_shard(model, reshard_after_forward=reshard)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
 
-        mesh = init_device_mesh("cpu", (torch.distributed.get_world_size(),))
-        styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
-        model = parallelize_module(model, mesh, {path: styles[style]() for path, style in TP_PLAN.items()})
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
-    from torch.distributed.fsdp import fully_shard
-
-    reshard = mode == "fsdp3"
-    for block in list(model)[:-1]:
-        fully_shard(block, reshard_after_forward=reshard)
-    fully_shard(model, reshard_after_forward=reshard)
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    mesh = init_device_mesh("cpu", (torch.distributed.get_world_size(),))
+    styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+    plan = {path: styles[style]() for path, style in (TP_PLAN if mode == "tp" else GPT_PLAN).items()}
+    if mode == "sp_gpt":
+        gathered = PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),))
+        plan.update({"ln1": SequenceParallel(), "ln2": SequenceParallel(), "attn": gathered, "mlp": gathered,
+                     "attn.proj": RowwiseParallel(output_layouts=Shard(1)),
+                     "mlp.fc2": RowwiseParallel(output_layouts=Shard(1))})
+    return parallelize_module(model, mesh, plan)
 
 
 def _worker(rank: int, world: int, port: int, mode: str, cfg: dict, queue, peak: bool = False) -> None:
@@ -121,20 +193,33 @@ def _worker(rank: int, world: int, port: int, mode: str, cfg: dict, queue, peak:
             seen = COLLECTIVES.get(func._overloadpacket.__name__)
             if seen is not None:
                 name, position = seen
-                self.payload[name] += _bytes(args[position])
+                # a functional all-gather is handed the rank's part: its whole output is group_size parts
+                parts = args[1] if func._overloadpacket.__name__ == "all_gather_into_tensor" else 1
+                self.payload[name] += _bytes(args[position]) * parts
                 self.calls[name] += 1
             return func(*args, **(kwargs or {}))
 
+    gpt = mode.endswith("_gpt")
+    if gpt:
+        # the GPT block's loss is linear in its output, (out * direction).sum(): its backward makes exactly
+        # the output's gradient and keeps nothing else; ``direction`` exists before the measured steps, as
+        # paramcalc counts no loss and no target
+        direction = torch.randn(cfg["batch"], cfg["seq"] // (world if mode == "sp_gpt" else 1), cfg["width"])
+
     def train():
         """Everything the rank allocates: the batch, the model, its wrappers' buffers, three steps."""
-        x = torch.randn(cfg["batch"], cfg["width"])
-        y = torch.randint(0, cfg["classes"], (cfg["batch"],))
+        if gpt:  # with sequence parallelism each rank is handed its part of the sequence
+            x = torch.randn(direction.shape)
+        else:
+            x = torch.randn(cfg["batch"], cfg["width"])
+            y = torch.randint(0, cfg["classes"], (cfg["batch"],))
         model, optimizer = _wrapped(mode, cfg)
 
         def step(record):
             optimizer.zero_grad(set_to_none=True)
             with record:
-                loss = torch.nn.functional.cross_entropy(model(x), y)
+                # the output is not held in a variable: nothing but the loss keeps it through the backward
+                loss = (model(x) * direction).sum() if gpt else torch.nn.functional.cross_entropy(model(x), y)
                 loss.backward()
                 states = {"weights": sum(_bytes(_local(p)) for p in model.parameters()),
                           "gradients": sum(_bytes(_local(p.grad)) for p in model.parameters() if p.grad is not None)}
@@ -144,10 +229,9 @@ def _worker(rank: int, world: int, port: int, mode: str, cfg: dict, queue, peak:
                                       if k != "step")
             return states
 
-        step(Collectives())
-        step(Collectives())
-        found["record"] = Collectives()
-        found["states"] = step(found["record"])
+        for _ in range(3):
+            step(contextlib.nullcontext())
+        found["step"] = step
 
     if peak:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
@@ -156,7 +240,10 @@ def _worker(rank: int, world: int, port: int, mode: str, cfg: dict, queue, peak:
         found["peak"] = peak_rise(torch, "cpu", train)
     else:
         train()
-    record, states = found["record"], found["states"]
+    # the collectives of a fourth step, counted by a dispatch mode: under a Python dispatch mode a
+    # DTensor step holds an activation more, so the peak is measured without one
+    record = Collectives()
+    states = found["step"](record)
     queue.put({"rank": rank, "mode": mode, "world": world, **states, "peak": found.get("peak"),
                "collectives": {n: {"calls": record.calls[n], "payload": record.payload[n]} for n in record.payload}})
     dist.barrier()
@@ -205,11 +292,18 @@ def measure(mode: str, world: int, cfg: dict, peak: bool = False) -> list:
 
 
 def predict(mode: str, world: int, cfg: dict):
-    """paramcalc's estimate of the same step, one rank's (meta device: nothing allocated)."""
+    """paramcalc's estimate of the same step, one rank's, on the CPU (built on the meta device: nothing
+    allocated)."""
     import torch
 
     import paramcalc
 
+    if mode.endswith("_gpt"):
+        with torch.device("meta"):
+            model = gpt_block(cfg["width"], cfg["heads"])
+        parallel = paramcalc.Parallel(tensor=world, tensor_plan=GPT_PLAN, sequence=mode == "sp_gpt")
+        return paramcalc.estimate(model, input_shape=(cfg["seq"], cfg["width"]), batch_size=cfg["batch"],
+                                  optimizer="adam", parallel=parallel, device="cpu")
     with torch.device("meta"):
         model = mlp(cfg["width"], cfg["depth"], cfg["classes"])
     if mode == "tp":
@@ -219,7 +313,7 @@ def predict(mode: str, world: int, cfg: dict):
         zero = {"ddp": 0, "zero1": 1, "fsdp2": 2, "fsdp3": 3}[mode]
         parallel = paramcalc.Parallel(data=world, zero=zero, units=units)
     return paramcalc.estimate(model, input_shape=(cfg["width"],), batch_size=cfg["batch"], optimizer="adam",
-                              parallel=parallel)
+                              parallel=parallel, device="cpu")
 
 
 def main() -> None:
@@ -229,14 +323,18 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--heads", type=int, default=4, help="the GPT block's attention heads")
+    parser.add_argument("--seq", type=int, default=64, help="the GPT block's sequence length")
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode: the peak is their median "
                         "(it moves by a gradient's size between runs, as threads interleave)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    cfg = {"width": args.width, "depth": args.depth, "classes": 10, "batch": args.batch}
+    cfg = {"width": args.width, "depth": args.depth, "classes": 10, "batch": args.batch, "heads": args.heads,
+           "seq": args.seq}
     rows, peak_errors = [], []
     for world in (int(w) for w in args.world.split(",")):
-        for mode in MODES:
+        for mode in args.modes.split(","):
             runs = [measure(mode, world, cfg, peak=True) for _ in range(args.repeat)]
             measured = runs[0]
             est = predict(mode, world, cfg)
@@ -254,7 +352,7 @@ def main() -> None:
             measured_peak = peaks[len(peaks) // 2]
             row["measured_peaks"] = peaks
             peak_errors.append((memory.peak - measured_peak) / measured_peak)
-            print(f"{mode:<6} x{world}: measured/predicted (fullest rank) {states}, peak {measured_peak}/"
+            print(f"{mode:<7} x{world}: measured/predicted (fullest rank) {states}, peak {measured_peak}/"
                   f"{memory.peak} ({peak_errors[-1] * 100:+.1f}%; runs {min(peaks)}-{max(peaks)}); rank 0 {comms}")
     errors = sorted(abs(e) for e in peak_errors)
     print(f"peak per rank error: median {errors[len(errors) // 2] * 100:.1f}%, worst {errors[-1] * 100:.1f}% "

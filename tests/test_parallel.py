@@ -90,12 +90,13 @@ def distributed():
     return distributed_measure
 
 
-@pytest.mark.parametrize("mode", ["ddp", "zero1", "fsdp2", "fsdp3", "tp"])
+@pytest.mark.parametrize("mode", ["ddp", "zero1", "fsdp2", "fsdp3", "tp", "tp_gpt", "sp_gpt"])
 def test_model_states_and_bytes_communicated_equal_torch_distributed(distributed, mode):
     """Two gloo processes train a 3-block MLP one Adam step (tp: its Linears split by DTensor's
-    ColwiseParallel and RowwiseParallel): every rank's parameter, gradient and optimizer state bytes, and
-    the bytes handed to each collective, are the prediction's, exactly."""
-    cfg = {"width": 24, "depth": 3, "classes": 5, "batch": 4}
+    ColwiseParallel and RowwiseParallel; tp_gpt and sp_gpt: a GPT block, attention split by heads, without
+    and with sequence parallelism): every rank's parameter, gradient and optimizer state bytes, and the
+    bytes handed to each collective, are the prediction's, exactly."""
+    cfg = {"width": 24, "depth": 3, "classes": 5, "batch": 4, "heads": 4, "seq": 8}
     measured = distributed.measure(mode, 2, cfg)
     est = distributed.predict(mode, 2, cfg)
     memory = est.training.memory
@@ -238,8 +239,7 @@ def test_activations_of_a_gpt_layer_as_korthikanti_et_al_count_them():
     section 4.1: a layer keeps s b h (34 + 5 a s / h) bytes with 16-bit activations and 1-byte dropout
     masks (s tokens, batch b, width h, a heads). torch on an accelerator keeps exactly that, plus each
     LayerNorm's mean and reciprocal deviation in 32 bits (2 x s b x 4 bytes each), which the paper leaves
-    out. (torch's fused attention keeps no scores: the 5 a s / h term goes; tensor and sequence
-    parallelism split attention by heads, which paramcalc does not model yet.) On the CPU, torch's
+    out. (torch's fused attention keeps no scores: the 5 a s / h term goes.) On the CPU, torch's
     dropout keeps its mask in the activations' dtype and its LayerNorm statistics too: checked against
     saved-tensor hooks on a real layer."""
     s, b, h, a = 64, 2, 128, 4
@@ -266,6 +266,144 @@ def test_activations_of_a_gpt_layer_as_korthikanti_et_al_count_them():
                                 device="cpu").training.memory
     statistics_in_32_bits = 2 * 2 * (s * b * 4 - s * b * 2)  # paramcalc's; torch's CPU kernel keeps 16 bits
     assert on_cpu.activations + on_cpu.input_batch - statistics_in_32_bits == sum(storages.values())
+
+
+_GPT_PLAN = {"qkv": "colwise", "proj": "rowwise", "fc1": "colwise", "fc2": "rowwise"}
+
+
+@pytest.mark.parametrize("t", [2, 4])
+def test_tensor_parallel_activations_of_a_gpt_layer_as_korthikanti_et_al_count_them(t):
+    """The same paper, table 2: with tensor parallelism over t ranks (attention split by heads) a layer
+    keeps s b h (10 + 24 / t + 5 a s / (h t)) bytes, and with sequence parallelism as well s b h / t (34 +
+    5 a s / h). The LayerNorm statistics come on top as above (split by t with the sequence). torch's
+    autograd differs from the paper in one place: a colwise layer fed by a sequence-split tensor keeps
+    the all-gathered input it multiplied (whole, for its weight gradient), where Megatron keeps the split
+    one and gathers it again in the backward: 2 s b h (1 - 1 / t) bytes more for each of the two."""
+    s, b, h, a = 64, 2, 128, 4
+    with torch.device("meta"):
+        layer = _GPTLayer(h, a)
+    statistics = 2 * (2 * s * b * 4)
+    for sequence in (False, True):
+        est = paramcalc.estimate(layer, input_shape=(s, h), batch_size=b, dtype="bfloat16", optimizer="adam",
+                                 parallel=paramcalc.Parallel(tensor=t, tensor_plan=_GPT_PLAN, sequence=sequence))
+        memory = est.training.memory
+        kept = memory.activations + memory.input_batch
+        if sequence:
+            gathered_kept_whole = 2 * (2 * s * b * h - 2 * s * b * h // t)
+            assert kept == s * b * h // t * (34 + 5 * a * s // h) + statistics // t + gathered_kept_whole
+            assert {c.name: c.calls for c in est.training.collectives} == {"all_gather": 4, "reduce_scatter": 4}
+        else:
+            assert kept == s * b * h * (10 + 24 // t) + s * b * h * 5 * a * s // (h * t) + statistics
+            assert {c.name: c.calls for c in est.training.collectives} == {"all_reduce": 4}
+        # each rank holds 1/t of the projections' weights and the colwise biases; the norms (4 h) and the
+        # rowwise biases (2 h) whole
+        assert memory.weights == 2 * ((3 * h * h + 3 * h + h * h + 4 * h * h + 4 * h + 4 * h * h) // t + 6 * h)
+
+
+def test_a_split_that_would_need_a_collective_is_refused():
+    """A call that reduces over the split axis (a softmax across the heads' features) cannot run on the
+    ranks' parts; nor can sequence parallelism go without tensor parallelism."""
+    model = paramcalc.Sequential([paramcalc.Dense(48, name="up"), paramcalc.Activation("softmax", name="act"),
+                                  paramcalc.Dense(24, name="down")])
+    with pytest.raises(paramcalc.ParamcalcError, match="'act' .* cannot compute on the parts"):
+        paramcalc.estimate(model, input_shape=(8, 24), batch_size=4, optimizer="adam",
+                           parallel=paramcalc.Parallel(tensor=2, tensor_plan={"up": "colwise", "down": "rowwise"}))
+    with pytest.raises(paramcalc.ParamcalcError, match="sequence=True with tensor=1"):
+        paramcalc.Parallel(sequence=True)
+    # a plan found in the model leaves such a split out; here nothing else splits
+    with pytest.raises(paramcalc.ParamcalcError, match='tensor_plan="auto" found no Linear layers'):
+        paramcalc.estimate(model, input_shape=(8, 24), batch_size=4, optimizer="adam",
+                           parallel=paramcalc.Parallel(tensor=2, tensor_plan="auto"))
+    with torch.device("meta"):
+        layer = _GPTLayer(128, 4)
+    found = paramcalc.estimate(layer, input_shape=(64, 128), batch_size=2, optimizer="adam",
+                               parallel=paramcalc.Parallel(tensor=4, tensor_plan="auto", sequence=True))
+    assert found.training.parallel.tensor_plan == _GPT_PLAN
+
+
+def test_a_captured_decoder_splits_by_heads_as_dtensor_does():
+    """A Hugging Face Llama (grouped-query attention, rotary embeddings, read by running its forward),
+    its projections split as Megatron does (the plan paramcalc finds), against DTensor's parallelize_module on rank 0 of a fake
+    2-rank process group (one process, no communication): the rank's parameters and buffers, what autograd
+    saves (torch's math attention, the path the meta device takes) and the all-reduces, exactly."""
+    from .transformers_zoo import load
+
+    transformers = load()
+    if transformers is None:
+        pytest.skip("transformers is not installed")
+    import collections
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
+    plan = {}
+    for i in range(2):
+        plan.update({f"model.layers.{i}.self_attn.{p}": "colwise" for p in ("q_proj", "k_proj", "v_proj")})
+        plan.update({f"model.layers.{i}.mlp.{p}": "colwise" for p in ("gate_proj", "up_proj")})
+        plan.update({f"model.layers.{i}.self_attn.o_proj": "rowwise", f"model.layers.{i}.mlp.down_proj": "rowwise"})
+    with torch.device("meta"):
+        meta = transformers.LlamaForCausalLM(config)
+    est = paramcalc.estimate(meta, input_shape=(16,), batch_size=2, optimizer="adam", device="cpu",
+                             parallel=paramcalc.Parallel(tensor=2, tensor_plan="auto"))
+    assert est.training.parallel.tensor_plan == plan  # found in the model: the head stays whole
+
+    class Collectives(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[func._overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
+    try:
+        torch.manual_seed(0)
+        styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+        model = parallelize_module(transformers.LlamaForCausalLM(config), init_device_mesh("cpu", (2,)),
+                                   {path: styles[style]() for path, style in plan.items()})
+
+        def local(t):
+            return t.to_local() if hasattr(t, "to_local") else t
+
+        held = sum(local(t).numel() * local(t).element_size() for t in (*model.parameters(), *model.buffers()))
+        weights = {local(p).untyped_storage()._cdata for p in model.parameters()}
+        storages: dict = {}
+
+        def pack(t):
+            storage = local(t).untyped_storage()
+            storages[storage._cdata] = storage.nbytes()
+            return t
+
+        ids = torch.randint(0, 1000, (2, 16))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), sdpa_kernel(SDPBackend.MATH), \
+                Collectives() as seen:
+            model(ids).logits.sum().backward()
+    finally:
+        dist.destroy_process_group()
+    memory = est.training.memory
+    assert held == memory.weights
+    ids_kept = ids.numel() * ids.element_size()  # the embedding's indices: the input batch, counted apart
+    assert sum(n for key, n in storages.items() if key not in weights) - ids_kept == memory.activations
+    # each layer: the two rowwise outputs in the forward, the five colwise inputs' gradients in the backward
+    assert seen.calls["all_reduce"] == 14
+    assert [(c.name, c.calls) for c in est.training.collectives] == [("all_reduce", 14)]
+    # with sequence parallelism the token ids are split along the sequence, the embedding looks up its
+    # part, the final norm and the head work on it too; each layer gathers twice and scatters twice
+    sequence = paramcalc.estimate(meta, input_shape=(16,), batch_size=2, optimizer="adam", device="cpu",
+                                  parallel=paramcalc.Parallel(tensor=2, tensor_plan="auto", sequence=True))
+    assert {c.name: c.calls for c in sequence.training.collectives} == {"all_gather": 8, "reduce_scatter": 8}
+    assert sequence.training.memory.activations < memory.activations
 
 
 def test_collectives_are_timed_on_the_interconnect_and_partly_hidden():
@@ -339,7 +477,13 @@ def test_plan_on_the_command_line(tmp_path, capsys):
     assert "4 x NVIDIA H100 SXM 80GB, global batch 32" in table and "ZeRO-3 (FSDP2)" in table
     assert main(["plan", str(spec), "--devices", "4xh100", "--batch", "32", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 4 * 4 and all(r["fits"] for r in rows)  # 4 stages x micro-batches 1, 2, 4, 8
+    # data parallel: 4 stages x micro-batches 1, 2, 4, 8; the two Dense layers are Megatron's pair: tensor
+    # parallel over 2 (DDP or ZeRO-1 over 2 groups, micro-batches dividing 16) and over 4 (one group, 32);
+    # no sequence parallelism for samples without a sequence axis
+    assert len(rows) == 4 * 4 + 2 * 5 + 6 and all(r["fits"] for r in rows)
+    split = [r for r in rows if r["tensor"] > 1]
+    assert all(r["tensor_plan"] == {"dense": "colwise", "dense_1": "rowwise"} and not r["sequence_parallel"]
+               for r in split) and {r["tensor"] for r in split} == {2, 4}
     assert main(["plan", str(spec), "--devices", "four"]) == 1
     assert "expected COUNTxDEVICE" in capsys.readouterr().err
 

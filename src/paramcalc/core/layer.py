@@ -168,6 +168,18 @@ class Layer:
         equal parts; None where the kind cannot be split so. (weights, stored shapes) otherwise."""
         return None
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        """Tensor parallelism: this call as one rank runs it when its inputs are split. ``axes``: per
+        input, a ``TensorSplit`` among ``parts`` ranks (None: the whole tensor on every rank);
+        ``axis_of(ref)``: the same for any tensor of the graph. Returns (the TensorSplit or None per
+        output, the layer as the rank runs it), or None where the kind cannot compute on split inputs (a
+        reduction over the split axis; a kind that has not said). ``core/splits.py`` holds the rules
+        kinds share. Kinds whose cost follows from the call's shapes return themselves; kinds that carry
+        shapes of their own scale them."""
+        if all(axis is None for axis in axes):
+            return (None,) * len(call.output_shapes), self
+        return None
+
     def weight_operands(self) -> tuple:
         """Positions of inputs that are weights read as tensors (a parameter fed to a product by a torch
         forward): their gradients are the weight gradients of this call, not input gradients."""
@@ -199,3 +211,4 @@ class Layer:
 
     def _set(self, field_name: str, value: object) -> None:
         object.__setattr__(self, field_name, value)
+

@@ -213,6 +213,7 @@ def _forward_peak(step: Step, saved: SavedTensors, casts: Dim, held: Dim = 0) ->
             if key not in saved.recomputed:
                 alive = alive + saved.size[key]
         output = 0 if step.work(call).aliases_input else prod(call.output_shape) * bytes_per
+        output = output + step.exchange_buffers(call, backward=False) * bytes_per
         values.append(alive + output + held)
         moments.append(PeakMoment("forward", call.name, (("saved activations so far", alive),
                                                           ("its output being written", output))
@@ -283,6 +284,7 @@ def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last
     if not work.aliases_input and step.reads_grad(call):
         in_flight = in_flight + sum(prod(s) for s in call.input_shapes) * bytes_per
     in_flight = in_flight + call.layer.backward_workspace(call, step.saving_rules)
+    in_flight = in_flight + step.exchange_buffers(call, backward=True) * bytes_per
     own = owned_trainable_sizes(call)
     layer_grads = sum(own[1:], own[0]) * grad_bytes if own else 0
     points = []

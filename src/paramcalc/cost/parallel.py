@@ -22,7 +22,10 @@ forward keeps only the tensors they read from outside, and the backward runs the
 comes back then, one module at a time) before going through them.
 
 ``tensor`` and ``tensor_plan`` add tensor parallelism (``cost/tensor_parallel.py``): each tensor-parallel
-group of ``tensor`` ranks splits the Linear layers the plan names; ``data`` counts the groups.
+group of ``tensor`` ranks splits the Linear layers the plan names, and the calls between them (attention
+by heads) work on their parts; ``data`` counts the groups. ``tensor_plan="auto"`` finds Megatron's plan in
+the model (``tensor_parallel.megatron_plan``): the estimate's ``training.parallel`` holds the plan found. ``sequence=True`` adds sequence parallelism:
+what lies outside the split layers works on 1/``tensor`` of the sequence.
 
 ``nodes``: how many nodes the ranks span (unset: as few as hold them); the step's collectives are timed on
 the device profile's links within a node and its network between nodes (``cost/communication.py``).
@@ -68,6 +71,7 @@ class Parallel:
     checkpointed: tuple = ()
     tensor: int = 1
     tensor_plan: dict = field(default_factory=dict, hash=False)
+    sequence: bool = False
     nodes: int | None = None
 
     def __post_init__(self) -> None:
@@ -87,8 +91,8 @@ class Parallel:
         if type(self.tensor) is not int or self.tensor < 1:
             raise ParamcalcError(f"Parallel(tensor=...) must be a positive integer, received {self.tensor!r}",
                                  value=self.tensor, fix="pass tensor=1 or more")
-        plan = dict(self.tensor_plan)
-        bad = [(path, style) for path, style in plan.items() if not isinstance(path, str)
+        plan = "auto" if self.tensor_plan == "auto" else dict(self.tensor_plan)
+        bad = [] if plan == "auto" else [(path, style) for path, style in plan.items() if not isinstance(path, str)
                or style not in ("colwise", "rowwise")]
         if bad:
             raise ParamcalcError(f"Parallel(tensor_plan=...) maps module paths to \"colwise\" or \"rowwise\", received "
@@ -97,6 +101,11 @@ class Parallel:
         if self.tensor > 1 and not plan:
             raise ParamcalcError(f"Parallel(tensor={self.tensor}) needs a tensor_plan: which Linear layers split how",
                                  value=self.tensor, fix='pass tensor_plan={"mlp.fc": "colwise", "mlp.proj": "rowwise"}')
+        if self.sequence is not False and (self.sequence is not True or self.tensor == 1):
+            raise ParamcalcError(f"Parallel(sequence=...) turns on sequence parallelism beside tensor parallelism: "
+                                 f"True with tensor=2 or more, received sequence={self.sequence!r} with "
+                                 f"tensor={self.tensor}", value=self.sequence,
+                                 fix='pass tensor=t, tensor_plan={...}, sequence=True')
         if self.tensor > 1 and self.zero >= 2:
             raise ParamcalcError("FSDP2 with tensor parallelism (a 2-D mesh) is not modelled yet", value=self.zero,
                                  fix="use zero=0 or 1 with tensor parallelism, or tensor=1 with FSDP2")
@@ -114,7 +123,7 @@ class Parallel:
                 3: "ZeRO-3 (FSDP2)"}[self.zero]
         extra = f", {self.accumulation} micro-batches per step" if self.accumulation > 1 else ""
         if self.tensor > 1:
-            extra += f", tensor parallel over {self.tensor}"
+            extra += f", tensor parallel over {self.tensor}" + (" with sequence parallelism" if self.sequence else "")
         if self.checkpointed:
             extra += f", {len(self.checkpointed)} module{'s' if len(self.checkpointed) > 1 else ''} checkpointed"
         return f"{kind} over {self.data} ranks{extra}"

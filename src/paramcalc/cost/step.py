@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from paramcalc.core.dims import Dim
 from paramcalc.core.errors import ParamcalcError
 from paramcalc.core.work import SavingRules, Work
 
@@ -115,9 +116,16 @@ class Step:
     profile: object = None
     framework: str = "torch"
     parallel: object = None  # a cost.parallel.Parallel: the step runs on several ranks
+    exchanges: tuple = ()  # tensor parallelism's collectives (cost.tensor_parallel.Exchange)
 
     def work(self, call) -> Work:
         return self.works[call.name]
+
+    def exchange_buffers(self, call, backward: bool) -> Dim:
+        """Elements the tensor-parallel collectives of this call's forward (or backward) hold while it
+        runs."""
+        return sum((e.held for e in self.exchanges if e.backward == backward and e.call == call.name
+                    and not (e.for_input_gradient and not self.reads_grad(call))), 0)
 
     def reads_grad(self, call) -> bool:
         """Whether the call must make an input gradient: a tensor it reads, other than a weight operand
@@ -149,7 +157,7 @@ class Step:
 
 
 def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
-               keras_backend: str | None = None, parallel=None) -> Step:
+               keras_backend: str | None = None, parallel=None, exchanges: tuple = ()) -> Step:
     calls = tuple(est.layers)
     owners = {c.name for c in calls if calls_weight_gradients(c)}
     # a call fed a trained weight as an operand computes that weight's gradient
@@ -161,7 +169,7 @@ def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
             needs_grad.add(call.name)
     works = {c.name: c.layer.work(c) for c in calls}
     return Step(est, calls, works, trainable, frozenset(needs_grad), optimizer, precision, profile,
-                training_framework(est, profile, keras_backend), parallel)
+                training_framework(est, profile, keras_backend), parallel, exchanges)
 
 
 def calls_weight_gradients(call) -> bool:

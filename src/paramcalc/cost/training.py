@@ -15,8 +15,7 @@ from paramcalc.cost.flops import phase_flops
 from paramcalc.cost.memory import MemoryBreakdown, training_memory
 from paramcalc.cost.parallel import Collective, Parallel, Sharding, checkpoint_segments
 from paramcalc.cost.step import build_step, optimizer_named, precision_named
-from paramcalc.cost.tensor_parallel import collectives as tensor_collectives
-from paramcalc.cost.tensor_parallel import rank_share
+from paramcalc.cost.tensor_parallel import megatron_plan, rank_share
 
 
 @dataclass(frozen=True)
@@ -140,9 +139,12 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     if parallel is not None and not isinstance(parallel, Parallel):
         raise ParamcalcError(f"parallel must be a paramcalc.Parallel, received {type(parallel).__name__}",
                              value=parallel, fix="pass parallel=paramcalc.Parallel(data=8, zero=3)")
+    exchanges: tuple = ()
+    if parallel is not None and parallel.tensor_plan == "auto":
+        parallel = _with_plan_found(est, parallel)
     if parallel is not None and parallel.tensor > 1:
-        est = rank_share(est, parallel)  # one tensor-parallel rank's share of the model
-    step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend, parallel)
+        est, exchanges = rank_share(est, parallel)  # one tensor-parallel rank's share of the model
+    step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend, parallel, exchanges)
     if parallel is not None and step.framework == "keras":
         raise ParamcalcError("parallel= models torch's DDP, ZeroRedundancyOptimizer and FSDP2; this Keras model "
                              "trains as a compiled TensorFlow or JAX step, whose distribution strategies differ",
@@ -153,8 +155,8 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
     collectives = () if parallel is None else Sharding(step.calls, parallel).collectives(
         chosen_precision.gradient_bytes, chosen_precision.weight_bytes)
-    if parallel is not None and parallel.tensor > 1:
-        collectives += _tensor_collectives(step, parallel)
+    if exchanges:
+        collectives += _tensor_collectives(step, parallel, exchanges)
     again = {i for _, positions in checkpoint_segments(step.calls, parallel) for i in positions}
     recompute = sum((per_call[i][1] for i in sorted(again)), 0)
     cost = TrainingCost(batch, optimizer, precision, forward, dgrad, wgrad, training_memory(step),
@@ -184,16 +186,39 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
     return cost
 
 
-def _tensor_collectives(step, parallel) -> tuple:
-    """Tensor parallelism's all-reduces of one optimizer step, per rank (every micro-batch has them)."""
-    found = tensor_collectives(step.est, parallel, step.precision.activation_bytes, step.reads_grad)
-    if not found:
-        return ()
+def _with_plan_found(est, parallel: Parallel) -> Parallel:
+    plan = megatron_plan(est, parallel.tensor, parallel.sequence) if parallel.tensor > 1 else {}
+    if parallel.tensor > 1 and not plan:
+        raise ParamcalcError(f"tensor_plan=\"auto\" found no Linear layers in '{est.name}' whose split a rowwise "
+                             "Linear ends (Megatron's pairs)", value="auto",
+                             fix='name the layers: tensor_plan={"mlp.fc": "colwise", "mlp.proj": "rowwise"}')
+    return replace(parallel, tensor_plan=plan)
+
+
+def _tensor_collectives(step, parallel, exchanges: tuple) -> tuple:
+    """Tensor parallelism's collectives of one optimizer step, per rank, by kind (every micro-batch has
+    them); those that carry an input gradient only where the call makes one."""
+    rows = {row.name: row for row in step.est.layers}
     t, k = parallel.tensor, parallel.accumulation
-    payload = sum(nbytes for _, nbytes in found) * k
-    return (Collective("all_reduce", len(found) * k, payload, 2 * (t - 1) * payload // t,
-                       "tensor parallel: rowwise layers' outputs (forward), colwise layers' input gradients "
-                       "(backward)"),)
+    found: dict = {}
+    for e in exchanges:
+        if e.for_input_gradient and not step.reads_grad(rows[e.call]):
+            continue
+        calls, elements, phases = found.get(e.name, (0, 0, set()))
+        found[e.name] = (calls + 1, elements + e.elements, phases | {"backward" if e.backward else "forward"})
+    out = []
+    for name, (calls, elements, phases) in found.items():
+        payload = elements * step.precision.activation_bytes * k
+        sent = (2 if name == "all_reduce" else 1) * (t - 1) * payload // t
+        out.append(Collective(name, calls * k, payload, sent, f"tensor parallel ({' and '.join(sorted(phases))}): "
+                              + _TENSOR_PURPOSES[name]))
+    return tuple(out)
+
+
+_TENSOR_PURPOSES = {"all_reduce": "rowwise layers' outputs, colwise layers' input gradients",
+                    "all_gather": "sequence-split inputs of colwise layers, output gradients of rowwise layers",
+                    "reduce_scatter": "rowwise layers' outputs along the sequence, input gradients of colwise "
+                                      "layers"}
 
 
 def autocast_casts(call) -> tuple:

@@ -107,6 +107,7 @@ class _Record:
     saves: list = field(default_factory=list)  # (ref, itemsize or None)
     transposed: bool = False
     window: int = 0
+    dims: tuple = ()
     source: object = None  # a known module's object
     positions: tuple = ()  # a known module's output positions
     tensor: int = 0  # id of the tensor a parameter, buffer or constant record stands for
@@ -356,7 +357,8 @@ class _Recorder:
         record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[_shape(t) for t in inputs],
                          output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
-                         transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args))
+                         transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
+                         dims=_dims(func, args, kwargs))
         record.saves, self.pending = self.pending, []
         self.records.append(record)
         for i, t in enumerate(outputs):
@@ -430,7 +432,7 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list)
         layer = CapturedOp(name=a.name, type_name=a.op.split(".")[-1], op=a.op, input_forms=input_forms,
                            output_forms=output_forms, output_dtypes=tuple(a.output_dtypes), reads=len(a.inbound),
                            weight_inputs=a.weight_inputs, view=a.view, saves=saves, transposed=a.transposed,
-                           window=a.window)
+                           window=a.window, dims=a.dims)
         nodes.append(GraphNode(a.name, layer, tuple(inbound), module=a.module))
     unknown: dict = {}
     for node in nodes:
@@ -447,6 +449,29 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list)
     return Graph(tuple((n, None) for n, _ in sample_shapes), tuple(nodes), tuple(first.outputs), name=name,
                  framework="torch", dtype=dtype, notes=tuple(notes) + tuple(unused_notes),
                  modules=module_tree(first.root), summary_depth=SUMMARY_DEPTH)
+
+
+_DIM_ARGUMENTS: dict = {}  # operation -> (position, name, default) of its arguments that name axes
+
+
+def _dims(func, args: tuple, kwargs: dict) -> tuple:
+    """The axes an operation's arguments name (``dim``, ``dims``, ``dim0``/``dim1``; a norm's
+    ``normalized_shape`` as that many trailing axes), as written: negative ones count from the end."""
+    found = _DIM_ARGUMENTS.get(func)
+    if found is None:
+        found = _DIM_ARGUMENTS[func] = tuple(
+            (i, a.name, a.default_value if a.has_default_value() else None)
+            for i, a in enumerate(func._schema.arguments) if a.name in ("dim", "dims", "dim0", "dim1", "normalized_shape"))
+    dims: list = []
+    for position, name, default in found:
+        value = args[position] if position < len(args) else kwargs.get(name, default)
+        if name == "normalized_shape":
+            dims.extend(range(-len(value), 0))
+        elif isinstance(value, int):
+            dims.append(value)
+        elif isinstance(value, (list, tuple)):
+            dims.extend(int(v) for v in value)
+    return tuple(dims)
 
 
 def _window(op: str, args: tuple) -> int:

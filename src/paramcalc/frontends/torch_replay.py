@@ -377,7 +377,7 @@ def _fingerprint(block: Block) -> tuple:
             layer = replace(layer, name="")
         return (layer, record.op, tuple(map(relative, record.inbound)), tuple(map(tuple, record.input_shapes)),
                 tuple(map(tuple, record.output_shapes)), tuple(record.output_dtypes), record.weight_inputs, record.view,
-                record.transposed, record.window, owned.get(record.name))
+                record.transposed, record.window, record.dims, owned.get(record.name))
 
     outputs = tuple(sorted((k[0], k[1] if k[0] == "input" else relative(k[1])) for k in block.outputs.values()))
     outputs += tuple((i, ref and relative(ref), storage and relative(storage)) for i, ref, storage in block.renamed)

@@ -417,14 +417,18 @@ def _plan(args) -> str:
     profile = resolve(device)
     batch = args.batch if args.batch is not None else count
     est = estimate(load_model(args.spec), input_shape=input_shapes(args.input))
-    options = plan(est, count, profile, batch, optimizer=args.optimizer, precision=args.dtype, nodes=args.nodes)
+    skipped: list = []
+    options = plan(est, count, profile, batch, optimizer=args.optimizer, precision=args.dtype, nodes=args.nodes,
+                   skipped=skipped)
     if args.json:
-        return json.dumps([{"zero": o.parallel.zero, "checkpointed": list(o.parallel.checkpointed),
+        return json.dumps([{"zero": o.parallel.zero, "data": o.parallel.data, "tensor": o.parallel.tensor,
+                            "sequence_parallel": o.parallel.sequence, "tensor_plan": o.parallel.tensor_plan,
+                            "checkpointed": list(o.parallel.checkpointed),
                             "units": list(o.parallel.units), "micro_batch": o.micro_batch,
                             "accumulation": o.parallel.accumulation, "peak_bytes_per_rank": o.peak_bytes,
                             "fits": o.fits, "step_seconds": o.step_seconds, "samples_per_second": o.samples_per_second,
                             "communication_bytes": o.communication_bytes} for o in options], indent=2)
-    return render(options, count, profile.name, batch, profile.memory_bytes)
+    return render(options, count, profile.name, batch, profile.memory_bytes, skipped=tuple(skipped))
 
 
 def _read_calibration(path: str) -> dict:

@@ -14,14 +14,22 @@ kept by the graph reference that made it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
 from paramcalc.core.dims import Dim, exact_div, prod, subs, symbol, symbols_of
+from paramcalc.core.errors import ParamcalcError
 from paramcalc.core.layer import Context, Inferred, Layer
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
+from paramcalc.core.splits import (
+    TensorSplit,
+    per_element_split,
+    permuted_split,
+    product_split,
+    regrouped_split,
+)
 from paramcalc.core.work import AttentionCore, SavingRules, Work, kernel
 from paramcalc.layers.elementwise import ACTIVATION_FLOPS
 
@@ -123,6 +131,7 @@ class CapturedOp(Layer):
     saves: tuple = ()
     transposed: bool = False  # a convolution's transposed flag (its products run from the input's side)
     window: int = 0  # a pool's kernel size (elements per window); 0 for an adaptive pool
+    dims: tuple = ()  # the axes its arguments name (a softmax's, a transpose's), negative from the end
 
     @property
     def family(self) -> str:
@@ -193,6 +202,19 @@ class CapturedOp(Layer):
     def weight_operands(self) -> tuple:
         return self.weight_inputs
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        out = _split_outputs(self, call, axes, parts)
+        if out is None:
+            return None
+        own = {(call.name, i): split for i, split in enumerate(out)}
+        saves = tuple((ref, _local(form, own[ref] if ref in own else axis_of(ref), parts, call.name), size)
+                      for ref, form, size in self.saves)
+        whole = (None,) * (len(self.input_forms) - len(axes))
+        layer = replace(self, input_forms=tuple(_local(f, a, parts, call.name) for f, a in zip(self.input_forms, axes + whole)),
+                        output_forms=tuple(_local(f, a, parts, call.name) for f, a in zip(self.output_forms, out)),
+                        saves=saves)
+        return out, layer
+
     @property
     def display_type(self) -> str:
         return self.type_name or self.op
@@ -252,3 +274,94 @@ def _other_flops(layer: CapturedOp, shapes: list, out: tuple) -> Dim:
     if fam in ("product", "convolution") and len(shapes) > 2 and layer.op.split(".")[-1] in ("addmm", "baddbmm"):
         return prod(out)  # the added term
     return 0
+
+
+# -- tensor parallelism: where a split of the inputs lands in the outputs ----------------------------------
+_SAME_SHAPE = {"clone", "contiguous", "_to_copy", "copy", "alias", "detach", "lift_fresh", "lift_fresh_copy", "to",
+               "_to_dtype", "type_as", "zero", "fill", "empty_like", "zeros_like", "ones_like", "full_like",
+               "rand_like", "randn_like", "native_dropout", "relu"}
+_RESHAPES = {"view", "_unsafe_view", "reshape", "_reshape_alias", "flatten", "unflatten", "view_as", "squeeze",
+             "unsqueeze"}
+_SOFTMAX = {"_softmax", "_safe_softmax", "_log_softmax", "glu"}
+
+
+def _split_outputs(layer: CapturedOp, call, axes: tuple, parts: int) -> tuple | None:
+    """The TensorSplit of each output when ``axes`` split the inputs; None where the operation cannot run on
+    the parts alone (it reduces over the split axis, mixes it with a whole tensor, or paramcalc does not
+    know where the split goes)."""
+    outs = call.output_shapes
+    if all(split is None for split in axes):
+        return (None,) * len(outs)
+    base, fam = _base(layer.op.split(".")[-1]), layer.family
+    shapes = call.input_shapes
+    if fam in ("arithmetic", "activation") or base in _SAME_SHAPE:
+        return per_element_split(call, axes, layer.dims if base in _SOFTMAX else ())
+    if fam == "norm":
+        return per_element_split(call, axes, layer.dims) if base in ("native_layer_norm", "_fused_rms_norm") else None
+    if len(axes) != len(shapes):
+        return None
+    first, rank = axes[0], len(shapes[0])
+    rest_whole = all(split is None for split in axes[1:])
+    if fam == "reduction":
+        reduced = {d % rank for d in layer.dims} if layer.dims else set(range(rank))
+        if not rest_whole or first is None or first.axis in reduced:
+            return None
+        kept = len(call.output_shape) == rank  # keepdim
+        moved = first if kept else first.moved(first.axis - sum(1 for d in reduced if d < first.axis))
+        return tuple(moved if len(s) > moved.axis else None for s in outs)
+    if fam == "attention":  # query, key, value split alike on a leading (batch or head) axis; a mask broadcast
+        if first is None or first.axis >= rank - 2 or axes[1:3] != (first, first):
+            return None
+        if any(a is not None for a in axes[3:]) or any(
+                len(s) - rank + first.axis >= 0 and s[len(s) - rank + first.axis] != 1 for s in shapes[3:]):
+            return None
+        return tuple(first if len(s) > first.axis else None for s in outs)
+    if fam == "product":
+        return product_split(call, axes)
+    if base in ("cat", "stack"):
+        # cat passes over a 1-D empty tensor whatever the others' shape (an empty cache's keys)
+        joined = [a for a, s in zip(axes, shapes) if base == "stack" or tuple(s) != (0,)]
+        if len(set(joined)) != 1:
+            return None
+        first = joined[0]
+        dim = layer.dims[0] % (rank + (base == "stack")) if layer.dims else 0
+        return (first.moved(first.axis + 1) if base == "stack" and dim <= first.axis else first,)
+    if first is None:
+        return None
+    if base in ("expand", "expand_as"):
+        at = len(call.output_shape) - rank + first.axis
+        return (first.moved(at),) if call.output_shape[at] == shapes[0][first.axis] else None
+    if base in ("transpose", "permute", "t"):
+        if not rest_whole:
+            return None
+        order = list(range(rank))
+        dims = [d % rank for d in layer.dims] if layer.dims else [0, 1]
+        if base == "permute":
+            order = dims
+        else:
+            order[dims[0]], order[dims[1]] = order[dims[1]], order[dims[0]]
+        return permuted_split(first, order)
+    if base in ("split", "split_with_sizes", "chunk", "unbind", "select", "slice", "narrow"):
+        dim = layer.dims[0] % rank if layer.dims else 0
+        if dim == first.axis:  # pieces of the split axis, each split among the ranks (Megatron's fused projections)
+            if base not in ("split", "split_with_sizes", "chunk"):
+                return None
+            runs = [exact_div(s[dim], parts) for s in outs]
+            return None if None in runs else tuple(first.moved(dim, run) for run in runs)
+        at = first.axis - 1 if base in ("select", "unbind") and dim < first.axis else first.axis
+        return (first.moved(at),) * len(outs)
+    if base in _RESHAPES or layer.view:
+        return regrouped_split(shapes[0], call.output_shape, first, len(outs))
+    return None
+
+
+def _local(form: tuple, split: TensorSplit | None, parts: int, name: str) -> tuple:
+    """``form`` with the split axis holding one rank's part."""
+    if split is None:
+        return form
+    axis = split.axis
+    part = exact_div(form[axis], parts)
+    if part is None:
+        raise ParamcalcError(f"'{name}': axis {axis} ({form[axis]}) does not split into {parts} equal parts",
+                             layer=name, value=form[axis], fix=f"use a tensor-parallel degree that divides {form[axis]}")
+    return tuple(form[:axis]) + (part,) + tuple(form[axis + 1:])

@@ -98,6 +98,14 @@ class Dense(Layer):
         stored = tuple((o.shape[1], o.shape[0]) if o.name == "kernel" else o.shape for o in out if not o.buffer)
         return tuple(out), stored
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        """A split of the rows (the sequence, under sequence parallelism): each rank multiplies its rows
+        by the whole kernel. A split of the features sums partial products: that needs ``rowwise``."""
+        split = axes[0] if axes else None
+        if split is None or split.axis == len(call.input_shapes[0]) - 1:
+            return super().split_share(call, axes, parts, axis_of)
+        return (split,), self
+
     def saved(self, call, rules: SavingRules) -> list:
         # its input, for the kernel's gradient only: a frozen Dense reads its weights (counted apart) for
         # the input gradient, and a bias gradient needs neither

@@ -15,6 +15,7 @@ from paramcalc.core.errors import LayerConfigError, shown
 from paramcalc.core.layer import Context, Inferred, Layer
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
+from paramcalc.core.splits import per_element_split
 from paramcalc.core.work import SavingRules, Work, inputs_kept, kernel, output_kept
 
 # function name -> FLOPs per element, with the formula counted
@@ -128,6 +129,11 @@ class Activation(Layer):
             return inputs_kept(call, rules)[:1] + output_kept(call, rules, "divisor")
         return output_kept(call, rules) if keeps_output(self.function, rules) else inputs_kept(call, rules)[:1]
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        across = (self.axis,) if self.function in ("softmax", "log_softmax") else ()
+        out = per_element_split(call, axes, across)
+        return None if out is None else (out, self)
+
 
 @register_layer("dropout")
 @dataclass(frozen=True)
@@ -162,6 +168,10 @@ class Dropout(Layer):
         per_element = rules.activation_bytes if rules.framework == "torch" and rules.cpu else 1
         return [((call.name, "mask"), elements * per_element)]
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        out = per_element_split(call, axes)
+        return None if out is None else (out, self)
+
 
 @register_layer("identity")
 @dataclass(frozen=True)
@@ -173,6 +183,9 @@ class Identity(Layer):
 
     def work(self, call) -> Work:
         return self.view_work()
+
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        return tuple(axes[:1]) * len(call.output_shapes), self
 
 
 @register_layer("opaque")

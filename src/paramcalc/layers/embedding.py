@@ -40,3 +40,8 @@ class Embedding(Layer):
 
     def saved(self, call, rules: SavingRules) -> list:
         return [(call.inbound[0], prod(call.input_shapes[0]) * INDEX_BYTES)]
+
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        # a lookup per index: ids split along an axis (the sequence) give rows split along the same axis;
+        # the table stays whole on every rank
+        return (axes[0],), self

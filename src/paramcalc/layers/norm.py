@@ -17,6 +17,7 @@ from paramcalc.core.errors import LayerConfigError, shown
 from paramcalc.core.layer import Context, Inferred, Layer, Weight
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
+from paramcalc.core.splits import per_element_split
 from paramcalc.core.work import SavingRules, Work, inputs_kept, kernel
 
 # Bytes per element of the statistics a norm's forward keeps: float32 whatever the input's dtype
@@ -162,6 +163,14 @@ class LayerNorm(_Norm):
             weights.append(Weight("beta", shape))
         return ctx.result(x, weights=weights, flops=(4 if self.rms else 8) * x.numel)
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        # statistics per row: a split along the rows (sequence parallelism) keeps each row whole
+        rank = len(call.input_shapes[0])
+        across = (tuple(range(rank - len(self.normalized_shape), rank)) if self.normalized_shape is not None
+                  else self.axes)
+        out = per_element_split(call, axes, across)
+        return None if out is None else (out, self)
+
     def statistics(self, call) -> Dim:
         """A mean and an inverse deviation per normalised row."""
         x = call.input_shapes[0]
@@ -223,6 +232,12 @@ class RMSNorm(_Norm):
         _require_tail(ctx, self.display_type, x, shape)
         weights = [Weight("scale", shape)] if self.scale else []
         return ctx.result(x, weights=weights, flops=4 * x.numel)
+
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        rank = len(call.input_shapes[0])
+        across = tuple(range(rank - (1 if self.normalized_shape is None else len(self.normalized_shape)), rank))
+        out = per_element_split(call, axes, across)
+        return None if out is None else (out, self)
 
 
 @register_layer("normalization")

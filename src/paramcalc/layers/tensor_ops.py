@@ -12,6 +12,12 @@ from paramcalc.core.errors import DimensionError, LayerConfigError
 from paramcalc.core.layer import Context, Inferred, Layer, Weight
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
+from paramcalc.core.splits import (
+    per_element_split,
+    permuted_split,
+    product_split,
+    regrouped_split,
+)
 from paramcalc.core.work import SavingRules, Work, inputs_kept
 from paramcalc.layers.merge import broadcast, products_between_activations
 from paramcalc.layers.reshape import _fill_inferred, _resolve_axis
@@ -52,6 +58,9 @@ class View(Layer):
     def work(self, call) -> Work:
         return self.view_work()
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        return _reshaped_share(self, call, axes)
+
 
 @register_layer("transpose")
 @dataclass(frozen=True)
@@ -76,6 +85,18 @@ class Transpose(Layer):
     def work(self, call) -> Work:
         return self.view_work()
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        if axes[0] is None:
+            return (None,), self
+        rank = len(call.input_shapes[0])
+        order = list(range(rank))
+        if self.swap is not None:
+            a, b = (d % rank for d in self.swap)
+            order[a], order[b] = order[b], order[a]
+        else:
+            order = [d % rank for d in self.dims]
+        return permuted_split(axes[0], order), self
+
 
 @register_layer("unsqueeze")
 @dataclass(frozen=True)
@@ -91,6 +112,9 @@ class Unsqueeze(Layer):
 
     def work(self, call) -> Work:
         return self.view_work()
+
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        return _reshaped_share(self, call, axes)
 
 
 @register_layer("squeeze")
@@ -112,6 +136,9 @@ class Squeeze(Layer):
 
     def work(self, call) -> Work:
         return self.view_work()
+
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        return _reshaped_share(self, call, axes)
 
 
 @register_layer("index")
@@ -216,6 +243,10 @@ class MatMul(Layer):
     def saved(self, call, rules: SavingRules) -> list:
         return inputs_kept(call, rules)
 
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        out = product_split(call, axes) if any(a is not None for a in axes) else (None,)
+        return None if out is None else (out, self)
+
 
 @register_layer("scalar_op")
 @dataclass(frozen=True)
@@ -227,6 +258,10 @@ class ScalarOp(Layer):
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)
         return ctx.result(x, flops=x.numel)
+
+    def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
+        out = per_element_split(call, axes)
+        return None if out is None else (out, self)
 
 
 @register_layer("prelu")
@@ -253,3 +288,12 @@ class PReLU(Layer):
 
     def saved(self, call, rules: SavingRules) -> list:
         return inputs_kept(call, rules)[:1]
+
+
+def _reshaped_share(layer: Layer, call, axes: tuple) -> tuple | None:
+    """A view's split: where the reshape puts the split's runs (the rank's view has the same kind; its
+    shapes are the call's)."""
+    if axes[0] is None:
+        return (None,), layer
+    out = regrouped_split(call.input_shapes[0], call.output_shape, axes[0])
+    return None if out is None else (out, layer)
