@@ -136,6 +136,45 @@ def test_saved_activations_are_what_autograd_saves():
     assert est.training.memory.activations + est.training.memory.input_batch == sum(kept.values())
 
 
+class GroupedAttention(nn.Module):
+    """Causal attention with two query heads per key head (grouped-query), through
+    F.scaled_dot_product_attention."""
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.q, self.kv, self.dropout = nn.Linear(64, 64), nn.Linear(64, 64), dropout
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, 4, 16).transpose(1, 2)
+        k, v = (t.view(b, s, 2, 16).transpose(1, 2) for t in self.kv(x).chunk(2, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout, enable_gqa=True)
+        return out.transpose(1, 2).reshape(b, s, 64)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_attention_keeps_what_the_cpu_kernel_keeps(dropout):
+    """On the meta device torch's attention takes the math path (keeping the probabilities); on the CPU,
+    without dropout, the fused kernel (a log-sum-exp per query instead). The estimate keeps what a real
+    CPU run keeps, both ways."""
+    torch.manual_seed(0)
+    model = GroupedAttention(dropout)
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    kept: dict = {}
+
+    def pack(t):
+        if t.untyped_storage()._cdata not in params:
+            kept[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(2, 32, 64))
+    est = estimate(model.to("meta"), input_shape=(32, 64), batch_size=2, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == sum(kept.values())
+    fused = [r.name for r in est.layers if "flash_attention" in r.type]
+    assert bool(fused) == (dropout == 0)
+
+
 def test_a_parameter_read_by_a_product_gets_its_weight_gradient():
     class Raw(nn.Module):
         def __init__(self):

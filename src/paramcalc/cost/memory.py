@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from paramcalc.core.dims import Dim, Sym, prod, upper_max
+from paramcalc.core.dims import Dim, Sym, exact_div, prod, upper_max
 from paramcalc.cost.parallel import Sharding, checkpoint_segments
 from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
 from paramcalc.cost.updates import graph_update_temporary, update_temporary
@@ -124,9 +124,14 @@ def saved_tensors(step: Step) -> SavedTensors:
     rules = step.saving_rules
     input_names = {name for name, _ in step.est.inputs}
     alias: dict = {}
+    shapes: dict = {}
     for call in step.calls:
-        if step.work(call).aliases_input and call.inbound:
-            alias[(call.name, 0)] = alias.get(call.inbound[0], call.inbound[0])
+        for i, shape in enumerate(call.output_shapes):
+            shapes[(call.name, i)] = shape
+        if step.work(call).aliases_input and call.inbound:  # every output of a view (unbind's q, k, v too)
+            base = alias.get(call.inbound[0], call.inbound[0])
+            for i in range(len(call.output_shapes)):
+                alias[(call.name, i)] = base
     first_saver: dict = {}
     savers: dict = {}  # key -> every call (by position) that keeps it
     size: dict = {}
@@ -134,19 +139,31 @@ def saved_tensors(step: Step) -> SavedTensors:
         if call.name not in step.needs_grad:
             continue  # frozen, or nothing trainable before it
         for key, nbytes in call.layer.saved(call, rules):
-            key = alias.get(key, key)
+            view, key = key, alias.get(key, key)
             if key[0] in input_names:
                 if not (step.precision.mixed and step.work(call).float_inputs):
                     continue
                 key = (key[0], "cast")
+            elif view != key:  # a saved view keeps its base's whole storage
+                nbytes = _storage_bytes(nbytes, shapes.get(view), shapes.get(key))
             first_saver.setdefault(key, i)
             savers.setdefault(key, []).append(i)
-            size[key] = nbytes
+            size[key] = nbytes if key not in size else upper_max([size[key], nbytes])
     recomputed, recompute_at = _checkpointed(step, first_saver, savers, size, alias, input_names)
     freed_by: dict = {}
     for key, i in first_saver.items():
         freed_by.setdefault(i, []).append(key)
     return SavedTensors(size, freed_by, frozenset(recomputed), recompute_at)
+
+
+def _storage_bytes(view_bytes: Dim, view_shape, base_shape) -> Dim:
+    """The bytes of the storage a saved view keeps alive: its base's, at the view's bytes per element."""
+    if view_shape is None or base_shape is None:
+        return view_bytes
+    itemsize = exact_div(view_bytes, prod(view_shape))
+    if type(itemsize) is not int:
+        return view_bytes
+    return upper_max([view_bytes, prod(base_shape) * itemsize])
 
 
 def _checkpointed(step: Step, first_saver: dict, savers: dict, size: dict, alias: dict, input_names: set) -> tuple:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from paramcalc.core.dims import symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
+from paramcalc.frontends.torch_attention import fused_attention_mode
 from paramcalc.frontends.torch_modules import (
     _convert,
     attributes_kept,
@@ -216,7 +217,8 @@ class _Recorder:
                     m.forward = self._forward(m, m.forward, replayer)
         try:
             # tensors the forward makes without a device (torch.zeros(16)) are made on meta too
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Mode(), torch.device("meta"):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Mode(), torch.device("meta"), \
+                    fused_attention_mode():
                 output = torch.func.functional_call(self.root, tensors, tuple(args), kwargs, tie_weights=False)
         except ParamcalcError:
             raise

@@ -310,7 +310,9 @@ def _split_outputs(layer: CapturedOp, call, axes: tuple, parts: int) -> tuple | 
         moved = first if kept else first.moved(first.axis - sum(1 for d in reduced if d < first.axis))
         return tuple(moved if len(s) > moved.axis else None for s in outs)
     if fam == "attention":  # query, key, value split alike on a leading (batch or head) axis; a mask broadcast
-        if first is None or first.axis >= rank - 2 or axes[1:3] != (first, first):
+        # (grouped-query attention: key and value hold fewer heads, each rank its share of them)
+        if first is None or first.axis >= rank - 2 or any(
+                a is None or a.axis != first.axis or a.sequence != first.sequence for a in axes[1:3]):
             return None
         if any(a is not None for a in axes[3:]) or any(
                 len(s) - rank + first.axis >= 0 and s[len(s) - rank + first.axis] != 1 for s in shapes[3:]):
