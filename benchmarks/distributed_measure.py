@@ -2,6 +2,7 @@
 what it communicates, for comparison with ``paramcalc.estimate(..., parallel=Parallel(...))``.
 
     python benchmarks/distributed_measure.py [--world 2,4] [--out results.json]
+    python benchmarks/distributed_measure.py --seed 500 [--out results.json]   # the seed model instead
 
 Modes: ``ddp`` (DistributedDataParallel), ``zero1`` (DDP + ZeroRedundancyOptimizer), ``fsdp2`` and
 ``fsdp3`` (FSDP2 ``fully_shard`` on each block and the root, ``reshard_after_forward`` off and on), ``tp``
@@ -9,6 +10,8 @@ Modes: ``ddp`` (DistributedDataParallel), ``zero1`` (DDP + ZeroRedundancyOptimiz
 ``tp_gpt`` and ``sp_gpt`` (a GPT block, ``gpt_block``, split by ``GPT_PLAN``: attention by heads, the MLP
 by columns then rows; ``sp_gpt`` adds sequence parallelism, torch's ``SequenceParallel`` on the norms, the
 blocks' inputs all-gathered once by ``PrepareModuleInput``, the rowwise outputs reduce-scattered).
+``--seed FEATURES``: the seed model reshaped to (FEATURES, 1) (its Flatten feeding a 300 x FEATURES wide
+Dense), a regression trained with MSE, under the data-parallel modes.
 Two Adam steps are taken to warm up (DDP rebuilds its buckets in the second, broadcasting their
 assignment once), then one measured step:
 
@@ -123,9 +126,8 @@ def _wrapped(mode: str, cfg: dict):
 
     sharded = mode not in ("ddp", "zero1")
     with torch.device("meta") if sharded else contextlib.nullcontext():
-        model = gpt_block(cfg["width"], cfg["heads"]) if mode.endswith("_gpt") else \
-            mlp(cfg["width"], cfg["depth"], cfg["classes"])
-    model = _wrap(mode, model)
+        model = _model(mode, cfg)
+    model = _wrap(mode, model, cfg)
     if sharded:
         model.to_empty(device="cpu")
         with torch.no_grad():
@@ -138,7 +140,27 @@ def _wrapped(mode: str, cfg: dict):
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
-def _wrap(mode: str, model):
+def _model(mode: str, cfg: dict):
+    """The GPT block, the seed model (``cfg["seed"]`` features, reshaped to (features, 1): Dense per
+    position, Flatten, the 300-wide Dense that explodes), or the MLP."""
+    if mode.endswith("_gpt"):
+        return gpt_block(cfg["width"], cfg["heads"])
+    if cfg.get("seed"):
+        from zoo import seed
+
+        return seed("reshaped_flatten", cfg["seed"])
+    return mlp(cfg["width"], cfg["depth"], cfg["classes"])
+
+
+def unit_paths(cfg: dict) -> tuple:
+    """The modules FSDP2 shards as units of their own: the MLP's blocks; the seed model's Linears but its
+    last (the root unit keeps it)."""
+    if cfg.get("seed"):
+        return ("0", "3", "5")
+    return tuple(str(i) for i in range(cfg["depth"]))
+
+
+def _wrap(mode: str, model, cfg: dict):
     import torch
 
     if mode in ("ddp", "zero1"):
@@ -149,8 +171,8 @@ def _wrap(mode: str, model):
         from torch.distributed.fsdp import fully_shard
 
         reshard = mode == "fsdp3"
-        for block in list(model)[:-1]:
-            fully_shard(block, reshard_after_forward=reshard)
+        for path in unit_paths(cfg):
+            fully_shard(model.get_submodule(path), reshard_after_forward=reshard)
         return fully_shard(model, reshard_after_forward=reshard)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard
@@ -210,16 +232,19 @@ def _worker(rank: int, world: int, port: int, mode: str, cfg: dict, queue, peak:
         """Everything the rank allocates: the batch, the model, its wrappers' buffers, three steps."""
         if gpt:  # with sequence parallelism each rank is handed its part of the sequence
             x = torch.randn(direction.shape)
+        elif cfg.get("seed"):  # a regression on (features, 1) samples, as the seed case trains
+            x, y = torch.randn(cfg["batch"], cfg["seed"], 1), torch.randn(cfg["batch"], 1)
         else:
             x = torch.randn(cfg["batch"], cfg["width"])
             y = torch.randint(0, cfg["classes"], (cfg["batch"],))
         model, optimizer = _wrapped(mode, cfg)
+        loss_of = torch.nn.functional.mse_loss if cfg.get("seed") else torch.nn.functional.cross_entropy
 
         def step(record):
             optimizer.zero_grad(set_to_none=True)
             with record:
                 # the output is not held in a variable: nothing but the loss keeps it through the backward
-                loss = (model(x) * direction).sum() if gpt else torch.nn.functional.cross_entropy(model(x), y)
+                loss = (model(x) * direction).sum() if gpt else loss_of(model(x), y)
                 loss.backward()
                 states = {"weights": sum(_bytes(_local(p)) for p in model.parameters()),
                           "gradients": sum(_bytes(_local(p.grad)) for p in model.parameters() if p.grad is not None)}
@@ -305,14 +330,15 @@ def predict(mode: str, world: int, cfg: dict):
         return paramcalc.estimate(model, input_shape=(cfg["seq"], cfg["width"]), batch_size=cfg["batch"],
                                   optimizer="adam", parallel=parallel, device="cpu")
     with torch.device("meta"):
-        model = mlp(cfg["width"], cfg["depth"], cfg["classes"])
+        model = _model(mode, cfg)
     if mode == "tp":
         parallel = paramcalc.Parallel(data=1, tensor=world, tensor_plan=TP_PLAN)
     else:
-        units = tuple(str(i) for i in range(cfg["depth"])) if mode.startswith("fsdp") else ()
+        units = unit_paths(cfg) if mode.startswith("fsdp") else ()
         zero = {"ddp": 0, "zero1": 1, "fsdp2": 2, "fsdp3": 3}[mode]
         parallel = paramcalc.Parallel(data=world, zero=zero, units=units)
-    return paramcalc.estimate(model, input_shape=(cfg["width"],), batch_size=cfg["batch"], optimizer="adam",
+    shape = (cfg["seed"], 1) if cfg.get("seed") else (cfg["width"],)
+    return paramcalc.estimate(model, input_shape=shape, batch_size=cfg["batch"], optimizer="adam",
                               parallel=parallel, device="cpu")
 
 
@@ -326,15 +352,18 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4, help="the GPT block's attention heads")
     parser.add_argument("--seq", type=int, default=64, help="the GPT block's sequence length")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--seed", type=int, default=0, help="FEATURES: the seed model reshaped to (FEATURES, 1) "
+                        "instead of the MLP, under DDP, ZeRO-1 and FSDP2 (--modes narrows them)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode: the peak is their median "
                         "(it moves by a gradient's size between runs, as threads interleave)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     cfg = {"width": args.width, "depth": args.depth, "classes": 10, "batch": args.batch, "heads": args.heads,
-           "seq": args.seq}
+           "seq": args.seq, "seed": args.seed}
+    modes = [m for m in args.modes.split(",") if not args.seed or m in ("ddp", "zero1", "fsdp2", "fsdp3")]
     rows, peak_errors = [], []
     for world in (int(w) for w in args.world.split(",")):
-        for mode in args.modes.split(","):
+        for mode in modes:
             runs = [measure(mode, world, cfg, peak=True) for _ in range(args.repeat)]
             measured = runs[0]
             est = predict(mode, world, cfg)

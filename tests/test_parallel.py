@@ -67,15 +67,17 @@ def test_a_bad_parallel_is_refused_with_the_fix(bad, match):
 def test_sharding_shrinks_what_each_rank_holds_and_gathering_brings_it_back():
     model = paramcalc.Sequential([paramcalc.Dense(512), paramcalc.Activation("relu"), paramcalc.Dense(512),
                                   paramcalc.Activation("relu"), paramcalc.Dense(10)])
-    peaks = {}
+    peaks, gathered = {}, {}
     for zero in range(4):
         est = paramcalc.estimate(model, input_shape=(512,), batch_size=8, optimizer="adam",  # a unit per layer
                                  parallel=paramcalc.Parallel(data=4, zero=zero, units=("dense", "dense_1", "dense_2")))
-        peaks[zero] = est.training.memory.peak
+        peaks[zero], gathered[zero] = est.training.memory.peak, est.training.memory.gathered
         names = [c.name for c in est.training.collectives]
         assert names == (["all_reduce"] if zero == 0 else ["all_reduce", "broadcast"] if zero == 1
                          else ["all_gather", "reduce_scatter"])
+    # stage 2 holds every unit whole from its forward to its backward; stage 3 one unit (and the next)
     assert peaks[0] > peaks[1] > peaks[2] > peaks[3]
+    assert gathered[2] == (512 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10) * 4 > gathered[3] > gathered[1] == 0
 
 
 torch = pytest.importorskip("torch")
@@ -90,13 +92,15 @@ def distributed():
     return distributed_measure
 
 
-@pytest.mark.parametrize("mode", ["ddp", "zero1", "fsdp2", "fsdp3", "tp", "tp_gpt", "sp_gpt"])
-def test_model_states_and_bytes_communicated_equal_torch_distributed(distributed, mode):
+@pytest.mark.parametrize("mode, seed", [("ddp", 0), ("zero1", 0), ("fsdp2", 0), ("fsdp3", 0), ("tp", 0),
+                                        ("tp_gpt", 0), ("sp_gpt", 0), ("fsdp3", 20)])
+def test_model_states_and_bytes_communicated_equal_torch_distributed(distributed, mode, seed):
     """Two gloo processes train a 3-block MLP one Adam step (tp: its Linears split by DTensor's
     ColwiseParallel and RowwiseParallel; tp_gpt and sp_gpt: a GPT block, attention split by heads, without
-    and with sequence parallelism): every rank's parameter, gradient and optimizer state bytes, and the
-    bytes handed to each collective, are the prediction's, exactly."""
-    cfg = {"width": 24, "depth": 3, "classes": 5, "batch": 4, "heads": 4, "seq": 8}
+    and with sequence parallelism; seed: the seed model reshaped to (20, 1), its Linears FSDP2 units):
+    every rank's parameter, gradient and optimizer state bytes, and the bytes handed to each collective,
+    are the prediction's, exactly."""
+    cfg = {"width": 24, "depth": 3, "classes": 5, "batch": 4, "heads": 4, "seq": 8, "seed": seed}
     measured = distributed.measure(mode, 2, cfg)
     est = distributed.predict(mode, 2, cfg)
     memory = est.training.memory

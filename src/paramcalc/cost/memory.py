@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from paramcalc.core.dims import Dim, Sym, exact_div, prod, upper_max
-from paramcalc.cost.parallel import Sharding, checkpoint_segments
+from paramcalc.cost.parallel import Sharding, checkpoint_segments, chunk
 from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
 from paramcalc.cost.updates import graph_update_temporary, update_temporary
 
@@ -93,14 +93,16 @@ def training_memory(step: Step) -> MemoryBreakdown:
     casts = _weight_casts(step)
     # with several micro-batches per optimizer step, the later ones run with every gradient already held
     held = gradients if sharding.parallel.accumulation > 1 else 0
-    candidates = [_forward_peak(step, saved, sum(casts), held), _backward_peak(step, saved, casts, sharding, held)]
+    candidates = [_forward_peak(step, saved, sum(casts), sharding, held),
+                  _backward_peak(step, saved, casts, sharding, held)]
     if step.update_style != "compiled":  # an eager optimizer's own phase: every gradient, and its temporaries
         sizes = sharding.updated_sizes() if sharding.ranks > 1 else trainable_tensor_sizes(step.calls)
         temporary = update_temporary(step.optimizer.name, sizes, step.update_style, precision.weight_bytes)
         candidates.append((gradients + temporary, PeakMoment("update", None, (
             ("every gradient", gradients), ("the update's temporaries", temporary)))))
     values = [value for value, _ in candidates]
-    peak = weights + state + gathered + buckets + upper_max(values) + input_batch
+    # FSDP2's whole parameters and all-gather buffers come and go: the phases count them as they do
+    peak = weights + state + (0 if sharding.fsdp else buckets) + upper_max(values) + input_batch
     return MemoryBreakdown(weights, gradients, state, saved.total, input_batch, peak,
                            _moment_of(values, [moment for _, moment in candidates]), gathered, buckets)
 
@@ -218,22 +220,43 @@ def _weight_casts(step: Step) -> list:
             if cast_bytes and call.shared_with is None and call.layer is not None else 0 for call in step.calls]
 
 
-def _forward_peak(step: Step, saved: SavedTensors, casts: Dim, held: Dim = 0) -> tuple:
+def _forward_peak(step: Step, saved: SavedTensors, casts: Dim, sharding: Sharding, held: Dim = 0) -> tuple:
     """The forward's highest point: everything saved so far, plus the output being written; autocast's
     weight copies all alive at its end (its cast cache holds them until the autocast region ends);
-    ``held``: gradients of earlier micro-batches, alive throughout."""
+    ``held``: gradients of earlier micro-batches, alive throughout. FSDP2: each unit's parameters are
+    gathered when the forward reaches it (the root's first), its flat all-gather output alive while they
+    are copied out of it, and resharded after it with ``reshard_after_forward``."""
     values, moments = [], []
     alive: Dim = 0
     bytes_per = step.precision.activation_bytes
+    units = _Units(step, sharding, forward=True) if sharding.fsdp else None
+    gathered: Dim = 0
+    current = None
+    if units is not None:
+        gathered, gathering = units.gather("")
+        values.append(held + gathering)
+        moments.append(PeakMoment("forward", None, (("the root's parameters being gathered", gathering),)))
     for i, call in enumerate(step.calls):
         for key in saved.freed_at(i):
             if key not in saved.recomputed:
                 alive = alive + saved.size[key]
+        if units is not None and sharding.unit_of(call) != current:
+            if current:
+                gathered = units.after_forward(current)
+            current = sharding.unit_of(call)
+            if current and current not in units.unsharded:
+                before = gathered
+                gathered, gathering = units.gather(current)
+                values.append(alive + held + before + gathering)
+                moments.append(PeakMoment("forward", call.name, (
+                    ("saved activations so far", alive), ("whole parameters gathered", before),
+                    ("this unit's parameters being gathered: its all-gather output and them", gathering))))
         output = 0 if step.work(call).aliases_input else prod(call.output_shape) * bytes_per
         output = output + step.exchange_buffers(call, backward=False) * bytes_per
-        values.append(alive + output + held)
+        values.append(alive + output + held + gathered)
         moments.append(PeakMoment("forward", call.name, (("saved activations so far", alive),
                                                           ("its output being written", output))
+                                  + ((("whole parameters gathered", gathered),) if units is not None else ())
                                   + ((("gradients of the earlier micro-batches", held),) if held else ())))
     moment = _moment_of(values, moments)
     if moment is not None and casts:
@@ -252,6 +275,8 @@ class _Backward:
     unit: str | None = None  # FSDP2: the unit whose backward runs, and its whole gradients so far
     unit_gradients: Dim = 0
     unit_shards: Dim = 0  # the shards those gradients become once reduce-scattered
+    gathered: Dim = 0  # FSDP2: bytes of the whole parameters alive
+    scattered: Dim = 0  # FSDP2: the last reduce-scatter's flat input, kept until the next one waits on it
     accumulating: bool = False  # gradients of earlier micro-batches are held: new ones are added into them
 
 
@@ -270,11 +295,26 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Shard
     last_updated = min((i for i, call in enumerate(step.calls) if owned_trainable_sizes(call)), default=-1)
     state = _Backward(saved.total, sum(kept), gradients=held, accumulating=bool(held))
     values, moments = [], []
+    units = _Units(step, sharding) if sharding.fsdp else None
+    if units is not None:
+        state.gathered = units.gathered_at_backward()
     for i in range(len(step.calls) - 1, -1, -1):
         state.saved_alive = state.saved_alive + saved.recompute_at.get(i, 0)  # a checkpointed module runs again
         if sharding.fsdp and sharding.unit_of(step.calls[i]) != state.unit:
-            _reduce_scatter(state, values, moments, step.calls[i].name)
+            if state.unit:  # its backward done, a unit reshards its parameters, then reduce-scatters
+                state.gathered = units.resharded(state.unit)
+            _reduce_scatter(state, values, moments, step.calls[i].name, step.collectives_stage_copies)
             state.unit = sharding.unit_of(step.calls[i])
+            entered = units.entered(state.unit)  # resharding after the forward: gathered again
+            if entered:
+                state.gathered, flat = entered
+                values.append(state.saved_alive + state.gathered + flat + state.scattered + state.gradients)
+                moments.append(PeakMoment("backward", step.calls[i].name, (
+                    ("saved activations still alive", state.saved_alive),
+                    ("whole parameters gathered (this unit's and the next one's, prefetched)", state.gathered),
+                    ("its all-gather output, for a moment", flat),
+                    ("the last reduce-scatter's input", state.scattered),
+                    ("weight gradient shards so far", state.gradients))))
         for value, moment in _backward_of(step, i, saved, state, last_updated, sharding):
             values.append(value)
             moments.append(moment)
@@ -282,7 +322,7 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Shard
             state.saved_alive = state.saved_alive - saved.size[key]
         state.casts_alive = state.casts_alive - kept[i]  # its backward done: its weights' copies are freed
     if sharding.fsdp and step.calls:
-        _reduce_scatter(state, values, moments, step.calls[0].name)
+        _reduce_scatter(state, values, moments, step.calls[0].name, step.collectives_stage_copies)
     if not values:
         return 0, None
     return upper_max(values), _moment_of(values, moments)
@@ -331,10 +371,13 @@ def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last
     elif sharding.fsdp:  # its unit's gradients whole until the unit's backward ends and reduce-scatters them
         state.unit_gradients = state.unit_gradients + layer_grads
         state.unit_shards = state.unit_shards + sharding.kept_gradient(call) * grad_bytes
-        points.append((alive + in_flight + state.unit_gradients + state.gradients, PeakMoment("backward", call.name, (
-            ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
-            ("its unit's weight gradients, whole before their reduce-scatter", state.unit_gradients),
-            ("weight gradient shards so far", state.gradients)))))
+        points.append((alive + in_flight + state.gathered + state.scattered + state.unit_gradients + state.gradients,
+                       PeakMoment("backward", call.name, (
+                           ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
+                           ("whole parameters gathered", state.gathered),
+                           ("the last reduce-scatter's input", state.scattered),
+                           ("its unit's weight gradients, whole before their reduce-scatter", state.unit_gradients),
+                           ("weight gradient shards so far", state.gradients)))))
     elif state.accumulating:  # its new gradients, until added into the held ones
         points.append((alive + in_flight + layer_grads + state.gradients, PeakMoment("backward", call.name, (
             ("saved activations still alive", alive), ("gradients and workspace in flight", in_flight),
@@ -347,18 +390,93 @@ def _backward_of(step: Step, i: int, saved: SavedTensors, state: _Backward, last
     return points
 
 
-def _reduce_scatter(state: _Backward, values: list, moments: list, at: str) -> None:
+class _Units:
+    """FSDP2's units through the backward: which hold their parameters whole. Without resharding after
+    the forward every unit is whole when the backward starts; with it, only the root (FSDP2 keeps the
+    root's, the backward needing them at once), and each unit is gathered again when its backward starts,
+    with the next one's prefetched. A unit reshards when its backward ends, before its reduce-scatter."""
+
+    def __init__(self, step: Step, sharding: Sharding, forward: bool = False):
+        weight_bytes = step.precision.weight_bytes
+        self.staged = step.collectives_stage_copies
+        tensors = sharding.unit_tensors()
+        self.whole = {u: sum((t.numel for t in ts), 0) * weight_bytes for u, ts in tensors.items()}
+        self.flat = {u: sum((chunk(t, sharding.ranks) * sharding.ranks for t in ts), 0) * weight_bytes
+                     for u, ts in tensors.items()}
+        self.reshard_after_forward = step.parallel.zero == 3
+        order: list = []  # the units other than the root, in the order the backward reaches them
+        for call in reversed(step.calls):
+            unit = sharding.unit_of(call)
+            if unit and unit not in order:
+                order.append(unit)
+        self.order = order
+        # every unit is sharded when a step starts (the last backward resharded them all)
+        self.unsharded = set() if forward else {""} if self.reshard_after_forward else set(self.whole)
+        self.last_flat: Dim = 0  # the last all-gather output, until the next all-gather is copied out
+
+    def _total(self) -> Dim:
+        return sum((self.whole.get(u, 0) for u in sorted(self.unsharded)), 0) + self.last_flat
+
+    def gathered_at_backward(self) -> Dim:
+        return self._total()
+
+    def resharded(self, unit: str) -> Dim:
+        self.unsharded.discard(unit)
+        return self._total()
+
+    def gather(self, unit: str) -> tuple:
+        """(bytes held once ``unit`` is gathered, what its gathering holds beyond those before: its flat
+        all-gather output beside gloo's staging copy of it, then beside the parameters copied out). FSDP2
+        keeps the forward's last all-gather output until the next one is copied out (``all_gather_state``):
+        it is held between gatherings, and for a moment beside the next."""
+        self.unsharded.add(unit)
+        flat = self.flat.get(unit, 0)
+        gathering = flat + upper_max([flat if self.staged else 0, self.whole.get(unit, 0)])
+        self.last_flat = flat
+        return self._total(), gathering
+
+    def after_forward(self, unit: str) -> Dim:
+        """Bytes held after ``unit``'s forward: FSDP2 reshards it where told to (never the root)."""
+        if self.reshard_after_forward and unit:
+            self.unsharded.discard(unit)
+        return self._total()
+
+    def entered(self, unit: str) -> tuple | None:
+        """(bytes gathered now, what its gathering holds for a moment beyond them) where the unit is
+        gathered again for its backward; None where it is whole already."""
+        if not unit or not self.reshard_after_forward or unit not in self.order:
+            return None
+        position = self.order.index(unit)
+        self.unsharded |= set(self.order[position:position + 2])
+        # its all-gather output goes once copied out (in the backward at once), beside gloo's staging
+        # copy of it while gathered, beside the parameters while copied out
+        flat, whole = self.flat.get(unit, 0), self.whole.get(unit, 0)
+        return self._total(), flat + upper_max([flat if self.staged else 0, whole]) - whole
+
+
+def _reduce_scatter(state: _Backward, values: list, moments: list, at: str, copies_input: bool) -> None:
     """FSDP2 ends a unit's backward: its whole gradients are copied into one flat buffer (both alive
-    until the copy ends), reduce-scattered, and the rank keeps its shards."""
+    until the copy ends), reduce-scattered, and the rank keeps its shards. ``copies_input``: the
+    collective copies the flat buffer first (gloo), beside the shards it makes."""
     if not state.unit_gradients:
         return
-    values.append(state.saved_alive + 2 * state.unit_gradients + state.gradients)
+    values.append(state.saved_alive + state.gathered + 2 * state.unit_gradients + state.gradients)
     moments.append(PeakMoment("backward", at, (
-        ("saved activations still alive", state.saved_alive),
+        ("saved activations still alive", state.saved_alive), ("whole parameters gathered", state.gathered),
         ("a unit's whole gradients and their copy to reduce-scatter", 2 * state.unit_gradients),
         ("weight gradient shards so far", state.gradients))))
+    if copies_input:
+        values.append(state.saved_alive + state.gathered + 2 * state.unit_gradients + state.unit_shards
+                      + state.gradients)
+        moments.append(PeakMoment("backward", at, (
+            ("saved activations still alive", state.saved_alive), ("whole parameters gathered", state.gathered),
+            ("a unit's flat gradients and the collective's copy of them", 2 * state.unit_gradients),
+            ("the unit's new shards", state.unit_shards), ("weight gradient shards so far", state.gradients))))
     if not state.accumulating:  # accumulating, the new shards are added into the held ones
         state.gradients = state.gradients + state.unit_shards
+    # FSDP2 waits on a reduce-scatter only when the next one starts (``post_backward_rs_wait``): its flat
+    # input stays until then (the one before was freed as this one started)
+    state.scattered = state.unit_gradients
     state.unit_gradients = state.unit_shards = 0
 
 

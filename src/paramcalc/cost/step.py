@@ -121,10 +121,19 @@ class Step:
     def work(self, call) -> Work:
         return self.works[call.name]
 
+    @property
+    def collectives_stage_copies(self) -> bool:
+        """torch's collectives on a CPU run on gloo, which stages an all-gather's output and a
+        reduce-scatter's whole input in buffers of their own (ProcessGroupGloo's); NCCL's on a GPU does
+        not."""
+        return self.profile is not None and self.profile.device_type == "cpu"
+
     def exchange_buffers(self, call, backward: bool) -> Dim:
         """Elements the tensor-parallel collectives of this call's forward (or backward) hold while it
         runs."""
-        return sum((e.held for e in self.exchanges if e.backward == backward and e.call == call.name
+        copies = self.collectives_stage_copies
+        return sum((e.held + (e.elements if copies and e.name == "reduce_scatter" else 0)
+                    for e in self.exchanges if e.backward == backward and e.call == call.name
                     and not (e.for_input_gradient and not self.reads_grad(call))), 0)
 
     def reads_grad(self, call) -> bool:
