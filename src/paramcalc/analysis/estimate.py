@@ -84,6 +84,7 @@ class Estimate:
     output_shape: tuple
     target_shape: tuple | None = None
     inputs: tuple = ()  # (name, per-sample shape) of every model input
+    input_dtypes: dict = field(default_factory=dict, compare=False)  # inputs not of the model's dtype (token ids)
     output_shapes: tuple = ()  # every model output, batch axis first
     output_names: tuple = ()  # the layer (with ":index" past its first output) each output comes from
     diagnostics: tuple = ()
@@ -477,7 +478,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
         totals["flops_b"] += inferred.flops
     est = Estimate(
         name=graph.name, framework=graph.framework, dtype=graph.dtype, input_shape=inputs[0][1],
-        inputs=inputs, output_shapes=outputs,
+        inputs=inputs, output_shapes=outputs, input_dtypes=dict(getattr(graph, "input_dtypes", {})),
         batch_size=None, batch_symbol=batch_symbol, layers=tuple(rows),
         params=totals["params"], trainable_params=totals["trainable"],
         non_trainable_params=totals["non_trainable"], buffers=totals["buffers"],

@@ -57,6 +57,8 @@ class Graph:
     # a summary shows that tree unless told (None: one row per node)
     modules: tuple = field(default=(), compare=False)
     summary_depth: int | None = field(default=None, compare=False)
+    # inputs that are not of ``dtype`` (token ids: "int64"), by name
+    input_dtypes: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not all(isinstance(i, (list, tuple)) and len(i) == 2 and isinstance(i[0], str) for i in self.inputs):

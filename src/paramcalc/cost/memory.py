@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from paramcalc.core.dims import Dim, Sym, exact_div, prod, upper_max
+from paramcalc.core.spec import dtype_bytes
 from paramcalc.cost.parallel import Sharding, checkpoint_segments, chunk
 from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
 from paramcalc.cost.updates import graph_update_temporary, update_temporary
@@ -88,7 +89,9 @@ def training_memory(step: Step) -> MemoryBreakdown:
     gathered = sharding.gathered() * precision.weight_bytes
     buckets = sharding.bucket_elements() * precision.gradient_bytes
     batch = est.batch_size if est.batch_size is not None else Sym._from_terms({((est.batch_symbol, 1),): 1})
-    input_batch = sum(prod((batch,) + tuple(shape)) for _, shape in est.inputs) * precision.activation_bytes
+    input_batch = sum((prod((batch,) + tuple(shape)) * (dtype_bytes(est.input_dtypes[name]) if name in est.input_dtypes
+                                                          else precision.activation_bytes)
+                       for name, shape in est.inputs), 0)
     saved = saved_tensors(step)
     casts = _weight_casts(step)
     # with several micro-batches per optimizer step, the later ones run with every gradient already held

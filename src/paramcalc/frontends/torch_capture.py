@@ -74,7 +74,7 @@ def capture(module: object, name: str, dtype: str, sample_shapes: tuple, reason:
     if integer:
         notes.append(f"input{'s' if len(integer) > 1 else ''} {', '.join(sorted(integer))} taken as integer "
                      "tensors (int64), as token ids are")
-    return _merge(runs, sample_shapes, name, dtype, notes)
+    return _merge(runs, sample_shapes, name, dtype, notes, integer)
 
 
 def _keywords(module: object) -> set:
@@ -408,7 +408,7 @@ class _Recorder:
         return name if count == 0 else f"{name}_{count}"
 
 
-def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list) -> Graph:
+def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list, integer: set) -> Graph:
     """One graph from the runs: every size as ``a + c * batch`` from its values at the two batches."""
     first, second = runs
     if [(r.name, r.inbound) for r in first.records] != [(r.name, r.inbound) for r in second.records]:
@@ -450,7 +450,8 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list)
                                module=tensor_name.rpartition(".")[0]))
     return Graph(tuple((n, None) for n, _ in sample_shapes), tuple(nodes), tuple(first.outputs), name=name,
                  framework="torch", dtype=dtype, notes=tuple(notes) + tuple(unused_notes),
-                 modules=module_tree(first.root), summary_depth=SUMMARY_DEPTH)
+                 modules=module_tree(first.root), summary_depth=SUMMARY_DEPTH,
+                 input_dtypes={n: "int64" for n in sorted(integer)})
 
 
 _DIM_ARGUMENTS: dict = {}  # operation -> (position, name, default) of its arguments that name axes
