@@ -44,7 +44,10 @@ def predict(cfg: dict, profile, amp: str | None, framework: str = "torch"):
             model = zoo.build(cfg)
         est = paramcalc.estimate(model, input_shape=tuple(cfg["input_shape"]), batch_size=cfg["batch"])
     precision = {None: "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[amp]
-    return est, training_cost(est, optimizer="adam", precision=precision, device=profile)
+    # the loss train_measure.py trains a torch model with (Keras computes its own inside the step)
+    loss = None if framework != "torch" else (
+        "cross_entropy" if cfg["task"] in ("classification", "language_model") else "mse")
+    return est, training_cost(est, optimizer="adam", precision=precision, device=profile, loss=loss)
 
 
 def error(predicted: float, measured: float) -> float:

@@ -164,6 +164,43 @@ def test_gradient_accumulation_peak_equals_torchs_allocator(micro_batches):
     assert abs(predicted - measured) <= 0.01 * measured
 
 
+def test_a_language_model_loss_is_counted():
+    """A language model's cross-entropy over its vocabulary keeps a log-softmax as large as the logits and
+    makes two gradients of that size: with ``loss="cross_entropy"`` the step's peak matches torch's CPU
+    allocator (the training loop holding the output, as train_measure.py's does); without, the peak
+    misses them."""
+    sys.path.insert(0, BENCHMARKS)
+    from train_measure import allocator_peak
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Embedding(1000, 32), torch.nn.Linear(32, 4000))
+
+    torch.manual_seed(0)
+    model = build()
+    optimizer = torch.optim.Adam(model.parameters())
+    x, y = torch.randint(0, 1000, (8, 64)), torch.randint(0, 4000, (8, 64))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(x)
+        torch.nn.functional.cross_entropy(out.flatten(0, 1), y.flatten()).backward()
+        optimizer.step()
+
+    step()
+    optimizer.zero_grad(set_to_none=True)
+    measured = allocator_peak(torch, [model, optimizer], step)
+    with torch.device("meta"):
+        meta = build()
+    peaks = {loss: paramcalc.estimate(meta, input_shape=(64,), batch_size=8, optimizer="adam",
+                                      device="cpu", loss=loss).training.memory for loss in (None, "cross_entropy")}
+    predicted = {loss: m.peak - m.input_batch for loss, m in peaks.items()}  # the batch was made before
+    assert abs(predicted["cross_entropy"] - measured) <= 0.02 * measured
+    assert predicted[None] < 0.8 * measured
+    assert peaks["cross_entropy"].peak_moment.phase == "loss"
+    with pytest.raises(paramcalc.ParamcalcError, match="loss must be one of"):
+        paramcalc.estimate(meta, input_shape=(64,), batch_size=8, loss="hinge")
+
+
 @pytest.mark.parametrize("which", [("0", "1", "2"), ("1",)])
 def test_activation_checkpointing_peak_equals_torchs_allocator(which):
     """Blocks run under torch.utils.checkpoint keep only what they read from outside; the backward runs

@@ -184,7 +184,8 @@ class Estimate:
 # -- estimate() ---------------------------------------------------------------------------------------------
 def estimate(model: object, *, input_shape: object = None, batch_size: object = None,
              target_shape: object = None, optimizer: str | None = None, dtype: str | None = None,
-             device: object = None, keras_backend: str | None = None, parallel: object = None) -> Estimate:
+             device: object = None, keras_backend: str | None = None, parallel: object = None,
+             loss: str | None = None) -> Estimate:
     """Shapes, parameters and FLOPs of ``model``, without building it or allocating a weight.
 
     ``model``: a paramcalc :class:`Sequential`, a spec dict / JSON string, a Keras ``Sequential``
@@ -203,7 +204,10 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     unset, the backend of the Keras imported in this process, else TensorFlow) unless a calibrated
     ``device`` names its own. ``parallel`` (a :class:`~paramcalc.Parallel`: DDP, ZeRO stages 1-3 as
     torch runs them, gradient accumulation) makes the training cost one rank's: its memory by part
-    and the collectives it runs; ``batch_size`` is then each rank's micro-batch.
+    and the collectives it runs; ``batch_size`` is then each rank's micro-batch. ``loss``
+    ("cross_entropy" over the output's last axis, "mse"; unset: none counted) adds what torch's loss on
+    the first output keeps and makes to the training memory (a language model's log-softmax over its
+    vocabulary, for one).
 
     >>> import paramcalc
     >>> est = paramcalc.estimate(paramcalc.seed_model("flat"), input_shape=(20020,))
@@ -212,7 +216,7 @@ def estimate(model: object, *, input_shape: object = None, batch_size: object = 
     """
     with _collector_paused():
         return _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, device, keras_backend,
-                         parallel)
+                         parallel, loss)
 
 
 @contextmanager
@@ -230,7 +234,7 @@ def _collector_paused():
 
 
 def _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, device, keras_backend,
-              parallel) -> Estimate:
+              parallel, loss) -> Estimate:
     from paramcalc.frontends import to_model
 
     graph = to_model(model)
@@ -275,7 +279,7 @@ def _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, de
         result = _substitute(result, {batch_symbol: batch})
     elif batch is not None:
         result = replace(result, batch_size=batch)
-    if optimizer is not None or dtype is not None or device is not None or parallel is not None:
+    if optimizer is not None or dtype is not None or device is not None or parallel is not None or loss is not None:
         if device is not None:  # read a profile once: the cost, its notes and later subs() share it
             from paramcalc.cost.devices import resolve
 
@@ -283,7 +287,7 @@ def _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, de
         from paramcalc.cost.training import TrainingSetup
 
         setup = TrainingSetup(optimizer, dtype or "float32", device, keras_backend,  # no optimizer: Adam, noted
-                              parallel)
+                              parallel, loss)
         cost = _training(result, setup)
         result = _with_training_notes(_with_diagnostics(replace(result, training_setup=setup, training=cost)))
     return result
@@ -383,7 +387,7 @@ def _training(est: Estimate, setup):
     if est.symbols - {est.batch_symbol}:
         return None
     return training_cost(est, optimizer=setup.optimizer_name, precision=setup.precision, device=setup.device,
-                         keras_backend=setup.keras_backend, parallel=setup.parallel)
+                         keras_backend=setup.keras_backend, parallel=setup.parallel, loss=setup.loss)
 
 
 def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) -> tuple:

@@ -16,15 +16,20 @@ from dataclasses import dataclass, field, replace
 from paramcalc.core.dims import Dim, Sym, exact_div, prod, upper_max
 from paramcalc.core.spec import dtype_bytes
 from paramcalc.cost.parallel import Sharding, checkpoint_segments, chunk
-from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
+from paramcalc.cost.step import (
+    LOSSES,
+    Step,
+    owned_trainable_sizes,
+    trainable_tensor_sizes,
+)
 from paramcalc.cost.updates import graph_update_temporary, update_temporary
 
 
 @dataclass(frozen=True)
 class PeakMoment:
     """When the simulated peak happens and what is alive then, beyond weights, optimizer state and the
-    input batch: ``phase`` ("forward", "backward" or "update"), the layer running (None for the update)
-    and (part, bytes) pairs that add up to the peak's share above those three."""
+    input batch: ``phase`` ("forward", "loss", "backward" or "update"), the layer running (None for the
+    loss and the update) and (part, bytes) pairs that add up to the peak's share above those three."""
 
     phase: str
     layer: str | None
@@ -96,8 +101,16 @@ def training_memory(step: Step) -> MemoryBreakdown:
     casts = _weight_casts(step)
     # with several micro-batches per optimizer step, the later ones run with every gradient already held
     held = gradients if sharding.parallel.accumulation > 1 else 0
+    # a loss on the output: the output itself stays (the training loop holds it) through the backward
+    output = prod(step.calls[-1].output_shape) * precision.activation_bytes if step.loss and step.calls else 0
     candidates = [_forward_peak(step, saved, sum(casts), sharding, held),
-                  _backward_peak(step, saved, casts, sharding, held)]
+                  _backward_peak(step, saved, casts, sharding, held, output)]
+    if step.loss:
+        kept, making = LOSSES[step.loss]
+        candidates.append((saved.total + sum(casts) + held + output * (1 + kept + making), PeakMoment(
+            "loss", None, (("saved activations", saved.total), ("the output", output),
+                           (f"what the {step.loss} loss keeps", output * kept),
+                           ("the gradients its backward makes", output * making)))))
     if step.update_style != "compiled":  # an eager optimizer's own phase: every gradient, and its temporaries
         sizes = sharding.updated_sizes() if sharding.ranks > 1 else trainable_tensor_sizes(step.calls)
         temporary = update_temporary(step.optimizer.name, sizes, step.update_style, precision.weight_bytes)
@@ -283,7 +296,8 @@ class _Backward:
     accumulating: bool = False  # gradients of earlier micro-batches are held: new ones are added into them
 
 
-def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Sharding, held: Dim = 0) -> tuple:
+def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Sharding, held: Dim = 0,
+                   output: Dim = 0) -> tuple:
     """The highest bytes the backward pass holds beyond weights, optimizer state and the batch.
 
     Last call first: saved tensors until their first saver is done, the gradient coming in plus the one
@@ -296,7 +310,8 @@ def _backward_peak(step: Step, saved: SavedTensors, casts: list, sharding: Shard
     kept = [c if step.work(call).keeps_weight_casts or step.reads_grad(call) else 0
             for c, call in zip(casts, step.calls)]
     last_updated = min((i for i, call in enumerate(step.calls) if owned_trainable_sizes(call)), default=-1)
-    state = _Backward(saved.total, sum(kept), gradients=held, accumulating=bool(held))
+    # ``output``: the model's output, which a loss's training loop holds to the end (counted as kept)
+    state = _Backward(saved.total + output, sum(kept), gradients=held, accumulating=bool(held))
     values, moments = [], []
     units = _Units(step, sharding) if sharding.fsdp else None
     if units is not None:

@@ -117,6 +117,7 @@ class Step:
     framework: str = "torch"
     parallel: object = None  # a cost.parallel.Parallel: the step runs on several ranks
     exchanges: tuple = ()  # tensor parallelism's collectives (cost.tensor_parallel.Exchange)
+    loss: str | None = None  # the loss on the first output (LOSSES), None: not counted
 
     def work(self, call) -> Work:
         return self.works[call.name]
@@ -166,7 +167,7 @@ class Step:
 
 
 def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
-               keras_backend: str | None = None, parallel=None, exchanges: tuple = ()) -> Step:
+               keras_backend: str | None = None, parallel=None, exchanges: tuple = (), loss: str | None = None) -> Step:
     calls = tuple(est.layers)
     owners = {c.name for c in calls if calls_weight_gradients(c)}
     # a call fed a trained weight as an operand computes that weight's gradient
@@ -178,7 +179,15 @@ def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
             needs_grad.add(call.name)
     works = {c.name: c.layer.work(c) for c in calls}
     return Step(est, calls, works, trainable, frozenset(needs_grad), optimizer, precision, profile,
-                training_framework(est, profile, keras_backend), parallel, exchanges)
+                training_framework(est, profile, keras_backend), parallel, exchanges, loss)
+
+
+# What torch's loss on the model's output keeps for the backward and holds while its backward runs, in
+# outputs' worth (the output's elements at the activations' bytes): cross-entropy keeps its log-softmax,
+# and its backward makes the negative log-likelihood's gradient and, beside it, the log-softmax's (the
+# model's output gradient, which the backward counts already); MSE keeps the output itself and makes the
+# difference and the gradient.
+LOSSES = {None: (0, 0), "cross_entropy": (1, 2), "mse": (1, 1)}
 
 
 def calls_weight_gradients(call) -> bool:

@@ -14,7 +14,7 @@ from paramcalc.core.errors import ParamcalcError
 from paramcalc.cost.flops import phase_flops
 from paramcalc.cost.memory import MemoryBreakdown, training_memory
 from paramcalc.cost.parallel import Collective, Parallel, Sharding, checkpoint_segments
-from paramcalc.cost.step import build_step, optimizer_named, precision_named
+from paramcalc.cost.step import LOSSES, build_step, optimizer_named, precision_named
 from paramcalc.cost.tensor_parallel import megatron_plan, rank_share
 
 
@@ -28,6 +28,7 @@ class TrainingSetup:
     device: object = None
     keras_backend: str | None = None
     parallel: object = None  # a Parallel: the cost is one rank's
+    loss: str | None = None  # "cross_entropy" or "mse" on the first output; None: not counted
 
     DEFAULT_OPTIMIZER = "adam"
 
@@ -113,7 +114,8 @@ class TrainingCost:
 
 
 def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", device: object = None,
-                  batch_size: object = None, keras_backend: str | None = None, parallel=None) -> TrainingCost:
+                  batch_size: object = None, keras_backend: str | None = None, parallel=None,
+                  loss: str | None = None) -> TrainingCost:
     """Training FLOPs, memory and (with ``device``) step time of an Estimate.
 
     Sizes other than the batch must be concrete (``est.subs(n=...)`` first); an unset batch gives FLOPs
@@ -144,7 +146,10 @@ def training_cost(est, *, optimizer: str = "adam", precision: str = "float32", d
         parallel = _with_plan_found(est, parallel)
     if parallel is not None and parallel.tensor > 1:
         est, exchanges = rank_share(est, parallel)  # one tensor-parallel rank's share of the model
-    step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend, parallel, exchanges)
+    if loss not in LOSSES:
+        raise ParamcalcError(f"loss must be one of {', '.join(repr(k) for k in LOSSES)}, received {loss!r}",
+                             value=loss, fix='pass loss="cross_entropy" (classification, language models) or "mse"')
+    step = build_step(est, chosen_optimizer, chosen_precision, profile, keras_backend, parallel, exchanges, loss)
     if parallel is not None and step.framework == "keras":
         raise ParamcalcError("parallel= models torch's DDP, ZeroRedundancyOptimizer and FSDP2; this Keras model "
                              "trains as a compiled TensorFlow or JAX step, whose distribution strategies differ",
