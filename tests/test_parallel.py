@@ -524,6 +524,15 @@ def test_plan_on_the_command_line(tmp_path, capsys):
     split = [r for r in rows if r["tensor"] > 1]
     assert all(r["tensor_plan"] == {"dense": "colwise", "dense_1": "rowwise"} and not r["sequence_parallel"]
                for r in split) and {r["tensor"] for r in split} == {2, 4}
+    assert main(["plan", str(spec), "--devices", "4xh100", "--batch", "32", "--json", "--loss", "cross_entropy"]) == 0
+    with_loss = json.loads(capsys.readouterr().out)  # the loss's log-softmax and gradients, where they peak
+
+    def peaks(options):
+        return {(o["zero"], o["tensor"], o["micro_batch"]): o["peak_bytes_per_rank"] for o in options}
+
+    before, after = peaks(rows), peaks(with_loss)
+    assert before.keys() == after.keys() and all(after[k] >= before[k] for k in before)
+    assert any(after[k] > before[k] for k in before)
     assert main(["plan", str(spec), "--devices", "four"]) == 1
     assert "expected COUNTxDEVICE" in capsys.readouterr().err
 

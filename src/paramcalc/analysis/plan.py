@@ -59,9 +59,10 @@ def repeated_blocks(est) -> tuple:
 
 
 def plan(est, devices: int, device, batch: int, optimizer: str = "adam", precision: str = "float32",
-         nodes: int | None = None, skipped: list | None = None) -> list[Option]:
+         nodes: int | None = None, skipped: list | None = None, loss: str | None = None) -> list[Option]:
     """Every configuration, fitting ones first, each group fastest first. ``skipped`` (a list) receives a
-    line for each tensor-parallel layout the model cannot take, and why."""
+    line for each tensor-parallel layout the model cannot take, and why; ``loss``: the loss whose memory
+    each configuration counts (``estimate(loss=...)``)."""
     from paramcalc.cost.devices import resolve
     from paramcalc.cost.parallel import Parallel
     from paramcalc.cost.training import training_cost
@@ -82,7 +83,7 @@ def plan(est, devices: int, device, batch: int, optimizer: str = "adam", precisi
                                         units=blocks if tensor == 1 else (), checkpointed=checkpointed, nodes=nodes,
                                         tensor=tensor, tensor_plan=tensor_plan, sequence=sequence)
                     cost = training_cost(est, optimizer=optimizer, precision=precision, device=profile,
-                                         batch_size=micro, parallel=parallel)
+                                         batch_size=micro, parallel=parallel, loss=loss)
                     options.append(_option(cost, parallel, micro, profile, batch))
     options.sort(key=lambda o: (not o.fits, o.step_seconds if o.step_seconds is not None else float("inf")))
     return options

@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=INPUT_HELP)
     planner.add_argument("--optimizer", default="adam", help="optimizer (default adam)")
     planner.add_argument("--dtype", default="float32", help="training precision, e.g. bfloat16_master")
+    planner.add_argument("--loss", default=None, choices=("cross_entropy", "mse"), help=LOSS_HELP)
     planner.add_argument("--json", action="store_true", help="print every configuration as JSON")
 
     calibrate = commands.add_parser(
@@ -176,6 +177,8 @@ def _keras_backend_option(parser) -> None:
                              "TensorFlow, unless a calibrated --device names its framework)")
 
 
+LOSS_HELP = ("the loss on the first output whose memory to count: cross_entropy (a classifier's, a language "
+             "model's over its vocabulary) or mse")
 INPUT_HELP = ("one sample's input shape, batch excluded, e.g. 20020,1 or n,1; for a model with several inputs, "
               "once per input, in order or by name (--input seq=256,8 --input meta=16)")
 
@@ -193,6 +196,7 @@ def _training_options(parser) -> None:
                         help=f"add training memory and FLOPs with this optimizer ({', '.join(OPTIMIZERS)})"
                              "; with --device alone, Adam (said in a note)")
     parser.add_argument("--dtype", default=None, help=f"training precision ({', '.join(PRECISIONS)})")
+    parser.add_argument("--loss", default=None, choices=("cross_entropy", "mse"), help=LOSS_HELP)
     parser.add_argument("--device", default=None,
                         help="predict step time on a device: a measured profile (" + ", ".join(sorted(MEASURED))
                              + "), a datasheet one (" + ", ".join(sorted(BUILTIN))
@@ -282,7 +286,7 @@ def _estimate_arg(model_text: str, args, input_shape=None):
 
     return estimate(load_model(model_text), input_shape=input_shape if input_shape is not None else input_shapes(args.input),
                     batch_size=args.batch_size, target_shape=args.target, optimizer=args.optimizer,
-                    dtype=args.dtype, device=args.device, keras_backend=args.keras_backend)
+                    dtype=args.dtype, device=args.device, keras_backend=args.keras_backend, loss=args.loss)
 
 
 def _compare(args) -> str:
@@ -304,7 +308,8 @@ def _plot(args) -> str:
     est = estimate(load_model(args.model), input_shape=input_shapes(args.input), target_shape=args.target,
                    batch_size=args.batch_size if args.symbol else None)
     path = plot(est, values, args.out, symbol=args.symbol, optimizer=args.optimizer or "adam",
-                precision=args.dtype or "float32", device=args.device, keras_backend=args.keras_backend)
+                precision=args.dtype or "float32", device=args.device, keras_backend=args.keras_backend,
+                loss=args.loss)
     return f"wrote {path}"
 
 
@@ -398,7 +403,8 @@ def _summary(args) -> str:
                 f"parameters, {format_count(weights.nbytes)} bytes (weights only: no architecture)")
     doc = load_model(args.spec)
     est = estimate(doc, input_shape=input_shapes(args.input), batch_size=args.batch_size, target_shape=args.target,
-                   optimizer=args.optimizer, dtype=args.dtype, device=args.device, keras_backend=args.keras_backend)
+                   optimizer=args.optimizer, dtype=args.dtype, device=args.device, keras_backend=args.keras_backend,
+                   loss=args.loss)
     if args.json:
         return est.to_json(indent=2)
     if args.markdown:
@@ -419,7 +425,7 @@ def _plan(args) -> str:
     est = estimate(load_model(args.spec), input_shape=input_shapes(args.input))
     skipped: list = []
     options = plan(est, count, profile, batch, optimizer=args.optimizer, precision=args.dtype, nodes=args.nodes,
-                   skipped=skipped)
+                   skipped=skipped, loss=args.loss)
     if args.json:
         return json.dumps([{"zero": o.parallel.zero, "data": o.parallel.data, "tensor": o.parallel.tensor,
                             "sequence_parallel": o.parallel.sequence, "tensor_plan": o.parallel.tensor_plan,

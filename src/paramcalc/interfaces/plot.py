@@ -11,7 +11,8 @@ PARTS = ("weights", "gradients", "optimizer", "activations", "input_batch")
 
 
 def sweep(est, values: list[int], symbol: str | None = None, *, optimizer: str = "adam",
-          precision: str = "float32", device: object = None, keras_backend: str | None = None) -> list[dict]:
+          precision: str = "float32", device: object = None, keras_backend: str | None = None,
+          loss: str | None = None) -> list[dict]:
     """Training cost at each value of ``symbol`` (default: the batch size), as plain numbers."""
     from paramcalc.cost.training import training_cost
 
@@ -19,7 +20,7 @@ def sweep(est, values: list[int], symbol: str | None = None, *, optimizer: str =
     rows = []
     for value in values:
         cost = training_cost(est.subs({name: value}), optimizer=optimizer, precision=precision, device=device,
-                             keras_backend=keras_backend)
+                             keras_backend=keras_backend, loss=loss)
         m = cost.memory
         rows.append({"value": value, **{part: getattr(m, part) for part in PARTS}, "peak": m.peak,
                      "step_seconds": cost.step_seconds})
@@ -27,7 +28,8 @@ def sweep(est, values: list[int], symbol: str | None = None, *, optimizer: str =
 
 
 def plot(est, values: list[int], path: str, *, symbol: str | None = None, optimizer: str = "adam",
-         precision: str = "float32", device: object = None, keras_backend: str | None = None) -> str:
+         precision: str = "float32", device: object = None, keras_backend: str | None = None,
+         loss: str | None = None) -> str:
     """Write a PNG: memory by part (stacked) with the device's memory as a line, and step time."""
     try:
         import matplotlib
@@ -39,7 +41,8 @@ def plot(est, values: list[int], path: str, *, symbol: str | None = None, optimi
     from paramcalc.cost.devices import resolve
 
     profile = resolve(device) if device is not None else None
-    rows = sweep(est, values, symbol, optimizer=optimizer, precision=precision, device=profile, keras_backend=keras_backend)
+    rows = sweep(est, values, symbol, optimizer=optimizer, precision=precision, device=profile, keras_backend=keras_backend,
+                 loss=loss)
     xs = [r["value"] for r in rows]
     label = symbol or "batch size"
     panels = 2 if profile is not None else 1
