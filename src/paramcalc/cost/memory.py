@@ -102,7 +102,7 @@ def training_memory(step: Step) -> MemoryBreakdown:
     # with several micro-batches per optimizer step, the later ones run with every gradient already held
     held = gradients if sharding.parallel.accumulation > 1 else 0
     # a loss on the output: the output itself stays (the training loop holds it) through the backward
-    output = prod(step.calls[-1].output_shape) * precision.activation_bytes if step.loss and step.calls else 0
+    output = prod(est.output_shape) * precision.activation_bytes if step.loss and est.output_shape else 0
     candidates = [_forward_peak(step, saved, sum(casts), sharding, held),
                   _backward_peak(step, saved, casts, sharding, held, output)]
     if step.loss:
