@@ -118,8 +118,9 @@ def test_token_ids_and_keyword_inputs():
         estimate(Tagger(), input_shape={"mask": (12,)})
 
 
-def test_saved_activations_are_what_autograd_saves():
-    model = SizeBranch().to("meta")
+def _kept_by_autograd(model, x) -> int:
+    """Bytes of the storages autograd saves in ``model``'s forward on ``x`` (its parameters left out: they
+    are counted as weights), each storage once."""
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     kept: dict = {}
 
@@ -128,12 +129,17 @@ def test_saved_activations_are_what_autograd_saves():
             kept[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
         return t
 
-    x = torch.empty(4, 8, device="meta")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(x)
+    return sum(kept.values())
+
+
+def test_saved_activations_are_what_autograd_saves():
+    model = SizeBranch().to("meta")
+    kept = _kept_by_autograd(model, torch.empty(4, 8, device="meta"))
     est = estimate(model, input_shape=(8,), batch_size=4, optimizer="sgd", device="cpu")
     # the input batch, which autograd keeps for the first product, is counted apart
-    assert est.training.memory.activations + est.training.memory.input_batch == sum(kept.values())
+    assert est.training.memory.activations + est.training.memory.input_batch == kept
 
 
 class GroupedAttention(nn.Module):
@@ -159,18 +165,9 @@ def test_attention_keeps_what_the_cpu_kernel_keeps(dropout):
     CPU run keeps, both ways."""
     torch.manual_seed(0)
     model = GroupedAttention(dropout)
-    params = {p.untyped_storage()._cdata for p in model.parameters()}
-    kept: dict = {}
-
-    def pack(t):
-        if t.untyped_storage()._cdata not in params:
-            kept[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(torch.randn(2, 32, 64))
+    kept = _kept_by_autograd(model, torch.randn(2, 32, 64))  # a real CPU run
     est = estimate(model.to("meta"), input_shape=(32, 64), batch_size=2, optimizer="sgd", device="cpu")
-    assert est.training.memory.activations + est.training.memory.input_batch == sum(kept.values())
+    assert est.training.memory.activations + est.training.memory.input_batch == kept
     fused = [r.name for r in est.layers if "flash_attention" in r.type]
     assert bool(fused) == (dropout == 0)
 

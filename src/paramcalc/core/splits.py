@@ -54,6 +54,13 @@ def per_element_split(call, axes: tuple, reduced: tuple = ()) -> tuple | None:
     return tuple(found if len(s) == out_rank else None for s in call.output_shapes)
 
 
+def per_element_share(layer, call, axes: tuple, reduced: tuple = ()) -> tuple | None:
+    """``Layer.split_share`` of a per-element kind (:func:`per_element_split`): the layer runs unchanged on
+    its part."""
+    out = per_element_split(call, axes, reduced)
+    return None if out is None else (out, layer)
+
+
 def product_split(call, axes: tuple) -> tuple | None:
     """A matrix product (the last two inputs are its factors; a first one, addmm's and baddbmm's, the
     term added): split along the batch axes of both factors, or the rows of the first, or the columns of

@@ -24,6 +24,7 @@ from paramcalc.frontends.torch_modules import (
     _convert,
     attributes_kept,
     forward_parameters,
+    leaves,
     module_rule,
     module_tree,
     unreached_parameters,
@@ -228,7 +229,7 @@ class _Recorder:
             for h in handles:
                 h.remove()
             restore()
-        outputs = [self._ref(t) for t in _leaves(output) if isinstance(t, torch.Tensor)]
+        outputs = [self._ref(t) for t in leaves(output) if isinstance(t, torch.Tensor)]
         # the known modules' rules read the meta copies: their ids become the originals' again
         originals_of = {copy: named[3] for copy, named in self.tensor_names.items()}
         self.memo["parameters"] = {originals_of.get(i, i) for i in self.memo.get("parameters", ())}
@@ -289,7 +290,7 @@ class _Recorder:
             return
         import torch
 
-        tensors = [a for a in _leaves(args) if isinstance(a, torch.Tensor)]
+        tensors = [a for a in leaves(args) if isinstance(a, torch.Tensor)]
         tensors += [v for k, v in kwargs.items() if k in _MODULE_INPUTS and isinstance(v, torch.Tensor)]
         self.frames.append([self._ref(t) for t in tensors])
         self.known_depth = 1
@@ -313,7 +314,7 @@ class _Recorder:
         import torch
 
         registered = []
-        for t, position in zip(_leaves(output, keep_none=True), positions):
+        for t, position in zip(leaves(output, keep_none=True), positions):
             if isinstance(t, torch.Tensor):
                 self._register(t, (node_name, position))
                 registered.append(position)
@@ -346,8 +347,8 @@ class _Recorder:
     def operation(self, func, args, kwargs, out) -> None:
         import torch
 
-        inputs = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        outputs = [t for t in _leaves(out) if isinstance(t, torch.Tensor)]
+        inputs = [t for t in leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outputs = [t for t in leaves(out) if isinstance(t, torch.Tensor)]
         if not outputs:
             return
         inbound = [self._ref(t) for t in inputs]
@@ -504,21 +505,6 @@ def _form(a: tuple, b: tuple, batch_a: int, batch_b: int) -> tuple:
                             "with the batch in proportion", value=(x, y))
         form.append(symbol(BATCH) * per + (x - per * batch_a))
     return tuple(form)
-
-
-def _leaves(value, keep_none: bool = False) -> list:
-    """Tensors (and other leaves) of nested tuples, lists and dicts (a Hugging Face ModelOutput is a dict),
-    in order."""
-    out, stack = [], [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            stack.extend(reversed(list(v.values())))
-        elif isinstance(v, (tuple, list)):
-            stack.extend(reversed(v))
-        elif v is not None or keep_none:
-            out.append(v)
-    return out
 
 
 def _flatten_structure(structure) -> list:

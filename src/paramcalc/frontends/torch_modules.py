@@ -320,6 +320,21 @@ for _name, _convert_fn in BUILTINS.items():
     register_torch_module(_name, _convert_fn)
 
 
+def leaves(value, keep_none: bool = False) -> list:
+    """Tensors (and other leaves) of nested tuples, lists and dicts (a Hugging Face ModelOutput is a dict),
+    in order."""
+    out, stack = [], [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+        elif isinstance(v, (tuple, list)):
+            stack.extend(reversed(v))
+        elif v is not None or keep_none:
+            out.append(v)
+    return out
+
+
 def attributes_kept(root: object):
     """A function that puts back the modules' attributes as they are now. A forward may cache what it
     computed in an attribute (timm's attention-bias cache in eval mode): the second run must start where

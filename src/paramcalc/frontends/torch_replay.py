@@ -22,6 +22,8 @@ import inspect
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from paramcalc.frontends.torch_modules import leaves
+
 MATCHES_TO_TRUST = 2  # full calls that must record what the first did before integer attributes are ignored
 _MODULE_INTERNALS = frozenset({
     "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_backward_pre_hooks", "_backward_hooks",
@@ -152,7 +154,7 @@ class Replayer:
         """The records of ``block`` again, named after ``module``'s call, and outputs of the same shapes."""
         rec = self.recorder
         path = rec.stack[-1] if rec.stack else ""
-        inputs = [t for t in _leaves_of((args, kwargs)) if _is_tensor(t)]
+        inputs = [t for t in leaves((args, kwargs)) if _is_tensor(t)]
         if block.known:
             return _rebuild(block.output, lambda t: _fresh(rec, t, block, inputs, None))
         refs = _Refs(rec, block, path, module, inputs)
@@ -336,20 +338,9 @@ def _input_ref(rec, tensor) -> tuple:
 
 def _tensor_inputs(rec, args: tuple, kwargs: dict) -> list:
     """(reference, storage maker reference, tensor) per tensor argument, in order."""
-    return [(rec.refs.get(id(t)), rec.storage.get(_storage_id(t)), t) for t in _leaves_of((args, kwargs)) if _is_tensor(t)]
+    return [(rec.refs.get(id(t)), rec.storage.get(_storage_id(t)), t) for t in leaves((args, kwargs)) if _is_tensor(t)]
 
 
-def _leaves_of(value) -> list:
-    out, stack = [], [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            stack.extend(reversed(list(v.values())))
-        elif isinstance(v, (tuple, list)):
-            stack.extend(reversed(v))
-        else:
-            out.append(v)
-    return out
 
 
 def _fingerprint(block: Block) -> tuple:

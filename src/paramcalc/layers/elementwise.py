@@ -15,7 +15,7 @@ from paramcalc.core.errors import LayerConfigError, shown
 from paramcalc.core.layer import Context, Inferred, Layer
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
-from paramcalc.core.splits import per_element_split
+from paramcalc.core.splits import per_element_share
 from paramcalc.core.work import SavingRules, Work, inputs_kept, kernel, output_kept
 
 # function name -> FLOPs per element, with the formula counted
@@ -131,8 +131,7 @@ class Activation(Layer):
 
     def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
         across = (self.axis,) if self.function in ("softmax", "log_softmax") else ()
-        out = per_element_split(call, axes, across)
-        return None if out is None else (out, self)
+        return per_element_share(self, call, axes, across)
 
 
 @register_layer("dropout")
@@ -169,8 +168,7 @@ class Dropout(Layer):
         return [((call.name, "mask"), elements * per_element)]
 
     def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
-        out = per_element_split(call, axes)
-        return None if out is None else (out, self)
+        return per_element_share(self, call, axes)
 
 
 @register_layer("identity")

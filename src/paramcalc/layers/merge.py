@@ -10,7 +10,7 @@ from paramcalc.core.errors import LayerConfigError, shown
 from paramcalc.core.layer import Context, Inferred, Layer
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
-from paramcalc.core.splits import per_element_split
+from paramcalc.core.splits import per_element_share
 from paramcalc.core.work import SavingRules, Work, inputs_kept
 
 # merges whose gradient with respect to one input reads the others
@@ -64,8 +64,7 @@ class Merge(Layer):
         return inputs_kept(call, rules) if self.op in READS_INPUTS else []
 
     def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
-        out = per_element_split(call, axes)
-        return None if out is None else (out, self)
+        return per_element_share(self, call, axes)
 
 
 @register_layer("concatenate")

@@ -17,7 +17,7 @@ from paramcalc.core.errors import LayerConfigError, shown
 from paramcalc.core.layer import Context, Inferred, Layer, Weight
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
-from paramcalc.core.splits import per_element_split
+from paramcalc.core.splits import per_element_share
 from paramcalc.core.work import SavingRules, Work, inputs_kept, kernel
 
 # Bytes per element of the statistics a norm's forward keeps: float32 whatever the input's dtype
@@ -168,8 +168,7 @@ class LayerNorm(_Norm):
         rank = len(call.input_shapes[0])
         across = (tuple(range(rank - len(self.normalized_shape), rank)) if self.normalized_shape is not None
                   else self.axes)
-        out = per_element_split(call, axes, across)
-        return None if out is None else (out, self)
+        return per_element_share(self, call, axes, across)
 
     def statistics(self, call) -> Dim:
         """A mean and an inverse deviation per normalised row."""
@@ -236,8 +235,7 @@ class RMSNorm(_Norm):
     def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
         rank = len(call.input_shapes[0])
         across = tuple(range(rank - (1 if self.normalized_shape is None else len(self.normalized_shape)), rank))
-        out = per_element_split(call, axes, across)
-        return None if out is None else (out, self)
+        return per_element_share(self, call, axes, across)
 
 
 @register_layer("normalization")

@@ -13,7 +13,7 @@ from paramcalc.core.layer import Context, Inferred, Layer, Weight
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
 from paramcalc.core.splits import (
-    per_element_split,
+    per_element_share,
     permuted_split,
     product_split,
     regrouped_split,
@@ -260,8 +260,7 @@ class ScalarOp(Layer):
         return ctx.result(x, flops=x.numel)
 
     def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
-        out = per_element_split(call, axes)
-        return None if out is None else (out, self)
+        return per_element_share(self, call, axes)
 
 
 @register_layer("prelu")
