@@ -119,9 +119,9 @@ def test_token_ids_and_keyword_inputs():
 
 
 def _kept_by_autograd(model, x) -> int:
-    """Bytes of the storages autograd saves in ``model``'s forward on ``x`` (its parameters left out: they
-    are counted as weights), each storage once."""
-    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    """Bytes of the storages autograd saves in ``model``'s forward on ``x`` (its parameters and buffers
+    left out: they are counted as weights), each storage once."""
+    params = {p.untyped_storage()._cdata for p in [*model.parameters(), *model.buffers()]}
     kept: dict = {}
 
     def pack(t):
@@ -170,6 +170,54 @@ def test_attention_keeps_what_the_cpu_kernel_keeps(dropout):
     assert est.training.memory.activations + est.training.memory.input_batch == kept
     fused = [r.name for r in est.layers if "flash_attention" in r.type]
     assert bool(fused) == (dropout == 0)
+
+
+class Positions(nn.Module):
+    """Token, type and position embeddings as BERT and OPT make them: the types gathered from a buffer
+    and expanded over the batch, the positions sliced from a buffer (and shifted by an integer add)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens, self.types, self.places = nn.Embedding(50, 8), nn.Embedding(2, 8), nn.Embedding(20, 8)
+        self.register_buffer("positions", torch.arange(16)[None])
+        self.register_buffer("type_ids", torch.zeros(1, 16, dtype=torch.long))
+
+    def forward(self, input_ids):
+        b, s = input_ids.shape
+        positions = self.positions[:, :s]
+        types = torch.gather(self.type_ids.expand(positions.shape[0], -1), 1, positions).expand(b, s)
+        return self.tokens(input_ids) + self.types(types) + self.places(positions + 2) + self.places(positions)
+
+
+class BooleanMask(nn.Module):
+    """Attention under a boolean causal mask expanded over the batch: torch's CPU dispatch turns it into
+    an additive float mask, which the fused kernel's backward keeps whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, 2, 16).permute(2, 0, 3, 1, 4)
+        mask = torch.ones(1, 1, s, s, dtype=torch.bool, device=x.device).tril().expand(b, -1, -1, -1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, s, 32)
+
+
+@pytest.mark.parametrize("model, shape, x", [
+    (Positions, (16,), lambda: torch.randint(0, 50, (4, 16))),
+    (BooleanMask, (8, 32), lambda: torch.randn(4, 8, 32)),
+])
+def test_saved_tensors_made_from_buffers_and_masks_as_a_real_cpu_run_keeps_them(model, shape, x):
+    """An expanded view keeps its base's storage, smaller than the view; a buffer (and a slice of it) kept
+    for a backward costs nothing beyond the buffer; integer positions made by an operation that needs no
+    gradient are kept by the Embedding that reads them; a boolean mask is kept as the float mask torch
+    makes of it."""
+    torch.manual_seed(0)
+    module = model()
+    kept = _kept_by_autograd(module, x())  # a real CPU run
+    est = estimate(module.to("meta"), input_shape=shape, batch_size=4, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == kept
 
 
 def test_a_parameter_read_by_a_product_gets_its_weight_gradient():

@@ -116,7 +116,9 @@ class Work:
       before the products; ``keeps_weight_casts``: the backward reads those copies whatever the input
       needs (recurrent and attention layers' gradients through their own products).
     - ``device_free``: no device work (views, reading a parameter); ``aliases_input``: the output is the
-      input's storage; ``float_inputs``: the inputs are floating tensors (autocast copies them).
+      input's storage; ``float_inputs``: the inputs are floating tensors (autocast copies them);
+      ``is_weight``: the output is a parameter or buffer the model holds, so a backward that keeps it
+      (or a view of it) costs no memory beyond the weights.
     - ``family``: the name device calibrations file this layer's measurements under (host cost per
       layer, layers timed whole); ``host_repeats``: how many such layers the call holds.
     """
@@ -138,6 +140,7 @@ class Work:
     keeps_weight_casts: bool = False
     device_free: bool = False
     aliases_input: bool = False
+    is_weight: bool = False
     float_inputs: bool = True
     family: str = ""
     host_repeats: int = 1

@@ -137,15 +137,19 @@ def _buffer_bytes(step: Step) -> Dim:
 
 def saved_tensors(step: Step) -> SavedTensors:
     """What every call keeps for its backward, each tensor once: views alias their input; the input batch
-    is counted apart (under autocast, its 16-bit copy is kept); a call no gradient flows through keeps
-    nothing."""
+    is counted apart (under autocast, its 16-bit copy is kept); weights and buffers, and views of them
+    (an Embedding's positions sliced from a buffer), are counted as weights; a call no gradient flows
+    through keeps nothing."""
     rules = step.saving_rules
     input_names = {name for name, _ in step.est.inputs}
     alias: dict = {}
     shapes: dict = {}
+    weights: set = set()
     for call in step.calls:
         for i, shape in enumerate(call.output_shapes):
             shapes[(call.name, i)] = shape
+        if step.work(call).is_weight:
+            weights.add(call.name)
         if step.work(call).aliases_input and call.inbound:  # every output of a view (unbind's q, k, v too)
             base = alias.get(call.inbound[0], call.inbound[0])
             for i in range(len(call.output_shapes)):
@@ -158,6 +162,8 @@ def saved_tensors(step: Step) -> SavedTensors:
             continue  # frozen, or nothing trainable before it
         for key, nbytes in call.layer.saved(call, rules):
             view, key = key, alias.get(key, key)
+            if key[0] in weights:
+                continue
             if key[0] in input_names:
                 if not (step.precision.mixed and step.work(call).float_inputs):
                     continue
@@ -175,13 +181,15 @@ def saved_tensors(step: Step) -> SavedTensors:
 
 
 def _storage_bytes(view_bytes: Dim, view_shape, base_shape) -> Dim:
-    """The bytes of the storage a saved view keeps alive: its base's, at the view's bytes per element."""
+    """The bytes of the storage a saved view keeps alive: its base's, at the view's bytes per element,
+    whether the view shows less of it (a slice) or more (an expand repeats its elements without
+    storing them)."""
     if view_shape is None or base_shape is None:
         return view_bytes
     itemsize = exact_div(view_bytes, prod(view_shape))
     if type(itemsize) is not int:
         return view_bytes
-    return upper_max([view_bytes, prod(base_shape) * itemsize])
+    return prod(base_shape) * itemsize
 
 
 def _checkpointed(step: Step, first_saver: dict, savers: dict, size: dict, alias: dict, input_names: set) -> tuple:

@@ -14,6 +14,8 @@ there, and are recorded as such (a GPU's fused kernels would keep less with drop
 
 from __future__ import annotations
 
+import math
+
 
 def fused_attention_mode():
     """A torch function mode that sends fused-eligible ``scaled_dot_product_attention`` calls to the
@@ -32,8 +34,14 @@ def fused_attention_mode():
             if func is sdpa:
                 call = {**defaults, **dict(zip(names, args)), **kwargs}
                 if _takes_fused_kernel(call):
-                    return fused(call["query"], call["key"], call["value"], call["dropout_p"], call["is_causal"],
-                                 attn_mask=call["attn_mask"], scale=call["scale"])[0]
+                    q, mask = call["query"], call["attn_mask"]
+                    if mask is not None and mask.dtype == torch.bool:
+                        # as torch's dispatch does first: an additive mask of the query's dtype, made whole
+                        # (the fused kernel's backward keeps it, not the boolean view a model expanded)
+                        zero, masked = (torch.scalar_tensor(v, dtype=q.dtype, device=q.device) for v in (0.0, -math.inf))
+                        mask = torch.where(mask, zero, masked)
+                    return fused(q, call["key"], call["value"], call["dropout_p"], call["is_causal"], attn_mask=mask,
+                                 scale=call["scale"])[0]
             return func(*args, **kwargs)
 
     return FusedAttention()

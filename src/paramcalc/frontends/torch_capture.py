@@ -113,6 +113,7 @@ class _Record:
     source: object = None  # a known module's object
     positions: tuple = ()  # a known module's output positions
     tensor: int = 0  # id of the tensor a parameter, buffer or constant record stands for
+    grad: bool = True  # an output of the operation requires grad: autograd may keep what it made
 
 
 @dataclass
@@ -335,9 +336,10 @@ class _Recorder:
 
     def attach_save(self, entry: tuple) -> bool:
         """Give a saved tensor to the last operation where that operation made it; False otherwise
-        (the next operation takes it)."""
+        (the next operation takes it). An operation none of whose outputs requires grad has no backward,
+        so what it made is kept by the next one (integer positions an Embedding reads)."""
         last = self.records[-1] if self.records else None
-        if last is None or last.layer is not None or entry[0][0] != last.name:
+        if last is None or last.layer is not None or entry[0][0] != last.name or not last.grad:
             return False
         if entry not in last.saves:
             last.saves.append(entry)
@@ -361,7 +363,7 @@ class _Recorder:
                          output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
-                         dims=_dims(func, args, kwargs))
+                         dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in outputs))
         record.saves, self.pending = self.pending, []
         self.records.append(record)
         for i, t in enumerate(outputs):

@@ -174,4 +174,4 @@ class Parameter(Layer):
 
     def work(self, call) -> Work:
         # the parameter itself: no device work, and no new storage beyond the weight counted apart
-        return self.described(device_free=True, host_ops=0.5)
+        return self.described(device_free=True, is_weight=True, host_ops=0.5)
