@@ -304,3 +304,29 @@ def test_the_json_names_each_row_s_module():
     data = estimate(SizeBranch(), input_shape=(8,), batch_size=2).to_dict()
     modules = {row["name"]: row["module"] for row in data["layers"]}
     assert modules["proj"] == "proj" and modules["scale"] == "" and modules["head"] == "head"
+
+
+class _Attention(nn.Module):
+    """nn.MultiheadAttention on one tensor, or with its key and value apart from the query."""
+
+    def __init__(self, need_weights: bool, dropout: float, apart: bool):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(32, 4, dropout=dropout, batch_first=True)
+        self.need_weights, self.apart = need_weights, apart
+
+    def forward(self, x):
+        kv = x * 2 if self.apart else x
+        return self.attention(x, kv, kv, need_weights=self.need_weights)[0]
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize("apart", [False, True])
+def test_multihead_attention_keeps_what_its_path_keeps(need_weights, dropout, apart):
+    """need_weights=True writes the math out; False calls scaled_dot_product_attention, fused on the CPU
+    without dropout (torchvision's ViT): each keeps other tensors, by storage, as a real CPU run shows."""
+    torch.manual_seed(0)
+    module = _Attention(need_weights, dropout, apart)
+    kept = _kept_by_autograd(module, torch.randn(3, 10, 32))
+    est = estimate(module.to("meta"), input_shape=(10, 32), batch_size=3, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == kept

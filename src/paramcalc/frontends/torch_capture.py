@@ -113,6 +113,7 @@ class _Record:
     source: object = None  # a known module's object
     positions: tuple = ()  # a known module's output positions
     tensor: int = 0  # id of the tensor a parameter, buffer or constant record stands for
+    options: dict = field(default_factory=dict)  # a known module's call's keyword arguments
     grad: bool = True  # an output of the operation requires grad: autograd may keep what it made
 
 
@@ -293,7 +294,7 @@ class _Recorder:
 
         tensors = [a for a in leaves(args) if isinstance(a, torch.Tensor)]
         tensors += [v for k, v in kwargs.items() if k in _MODULE_INPUTS and isinstance(v, torch.Tensor)]
-        self.frames.append([self._ref(t) for t in tensors])
+        self.frames.append(([self._ref(t) for t in tensors], kwargs))
         self.known_depth = 1
 
     def leave(self, module, output) -> None:
@@ -305,12 +306,12 @@ class _Recorder:
         if not self.known_depth:
             return
         self.known_depth = 0
-        inbound = self.frames.pop()
-        layer = _convert(module, name, self.memo)
+        inbound, options = self.frames.pop()
+        layer = _convert(module, name, self.memo, options)
         node_name = self._unique(name)
         structure = getattr(layer, "output_structure", None)
         positions = list(_flatten_structure(structure)) if structure is not None else [0]
-        record = _Record(node_name, layer, inbound, module=name, source=module)
+        record = _Record(node_name, layer, inbound, module=name, source=module, options=dict(options))
         self.records.append(record)
         import torch
 

@@ -210,7 +210,7 @@ class _FxTranslator:
 
     def _call_module(self, node) -> tuple:
         module = self.modules[node.target]
-        layer = _convert(module, node.target, self.memo)
+        layer = _convert(module, node.target, self.memo, options=node.kwargs)
         args = [self._arg(a) for a in node.args] + [self._arg(v) for k, v in node.kwargs.items()
                                                      if k in ("query", "key", "value", "memory", "tgt", "src")]
         inbound = [r for a in args for r in self._refs_in(a)]

@@ -75,22 +75,36 @@ def module_rule(module: object):
     return torch_converter(type(module))
 
 
-def _convert(module: object, name: str, memo: dict):
-    if id(module) in memo:  # the same module object again: shared weights
-        return memo[id(module)]
+def _convert(module: object, name: str, memo: dict, options: dict | None = None):
+    """``module`` as a paramcalc layer. ``options``: the keyword arguments of the call, of which a rule
+    reads those it names in its ``call_options`` (nn.MultiheadAttention's ``need_weights`` picks the path
+    its forward takes); a module called again with other options is another layer whose weights are
+    the first's (tied)."""
+    convert = module_rule(module)
+    chosen = _call_options(convert, options)
+    key = id(module) if not chosen else (id(module), chosen)
+    if key in memo:  # the same module object again: shared weights
+        return memo[key]
     owned = memo.setdefault("parameters", set())
     cls = type(module)
-    convert = module_rule(module)
     if convert is None:
         raise _unknown(cls, name)
     try:
-        layer = convert(module)
+        layer = convert(module, **dict(chosen))
     except ParamcalcError as err:
         raise err.with_layer(name) from None
     layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(module, layer),
                     tied=_tied(module, owned), stored_shapes=tuple(tuple(p.shape) for p in module.parameters()))
-    memo[id(module)] = layer
+    memo[key] = layer
+    memo.setdefault(id(module), layer)  # reached: its parameters are counted by a call
     return layer
+
+
+def _call_options(convert, options: dict | None) -> tuple:
+    """The (name, value) pairs of a call's plain keyword arguments that ``convert`` reads."""
+    names = getattr(convert, "call_options", ())
+    return tuple(sorted((k, v) for k, v in (options or {}).items()
+                        if k in names and isinstance(v, (bool, int, float, str))))
 
 
 def unreached_parameters(root: object, memo: dict, used: set) -> tuple[list, tuple]:
@@ -230,11 +244,14 @@ def _rnn(cell: str) -> Callable:
                                proj_size=getattr(m, "proj_size", 0), input_size=m.input_size)
 
 
-def _mha(m) -> MultiHeadAttention:
+def _mha(m, need_weights: bool = True) -> MultiHeadAttention:
     return MultiHeadAttention(num_heads=m.num_heads, key_dim=m.head_dim, value_dim=m.head_dim,
                               output_dim=m.embed_dim, use_bias=m.in_proj_bias is not None, layout="torch",
                               add_bias_kv=m.bias_k is not None, batch_first=m.batch_first, embed_dim=m.embed_dim,
-                              dropout=float(m.dropout))
+                              dropout=float(m.dropout), need_weights=bool(need_weights))
+
+
+_mha.call_options = ("need_weights",)
 
 
 def _transformer_layer(m, decoder: bool, num_layers: int = 1, final_norm: tuple = ()) -> Transformer:

@@ -232,7 +232,7 @@ class _Refs:
             from paramcalc.frontends.torch_modules import _convert
 
             path = self.module_path(record.module)
-            layer = _convert(source, path, rec.memo)
+            layer = _convert(source, path, rec.memo, record.options)
             name = rec._unique(path)
             self.names[record.name] = name
             rec.records.append(replace(record, name=name, layer=layer, inbound=[self.ref(r) for r in record.inbound],

@@ -109,6 +109,8 @@ class MultiHeadAttention(Layer):
     batch_first: bool = True
     embed_dim: Dim | None = None  # torch: the declared query width
     dropout: float = 0.0  # on the attention probabilities while training (time, not shapes)
+    # torch: the call's need_weights; False takes F.scaled_dot_product_attention (fused where it can)
+    need_weights: bool = True
 
     def __post_init__(self) -> None:
         if type(self.num_heads) is not int or self.num_heads < 1:
@@ -183,12 +185,35 @@ class MultiHeadAttention(Layer):
 
     def saved(self, call, rules: SavingRules) -> list:
         b, tq, tk, vd = self._sizes(call)
-        h = self.num_heads
-        projections = b * h * (tq * self.key_dim + tk * (self.key_dim + vd))
+        h, kd = self.num_heads, self.key_dim
+        query, key, value = b * tq * h * kd, b * tk * h * kd, b * tk * h * vd  # the projections
         probabilities = b * h * tq * tk
         context = b * tq * h * vd
-        internals = ((call.name, "internals"), (projections + probabilities + context) * rules.activation_bytes)
-        return inputs_kept(call, rules) + [internals]
+        if self.layout != "torch":
+            kept = query + key + value + probabilities + context
+        else:
+            kept = self._torch_kept(call, rules, query, key, value, probabilities, context, b * h * tq)
+        return inputs_kept(call, rules) + [((call.name, "internals"), kept * rules.activation_bytes)]
+
+    def _torch_kept(self, call, rules: SavingRules, query, key, value, probabilities, context, rows) -> Dim:
+        """Elements torch's F.multi_head_attention_forward keeps, as saved-tensor hooks show them on the
+        CPU. The projections are kept by storage: one in-projection makes query, key and value together
+        where the call reads one tensor three times (key and value together where it reads one twice),
+        and a view kept keeps all of it."""
+        sources = tuple(call.inbound[:3])
+        packed_query = len({s[-1] for s in call.input_shapes[:3]}) == 1 and sources[0] == sources[1] == sources[2]
+        fused = not self.need_weights and (not self.dropout or not rules.cpu)
+        if fused:  # F.scaled_dot_product_attention's fused kernel: q, k, v, its output and a log-sum-exp per
+            # query; the output is already in the order the out-projection reads, so it is not copied
+            return query + key + value + context + rows
+        kv = query + key + value if packed_query else key + value  # a query projected apart is scaled apart
+        if self.need_weights:  # the math written out: the scaled query, the probabilities (dropped out
+            # again with their mask), the context copied for the out-projection
+            dropped = 2 * probabilities if self.dropout else 0
+            return kv + query + probabilities + dropped + context
+        # scaled_dot_product_attention's math path on the CPU (dropout): query and key scaled apart, the
+        # probabilities, their dropout mask and what is dropped
+        return kv + query + key + 3 * probabilities + context
 
 
 def _check_heads(ctx_owner: str, d_model: Dim, heads: int, layer: str | None) -> Dim:
