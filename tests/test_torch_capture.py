@@ -330,3 +330,21 @@ def test_multihead_attention_keeps_what_its_path_keeps(need_weights, dropout, ap
     kept = _kept_by_autograd(module, torch.randn(3, 10, 32))
     est = estimate(module.to("meta"), input_shape=(10, 32), batch_size=3, optimizer="sgd", device="cpu")
     assert est.training.memory.activations + est.training.memory.input_batch == kept
+
+
+class _ChannelsLastNorm(nn.LayerNorm):
+    """ConvNeXt's LayerNorm2d: F.layer_norm with the module's weight and bias over the channels, moved last."""
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+def test_a_functional_norm_applies_its_affine_terms_in_its_own_kernel():
+    """torch.fx reads F.layer_norm(x, shape, weight, bias) as a norm and its affine terms; torch runs them
+    in one kernel that keeps the input and the statistics, not the normalised values."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3), _ChannelsLastNorm(8), nn.Conv2d(8, 4, 1))
+    kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
+    est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == kept

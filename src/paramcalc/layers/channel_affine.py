@@ -1,7 +1,8 @@
 """ChannelAffine: ``x * weight + bias`` along one channel axis, with the weight and bias read as parameters
 elsewhere in the program. Traced torch code calls the functional norms (``F.batch_norm``,
-``F.group_norm``) with a module's own ``weight`` and ``bias``; the normalisation is its own kind, and
-this applies the affine terms, each a (C,) tensor broadcast along ``axis`` (torch's channel axis 1).
+``F.group_norm``, ``F.layer_norm``) with a module's own ``weight`` and ``bias``; the normalisation is its
+own kind, and this applies the affine terms, each a (C,) tensor broadcast along ``axis`` (torch's channel
+axis 1; the last axis for a layer norm).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Sequence
 from paramcalc.core.layer import Context, Inferred, Layer
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
-from paramcalc.core.work import SavingRules, inputs_kept
+from paramcalc.core.work import SavingRules
 from paramcalc.layers.reshape import _resolve_axis
 
 
@@ -39,5 +40,6 @@ class ChannelAffine(Layer):
         return ctx.result(x, flops=len(self.terms) * x.numel)
 
     def saved(self, call, rules: SavingRules) -> list:
-        # the weight's gradient reads the input
-        return inputs_kept(call, rules)[:1] if "weight" in self.terms else []
+        # torch applies the terms inside the norm's own kernel, whose backward makes the normalised
+        # values again from the input and the statistics the norm keeps: nothing more is kept
+        return []
