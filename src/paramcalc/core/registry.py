@@ -70,7 +70,9 @@ def keras_classes() -> dict[str, Callable]:
 
 
 def register_torch_module(module_class: object, convert: Callable) -> None:
-    """Teach the torch front-end a module class: ``convert(module) -> paramcalc Layer``.
+    """Teach the torch front-end a module class: ``convert(module) -> paramcalc Layer``. Where the layer
+    depends on a plain keyword argument of the call, name it in ``convert.call_options`` (a tuple of
+    names) and take it as a keyword argument with its default: ``convert(module, need_weights=False)``.
 
     ``module_class`` is the class itself or its dotted name ("torch.nn.modules.linear.Linear"), so
     built-in rules can be declared without importing torch.

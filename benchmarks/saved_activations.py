@@ -1,0 +1,122 @@
+"""What autograd keeps in a real CPU forward against what paramcalc predicts it keeps, for real models:
+the Hugging Face architectures of tests/transformers_zoo.py (small configs, batch 4) and a list of
+torchvision models (batch 2; video models at 8 frames of 64x64 where they allow it), each built with random
+weights on the CPU, in training mode.
+
+Real: the bytes of every storage saved-tensor hooks see once (parameters and buffers left out: they are
+counted as weights). Predicted: ``est.training.memory.activations + input_batch`` with the CPU's rules.
+
+    python benchmarks/saved_activations.py [--only bert,vit_b_16] [--skip torchvision] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tests import transformers_zoo  # noqa: E402
+from tests.torchvision_zoo import input_shape, load  # noqa: E402
+
+TORCHVISION = ("classification:swin_t", "classification:maxvit_t", "classification:vit_b_16",
+               "classification:convnext_tiny", "classification:efficientnet_b0", "classification:mobilenet_v3_small",
+               "classification:resnet18", "classification:densenet121", "classification:googlenet",
+               "classification:inception_v3", "classification:regnet_y_400mf", "classification:shufflenet_v2_x1_0",
+               "classification:swin_v2_t", "classification:efficientnet_v2_s", "video:r3d_18", "video:swin3d_t",
+               "video:s3d", "segmentation:fcn_resnet50", "segmentation:lraspp_mobilenet_v3_large")
+
+
+def kept_by_autograd(model, call) -> int:
+    """Bytes of the storages autograd saves while ``call()`` runs ``model``, each once, weights left out."""
+    import torch
+
+    weights = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
+    kept: dict = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage._cdata not in weights:
+            kept[storage._cdata] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        call()
+    return sum(kept.values())
+
+
+def predicted(model, shape, batch: int) -> int:
+    import paramcalc
+
+    est = paramcalc.estimate(model.to("meta"), input_shape=shape, batch_size=batch, optimizer="sgd", device="cpu")
+    return est.training.memory.activations + est.training.memory.input_batch
+
+
+def _transformers_row(name: str) -> dict:
+    import torch
+
+    transformers = transformers_zoo.load()
+    _, cls, config_cls, arguments, shapes = transformers_zoo.cases()[name]
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(getattr(transformers, config_cls)(**arguments)).train()
+    data = {n: torch.randint(0, 100, (4, *s)) if n.endswith("_ids") else torch.randn(4, *s) for n, s in shapes.items()}
+    return {"name": name, "real": kept_by_autograd(model, lambda: model(**data)), "predicted": predicted(model, shapes, 4)}
+
+
+def _torchvision_row(spec: str) -> dict:
+    import torch
+
+    family, name = spec.split(":")
+    shape = input_shape(family, name)
+    if family == "video" and name != "s3d":
+        shape = (3, 8, 64, 64)
+    extra = {"weights_backbone": None} if family == "segmentation" else {}
+    if name in ("googlenet", "inception_v3"):
+        extra["init_weights"] = False
+    torch.manual_seed(0)
+    model = load().models.get_model(name, weights=None, **extra).train()
+    x = torch.randn(2, *shape)
+    return {"name": name, "real": kept_by_autograd(model, lambda: model(x)), "predicted": predicted(model, shape, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated model names")
+    parser.add_argument("--skip", default="", help="transformers and/or torchvision")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    only = {n for n in args.only.split(",") if n}
+    jobs = []
+    if "transformers" not in args.skip and transformers_zoo.load() is not None:
+        jobs += [(_transformers_row, n) for n in transformers_zoo.cases()]
+    if "torchvision" not in args.skip:
+        jobs += [(_torchvision_row, s) for s in TORCHVISION]
+    rows = []
+    for make, name in jobs:
+        if only and name.split(":")[-1] not in only:
+            continue
+        try:
+            row = make(name)
+        except Exception as err:  # a model this torch cannot run on the CPU or paramcalc cannot read: say so
+            row = {"name": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"}
+        rows.append(row)
+        if "error" in row:
+            print(f"{row['name']:28s} {row['error']}", flush=True)
+        else:
+            diff = row["predicted"] - row["real"]
+            print(f"{row['name']:28s} real {row['real']:>13,d}  predicted {row['predicted']:>13,d}  "
+                  f"{diff:>+11,d} bytes ({diff / row['real']:+.4%})", flush=True)
+    done = [r for r in rows if "error" not in r]
+    exact = sum(r["predicted"] == r["real"] for r in done)
+    print(f"\n{exact} of {len(done)} exact; {len(rows) - len(done)} not run")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
