@@ -201,7 +201,8 @@ class BooleanMask(nn.Module):
         b, s, _ = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, 2, 16).permute(2, 0, 3, 1, 4)
         mask = torch.ones(1, 1, s, s, dtype=torch.bool, device=x.device).tril().expand(b, -1, -1, -1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, s, 32)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, s, 32)
+        return torch.tanh(out)  # the last operation keeps its own output
 
 
 @pytest.mark.parametrize("model, shape, x", [
@@ -212,7 +213,7 @@ def test_saved_tensors_made_from_buffers_and_masks_as_a_real_cpu_run_keeps_them(
     """An expanded view keeps its base's storage, smaller than the view; a buffer (and a slice of it) kept
     for a backward costs nothing beyond the buffer; integer positions made by an operation that needs no
     gradient are kept by the Embedding that reads them; a boolean mask is kept as the float mask torch
-    makes of it."""
+    makes of it; the forward's last operation keeps what it made (tanh its output)."""
     torch.manual_seed(0)
     module = model()
     kept = _kept_by_autograd(module, x())  # a real CPU run

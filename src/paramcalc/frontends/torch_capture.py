@@ -114,7 +114,9 @@ class _Record:
     positions: tuple = ()  # a known module's output positions
     tensor: int = 0  # id of the tensor a parameter, buffer or constant record stands for
     options: dict = field(default_factory=dict)  # a known module's call's keyword arguments
-    grad: bool = True  # an output of the operation requires grad: autograd may keep what it made
+    # an input requires grad, so autograd may keep what the operation made (its outputs get their
+    # requires_grad only once the dispatch returns)
+    grad: bool = True
 
 
 @dataclass
@@ -364,7 +366,7 @@ class _Recorder:
                          output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
-                         dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in outputs))
+                         dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in inputs))
         record.saves, self.pending = self.pending, []
         self.records.append(record)
         for i, t in enumerate(outputs):
