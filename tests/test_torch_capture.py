@@ -349,3 +349,30 @@ def test_a_functional_norm_applies_its_affine_terms_in_its_own_kernel():
     kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
     est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
     assert est.training.memory.activations + est.training.memory.input_batch == kept
+
+
+class _ChannelDropout(nn.Module):
+    """nn.Dropout2d and torchvision's stochastic depth (by row, as ConvNeXt and EfficientNet drop whole
+    residual branches) between convolutions."""
+
+    def __init__(self, stochastic_depth):
+        super().__init__()
+        self.stochastic_depth = stochastic_depth
+        self.a, self.drop, self.b = nn.Conv2d(3, 8, 3), nn.Dropout2d(0.3), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        h = self.drop(self.a(x))
+        return h + self.stochastic_depth(self.b(h), 0.2, "row")
+
+
+def test_dropouts_of_whole_channels_and_samples_keep_a_noise_tensor_of_that_size():
+    from tests.torchvision_zoo import load
+
+    torchvision = load()
+    if torchvision is None:
+        pytest.skip("torchvision is not installed")
+    torch.manual_seed(0)
+    module = _ChannelDropout(torchvision.ops.stochastic_depth).train()
+    kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
+    est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == kept

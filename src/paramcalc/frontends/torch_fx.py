@@ -498,7 +498,9 @@ def _stochastic_depth(tr: _FxTranslator, node, args, kwargs):
     bound = dict(zip(("input", "p", "mode", "training"), args)) | kwargs
     if not bound.get("training", True) or bound.get("p", 0) == 0:
         return tr._add(node.name, Identity(), [bound["input"][1]])
-    return tr._add(node.name, ScalarOp("mul"), [bound["input"][1]])
+    # whole samples dropped: one noise value per sample ("row") or one for the batch
+    axes = () if bound.get("mode", "row") == "batch" else (0,)
+    return tr._add(node.name, Dropout(bound["p"], noise_axes=axes), [bound["input"][1]])
 
 
 def _size(tr: _FxTranslator, node, args, kwargs):

@@ -323,8 +323,10 @@ for _r in (1, 2, 3):
     BUILTINS[f"torch.nn.modules.instancenorm.InstanceNorm{_r}d"] = lambda m: _batch_norm(m, per_sample=True)
     for _kind in ("Zero", "Constant", "Reflection", "Replication", "Circular"):
         BUILTINS[f"torch.nn.modules.padding.{_kind}Pad{_r}d"] = _pad(_r)
-for _name in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"):
+for _name in ("Dropout", "AlphaDropout", "FeatureAlphaDropout"):
     BUILTINS[f"torch.nn.modules.dropout.{_name}"] = lambda m: Dropout(m.p)
+for _r in (1, 2, 3):  # whole channels: one noise value per sample and channel
+    BUILTINS[f"torch.nn.modules.dropout.Dropout{_r}d"] = lambda m: Dropout(m.p, noise_axes=(0, 1))
 for _name, _function in {
     "ReLU": "relu", "ReLU6": "relu6", "LeakyReLU": "leaky_relu", "ELU": "elu", "CELU": "celu",
     "SELU": "selu", "GELU": "gelu", "SiLU": "silu", "Mish": "mish", "Sigmoid": "sigmoid",

@@ -138,9 +138,12 @@ class Activation(Layer):
 @dataclass(frozen=True)
 class Dropout(Layer):
     """Dropout (and its noise cousins): identity in shape; in training it scales by a random mask,
-    counted as one FLOP per element."""
+    counted as one FLOP per element. ``noise_axes``: the axes the noise varies along, where it is drawn
+    once per sample and channel (torch's Dropout1d/2d/3d: ``(0, 1)``) or once per sample (stochastic
+    depth by row: ``(0,)``; by batch: ``()``) and broadcast over the rest; None: one value per element."""
 
     rate: float = 0.5
+    noise_axes: tuple | None = None
 
     def __post_init__(self) -> None:
         rate = self.rate
@@ -162,10 +165,12 @@ class Dropout(Layer):
     def saved(self, call, rules: SavingRules) -> list:
         if not self.rate:
             return []
-        elements = prod(call.input_shapes[0])
+        shape = call.input_shapes[0]
+        if self.noise_axes is not None:  # a noise tensor of the input's dtype, as small as its axes
+            return [((call.name, "mask"), prod([shape[a] for a in self.noise_axes]) * rules.activation_bytes)]
         # a one-byte mask; on CPUs torch multiplies by a noise tensor of the input's dtype and keeps it
         per_element = rules.activation_bytes if rules.framework == "torch" and rules.cpu else 1
-        return [((call.name, "mask"), elements * per_element)]
+        return [((call.name, "mask"), prod(shape) * per_element)]
 
     def split_share(self, call, axes: tuple, parts: int, axis_of) -> tuple | None:
         return per_element_share(self, call, axes)
