@@ -4,7 +4,8 @@ torchvision models (batch 2; video models at 8 frames of 64x64 where they allow 
 weights on the CPU, in training mode.
 
 Real: the bytes of every storage saved-tensor hooks see once (parameters and buffers left out: they are
-counted as weights). Predicted: ``est.training.memory.activations + input_batch`` with the CPU's rules.
+counted as weights), and of the input batch, which the training loop holds whether autograd keeps it or
+not. Predicted: ``est.training.memory.activations + input_batch`` with the CPU's rules.
 
     python benchmarks/saved_activations.py [--only bert,vit_b_16] [--skip torchvision] [--json out.json]
 """
@@ -20,6 +21,7 @@ import warnings
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from tests import transformers_zoo  # noqa: E402
+from tests.autograd_kept import kept_by_autograd  # noqa: E402
 from tests.torchvision_zoo import input_shape, load  # noqa: E402
 
 TORCHVISION = ("classification:swin_t", "classification:maxvit_t", "classification:vit_b_16",
@@ -28,24 +30,6 @@ TORCHVISION = ("classification:swin_t", "classification:maxvit_t", "classificati
                "classification:inception_v3", "classification:regnet_y_400mf", "classification:shufflenet_v2_x1_0",
                "classification:swin_v2_t", "classification:efficientnet_v2_s", "video:r3d_18", "video:swin3d_t",
                "video:s3d", "segmentation:fcn_resnet50", "segmentation:lraspp_mobilenet_v3_large")
-
-
-def kept_by_autograd(model, call) -> int:
-    """Bytes of the storages autograd saves while ``call()`` runs ``model``, each once, weights left out."""
-    import torch
-
-    weights = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
-    kept: dict = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage._cdata not in weights:
-            kept[storage._cdata] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        call()
-    return sum(kept.values())
 
 
 def predicted(model, shape, batch: int) -> int:
@@ -63,7 +47,8 @@ def _transformers_row(name: str) -> dict:
     torch.manual_seed(0)
     model = getattr(transformers, cls)(getattr(transformers, config_cls)(**arguments)).train()
     data = {n: torch.randint(0, 100, (4, *s)) if n.endswith("_ids") else torch.randn(4, *s) for n, s in shapes.items()}
-    return {"name": name, "real": kept_by_autograd(model, lambda: model(**data)), "predicted": predicted(model, shapes, 4)}
+    real = kept_by_autograd(model, lambda: model(**data), list(data.values()))
+    return {"name": name, "real": real, "predicted": predicted(model, shapes, 4)}
 
 
 def _torchvision_row(spec: str) -> dict:
@@ -79,7 +64,7 @@ def _torchvision_row(spec: str) -> dict:
     torch.manual_seed(0)
     model = load().models.get_model(name, weights=None, **extra).train()
     x = torch.randn(2, *shape)
-    return {"name": name, "real": kept_by_autograd(model, lambda: model(x)), "predicted": predicted(model, shape, 2)}
+    return {"name": name, "real": kept_by_autograd(model, lambda: model(x), [x]), "predicted": predicted(model, shape, 2)}
 
 
 def main() -> None:

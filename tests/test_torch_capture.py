@@ -9,6 +9,8 @@ import pytest
 import paramcalc
 from paramcalc import estimate
 
+from .autograd_kept import kept_by_autograd
+
 torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
@@ -119,19 +121,8 @@ def test_token_ids_and_keyword_inputs():
 
 
 def _kept_by_autograd(model, x) -> int:
-    """Bytes of the storages autograd saves in ``model``'s forward on ``x`` (its parameters and buffers
-    left out: they are counted as weights), each storage once."""
-    params = {p.untyped_storage()._cdata for p in [*model.parameters(), *model.buffers()]}
-    kept: dict = {}
-
-    def pack(t):
-        if t.untyped_storage()._cdata not in params:
-            kept[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(kept.values())
+    """Bytes of the storages autograd saves in ``model``'s forward on ``x``, each once, weights left out."""
+    return kept_by_autograd(model, lambda: model(x))
 
 
 def test_saved_activations_are_what_autograd_saves():

@@ -1,0 +1,24 @@
+"""What autograd keeps in a forward, as saved-tensor hooks see it: the oracle for paramcalc's saved
+activations (tests and benchmarks/saved_activations.py)."""
+
+from __future__ import annotations
+
+
+def kept_by_autograd(model, call, inputs=()) -> int:
+    """Bytes of the storages autograd saves while ``call()`` runs ``model``, each once, its parameters and
+    buffers left out (they are counted as weights); with the storages of ``inputs`` (the batch the training
+    loop holds, as paramcalc's ``input_batch`` counts it, kept by autograd or not)."""
+    import torch
+
+    weights = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
+    kept: dict = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in inputs}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage._cdata not in weights:
+            kept[storage._cdata] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        call()
+    return sum(kept.values())
