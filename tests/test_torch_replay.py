@@ -83,8 +83,19 @@ def test_copying_repeated_blocks_gives_the_full_run_s_estimate(options, monkeypa
     elif options.get("indexed") is False:
         assert copied_calls == 2 * 1  # the same state: the first call is copied from the second on
     else:
-        # calls differing only in an integer attribute: copied once two more recorded the same operations
-        assert copied_calls == 2 * (1 + torch_capture_matches())
+        # calls differing only in an integer attribute: copied once two more recorded the same operations;
+        # the run at the second batch size copies them from the second on, as the first run found them alike
+        assert copied_calls == (1 + torch_capture_matches()) + 1
+
+
+def test_the_second_run_copies_the_calls_the_first_found_alike(monkeypatch):
+    """Two blocks differing in a layer index: the first run runs both (too few to trust), and finds them
+    alike; the run at the second batch size runs the first only. The estimate is the full runs'."""
+    model = Stack(2)
+    full, full_training, _ = _estimate(model, False, monkeypatch)
+    copied, copied_training, copied_calls = _estimate(model, True, monkeypatch)
+    assert copied == full and copied_training == full_training
+    assert copied_calls == 2 + 1
 
 
 def torch_capture_matches() -> int:

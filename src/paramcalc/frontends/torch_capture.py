@@ -66,16 +66,22 @@ def capture(module: object, name: str, dtype: str, sample_shapes: tuple, reason:
                                          "need a forward torch.fx can trace")
     integer = _integer_inputs(sample_shapes)
     try:
-        runs = [_Recorder(module, name).run(sample_shapes, batch, integer) for batch in BATCHES]
+        runs = _runs(module, name, sample_shapes, integer)
     except _WrongDtype:
         integer = {n for n, _ in sample_shapes}
-        runs = [_Recorder(module, name).run(sample_shapes, batch, integer) for batch in BATCHES]
+        runs = _runs(module, name, sample_shapes, integer)
     why = f", as torch.fx could not read it ({reason})" if reason else ""
     notes = [f"read by running its forward on meta tensors{why}; sizes other than the batch are fixed"]
     if integer:
         notes.append(f"input{'s' if len(integer) > 1 else ''} {', '.join(sorted(integer))} taken as integer "
                      "tensors (int64), as token ids are")
     return _merge(runs, sample_shapes, name, dtype, notes, integer)
+
+
+def _runs(module: object, name: str, sample_shapes: tuple, integer: set) -> list:
+    """The forward run at each of BATCHES; a later run copies at once the calls the first found alike."""
+    learned: dict = {}
+    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned) for batch in BATCHES]
 
 
 def _keywords(module: object) -> set:
@@ -157,7 +163,9 @@ class _Recorder:
         self.entered: dict = {}  # id(module) -> calls running that its hooks entered
 
     # -- the run -------------------------------------------------------------------------------------
-    def run(self, sample_shapes: tuple, batch: int, integer: set) -> _Run:
+    def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None) -> _Run:
+        """The forward at ``batch``. ``learned``: what the run at another batch size found of calls alike
+        (read, then filled in by this run)."""
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -212,7 +220,7 @@ class _Recorder:
             return t
 
         handles = []
-        replayer = Replayer(self, self.root) if REPLAY else None
+        replayer = Replayer(self, self.root, dict(learned or {})) if REPLAY else None
         restore = attributes_kept(self.root)  # before the replayer's ``forward`` attributes, which go too
         for m in self.root.modules():
             if m is not self.root:
@@ -233,6 +241,8 @@ class _Recorder:
             for h in handles:
                 h.remove()
             restore()
+        if replayer is not None and learned is not None and not learned:
+            learned.update(replayer.learn())
         outputs = [self._ref(t) for t in leaves(output) if isinstance(t, torch.Tensor)]
         # the known modules' rules read the meta copies: their ids become the originals' again
         originals_of = {copy: named[3] for copy, named in self.tensor_names.items()}
@@ -405,6 +415,17 @@ class _Recorder:
         self.records.append(_Record(node_name, layer, [], module=owner, tensor=id(t)))
         ref = (node_name, 0)
         self._register(t, ref)
+        self.from_weights.add(ref)
+        return ref
+
+    def constant_like(self, record: _Record, module: str) -> tuple:
+        """A record of a tensor no module holds, as ``record`` was, for a copied call whose full run would
+        have read a tensor of its own there (a cache each layer makes)."""
+        self.constants += 1
+        name = self._unique(f"constant_{self.constants}")
+        self.records.append(replace(record, name=name, module=module))
+        ref = (name, 0)
+        self.shapes[ref] = self.shapes[(record.name, 0)]
         self.from_weights.add(ref)
         return ref
 

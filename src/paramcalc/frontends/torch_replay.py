@@ -75,11 +75,15 @@ class _Plan:
 class Replayer:
     """Decides, per call, whether to run a module's forward or copy an earlier call's records."""
 
-    def __init__(self, recorder, root: object) -> None:
+    def __init__(self, recorder, root: object, learned: dict | None = None) -> None:
         self.recorder = recorder
         self.states = module_states(root)
         self.blocks: dict = {}  # exact key -> Block, or None where the call cannot be copied
         self.loose: dict = {}  # loose key -> the first Block recorded under it, or None once calls differed
+        self.order: dict = {}  # loose key -> the order in which it first came
+        # what the run at another batch size learnt (``learn``): loose keys, by the order they came, whose
+        # later full calls all recorded what the first did -> the module state they stand for
+        self.learned = learned or {}
 
     def call(self, module: object, forward, args: tuple, kwargs: dict):
         """Run ``forward`` or copy an earlier call; the recorder's module hooks have entered ``module``."""
@@ -95,12 +99,13 @@ class Replayer:
         key = (state[0], arguments)
         loose = None if known else (state[1], arguments)
         block = self.blocks.get(key)
+        alike = False  # copied as a call alike to the first, not the same call again
         if block is None and key not in self.blocks and loose is not None:
             first = self.loose.get(loose)
-            if first is not None and first.matches >= MATCHES_TO_TRUST:
-                block = first
+            if first is not None and (first.matches >= MATCHES_TO_TRUST or self._learned(loose)):
+                block, alike = first, True
         if block is not None:
-            return self._copy(block, module, args, kwargs)
+            return self._copy(block, module, args, kwargs, alike)
         if key in self.blocks:  # seen, and not copyable
             return forward(*args, **kwargs)
         plan = _Plan(key, loose, len(rec.records), _tensor_inputs(rec, args, kwargs), {}, {},
@@ -115,6 +120,8 @@ class Replayer:
     # -- recording -----------------------------------------------------------------------------------
     def _remember(self, plan: _Plan, path: str, known: bool, output) -> None:
         rec = self.recorder
+        if plan.loose is not None:
+            self.order.setdefault(plan.loose, len(self.order))
         outputs = _output_map(rec, output, plan.inputs, known)
         if outputs is None or rec.pending:
             self.blocks[plan.key] = None
@@ -149,15 +156,29 @@ class Replayer:
         else:
             self.loose[plan.loose] = None
 
+    def learn(self) -> dict:
+        """After a run, for the run at the other batch size: the loose keys (by the order they first came,
+        which the same forward repeats) whose later full calls all recorded what their first did. That
+        run copies their calls after the first at once, as this one did after MATCHES_TO_TRUST of them,
+        and so records what this one did: a 2-layer decoder runs one layer's forward the second time."""
+        return {self.order[loose]: loose[0] for loose, first in self.loose.items()
+                if first is not None and first.matches >= 1}
+
+    def _learned(self, loose: tuple) -> bool:
+        index = self.order.get(loose)
+        return index is not None and self.learned.get(index) == loose[0]
+
     # -- copying -------------------------------------------------------------------------------------
-    def _copy(self, block: Block, module: object, args: tuple, kwargs: dict):
-        """The records of ``block`` again, named after ``module``'s call, and outputs of the same shapes."""
+    def _copy(self, block: Block, module: object, args: tuple, kwargs: dict, alike: bool = False):
+        """The records of ``block`` again, named after ``module``'s call, and outputs of the same shapes.
+        ``alike``: another call of the block's kind, whose full calls each read tensors of their own that
+        no module holds (a cache a layer makes), as the first did: the copy records them anew."""
         rec = self.recorder
         path = rec.stack[-1] if rec.stack else ""
         inputs = [t for t in leaves((args, kwargs)) if _is_tensor(t)]
         if block.known:
             return _rebuild(block.output, lambda t: _fresh(rec, t, block, inputs, None))
-        refs = _Refs(rec, block, path, module, inputs)
+        refs = _Refs(rec, block, path, module, inputs, alike)
         for ref, itemsize in block.entry_saves:
             entry = (refs.ref(ref), itemsize)
             if not rec.attach_save(entry):
@@ -177,8 +198,8 @@ class Replayer:
 class _Refs:
     """Maps the graph references of a block's first call to those of a copy."""
 
-    def __init__(self, rec, block: Block, path: str, module: object, inputs: list) -> None:
-        self.rec, self.block, self.path = rec, block, path
+    def __init__(self, rec, block: Block, path: str, module: object, inputs: list, alike: bool = False) -> None:
+        self.rec, self.block, self.path, self.alike = rec, block, path, alike
         self.names: dict = {}  # record name in the first call -> in the copy
         self.fixed: dict = {}  # reference -> reference (inputs, their storage, parameters)
         self.leftover: list = []  # saves the first copied operation takes, as the first call's did
@@ -205,6 +226,8 @@ class _Refs:
                 self.fixed[(record.name, 0)] = rec._ref(self.tensors[name])
             elif record.tensor in self.arguments:
                 self.fixed[(record.name, 0)] = _input_ref(rec, self.arguments[record.tensor])
+            elif self.alike and record.tensor not in rec.tensor_names:
+                self.fixed[(record.name, 0)] = rec.constant_like(record, self.module_path(record.module))
         self.queued = []
 
     def module_path(self, name: str) -> str:
