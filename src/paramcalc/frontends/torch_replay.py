@@ -81,6 +81,7 @@ class Replayer:
         self.blocks: dict = {}  # exact key -> Block, or None where the call cannot be copied
         self.loose: dict = {}  # loose key -> the first Block recorded under it, or None once calls differed
         self.order: dict = {}  # loose key -> the order in which it first came
+        self.trees: dict = {}  # id(module) -> _Tree
         # what the run at another batch size learnt (``learn``): loose keys, by the order they came, whose
         # later full calls all recorded what the first did -> the module state they stand for
         self.learned = learned or {}
@@ -111,8 +112,8 @@ class Replayer:
         plan = _Plan(key, loose, len(rec.records), _tensor_inputs(rec, args, kwargs), {}, {},
                      len(rec.records[-1].saves) if rec.records else 0, (args, kwargs))
         if not known:
-            plan.own = {id(t): n for n, t in _named_tensors(module)}
-            plan.submodules = {id(m): n for n, m in module.named_modules(remove_duplicate=False)}
+            tree = self._tree(module)
+            plan.own, plan.submodules = tree.own, tree.submodules
         output = forward(*args, **kwargs)
         self._remember(plan, rec.stack[-1] if rec.stack else "", known, output)
         return output
@@ -156,6 +157,13 @@ class Replayer:
         else:
             self.loose[plan.loose] = None
 
+    def _tree(self, module: object) -> "_Tree":
+        """``module``'s tensors and modules by name, read once per run (the forward changes neither)."""
+        tree = self.trees.get(id(module))
+        if tree is None:
+            tree = self.trees[id(module)] = _Tree(module)
+        return tree
+
     def learn(self) -> dict:
         """After a run, for the run at the other batch size: the loose keys (by the order they first came,
         which the same forward repeats) whose later full calls all recorded what their first did. That
@@ -178,7 +186,7 @@ class Replayer:
         inputs = [t for t in leaves((args, kwargs)) if _is_tensor(t)]
         if block.known:
             return _rebuild(block.output, lambda t: _fresh(rec, t, block, inputs, None))
-        refs = _Refs(rec, block, path, module, inputs, alike)
+        refs = _Refs(rec, block, path, self._tree(module), inputs, alike)
         for ref, itemsize in block.entry_saves:
             entry = (refs.ref(ref), itemsize)
             if not rec.attach_save(entry):
@@ -198,7 +206,7 @@ class Replayer:
 class _Refs:
     """Maps the graph references of a block's first call to those of a copy."""
 
-    def __init__(self, rec, block: Block, path: str, module: object, inputs: list, alike: bool = False) -> None:
+    def __init__(self, rec, block: Block, path: str, tree: "_Tree", inputs: list, alike: bool = False) -> None:
         self.rec, self.block, self.path, self.alike = rec, block, path, alike
         self.names: dict = {}  # record name in the first call -> in the copy
         self.fixed: dict = {}  # reference -> reference (inputs, their storage, parameters)
@@ -208,8 +216,7 @@ class _Refs:
                 self.fixed[ref] = _input_ref(rec, tensor)
             if maker is not None and maker not in self.fixed:
                 self.fixed[maker] = rec.storage.get(_storage_id(tensor), maker)
-        self.tensors = dict(_named_tensors(module))
-        self.modules = dict(module.named_modules(remove_duplicate=False))
+        self.tensors, self.modules = tree.tensors, tree.modules
         # id of each argument of the first call -> the copy's: one read directly (a buffer of the module
         # that calls this one) is recorded inside the call
         self.arguments = {id(first): tensor for (_, _, first), tensor in zip(block.inputs, inputs)}
@@ -408,7 +415,7 @@ def module_states(root: object) -> dict:
     for a module whose calls cannot be copied. The loose digest leaves out integer attributes."""
     import torch
 
-    names_per_tensor = Counter(id(t) for _, t in _named_tensors(root))
+    names_per_tensor = Counter(id(t) for t in _Tree(root).tensors.values())
     seen: dict = {}  # (id, loose) -> description of an object described by value (a config many modules hold)
     states: dict = {}
     for _, module in reversed(list(root.named_modules(remove_duplicate=True))):  # every module after its own
@@ -439,8 +446,15 @@ def _own_state(module: object, loose: bool, seen: dict) -> tuple:
     return (type(module), module.training, items)
 
 
-def _named_tensors(module: object) -> list:
-    return [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+class _Tree:
+    """A module's parameters and buffers, and the modules under it, by name and by id."""
+
+    def __init__(self, module: object) -> None:
+        named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+        self.tensors = dict(named)
+        self.own = {id(t): n for n, t in named}
+        self.modules = dict(module.named_modules(remove_duplicate=False))
+        self.submodules = {id(m): n for n, m in self.modules.items()}
 
 
 class _CallTensors:
