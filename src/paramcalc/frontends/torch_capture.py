@@ -362,18 +362,17 @@ class _Recorder:
     def operation(self, func, args, kwargs, out) -> None:
         import torch
 
-        inputs = [t for t in leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        outputs = [t for t in leaves(out) if isinstance(t, torch.Tensor)]
+        tensor = torch.Tensor
+        inputs = _tensors(args, tensor) + (_tensors(kwargs.values(), tensor) if kwargs else [])
+        outputs = [out] if isinstance(out, tensor) else _tensors(out, tensor) if isinstance(out, (tuple, list)) else []
         if not outputs:
             return
         inbound = [self._ref(t) for t in inputs]
-        op = func._overloadpacket.__name__
+        op, view = _operator(func)
         module = self.stack[-1] if self.stack else ""
         name = self._unique(f"{module}:{op}" if module else op)
-        schema = func._schema
-        view = bool(schema.returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
-        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[_shape(t) for t in inputs],
-                         output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
+        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[tuple(t.shape) for t in inputs],
+                         output_shapes=[tuple(t.shape) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
                          dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in inputs))
@@ -539,12 +538,42 @@ def _flatten_structure(structure) -> list:
     return [structure]
 
 
+def _tensors(values, tensor) -> list:
+    """The tensors among an ATen operation's arguments (or outputs), in order: each a tensor, or a list
+    of them (``Tensor[]``, ``Tensor?[]``), one level deep."""
+    found = []
+    for v in values:
+        if isinstance(v, tensor):
+            found.append(v)
+        elif isinstance(v, (tuple, list)):
+            found.extend(x for x in v if isinstance(x, tensor))
+    return found
+
+
+_OPERATORS: dict = {}  # func -> (its name, whether every output is a view of an input)
+
+
+def _operator(func) -> tuple:
+    found = _OPERATORS.get(func)
+    if found is None:
+        returns = func._schema.returns
+        view = bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+        found = _OPERATORS[func] = (func._overloadpacket.__name__, view)
+    return found
+
+
 def _shape(t) -> tuple:
     return tuple(int(d) for d in t.shape)
 
 
+_DTYPES: dict = {}
+
+
 def _dtype(t) -> str:
-    return str(t.dtype).replace("torch.", "")
+    name = _DTYPES.get(t.dtype)
+    if name is None:
+        name = _DTYPES[t.dtype] = str(t.dtype).replace("torch.", "")
+    return name
 
 
 def _storage_id(t) -> int:
