@@ -1,13 +1,14 @@
 """What autograd keeps in a real CPU forward against what paramcalc predicts it keeps, for real models:
-the Hugging Face architectures of tests/transformers_zoo.py (small configs, batch 4) and a list of
-torchvision models (batch 2; video models at 8 frames of 64x64 where they allow it), each built with random
-weights on the CPU, in training mode.
+the Hugging Face architectures of tests/transformers_zoo.py (small configs, batch 4), a list of
+torchvision models (batch 2; video models at 8 frames of 64x64 where they allow it) and one timm model per
+timm model module up to 100 M parameters (batch 2, the input size of its pretrained config), each built
+with random weights on the CPU, in training mode.
 
 Real: the bytes of every storage saved-tensor hooks see once (parameters and buffers left out: they are
 counted as weights), and of the input batch, which the training loop holds whether autograd keeps it or
 not. Predicted: ``est.training.memory.activations + input_batch`` with the CPU's rules.
 
-    python benchmarks/saved_activations.py [--only bert,vit_b_16] [--skip torchvision] [--json out.json]
+    python benchmarks/saved_activations.py [--only bert,vit_b_16] [--skip torchvision,timm] [--json out.json]
 """
 
 from __future__ import annotations
@@ -67,10 +68,29 @@ def _torchvision_row(spec: str) -> dict:
     return {"name": name, "real": kept_by_autograd(model, lambda: model(x), [x]), "predicted": predicted(model, shape, 2)}
 
 
+TIMM_MAX_PARAMETERS = 100_000_000  # larger ones take minutes and gigabytes to run on this CPU
+
+
+def _timm_row(name: str) -> dict:
+    import torch
+
+    from tests import timm_zoo
+
+    timm = timm_zoo.load()
+    meta, shape = timm_zoo.build(timm, name)
+    size = sum(p.numel() for p in meta.parameters())
+    if size > TIMM_MAX_PARAMETERS:
+        return {"name": name, "error": f"skipped: {size:,} parameters"}
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).train()
+    x = torch.randn(2, *shape)
+    return {"name": name, "real": kept_by_autograd(model, lambda: model(x), [x]), "predicted": predicted(model, shape, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated model names")
-    parser.add_argument("--skip", default="", help="transformers and/or torchvision")
+    parser.add_argument("--skip", default="", help="transformers, torchvision and/or timm")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -80,6 +100,11 @@ def main() -> None:
         jobs += [(_transformers_row, n) for n in transformers_zoo.cases()]
     if "torchvision" not in args.skip:
         jobs += [(_torchvision_row, s) for s in TORCHVISION]
+    if "timm" not in args.skip:
+        from tests import timm_zoo
+
+        timm = timm_zoo.load()
+        jobs += [(_timm_row, n) for n in (timm_zoo.names(timm) if timm is not None else [])]
     rows = []
     for make, name in jobs:
         if only and name.split(":")[-1] not in only:
