@@ -367,3 +367,27 @@ def test_dropouts_of_whole_channels_and_samples_keep_a_noise_tensor_of_that_size
     kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
     est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
     assert est.training.memory.activations + est.training.memory.input_batch == kept
+
+
+class _ColumnMajorKey(nn.Module):
+    """Attention whose key is laid out column-major (its last axis not contiguous), as some timm models
+    make it: torch's CPU dispatch sends it to the math path, which keeps the probabilities."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, 2, 16).permute(2, 0, 3, 1, 4)
+        k = k.transpose(-1, -2).contiguous().transpose(-1, -2)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, 32)
+
+
+def test_attention_on_a_key_whose_last_axis_is_strided_keeps_what_the_math_path_keeps():
+    torch.manual_seed(0)
+    module = _ColumnMajorKey()
+    kept = _kept_by_autograd(module, torch.randn(2, 8, 32))
+    est = estimate(module.to("meta"), input_shape=(8, 32), batch_size=2, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == kept
+    assert not [r.name for r in est.layers if "flash_attention" in r.type]

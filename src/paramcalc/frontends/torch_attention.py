@@ -8,8 +8,8 @@ run never holds (8 GiB for a 7B decoder at 2,048 tokens), so while the capture r
 kernel would take is sent to ``aten._scaled_dot_product_flash_attention_for_cpu``, whose meta kernel
 gives the fused kernel's shapes and whose backward formula saves what the real one saves (checked against
 saved-tensor hooks on a real CPU run). The CPU's rule decides: dropout on the probabilities, query and
-value widths that differ, a mask that needs a gradient, or tensors that are not 4-D take the math path
-there, and are recorded as such (a GPU's fused kernels would keep less with dropout).
+value widths that differ, a query, key or value whose last axis is not contiguous, a mask that needs a
+gradient, or tensors that are not 4-D take the math path there, and are recorded as such (a GPU's fused kernels would keep less with dropout).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def _takes_fused_kernel(call: dict) -> bool:
     if not (q.dtype.is_floating_point and q.dtype == k.dtype == v.dtype):
         return False
     if not (q.shape[-1] == k.shape[-1] == v.shape[-1]) or q.shape[0] != k.shape[0] or k.shape[:2] != v.shape[:2]:
+        return False
+    if any(t.stride(-1) != 1 for t in (q, k, v)):  # a transposed query, key or value takes the math path
         return False
     if q.shape[1] != k.shape[1] and not (call["enable_gqa"] and q.shape[1] % k.shape[1] == 0):
         return False
