@@ -1,7 +1,8 @@
 """What autograd keeps in a real CPU forward against what paramcalc predicts it keeps, for real models:
 the Hugging Face architectures of tests/transformers_zoo.py (small configs, batch 4), a list of
 torchvision models (batch 2; video models at 8 frames of 64x64 where they allow it) and one timm model per
-timm model module up to 100 M parameters (batch 2, the input size of its pretrained config), each built
+timm model module up to 100 M parameters and 512x512 inputs (batch 2, the input size of its pretrained
+config), each built
 with random weights on the CPU, in training mode.
 
 Real: the bytes of every storage saved-tensor hooks see once (parameters and buffers left out: they are
@@ -69,6 +70,14 @@ def _torchvision_row(spec: str) -> dict:
 
 
 TIMM_MAX_PARAMETERS = 100_000_000  # larger ones take minutes and gigabytes to run on this CPU
+TIMM_MAX_INPUT = 3 * 512 * 512  # SAM's 1024x1024 images need more memory for training than this CPU has
+
+
+def _elements(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def _timm_row(name: str) -> dict:
@@ -81,10 +90,57 @@ def _timm_row(name: str) -> dict:
     size = sum(p.numel() for p in meta.parameters())
     if size > TIMM_MAX_PARAMETERS:
         return {"name": name, "error": f"skipped: {size:,} parameters"}
+    if _elements(shape) > TIMM_MAX_INPUT:
+        return {"name": name, "error": f"skipped: input {shape}"}
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).train()
     x = torch.randn(2, *shape)
     return {"name": name, "real": kept_by_autograd(model, lambda: model(x), [x]), "predicted": predicted(model, shape, 2)}
+
+
+PER_PROCESS = 8  # models run in one child process: the heap a CPU training forward leaves grows by
+# 100-150 MiB per model (glibc keeps it), and a whole sweep in one process runs out of memory
+
+
+def _jobs(skip: str) -> list:
+    jobs = []
+    if "transformers" not in skip and transformers_zoo.load() is not None:
+        jobs += [("transformers", n) for n in transformers_zoo.cases()]
+    if "torchvision" not in skip:
+        jobs += [("torchvision", s) for s in TORCHVISION]
+    if "timm" not in skip:
+        from tests import timm_zoo
+
+        timm = timm_zoo.load()
+        jobs += [("timm", n) for n in (timm_zoo.names(timm) if timm is not None else [])]
+    return jobs
+
+
+def _run(jobs: list) -> list:
+    makers = {"transformers": _transformers_row, "torchvision": _torchvision_row, "timm": _timm_row}
+    rows = []
+    for family, name in jobs:
+        try:
+            row = makers[family](name)
+        except Exception as err:  # a model this torch cannot run on the CPU or paramcalc cannot read: say so
+            row = {"name": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"}
+        rows.append(row)
+    return rows
+
+
+def _in_children(jobs: list):
+    """Rows of ``jobs``, PER_PROCESS models to a fresh child process, as each child ends."""
+    import subprocess
+    import tempfile
+
+    for start in range(0, len(jobs), PER_PROCESS):
+        chunk = jobs[start:start + PER_PROCESS]
+        with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(chunk), "--json", out.name],
+                                  capture_output=True, text=True)
+            rows = json.load(open(out.name)) if done.returncode == 0 else [
+                {"name": name, "error": f"the child process ended with {done.returncode}"} for _, name in chunk]
+        yield from rows
 
 
 def main() -> None:
@@ -92,27 +148,17 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated model names")
     parser.add_argument("--skip", default="", help="transformers, torchvision and/or timm")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # (family, name) pairs to run here
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.child is not None:
+        with open(args.json, "w") as f:
+            json.dump(_run([tuple(job) for job in json.loads(args.child)]), f)
+        return
     only = {n for n in args.only.split(",") if n}
-    jobs = []
-    if "transformers" not in args.skip and transformers_zoo.load() is not None:
-        jobs += [(_transformers_row, n) for n in transformers_zoo.cases()]
-    if "torchvision" not in args.skip:
-        jobs += [(_torchvision_row, s) for s in TORCHVISION]
-    if "timm" not in args.skip:
-        from tests import timm_zoo
-
-        timm = timm_zoo.load()
-        jobs += [(_timm_row, n) for n in (timm_zoo.names(timm) if timm is not None else [])]
+    jobs = [(family, name) for family, name in _jobs(args.skip) if not only or name.split(":")[-1] in only]
     rows = []
-    for make, name in jobs:
-        if only and name.split(":")[-1] not in only:
-            continue
-        try:
-            row = make(name)
-        except Exception as err:  # a model this torch cannot run on the CPU or paramcalc cannot read: say so
-            row = {"name": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"}
+    for row in _in_children(jobs):
         rows.append(row)
         if "error" in row:
             print(f"{row['name']:28s} {row['error']}", flush=True)

@@ -391,3 +391,27 @@ def test_attention_on_a_key_whose_last_axis_is_strided_keeps_what_the_math_path_
     est = estimate(module.to("meta"), input_shape=(8, 32), batch_size=2, optimizer="sgd", device="cpu")
     assert est.training.memory.activations + est.training.memory.input_batch == kept
     assert not [r.name for r in est.layers if "flash_attention" in r.type]
+
+
+class _InPlaceActivation(nn.Module):
+    """A norm, then an activation that writes its input in place (timm's BatchNormAct2d, TResNet):
+    autograd keeps that one storage for both."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+        self.act = nn.LeakyReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.a(x)
+        if h.shape[1] == 8:  # a branch on a size: read by running the forward
+            h = F.batch_norm(h, None, None, training=True)
+        return self.b(self.act(h)).relu_()
+
+
+def test_an_in_place_operation_keeps_one_storage_with_its_input():
+    torch.manual_seed(0)
+    module = _InPlaceActivation()
+    kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
+    est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == kept

@@ -118,7 +118,9 @@ class Work:
     - ``device_free``: no device work (views, reading a parameter); ``aliases_input``: the output is the
       input's storage; ``float_inputs``: the inputs are floating tensors (autocast copies them);
       ``is_weight``: the output is a parameter or buffer the model holds, so a backward that keeps it
-      (or a view of it) costs no memory beyond the weights.
+      (or a view of it) costs no memory beyond the weights; ``writes_input``: the output was written
+      into the input's storage (an in-place operation): nothing new is allocated, and a tensor kept of
+      either is one.
     - ``family``: the name device calibrations file this layer's measurements under (host cost per
       layer, layers timed whole); ``host_repeats``: how many such layers the call holds.
     """
@@ -141,6 +143,7 @@ class Work:
     device_free: bool = False
     aliases_input: bool = False
     is_weight: bool = False
+    writes_input: bool = False
     float_inputs: bool = True
     family: str = ""
     host_repeats: int = 1

@@ -148,9 +148,11 @@ def saved_tensors(step: Step) -> SavedTensors:
     for call in step.calls:
         for i, shape in enumerate(call.output_shapes):
             shapes[(call.name, i)] = shape
-        if step.work(call).is_weight:
+        work = step.work(call)
+        if work.is_weight:
             weights.add(call.name)
-        if step.work(call).aliases_input and call.inbound:  # every output of a view (unbind's q, k, v too)
+        if (work.aliases_input or work.writes_input) and call.inbound:  # every output of a view (unbind's
+            # q, k, v too), or of an operation that wrote its input in place
             base = alias.get(call.inbound[0], call.inbound[0])
             for i in range(len(call.output_shapes)):
                 alias[(call.name, i)] = base
@@ -275,7 +277,8 @@ def _forward_peak(step: Step, saved: SavedTensors, casts: Dim, sharding: Shardin
                 moments.append(PeakMoment("forward", call.name, (
                     ("saved activations so far", alive), ("whole parameters gathered", before),
                     ("this unit's parameters being gathered: its all-gather output and them", gathering))))
-        output = 0 if step.work(call).aliases_input else prod(call.output_shape) * bytes_per
+        work = step.work(call)
+        output = 0 if work.aliases_input or work.writes_input else prod(call.output_shape) * bytes_per
         output = output + step.exchange_buffers(call, backward=False) * bytes_per
         values.append(alive + output + held + gathered)
         moments.append(PeakMoment("forward", call.name, (("saved activations so far", alive),

@@ -120,6 +120,7 @@ class _Record:
     positions: tuple = ()  # a known module's output positions
     tensor: int = 0  # id of the tensor a parameter, buffer or constant record stands for
     options: dict = field(default_factory=dict)  # a known module's call's keyword arguments
+    writes: tuple = ()  # an in-place operation: the references of the storages it wrote
     # an input requires grad, so autograd may keep what the operation made (its outputs get their
     # requires_grad only once the dispatch returns)
     grad: bool = True
@@ -300,7 +301,9 @@ class _Recorder:
         if self.known_depth:
             self.known_depth += 1
             return
-        if module_rule(module) is None:
+        if module_rule(module) is None or getattr(module, "inplace", False) is True:
+            # an in-place module (ReLU(inplace=True)) writes its input's storage: its operations are
+            # recorded, so that what autograd keeps of that storage is counted once
             return
         import torch
 
@@ -352,7 +355,9 @@ class _Recorder:
         (the next operation takes it). An operation none of whose outputs requires grad has no backward,
         so what it made is kept by the next one (integer positions an Embedding reads)."""
         last = self.records[-1] if self.records else None
-        if last is None or last.layer is not None or entry[0][0] != last.name or not last.grad:
+        if last is None or last.layer is not None or not last.grad:
+            return False
+        if entry[0][0] != last.name and entry[0] not in last.writes:
             return False
         if entry not in last.saves:
             last.saves.append(entry)
@@ -368,7 +373,7 @@ class _Recorder:
         if not outputs:
             return
         inbound = [self._ref(t) for t in inputs]
-        op, view = _operator(func)
+        op, view, in_place = _operator(func)
         module = self.stack[-1] if self.stack else ""
         name = self._unique(f"{module}:{op}" if module else op)
         record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[tuple(t.shape) for t in inputs],
@@ -376,11 +381,14 @@ class _Recorder:
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
                          dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in inputs))
+        if in_place and inputs and _storage_id(outputs[0]) == _storage_id(inputs[0]):  # not an out= argument
+            record.writes = tuple(self.storage[_storage_id(t)] for t in outputs if _storage_id(t) in self.storage)
         record.saves, self.pending = self.pending, []
         self.records.append(record)
         for i, t in enumerate(outputs):
             ref = (name, i)
-            self._register(t, ref, view=view)
+            # an in-place operation's output is its input's storage, still keyed by whoever made it
+            self._register(t, ref, view=view or in_place)
             if view and inbound and inbound[0] in self.from_weights:
                 self.from_weights.add(ref)
 
@@ -459,7 +467,8 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
             inbound.append((sample_shapes[0][0], 0))  # read for the batch size only (arange(x.size(0)))
         layer = CapturedOp(name=a.name, type_name=a.op.split(".")[-1], op=a.op, input_forms=input_forms,
                            output_forms=output_forms, output_dtypes=tuple(a.output_dtypes), reads=len(a.inbound),
-                           weight_inputs=a.weight_inputs, view=a.view, saves=saves, transposed=a.transposed,
+                           weight_inputs=a.weight_inputs, view=a.view, in_place=bool(a.writes), saves=saves,
+                           transposed=a.transposed,
                            window=a.window, dims=a.dims)
         nodes.append(GraphNode(a.name, layer, tuple(inbound), module=a.module))
     unknown: dict = {}
@@ -550,7 +559,7 @@ def _tensors(values, tensor) -> list:
     return found
 
 
-_OPERATORS: dict = {}  # func -> (its name, whether every output is a view of an input)
+_OPERATORS: dict = {}  # func -> (its name, every output a view of an input, an output written in place)
 
 
 def _operator(func) -> tuple:
@@ -558,7 +567,8 @@ def _operator(func) -> tuple:
     if found is None:
         returns = func._schema.returns
         view = bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
-        found = _OPERATORS[func] = (func._overloadpacket.__name__, view)
+        in_place = any(r.alias_info is not None and r.alias_info.is_write for r in returns)
+        found = _OPERATORS[func] = (func._overloadpacket.__name__, view, in_place)
     return found
 
 

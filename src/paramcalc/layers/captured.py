@@ -117,8 +117,9 @@ class CapturedOp(Layer):
     tensors it computes on (one more, where present, is read for the batch size only: an operation
     whose output follows the batch but no input of which does, such as ``arange(x.size(0))``);
     ``weight_inputs``: positions of inputs that are parameters (or views of them); ``view``: its output
-    is its input's storage; ``saves``: (graph reference, shape form, bytes per element or None for the
-    training dtype) of each tensor autograd kept for its backward.
+    is its input's storage; ``in_place``: it wrote its output into its first input (``relu_``);
+    ``saves``: (graph reference, shape form, bytes per element or None for the training dtype) of each
+    tensor autograd kept for its backward.
     """
 
     op: str = ""
@@ -128,6 +129,7 @@ class CapturedOp(Layer):
     reads: int = 0
     weight_inputs: tuple = ()
     view: bool = False
+    in_place: bool = False
     saves: tuple = ()
     transposed: bool = False  # a convolution's transposed flag (its products run from the input's side)
     window: int = 0  # a pool's kernel size (elements per window); 0 for an adaptive pool
@@ -165,6 +167,10 @@ class CapturedOp(Layer):
         return symbol(BATCH)  # nothing it reads follows the batch: neither does anything it makes
 
     def work(self, call) -> Work:
+        work = self._work(call)
+        return replace(work, writes_input=True) if self.in_place else work
+
+    def _work(self, call) -> Work:
         batch = self._batch(list(call.input_shapes))
         shapes = [_at(form, batch) for form in self.input_forms]
         out = call.output_shape
