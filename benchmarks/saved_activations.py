@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -73,13 +74,6 @@ TIMM_MAX_PARAMETERS = 100_000_000  # larger ones take minutes and gigabytes to r
 TIMM_MAX_INPUT = 3 * 512 * 512  # SAM's 1024x1024 images need more memory for training than this CPU has
 
 
-def _elements(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def _timm_row(name: str) -> dict:
     import torch
 
@@ -90,7 +84,7 @@ def _timm_row(name: str) -> dict:
     size = sum(p.numel() for p in meta.parameters())
     if size > TIMM_MAX_PARAMETERS:
         return {"name": name, "error": f"skipped: {size:,} parameters"}
-    if _elements(shape) > TIMM_MAX_INPUT:
+    if math.prod(shape) > TIMM_MAX_INPUT:
         return {"name": name, "error": f"skipped: input {shape}"}
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).train()

@@ -125,6 +125,14 @@ def _kept_by_autograd(model, x) -> int:
     return kept_by_autograd(model, lambda: model(x))
 
 
+def _kept_in_a_cpu_run(module, x, shape: tuple) -> tuple:
+    """(what autograd saves in a real CPU forward of ``module`` on ``x``, the estimate of training its
+    meta copy on the CPU at ``x``'s batch size)."""
+    kept = _kept_by_autograd(module, x)
+    est = estimate(module.to("meta"), input_shape=shape, batch_size=x.shape[0], optimizer="sgd", device="cpu")
+    return kept, est
+
+
 def test_saved_activations_are_what_autograd_saves():
     model = SizeBranch().to("meta")
     kept = _kept_by_autograd(model, torch.empty(4, 8, device="meta"))
@@ -155,9 +163,7 @@ def test_attention_keeps_what_the_cpu_kernel_keeps(dropout):
     without dropout, the fused kernel (a log-sum-exp per query instead). The estimate keeps what a real
     CPU run keeps, both ways."""
     torch.manual_seed(0)
-    model = GroupedAttention(dropout)
-    kept = _kept_by_autograd(model, torch.randn(2, 32, 64))  # a real CPU run
-    est = estimate(model.to("meta"), input_shape=(32, 64), batch_size=2, optimizer="sgd", device="cpu")
+    kept, est = _kept_in_a_cpu_run(GroupedAttention(dropout), torch.randn(2, 32, 64), (32, 64))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
     fused = [r.name for r in est.layers if "flash_attention" in r.type]
     assert bool(fused) == (dropout == 0)
@@ -180,25 +186,32 @@ class Positions(nn.Module):
         return self.tokens(input_ids) + self.types(types) + self.places(positions + 2) + self.places(positions)
 
 
-class BooleanMask(nn.Module):
-    """Attention under a boolean causal mask expanded over the batch: torch's CPU dispatch turns it into
-    an additive float mask, which the fused kernel's backward keeps whole."""
+class _Heads(nn.Module):
+    """Attention of two heads, under a boolean causal mask expanded over the batch (torch's CPU dispatch
+    turns it into an additive float mask, which the fused kernel's backward keeps whole), or on a key laid
+    out column-major, as some timm models make it (its last axis not contiguous: the math path, which
+    keeps the probabilities); a tanh last, which keeps its own output."""
 
-    def __init__(self):
+    def __init__(self, boolean_mask: bool = False, column_major_key: bool = False):
         super().__init__()
         self.qkv = nn.Linear(32, 96)
+        self.boolean_mask, self.column_major_key = boolean_mask, column_major_key
 
     def forward(self, x):
         b, s, _ = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, 2, 16).permute(2, 0, 3, 1, 4)
-        mask = torch.ones(1, 1, s, s, dtype=torch.bool, device=x.device).tril().expand(b, -1, -1, -1)
+        mask = None
+        if self.boolean_mask:
+            mask = torch.ones(1, 1, s, s, dtype=torch.bool, device=x.device).tril().expand(b, -1, -1, -1)
+        if self.column_major_key:
+            k = k.transpose(-1, -2).contiguous().transpose(-1, -2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, s, 32)
-        return torch.tanh(out)  # the last operation keeps its own output
+        return torch.tanh(out)
 
 
 @pytest.mark.parametrize("model, shape, x", [
     (Positions, (16,), lambda: torch.randint(0, 50, (4, 16))),
-    (BooleanMask, (8, 32), lambda: torch.randn(4, 8, 32)),
+    (lambda: _Heads(boolean_mask=True), (8, 32), lambda: torch.randn(4, 8, 32)),
 ])
 def test_saved_tensors_made_from_buffers_and_masks_as_a_real_cpu_run_keeps_them(model, shape, x):
     """An expanded view keeps its base's storage, smaller than the view; a buffer (and a slice of it) kept
@@ -206,9 +219,7 @@ def test_saved_tensors_made_from_buffers_and_masks_as_a_real_cpu_run_keeps_them(
     gradient are kept by the Embedding that reads them; a boolean mask is kept as the float mask torch
     makes of it; the forward's last operation keeps what it made (tanh its output)."""
     torch.manual_seed(0)
-    module = model()
-    kept = _kept_by_autograd(module, x())  # a real CPU run
-    est = estimate(module.to("meta"), input_shape=shape, batch_size=4, optimizer="sgd", device="cpu")
+    kept, est = _kept_in_a_cpu_run(model(), x(), shape)
     assert est.training.memory.activations + est.training.memory.input_batch == kept
 
 
@@ -318,9 +329,7 @@ def test_multihead_attention_keeps_what_its_path_keeps(need_weights, dropout, ap
     """need_weights=True writes the math out; False calls scaled_dot_product_attention, fused on the CPU
     without dropout (torchvision's ViT): each keeps other tensors, by storage, as a real CPU run shows."""
     torch.manual_seed(0)
-    module = _Attention(need_weights, dropout, apart)
-    kept = _kept_by_autograd(module, torch.randn(3, 10, 32))
-    est = estimate(module.to("meta"), input_shape=(10, 32), batch_size=3, optimizer="sgd", device="cpu")
+    kept, est = _kept_in_a_cpu_run(_Attention(need_weights, dropout, apart), torch.randn(3, 10, 32), (10, 32))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
 
 
@@ -336,9 +345,7 @@ def test_a_functional_norm_applies_its_affine_terms_in_its_own_kernel():
     """torch.fx reads F.layer_norm(x, shape, weight, bias) as a norm and its affine terms; torch runs them
     in one kernel that keeps the input and the statistics, not the normalised values."""
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Conv2d(3, 8, 3), _ChannelsLastNorm(8), nn.Conv2d(8, 4, 1))
-    kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
-    est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
+    kept, est = _kept_in_a_cpu_run(nn.Sequential(nn.Conv2d(3, 8, 3), _ChannelsLastNorm(8), nn.Conv2d(8, 4, 1)), torch.randn(2, 3, 10, 10), (3, 10, 10))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
 
 
@@ -363,32 +370,13 @@ def test_dropouts_of_whole_channels_and_samples_keep_a_noise_tensor_of_that_size
     if torchvision is None:
         pytest.skip("torchvision is not installed")
     torch.manual_seed(0)
-    module = _ChannelDropout(torchvision.ops.stochastic_depth).train()
-    kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
-    est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
+    kept, est = _kept_in_a_cpu_run(_ChannelDropout(torchvision.ops.stochastic_depth).train(), torch.randn(2, 3, 10, 10), (3, 10, 10))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
-
-
-class _ColumnMajorKey(nn.Module):
-    """Attention whose key is laid out column-major (its last axis not contiguous), as some timm models
-    make it: torch's CPU dispatch sends it to the math path, which keeps the probabilities."""
-
-    def __init__(self):
-        super().__init__()
-        self.qkv = nn.Linear(32, 96)
-
-    def forward(self, x):
-        b, s, _ = x.shape
-        q, k, v = self.qkv(x).view(b, s, 3, 2, 16).permute(2, 0, 3, 1, 4)
-        k = k.transpose(-1, -2).contiguous().transpose(-1, -2)
-        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, 32)
 
 
 def test_attention_on_a_key_whose_last_axis_is_strided_keeps_what_the_math_path_keeps():
     torch.manual_seed(0)
-    module = _ColumnMajorKey()
-    kept = _kept_by_autograd(module, torch.randn(2, 8, 32))
-    est = estimate(module.to("meta"), input_shape=(8, 32), batch_size=2, optimizer="sgd", device="cpu")
+    kept, est = _kept_in_a_cpu_run(_Heads(column_major_key=True), torch.randn(2, 8, 32), (8, 32))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
     assert not [r.name for r in est.layers if "flash_attention" in r.type]
 
@@ -411,7 +399,6 @@ class _InPlaceActivation(nn.Module):
 
 def test_an_in_place_operation_keeps_one_storage_with_its_input():
     torch.manual_seed(0)
-    module = _InPlaceActivation()
-    kept = _kept_by_autograd(module, torch.randn(2, 3, 10, 10))
-    est = estimate(module.to("meta"), input_shape=(3, 10, 10), batch_size=2, optimizer="sgd", device="cpu")
+    kept, est = _kept_in_a_cpu_run(_InPlaceActivation(), torch.randn(2, 3, 10, 10), (3, 10, 10))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
+

@@ -9,7 +9,8 @@ kernel would take is sent to ``aten._scaled_dot_product_flash_attention_for_cpu`
 gives the fused kernel's shapes and whose backward formula saves what the real one saves (checked against
 saved-tensor hooks on a real CPU run). The CPU's rule decides: dropout on the probabilities, query and
 value widths that differ, a query, key or value whose last axis is not contiguous, a mask that needs a
-gradient, or tensors that are not 4-D take the math path there, and are recorded as such (a GPU's fused kernels would keep less with dropout).
+gradient, or tensors that are not 4-D take the math path there, and are recorded as such (a GPU's fused
+kernels would keep less with dropout).
 """
 
 from __future__ import annotations

@@ -376,8 +376,8 @@ class _Recorder:
         op, view, in_place = _operator(func)
         module = self.stack[-1] if self.stack else ""
         name = self._unique(f"{module}:{op}" if module else op)
-        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[tuple(t.shape) for t in inputs],
-                         output_shapes=[tuple(t.shape) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
+        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[_shape(t) for t in inputs],
+                         output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
                          dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in inputs))
@@ -573,7 +573,7 @@ def _operator(func) -> tuple:
 
 
 def _shape(t) -> tuple:
-    return tuple(int(d) for d in t.shape)
+    return tuple(t.shape)  # plain ints: meta tensors here have no symbolic sizes
 
 
 _DTYPES: dict = {}

@@ -436,12 +436,10 @@ def _layer_norm(tr: _FxTranslator, node, args, kwargs):
     bound = dict(zip(names, args)) | kwargs
     shape = _constant_shape(bound["normalized_shape"], "layer_norm")
     terms = tuple(t for t in ("weight", "bias") if _is_ref(bound.get(t)))
-    if terms and len(shape) == 1:  # terms over the last axis, applied inside the norm's kernel
-        out = tr._add(f"{node.name}.norm", LayerNorm(normalized_shape=shape, center=False, scale=False),
-                      [bound["input"][1]])
-        return tr._add(node.name, ChannelAffine(axis=-1, terms=terms), [out[1], *(bound[t][1] for t in terms)])
     out = tr._add(node.name if bound.get("weight") is None and bound.get("bias") is None else f"{node.name}.norm",
                   LayerNorm(normalized_shape=shape, center=False, scale=False), [bound["input"][1]])
+    if terms and len(shape) == 1:  # terms over the last axis, applied inside the norm's kernel
+        return tr._add(node.name, ChannelAffine(axis=-1, terms=terms), [out[1], *(bound[t][1] for t in terms)])
     for term, op in (("weight", "multiply"), ("bias", "add")):
         if bound.get(term) is not None:
             last = term == "bias" or bound.get("bias") is None
