@@ -402,3 +402,21 @@ def test_an_in_place_operation_keeps_one_storage_with_its_input():
     kept, est = _kept_in_a_cpu_run(_InPlaceActivation(), torch.randn(2, 3, 10, 10), (3, 10, 10))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
 
+
+class _AttentionTwice(nn.Module):
+    """One nn.MultiheadAttention called with need_weights=False, then with its default (True)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        h = self.attention(x, x, x, need_weights=False)[0]
+        return self.attention(h, h, h)[0]
+
+
+def test_a_module_called_with_other_options_takes_each_call_s_path_and_its_weights_once():
+    torch.manual_seed(0)
+    kept, est = _kept_in_a_cpu_run(_AttentionTwice(), torch.randn(3, 10, 32), (10, 32))
+    assert est.training.memory.activations + est.training.memory.input_batch == kept
+    assert est.params == sum(p.numel() for p in _AttentionTwice().parameters())

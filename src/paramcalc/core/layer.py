@@ -114,6 +114,19 @@ class Context:
             self.assume_equal(received, expected)
 
 
+class _EveryPosition(tuple):
+    """``Layer.tied`` for a layer all of whose weights another layer owns."""
+
+    def __contains__(self, position) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "ALL_TIED"
+
+
+ALL_TIED = _EveryPosition()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Layer:
     """Base of every layer kind. ``name`` is the layer's name in the model; ``type_name`` the class
@@ -128,7 +141,9 @@ class Layer:
     name: str | None = None
     type_name: str | None = field(default=None, compare=False)
     trainable: bool | tuple = True
-    tied: tuple = field(default=(), compare=False)  # positions of weights owned by another layer
+    # positions of weights owned by another layer; ALL_TIED: every one (a torch module called again with
+    # other call options is another layer over the same weights)
+    tied: tuple = field(default=(), compare=False)
     stored_shapes: tuple = field(default=(), compare=False)
 
 

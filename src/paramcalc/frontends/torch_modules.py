@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Callable
 
 from paramcalc.core.errors import ParamcalcError, SpecError, UnknownLayerError
+from paramcalc.core.layer import ALL_TIED
 from paramcalc.core.registry import register_torch_module, torch_converter
 from paramcalc.layers import (
     GLU,
@@ -82,7 +83,7 @@ def _convert(module: object, name: str, memo: dict, options: dict | None = None)
     the first's (tied)."""
     convert = module_rule(module)
     chosen = _call_options(convert, options)
-    key = id(module) if not chosen else (id(module), chosen)
+    key = id(module) if chosen is None else (id(module), chosen)
     if key in memo:  # the same module object again: shared weights
         return memo[key]
     owned = memo.setdefault("parameters", set())
@@ -90,21 +91,30 @@ def _convert(module: object, name: str, memo: dict, options: dict | None = None)
     if convert is None:
         raise _unknown(cls, name)
     try:
-        layer = convert(module, **dict(chosen))
+        layer = convert(module, **dict(chosen or ()))
     except ParamcalcError as err:
         raise err.with_layer(name) from None
+    again = key != id(module) and id(module) in memo  # called before with other options: the same weights
     layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(module, layer),
-                    tied=_tied(module, owned), stored_shapes=tuple(tuple(p.shape) for p in module.parameters()))
+                    tied=ALL_TIED if again else _tied(module, owned),
+                    stored_shapes=tuple(tuple(p.shape) for p in module.parameters()))
     memo[key] = layer
     memo.setdefault(id(module), layer)  # reached: its parameters are counted by a call
     return layer
 
 
-def _call_options(convert, options: dict | None) -> tuple:
-    """The (name, value) pairs of a call's plain keyword arguments that ``convert`` reads."""
+def _call_options(convert, options: dict | None) -> tuple | None:
+    """The (name, value) of each call option ``convert`` reads, the call's plain value or the rule's
+    default (so a call that leaves one out and a call that passes the default are one layer); None for
+    a rule that reads none."""
     names = getattr(convert, "call_options", ())
-    return tuple(sorted((k, v) for k, v in (options or {}).items()
-                        if k in names and isinstance(v, (bool, int, float, str))))
+    if not names:
+        return None
+    import inspect
+
+    defaults = inspect.signature(convert).parameters
+    given = {k: v for k, v in (options or {}).items() if isinstance(v, (bool, int, float, str))}
+    return tuple((n, given.get(n, defaults[n].default)) for n in sorted(names))
 
 
 def unreached_parameters(root: object, memo: dict, used: set) -> tuple[list, tuple]:
