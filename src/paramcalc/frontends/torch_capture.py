@@ -309,6 +309,12 @@ class _Recorder:
 
         tensors = [a for a in leaves(args) if isinstance(a, torch.Tensor)]
         tensors += [v for k, v in kwargs.items() if k in _MODULE_INPUTS and isinstance(v, torch.Tensor)]
+        if any(t.dtype.is_floating_point and not t.is_contiguous() for t in tensors):
+            # a rule prices the kernel on the layout it takes without a copy; on a strided input (a
+            # permuted or expanded tensor) torch's kernel may copy it and keep the copy (a Linear
+            # flattening a permuted input to 2-D, a GroupNorm): its operations are recorded, so that
+            # saved-tensor hooks say what it keeps
+            return
         self.frames.append(([self._ref(t) for t in tensors], kwargs))
         self.known_depth = 1
 

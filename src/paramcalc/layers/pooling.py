@@ -28,7 +28,7 @@ INDEX_BYTES = 8  # a max pool keeps the int64 position of each maximum
 
 def _max_indices(call, op: str, rules: SavingRules) -> list:
     """What a max pool keeps: its input and the positions of the maxima (an average pool keeps nothing:
-    TensorFlow's and torch's adaptive ones read only the shape)."""
+    TensorFlow's and torch's fixed-window ones read only the shape)."""
     if op != "max":
         return []
     return inputs_kept(call, rules)[:1] + [((call.name, "indices"), prod(call.output_shape) * INDEX_BYTES)]
@@ -151,4 +151,10 @@ class AdaptivePool(Layer):
         return ctx.result(x.with_shape(lead + out), flops=x.numel)
 
     def saved(self, call, rules: SavingRules) -> list:
+        """torch's adaptive average pool to one value per channel is a mean, which keeps nothing; to any
+        other size it runs ``_adaptive_avg_pool2d`` (3d), whose backward formula reads the input, so
+        autograd keeps it."""
+        if self.op == "avg":
+            global_mean = all(size == 1 for size in call.output_shape[len(call.output_shape) - self.rank:])
+            return [] if global_mean else inputs_kept(call, rules)[:1]
         return _max_indices(call, self.op, rules)
