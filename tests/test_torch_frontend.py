@@ -102,6 +102,34 @@ def test_an_operation_torch_fx_cannot_trace_is_read_by_running_the_forward_and_n
     assert any("aten._fft_r2c" in n and "no FLOPs" in n for n in est.notes)  # arithmetic paramcalc does not know
 
 
+class _FunctionalDropout(nn.Module):
+    """Dropout applied as a function of the module's mode, as attention probabilities are in BERT."""
+
+    def __init__(self, branch_on_size: bool):
+        super().__init__()
+        self.linear, self.branch_on_size = nn.Linear(8, 8), branch_on_size
+
+    def forward(self, x):
+        if self.branch_on_size and x.shape[-1] != 8:  # torch.fx cannot trace it: the forward is run
+            raise ValueError(x.shape)
+        return torch.nn.functional.dropout(self.linear(x), 0.1, training=self.training)
+
+
+@pytest.mark.parametrize("branch_on_size", [False, True], ids=["traced", "run"])
+def test_a_forward_read_in_eval_mode_says_training_runs_another(branch_on_size):
+    with torch.device("meta"):
+        model = _FunctionalDropout(branch_on_size)
+    warned = "the model is in eval mode"
+    evaluated = estimate(model.eval(), input_shape=(8,), batch_size=4, optimizer="sgd", device="cpu")
+    assert evaluated.forward_mode == "eval" and any(warned in n for n in evaluated.notes)
+    trained = estimate(model.train(), input_shape=(8,), batch_size=4, optimizer="sgd", device="cpu")
+    assert trained.forward_mode == "train" and not any(warned in n for n in trained.notes)
+    assert trained.training.memory.activations > evaluated.training.memory.activations  # the dropout's mask
+    assert not any(warned in n for n in estimate(model.eval(), input_shape=(8,)).notes)  # no training asked
+    sequential = estimate(nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1)).eval(), input_shape=(8,), optimizer="sgd")
+    assert sequential.forward_mode is None and not any(warned in n for n in sequential.notes)  # rules price training
+
+
 def test_data_dependent_control_flow_is_a_clear_error():
     class Branchy(nn.Module):
         def forward(self, x):

@@ -95,6 +95,7 @@ class Estimate:
     training_notes: tuple = field(default=(), compare=False, repr=False)  # the notes about training
     modules: tuple = field(default=(), compare=False, repr=False)  # (path, class name) of the module tree
     summary_depth: int | None = field(default=None, compare=False, repr=False)  # summary()'s default depth
+    forward_mode: str | None = field(default=None, compare=False, repr=False)  # a torch forward read as "eval" or "train"
 
     # -- derived figures --------------------------------------------------------------------------------
     @property
@@ -333,11 +334,23 @@ def _with_training_notes(est: Estimate) -> Estimate:
         added = _uncalibrated_dtype_notes(device, precision) + machine_notes(device, this_machine())
     else:
         added = ()
-    added = _undescribed_kinds(est) + added + _parallel_notes(est.training, device)
+    added = _undescribed_kinds(est) + _eval_mode_notes(est) + added + _parallel_notes(est.training, device)
     if setup.optimizer is None:
         added = (f"no optimizer given: training memory and time assume {setup.optimizer_name.capitalize()} "
                  "(pass optimizer=..., or --optimizer)",) + added
     return replace(est, notes=notes + added, training_notes=added)
+
+
+def _eval_mode_notes(est: Estimate) -> tuple:
+    """A note where a torch forward was read in eval mode: training runs ``model.train()``'s forward, in
+    which code that checks ``self.training`` (functional dropout on attention probabilities, stochastic
+    depth) keeps what it keeps there (a BERT's saved activations are 16% more)."""
+    if est.forward_mode != "eval":
+        return ()
+    return ("the model is in eval mode, and its forward was read as eval runs it: code that checks "
+            "self.training (functional dropout, stochastic depth) ran as in evaluation, and training memory and "
+            "time count what that forward keeps; call model.train() before estimate() for the forward a training "
+            "step runs",)
 
 
 def _parallel_notes(cost, device) -> tuple:
@@ -491,6 +504,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
         output_shape=outputs[0],
         target_shape=targets, assumptions=tuple(assumptions), notes=tuple(notes),
         modules=getattr(graph, "modules", ()), summary_depth=getattr(graph, "summary_depth", None),
+        forward_mode=getattr(graph, "forward_mode", None),
     )
     return _with_diagnostics(est)
 

@@ -59,6 +59,9 @@ class Graph:
     summary_depth: int | None = field(default=None, compare=False)
     # inputs that are not of ``dtype`` (token ids: "int64"), by name
     input_dtypes: dict = field(default_factory=dict, compare=False)
+    # the mode a torch forward was read in ("train" or "eval": code that checks ``self.training``, such as
+    # functional dropout, ran as that mode runs it); None where no forward was read
+    forward_mode: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not all(isinstance(i, (list, tuple)) and len(i) == 2 and isinstance(i[0], str) for i in self.inputs):

@@ -492,7 +492,8 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
     return Graph(tuple((n, None) for n, _ in sample_shapes), tuple(nodes), tuple(first.outputs), name=name,
                  framework="torch", dtype=dtype, notes=tuple(notes) + tuple(unused_notes),
                  modules=module_tree(first.root), summary_depth=SUMMARY_DEPTH,
-                 input_dtypes={n: "int64" for n in sorted(integer)})
+                 input_dtypes={n: "int64" for n in sorted(integer)},
+                 forward_mode="train" if first.root.training else "eval")
 
 
 _DIM_ARGUMENTS: dict = {}  # operation -> (position, name, default) of its arguments that name axes

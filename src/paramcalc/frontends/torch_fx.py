@@ -143,7 +143,8 @@ class _FxTranslator:
                 raise err.with_layer(node.name) from None
         notes = self._unreached()
         return Graph(tuple(self.inputs), tuple(self.nodes), tuple(outputs), name=self.name,
-                     framework="torch", dtype=self.dtype, notes=notes, modules=module_tree(self.root))
+                     framework="torch", dtype=self.dtype, notes=notes, modules=module_tree(self.root),
+                     forward_mode="train" if self.root.training else "eval")
 
     def _unreached(self) -> tuple:
         """Parameters and buffers of modules the forward never called, each as a parameter node."""
@@ -492,6 +493,15 @@ def _rms_norm(tr: _FxTranslator, node, args, kwargs):
     return tr._add(node.name, Merge("multiply"), [out[1], weight[1]]) if _is_ref(weight) else out
 
 
+def _dropout(tr: _FxTranslator, node, args, kwargs):
+    """F.dropout(x, p, training): the identity where the call says it is not training (a module in eval
+    mode passing ``training=self.training``), as for stochastic depth."""
+    bound = dict(zip(("input", "p", "training", "inplace"), args)) | kwargs
+    if not bound.get("training", True) or bound.get("p", 0.5) == 0:
+        return tr._add(node.name, Identity(), [bound["input"][1]])
+    return tr._add(node.name, Dropout(bound.get("p", 0.5)), [bound["input"][1]])
+
+
 def _stochastic_depth(tr: _FxTranslator, node, args, kwargs):
     bound = dict(zip(("input", "p", "mode", "training"), args)) | kwargs
     if not bound.get("training", True) or bound.get("p", 0) == 0:
@@ -592,7 +602,7 @@ def _functions() -> dict:
                            "hardswish": "hard_silu", "relu6": "relu6", "selu": "selu"}.items():
         functions = tuple(f for f in (getattr(F, name, None), getattr(torch, name, None)) if f is not None)
         both((name,), functions, _act(function))
-    both((), (F.dropout,), _unary(lambda a, k: Dropout(a[1] if len(a) > 1 else k.get("p", 0.5))))
+    table[("call_function", F.dropout)] = _dropout
     both((), (F.glu,), _unary(lambda a, k: GLU(a[1] if len(a) > 1 else k.get("dim", -1))))
     both((), (F.pixel_shuffle, torch.pixel_shuffle),
          _unary(lambda a, k: PixelShuffle(a[1] if len(a) > 1 else k["upscale_factor"])))

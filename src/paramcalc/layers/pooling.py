@@ -27,8 +27,8 @@ INDEX_BYTES = 8  # a max pool keeps the int64 position of each maximum
 
 
 def _max_indices(call, op: str, rules: SavingRules) -> list:
-    """What a max pool keeps: its input and the positions of the maxima (an average pool keeps nothing:
-    TensorFlow's and torch's fixed-window ones read only the shape)."""
+    """What a max pool keeps: its input and the positions of the maxima; nothing for an average pool
+    (whose layer says what its framework's backward reads)."""
     if op != "max":
         return []
     return inputs_kept(call, rules)[:1] + [((call.name, "indices"), prod(call.output_shape) * INDEX_BYTES)]
