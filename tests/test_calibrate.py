@@ -18,7 +18,7 @@ from paramcalc.calibration import sweeps as calibrate  # noqa: E402
 from paramcalc.core.machine import this_machine  # noqa: E402
 from paramcalc.cost.devices import from_calibration  # noqa: E402
 
-KERNELS = ("batch_norm", "layer_norm", "relu", "dropout", "max_pool", "avg_pool", "softmax")
+KERNELS = ("batch_norm", "layer_norm", "relu", "tanh", "dropout", "max_pool", "avg_pool", "softmax")
 
 
 # A few matrix products instead of the sweep: what these tests check does not depend on the sweep's

@@ -80,6 +80,44 @@ def test_per_element_kernels_and_their_fallback():
     assert uncalibrated == pytest.approx(CPU.memory_seconds(6400 * 4 * 2) * (1 + 1.5))  # a pass, 1.5 back
 
 
+def test_tanh_takes_its_own_kernel_where_calibrated_and_relus_where_not():
+    relu = {"relu": {"forward_s_per_element": 3e-10, "backward_s_per_element": 4e-10}}
+    tanh = {"tanh": {"forward_s_per_element": 1.3e-9, "backward_s_per_element": 5e-10}}
+    layers = [Dense(64), Activation("tanh", name="act"), Dense(1)]
+    seconds = dict(_cost(layers, (32,), 100, _profile(kernels={"float32": {**relu, **tanh}})).layer_seconds)
+    assert seconds["act"] == pytest.approx(6400 * 1.8e-9)
+    # a profile calibrated before tanh was measured apart times it as it did then, as ReLU
+    older = dict(_cost(layers, (32,), 100, _profile(kernels={"float32": relu})).layer_seconds)
+    assert older["act"] == pytest.approx(6400 * 7e-10)
+
+
+def test_operations_recorded_from_a_forward_take_the_kernels_of_their_functions():
+    """A dropout recorded as its ATen operations is timed at its random fill (``bernoulli_``), with the
+    calibrated dropout kernel; a recorded tanh with the tanh kernel."""
+    torch = pytest.importorskip("torch")
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(32, 64)
+
+        def forward(self, x):
+            if x.shape[-1] != 32:  # a branch on a size: read by running the forward
+                raise ValueError(x.shape)
+            return torch.nn.functional.dropout(torch.tanh(self.linear(x)), 0.1, training=True)
+
+    kernels = {"float32": {"dropout": {"forward_s_per_element": 5e-9, "backward_s_per_element": 1e-9},
+                           "tanh": {"forward_s_per_element": 1.3e-9, "backward_s_per_element": 5e-10}}}
+    with torch.device("meta"):
+        model = Block()
+    est = estimate(model, input_shape=(32,), batch_size=100)
+    seconds = dict(training_cost(est, optimizer="sgd", device=_profile(kernels=kernels)).layer_seconds)
+    fill = next(r.name for r in est.layers if r.type == "bernoulli_")
+    activation = next(r.name for r in est.layers if r.type == "tanh")
+    assert seconds[fill] == pytest.approx(6400 * 5e-9)  # its output needs no gradient: no backward
+    assert seconds[activation] == pytest.approx(6400 * 1.8e-9)
+
+
 def test_a_calibrated_kernel_is_no_faster_than_moving_its_bytes():
     # measured on a tensor in cache at 10 ps per element: a large one still reads and writes its bytes
     fast = {"float32": {"relu": {"forward_s_per_element": 1e-11, "backward_s_per_element": 1e-11}}}

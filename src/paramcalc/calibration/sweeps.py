@@ -513,7 +513,7 @@ def _reference_step(torch, width: int, pairs: int, batch: int) -> Callable:
 
 def _kernel_throughput(torch, device: str, dtypes: tuple, say) -> dict:
     """Seconds per element of the kernels that run far from the copy bandwidth, forward and backward:
-    normalisation (statistics, layout changes), ReLU, dropout (random numbers: slow on CPUs), max and
+    normalisation (statistics, layout changes), ReLU, tanh (slow on CPUs), dropout (random numbers: slow on CPUs), max and
     average pooling (per input element) and softmax, each measured differently for each dtype."""
     return _per_element_costs(torch, device, dtypes, say, _torch_kernel_makers(torch, device))
 
@@ -546,6 +546,7 @@ def _torch_kernel_makers(torch, device: str) -> dict:
         "batch_norm": (module(lambda: nn.BatchNorm2d(image[1])), image),
         "layer_norm": (module(lambda: nn.LayerNorm(rows[-1])), rows),
         "relu": (module(lambda: nn.ReLU()), image),
+        "tanh": (module(lambda: nn.Tanh()), image),
         "dropout": (module(lambda: nn.Dropout(0.1)), image),
         "max_pool": (module(lambda: nn.MaxPool2d(2)), image),
         "avg_pool": (module(lambda: nn.AvgPool2d(2)), image),
@@ -1400,7 +1401,8 @@ def _keras_tf_per_element_costs(keras, tf, say) -> dict:
     image, rows = (32, 32, 32, 64), (8192, 256)
     L = keras.layers
     makers = {"batch_norm": (L.BatchNormalization, image), "layer_norm": (L.LayerNormalization, rows),
-              "relu": (L.ReLU, image), "dropout": (lambda: L.Dropout(0.1), image),
+              "relu": (L.ReLU, image), "tanh": (lambda: L.Activation("tanh"), image),
+              "dropout": (lambda: L.Dropout(0.1), image),
               "max_pool": (lambda: L.MaxPooling2D(2), image), "avg_pool": (lambda: L.AveragePooling2D(2), image),
               "softmax": (L.Softmax, (image[0] * image[1], image[2], image[3]))}
     samples: dict = {kind: ([], []) for kind in makers}

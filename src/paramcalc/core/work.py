@@ -21,22 +21,27 @@ from paramcalc.core.dims import Dim, prod
 
 # Bytes per element (in units of the activation dtype's size) a per-element kernel moves when the device
 # did not calibrate it: read and write; a norm makes three such passes.
-FALLBACK_BYTES = {"relu": 2, "dropout": 2, "softmax": 2, "layer_norm": 6, "batch_norm": 6}
+FALLBACK_BYTES = {"relu": 2, "tanh": 2, "dropout": 2, "softmax": 2, "layer_norm": 6, "batch_norm": 6}
+# A kernel a profile calibrated before it was measured apart is timed as the one it was priced as then:
+# tanh as a ReLU-like pass (on CPUs it runs 5-9x slower per element than ReLU, GELU or SiLU)
+STAND_INS = {"tanh": "relu"}
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """A per-element kernel a device profile may have timed (``name``: "relu", "softmax", "dropout",
-    "batch_norm", "layer_norm", "max_pool", "avg_pool") over ``elements``; uncalibrated, a memory pass
-    of ``fallback_bytes`` per element, in units of the activation dtype's size."""
+    """A per-element kernel a device profile may have timed (``name``: "relu", "tanh", "softmax",
+    "dropout", "batch_norm", "layer_norm", "max_pool", "avg_pool") over ``elements``; where the profile
+    did not, the ``stand_in`` kernel's time, else a memory pass of ``fallback_bytes`` per element, in units
+    of the activation dtype's size."""
 
     name: str
     elements: Dim
     fallback_bytes: float
+    stand_in: str | None = None
 
 
 def kernel(name: str, elements: Dim) -> Kernel:
-    return Kernel(name, elements, FALLBACK_BYTES[name])
+    return Kernel(name, elements, FALLBACK_BYTES[name], STAND_INS.get(name))
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,9 @@ class Work:
       ``is_weight``: the output is a parameter or buffer the model holds, so a backward that keeps it
       (or a view of it) costs no memory beyond the weights; ``writes_input``: the output was written
       into the input's storage (an in-place operation): nothing new is allocated, and a tensor kept of
-      either is one.
+      either is one; ``no_gradient``: its output carries no gradient whatever it reads (a tensor made
+      without autograd: a dropout's noise, a comparison's booleans), so it has no backward and no
+      gradient flows through it.
     - ``family``: the name device calibrations file this layer's measurements under (host cost per
       layer, layers timed whole); ``host_repeats``: how many such layers the call holds.
     """
@@ -144,6 +151,7 @@ class Work:
     aliases_input: bool = False
     is_weight: bool = False
     writes_input: bool = False
+    no_gradient: bool = False
     float_inputs: bool = True
     family: str = ""
     host_repeats: int = 1

@@ -139,7 +139,9 @@ class Step:
 
     def reads_grad(self, call) -> bool:
         """Whether the call must make an input gradient: a tensor it reads, other than a weight operand
-        (whose gradient is a weight gradient), requires grad."""
+        (whose gradient is a weight gradient), requires grad, and its output carries a gradient."""
+        if self.work(call).no_gradient:
+            return False
         weights = call.layer.weight_operands() if call.layer is not None else ()
         return any(src in self.needs_grad for i, (src, _) in enumerate(call.inbound) if i not in weights)
 
@@ -173,11 +175,13 @@ def build_step(est, optimizer: Optimizer, precision: Precision, profile=None,
     # a call fed a trained weight as an operand computes that weight's gradient
     trainable = frozenset(owners | {c.name for c in calls if c.layer is not None and any(
         c.inbound[i][0] in owners for i in c.layer.weight_operands() if i < len(c.inbound))})
+    works = {c.name: c.layer.work(c) for c in calls}
     needs_grad: set = set()
     for call in calls:
+        if works[call.name].no_gradient:
+            continue
         if call.name in trainable or any(src in needs_grad for src, _ in call.inbound):
             needs_grad.add(call.name)
-    works = {c.name: c.layer.work(c) for c in calls}
     return Step(est, calls, works, trainable, frozenset(needs_grad), optimizer, precision, profile,
                 training_framework(est, profile, keras_backend), parallel, exchanges, loss)
 

@@ -256,6 +256,8 @@ class _Timing:
     def _kernels(self) -> None:
         for kernel in self.kernels:
             measured = self.profile.kernel_seconds(kernel.name, kernel.elements, self.dtype)
+            if measured is None and kernel.stand_in is not None:
+                measured = self.profile.kernel_seconds(kernel.stand_in, kernel.elements, self.dtype)
             passes = int(kernel.elements * kernel.fallback_bytes * self.bytes_per)
             if measured is None:  # not calibrated: a memory-bound pass
                 self.memory_bytes += passes

@@ -124,6 +124,7 @@ class _Record:
     # an input requires grad, so autograd may keep what the operation made (its outputs get their
     # requires_grad only once the dispatch returns)
     grad: bool = True
+    made: tuple = ()  # an operation's output tensors: whether they carry a gradient is read after the run
 
 
 @dataclass
@@ -386,7 +387,8 @@ class _Recorder:
                          output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
-                         dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in inputs))
+                         dims=_dims(func, args, kwargs), grad=any(t.requires_grad for t in inputs),
+                         made=tuple(outputs))
         if in_place and inputs and _storage_id(outputs[0]) == _storage_id(inputs[0]):  # not an out= argument
             record.writes = tuple(self.storage[_storage_id(t)] for t in outputs if _storage_id(t) in self.storage)
         record.saves, self.pending = self.pending, []
@@ -475,7 +477,8 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
                            output_forms=output_forms, output_dtypes=tuple(a.output_dtypes), reads=len(a.inbound),
                            weight_inputs=a.weight_inputs, view=a.view, in_place=bool(a.writes), saves=saves,
                            transposed=a.transposed,
-                           window=a.window, dims=a.dims)
+                           window=a.window, dims=a.dims,
+                           no_gradient=not any(t.requires_grad for t in a.made))
         nodes.append(GraphNode(a.name, layer, tuple(inbound), module=a.module))
     unknown: dict = {}
     for node in nodes:

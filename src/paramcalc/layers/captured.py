@@ -31,7 +31,7 @@ from paramcalc.core.splits import (
     regrouped_split,
 )
 from paramcalc.core.work import AttentionCore, SavingRules, Work, kernel
-from paramcalc.layers.elementwise import ACTIVATION_FLOPS
+from paramcalc.layers.elementwise import ACTIVATION_FLOPS, activation_kernels
 
 BATCH = "captured_batch"  # the symbol a recorded size that follows the batch is written in
 
@@ -47,8 +47,9 @@ NORMS = {"native_layer_norm": 8, "native_batch_norm": 8, "_native_batch_norm_leg
          "native_group_norm": 8, "_fused_rms_norm": 4}
 REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "var", "var_mean", "std", "std_mean", "prod",
               "norm", "linalg_vector_norm", "logsumexp", "cumsum", "argmax", "argmin"}
+# (a dropout recorded as its operations is timed at its random fill, which takes most of its time)
 KERNELS = {"_softmax": "softmax", "_safe_softmax": "softmax", "_log_softmax": "softmax", "relu": "relu",
-           "native_dropout": "dropout"}
+           "native_dropout": "dropout", "bernoulli": "dropout"}
 ARITHMETIC = {"add", "sub", "rsub", "mul", "div", "pow", "neg", "rsqrt", "sqrt", "exp", "log", "abs", "reciprocal",
               "where", "clamp", "clamp_min", "clamp_max", "maximum", "minimum", "sin", "cos", "erf", "lerp",
               "addcmul", "addcdiv", "square", "floor", "ceil", "round", "sign", "masked_fill", "log1p", "expm1",
@@ -119,7 +120,8 @@ class CapturedOp(Layer):
     ``weight_inputs``: positions of inputs that are parameters (or views of them); ``view``: its output
     is its input's storage; ``in_place``: it wrote its output into its first input (``relu_``);
     ``saves``: (graph reference, shape form, bytes per element or None for the training dtype) of each
-    tensor autograd kept for its backward.
+    tensor autograd kept for its backward; ``no_gradient``: no output required grad in the run (a tensor
+    made without autograd, such as a dropout's noise), so no gradient flows through it.
     """
 
     op: str = ""
@@ -134,6 +136,7 @@ class CapturedOp(Layer):
     transposed: bool = False  # a convolution's transposed flag (its products run from the input's side)
     window: int = 0  # a pool's kernel size (elements per window); 0 for an adaptive pool
     dims: tuple = ()  # the axes its arguments name (a softmax's, a transpose's), negative from the end
+    no_gradient: bool = False  # its outputs carry no gradient (``empty_like``, a random fill, a comparison)
 
     @property
     def family(self) -> str:
@@ -168,7 +171,9 @@ class CapturedOp(Layer):
 
     def work(self, call) -> Work:
         work = self._work(call)
-        return replace(work, writes_input=True) if self.in_place else work
+        if self.in_place:
+            work = replace(work, writes_input=True)
+        return replace(work, no_gradient=True) if self.no_gradient else work
 
     def _work(self, call) -> Work:
         batch = self._batch(list(call.input_shapes))
@@ -195,9 +200,12 @@ class CapturedOp(Layer):
             return self.described(weight_products=(product,), conv=whole)
         if fam == "attention":
             return self.described(attention=(_attention(shapes),))
-        name = KERNELS.get(_base(self.op.split(".")[-1]))
+        base = _base(self.op.split(".")[-1])
+        name = KERNELS.get(base)
         if name is not None:
             return self.described(kernels=(kernel(name, prod(out)),))
+        if fam == "activation":  # as the activation kind prices the function
+            return self.described(kernels=activation_kernels(_ACTIVATION_NAMES[base], prod(out)))
         moved = sum(prod(s) for s in shapes) + sum(prod(_at(f, batch)) for f in self.output_forms)
         return self.described(memory_elements=moved)
 

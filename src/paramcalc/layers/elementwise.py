@@ -65,10 +65,11 @@ TF_OUTPUT_SAVERS = OUTPUT_SAVERS | {"elu", "relu6"}
 
 
 def activation_kernels(function: str, elements) -> tuple:
-    """The per-element kernel an activation runs, priced as a softmax or as a ReLU-like pass."""
+    """The per-element kernel an activation runs, priced as a softmax, a tanh (slow on CPUs) or a
+    ReLU-like pass."""
     if function == "linear":
         return ()
-    return (kernel("softmax" if function == "softmax" else "relu", elements),)
+    return (kernel(function if function in ("softmax", "tanh") else "relu", elements),)
 
 
 def keeps_output(function: str, rules: SavingRules) -> bool:
