@@ -451,17 +451,3 @@ def test_a_known_module_on_a_strided_input_keeps_the_copy_its_kernel_makes():
     kept, est = _kept_in_a_cpu_run(_StridedInputs(), torch.randn(2, 3, 10, 10), (3, 10, 10))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
     assert est.params == sum(p.numel() for p in _StridedInputs().parameters())
-
-
-@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d((3, 3)), nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((None, 1)),
-                                  nn.AdaptiveAvgPool1d(3), nn.AdaptiveAvgPool1d(1), nn.AdaptiveMaxPool2d((3, 3))],
-                         ids=["avg2d-3x3", "avg2d-global", "avg2d-none-1", "avg1d-3", "avg1d-global", "max2d-3x3"])
-def test_an_adaptive_pool_keeps_its_input_unless_it_is_a_mean(pool):
-    """torch's adaptive average pool to one value per channel is a mean (keeps nothing); to other sizes
-    its backward reads the input, which autograd keeps."""
-    torch.manual_seed(0)
-    one_d = isinstance(pool, nn.AdaptiveAvgPool1d)
-    conv = nn.Conv1d(3, 4, 3) if one_d else nn.Conv2d(3, 4, 3)
-    shape = (3, 12) if one_d else (3, 12, 12)
-    kept, est = _kept_in_a_cpu_run(nn.Sequential(conv, pool, nn.Flatten()), torch.randn(2, *shape), shape)
-    assert est.training.memory.activations + est.training.memory.input_batch == kept

@@ -7,6 +7,7 @@ import pytest
 import paramcalc
 from paramcalc import ShapeError, UnknownLayerError, estimate
 
+from .autograd_kept import kept_by_autograd
 from .properties.oracle import saved_by_autograd
 
 torch = pytest.importorskip("torch")
@@ -354,3 +355,19 @@ def test_negative_padding_crops_as_torch_does():
     assert est.output_shape == tuple(model(torch.zeros(2, 3, 10, 10)).shape) == (2, 4, 7, 8)
     with pytest.raises(paramcalc.ShapeError, match="leaves nothing"):
         estimate(nn.Sequential(nn.ZeroPad2d((-3, -3, 0, 0))), input_shape=(3, 4, 6))
+
+
+@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d((3, 3)), nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((None, 1)),
+                                  nn.AdaptiveAvgPool1d(3), nn.AdaptiveAvgPool1d(1), nn.AdaptiveMaxPool2d((3, 3))],
+                         ids=["avg2d-3x3", "avg2d-global", "avg2d-none-1", "avg1d-3", "avg1d-global", "max2d-3x3"])
+def test_an_adaptive_pool_keeps_its_input_unless_it_is_a_mean(pool):
+    """torch's adaptive average pool to one value per channel is a mean (keeps nothing); to other sizes
+    its backward reads the input, which autograd keeps."""
+    torch.manual_seed(0)
+    one_d = isinstance(pool, nn.AdaptiveAvgPool1d)
+    conv = nn.Conv1d(3, 4, 3) if one_d else nn.Conv2d(3, 4, 3)
+    shape = (3, 12) if one_d else (3, 12, 12)
+    model, x = nn.Sequential(conv, pool, nn.Flatten()), torch.randn(2, *shape)
+    kept = kept_by_autograd(model, lambda: model(x), [x])
+    est = estimate(model.to("meta"), input_shape=shape, batch_size=2, optimizer="sgd", device="cpu")
+    assert est.training.memory.activations + est.training.memory.input_batch == kept

@@ -23,7 +23,7 @@ from paramcalc.core.dims import Dim, prod
 # did not calibrate it: read and write; a norm makes three such passes.
 FALLBACK_BYTES = {"relu": 2, "tanh": 2, "dropout": 2, "softmax": 2, "layer_norm": 6, "batch_norm": 6}
 # A kernel a profile calibrated before it was measured apart is timed as the one it was priced as then:
-# tanh as a ReLU-like pass (on CPUs it runs 5-9x slower per element than ReLU, GELU or SiLU)
+# tanh as a ReLU-like pass (on CPUs it runs several times slower per element than ReLU, GELU or SiLU)
 STAND_INS = {"tanh": "relu"}
 
 
