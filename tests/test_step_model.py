@@ -176,6 +176,26 @@ def test_heap_blocks_churned_in_a_step_take_the_cost_measured_on_training_steps(
     assert unmeasured.paged_in_seconds == pytest.approx((mapped + heap) * 1e-10)  # one cost for every block
 
 
+def test_the_loss_runs_its_kernels_and_its_blocks_join_the_pages_of_the_step():
+    """A language model's cross-entropy runs a log-softmax over the logits and its backward (the softmax
+    kernel); what it keeps and the two gradients it makes are blocks of the logits' size, the step's
+    largest, which the heap hands back and pages in again."""
+    softmax = {"float32": {"softmax": {"forward_s_per_element": 5e-10, "backward_s_per_element": 7e-10}}}
+    p = _profile(kernels=softmax, page_fault_s_per_byte=1e-10)
+    layers = [Dense(64), Dense(1000, name="logits")]
+    est = estimate(Sequential(layers), input_shape=(32,), batch_size=512)
+    plain = training_cost(est, optimizer="sgd", device=p)
+    with_loss = training_cost(est, optimizer="sgd", device=p, loss="cross_entropy")
+    logits = 512 * 1000
+    assert dict(with_loss.layer_seconds)["cross_entropy loss"] == pytest.approx(logits * 1.2e-9)
+    assert "cross_entropy loss" not in dict(plain.layer_seconds)
+    # the log-softmax kept, then two gradients made in the backward, each at the threshold: the two paged again
+    assert with_loss.paged_in_bytes - plain.paged_in_bytes == 2 * logits * 4
+    mse = training_cost(est, optimizer="sgd", device=p, loss="mse")
+    passes = logits * 4 * 2
+    assert dict(mse.layer_seconds)["mse loss"] == pytest.approx(p.memory_seconds(passes) + p.memory_seconds(int(passes * 1.5)))
+
+
 def test_a_single_heap_churn_figure_from_an_earlier_calibration_still_loads():
     p = from_calibration({"device": "cpu", "matmul": {"float32": [{"m": 64, "k": 64, "n": 64, "seconds": 1e-5}]},
                           "page_fault_s_per_byte": 1e-10, "page_churn_s_per_byte": 3e-10})

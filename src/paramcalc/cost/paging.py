@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from paramcalc.core.dims import prod
 from paramcalc.core.work import whole_bytes
-from paramcalc.cost.step import Step, trainable_tensor_sizes
+from paramcalc.cost.step import LOSSES, Step, trainable_tensor_sizes
 from paramcalc.cost.updates import temporaries_per_tensor
 
 # glibc's malloc maps blocks of this size and more from the kernel and returns them on free (its dynamic
@@ -19,13 +19,18 @@ MMAP_FLOOR = 128 * 2**10
 def paged_in_blocks(step: Step) -> tuple[list, list]:
     """Sizes of the fresh blocks a CPU step pages in: (forward and backward, optimizer update).
 
-    The step's fresh blocks are forward outputs, input and weight gradients, and the update's
-    temporaries. Blocks of MMAP_CEILING and more are paged in every time. Below it, the allocator's
+    The step's fresh blocks are forward outputs, input and weight gradients, what the loss keeps and
+    the gradients its backward makes, and the update's temporaries. Blocks of MMAP_CEILING and more are paged in every time. Below it, the allocator's
     threshold settles at the largest block of the step; blocks of that size freed in the backward pass
     or the update are paged in again every step (the weight gradients and Adam temporaries of an MLP's
     largest layers, the input gradients when activations are the largest blocks, and what a calibrated
     recurrent kernel keeps for its backward: one block per layer)."""
     forward, backward = _pass_blocks(step)
+    if step.loss and step.est.output_shape:  # what the loss keeps, and the gradients its backward makes
+        kept, making = LOSSES[step.loss]
+        output = prod(step.est.output_shape) * step.precision.activation_bytes
+        forward += [output] * kept
+        backward += [output] * making
     sizes = trainable_tensor_sizes(step.calls)
     weight_bytes = step.precision.weight_bytes
     backward += [weight_bytes * n for n in sizes]

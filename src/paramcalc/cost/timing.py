@@ -66,6 +66,8 @@ def step_time(step: Step) -> StepTime:
             device += again
             host_ops += ops
     kind_host = sum(c.host_seconds or 0.0 for c in calls)
+    loss = _loss_time(step)
+    device += loss
     update, update_host = _update_time(step)
     paged = _paging(step)
     device += paged[1]
@@ -79,6 +81,8 @@ def step_time(step: Step) -> StepTime:
     else:
         total = host + device + update
     per_call = [(call.name, c.device) for call, c in zip(step.calls, calls)]
+    if step.loss:
+        per_call.append((f"{step.loss} loss", loss))
     per_call.append((f"{step.optimizer.name} update", update))
     per_call.sort(key=lambda item: -item[1])
     return StepTime(total, host, device + update, tuple(per_call), paged[1] + paged[2], paged[3], paged[0])
@@ -92,6 +96,23 @@ def _layers_host(profile, host_ops: float, update_host: float) -> float:
     if not profile.overheads_exclude_update:  # older calibrations timed whole steps, update included
         fixed = max(fixed - update_host, 0.0)
     return fixed + host_ops * profile.layer_overhead_s / PAIR_OPS
+
+
+def _loss_time(step: Step) -> float:
+    """Device seconds of the loss on the first output, forward and backward: cross-entropy runs a
+    log-softmax over the output and its backward (timed as the softmax kernel), MSE a pass over the
+    output and one back."""
+    est = step.est
+    if not step.loss or not est.output_shape:
+        return 0.0
+    elements = prod(est.output_shape)
+    passes = elements * 2 * step.precision.activation_bytes  # read the output, write its own
+    if step.loss == "cross_entropy":
+        measured = step.profile.kernel_seconds("softmax", elements, step.precision.product_dtype)
+        if measured is not None:
+            return max(measured[0], step.profile.memory_seconds(passes)) + \
+                max(measured[1], step.profile.memory_seconds(int(passes * BACKWARD_BYTES_FACTOR)))
+    return step.profile.memory_seconds(passes) + step.profile.memory_seconds(int(passes * BACKWARD_BYTES_FACTOR))
 
 
 def _update_time(step: Step) -> tuple[float, float]:
