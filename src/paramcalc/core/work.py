@@ -21,7 +21,8 @@ from paramcalc.core.dims import Dim, prod
 
 # Bytes per element (in units of the activation dtype's size) a per-element kernel moves when the device
 # did not calibrate it: read and write; a norm makes three such passes.
-FALLBACK_BYTES = {"relu": 2, "tanh": 2, "dropout": 2, "softmax": 2, "layer_norm": 6, "batch_norm": 6}
+FALLBACK_BYTES = {"relu": 2, "tanh": 2, "dropout": 2, "softmax": 2, "layer_norm": 6, "batch_norm": 6,
+                  "pass": 2}  # "pass": a plain read and write, which no profile times apart
 # A kernel a profile calibrated before it was measured apart is timed as the one it was priced as then:
 # tanh as a ReLU-like pass (on CPUs it runs several times slower per element than ReLU, GELU or SiLU)
 STAND_INS = {"tanh": "relu"}

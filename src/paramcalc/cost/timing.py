@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paramcalc.core.dims import prod
+from paramcalc.core.work import Kernel, kernel
 from paramcalc.cost.paging import MMAP_CEILING, bias_added_apart, paged_in_blocks
 from paramcalc.cost.parallel import checkpoint_segments
 from paramcalc.cost.step import Step, owned_trainable_sizes, trainable_tensor_sizes
@@ -100,19 +101,14 @@ def _layers_host(profile, host_ops: float, update_host: float) -> float:
 
 def _loss_time(step: Step) -> float:
     """Device seconds of the loss on the first output, forward and backward: cross-entropy runs a
-    log-softmax over the output and its backward (timed as the softmax kernel), MSE a pass over the
-    output and one back."""
+    log-softmax over the output and its backward (the softmax kernel), MSE a pass over the output and
+    one back."""
     est = step.est
     if not step.loss or not est.output_shape:
         return 0.0
     elements = prod(est.output_shape)
-    passes = elements * 2 * step.precision.activation_bytes  # read the output, write its own
-    if step.loss == "cross_entropy":
-        measured = step.profile.kernel_seconds("softmax", elements, step.precision.product_dtype)
-        if measured is not None:
-            return max(measured[0], step.profile.memory_seconds(passes)) + \
-                max(measured[1], step.profile.memory_seconds(int(passes * BACKWARD_BYTES_FACTOR)))
-    return step.profile.memory_seconds(passes) + step.profile.memory_seconds(int(passes * BACKWARD_BYTES_FACTOR))
+    pass_over = kernel("softmax" if step.loss == "cross_entropy" else "pass", elements)
+    return sum(kernel_seconds(step.profile, pass_over, step.precision.product_dtype, step.precision.activation_bytes))
 
 
 def _update_time(step: Step) -> tuple[float, float]:
@@ -275,17 +271,14 @@ class _Timing:
                 self.backward += measured[1]
 
     def _kernels(self) -> None:
-        for kernel in self.kernels:
-            measured = self.profile.kernel_seconds(kernel.name, kernel.elements, self.dtype)
-            if measured is None and kernel.stand_in is not None:
-                measured = self.profile.kernel_seconds(kernel.stand_in, kernel.elements, self.dtype)
-            passes = int(kernel.elements * kernel.fallback_bytes * self.bytes_per)
-            if measured is None:  # not calibrated: a memory-bound pass
-                self.memory_bytes += passes
+        for each in self.kernels:
+            measured = calibrated(self.profile, each, self.dtype)
+            if measured is None:  # a memory-bound pass, priced with the call's other passes
+                self.memory_bytes += int(each.elements * each.fallback_bytes * self.bytes_per)
                 continue
-            # calibrated on tensors that fit in cache: a larger one moves its bytes at memory's rate
-            self.forward += max(measured[0], self.profile.memory_seconds(passes))
-            self.backward += max(measured[1], self.profile.memory_seconds(int(passes * BACKWARD_BYTES_FACTOR)))
+            forward, backward = _bounded(self.profile, each, measured, self.bytes_per)
+            self.forward += forward
+            self.backward += backward
             self.backward_ops += 1
 
     def _weight_gradients(self) -> None:
@@ -311,6 +304,26 @@ class _Timing:
         self.backward += profile.memory_seconds(int(self.memory_bytes * BACKWARD_BYTES_FACTOR))
         # the activation products' two gradients, the memory pass's, and the autograd node
         self.backward_ops += 2 * len(self.activation_products) + (1 if self.memory_bytes else 0) + 1
+
+
+def calibrated(profile, each: Kernel, dtype: str) -> tuple[float, float] | None:
+    """(forward, backward) seconds the profile measured for a kernel, or for its stand-in; None if neither."""
+    measured = profile.kernel_seconds(each.name, each.elements, dtype)
+    if measured is None and each.stand_in is not None:
+        measured = profile.kernel_seconds(each.stand_in, each.elements, dtype)
+    return measured
+
+
+def kernel_seconds(profile, each: Kernel, dtype: str, bytes_per: int) -> tuple[float, float]:
+    """(forward, backward) seconds of a per-element kernel: as calibrated, but no faster than moving its
+    bytes (it was measured on tensors that fit in cache); uncalibrated, its passes at the copy bandwidth."""
+    return _bounded(profile, each, calibrated(profile, each, dtype) or (0.0, 0.0), bytes_per)
+
+
+def _bounded(profile, each: Kernel, measured: tuple, bytes_per: int) -> tuple[float, float]:
+    passes = int(each.elements * each.fallback_bytes * bytes_per)
+    return (max(measured[0], profile.memory_seconds(passes)),
+            max(measured[1], profile.memory_seconds(int(passes * BACKWARD_BYTES_FACTOR))))
 
 
 def cast_costs(work, profile) -> tuple[float, float, int, int]:

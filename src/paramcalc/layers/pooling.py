@@ -155,6 +155,6 @@ class AdaptivePool(Layer):
         other size it runs ``_adaptive_avg_pool2d`` (3d), whose backward formula reads the input, so
         autograd keeps it."""
         if self.op == "avg":
-            global_mean = all(size == 1 for size in call.output_shape[len(call.output_shape) - self.rank:])
+            global_mean = all(size == 1 for size in call.output_shape[-self.rank:])
             return [] if global_mean else inputs_kept(call, rules)[:1]
         return _max_indices(call, self.op, rules)
