@@ -45,6 +45,8 @@ def test_quick_cpu_calibration_prices_every_part(saved):
     assert p.page_fault_s_per_byte > 0
     if sys.platform.startswith("linux"):  # glibc: its heap's churn measured on training steps
         assert p.page_churn and all(block >= 2**18 and cost > 0 for block, cost in p.page_churn)
+        # where glibc's threshold stands after a first training step: above its 128 KiB default, to 32 MiB
+        assert 128 * 2**10 < p.mmap_threshold <= 32 * 2**20
     forward, backward = p.conv_seconds(16 * 32 * 32, 27, 32, "float32")
     assert forward > 0 and backward > 0
     assert all(s > 0 for cell in ("lstm", "gru") for s in p.recurrent_step_seconds(cell, 10**6))

@@ -176,6 +176,25 @@ def test_heap_blocks_churned_in_a_step_take_the_cost_measured_on_training_steps(
     assert unmeasured.paged_in_seconds == pytest.approx((mapped + heap) * 1e-10)  # one cost for every block
 
 
+def test_heap_blocks_below_where_the_process_starts_glibcs_threshold_are_not_paged_again():
+    """glibc's threshold only rises: a process whose imports left it above a step's largest heap block
+    serves every such block from the heap, and the rule pages none of them in again; blocks mapped
+    apart past the ceiling are paged in whatever the threshold."""
+    units = MMAP_CEILING // 4 // 64 + 1
+    layers = [Dense(units, name="wide"), Dense(1, name="head")]
+    p = _profile(page_fault_s_per_byte=1e-10)
+    mapped, heap = 2 * 64 * units * 4, 3 * units * 4  # the threshold blocks: units floats, 513 KiB
+    assert _cost(layers, (1,), 64, p, optimizer="sgd").paged_in_bytes == mapped + heap
+    below = _cost(layers, (1,), 64, replace(p, mmap_threshold=units * 4), optimizer="sgd")
+    assert below.paged_in_bytes == mapped + heap  # the blocks reach where the process started it
+    above = _cost(layers, (1,), 64, replace(p, mmap_threshold=units * 4 + 1), optimizer="sgd")
+    assert above.paged_in_bytes == mapped and above.paged_in_seconds == pytest.approx(mapped * 1e-10)
+    older = {"device": "cpu", "matmul": {"float32": [{"m": 64, "k": 64, "n": 64, "seconds": 1e-5}]},
+             "page_fault_s_per_byte": 1e-10}
+    assert from_calibration({**older, "mmap_threshold_bytes": 966656}).mmap_threshold == 966656
+    assert from_calibration(older).mmap_threshold == 0  # not measured: glibc's default, as before
+
+
 def test_the_loss_runs_its_kernels_and_its_blocks_join_the_pages_of_the_step():
     """A language model's cross-entropy runs a log-softmax over the logits and its backward (the softmax
     kernel); what it keeps and the two gradients it makes are blocks of the logits' size, the step's

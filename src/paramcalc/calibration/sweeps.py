@@ -192,6 +192,9 @@ def _measure(device: str, dtypes: tuple, quick: bool, say: Callable[[str], None]
         churn = _page_churn_cost(torch, say, quick)
         if churn is not None:
             profile["page_churn"] = churn
+        threshold = _mmap_threshold_of_training(say)
+        if threshold is not None:
+            profile["mmap_threshold_bytes"] = threshold
     say.stage("per-element kernels")
     profile["kernels"] = _kernel_throughput(torch, device, dtypes, say)
     say.stage("convolutions")
@@ -438,6 +441,33 @@ def _page_churn_cost(torch, say, quick: bool = False) -> list | None:
         say(f"heap churn in training steps, blocks of {row['block_bytes'] / 2**20:.2f} MiB: "
             f"{row['s_per_byte'] * 1e9:.2f} ns per byte paged in again")
     return rows
+
+
+def _mmap_threshold_of_training(say) -> int | None:
+    """glibc's mmap threshold in a fresh process once torch is imported and a first training step has
+    run: where a training process's threshold stands before its own blocks move it
+    (:mod:`paramcalc.calibration.heap`); None where it cannot be read. torch's first step sets up what
+    it builds lazily, and a buffer that setup grows is mapped apart and freed on the way, in a model's
+    first step as in this one (docs/accuracy.md)."""
+    threshold = _in_fresh_process("from paramcalc.calibration.sweeps import _first_step_threshold as t; t()",
+                                  timeout=120)
+    say("glibc's mmap threshold after a first training step: " +
+        (f"{threshold / 2**20:.2f} MiB" if threshold else "not read (not glibc)"))
+    return threshold
+
+
+def _first_step_threshold() -> None:
+    """The child process of :func:`_mmap_threshold_of_training`: a tiny training step (a Linear pair,
+    cross-entropy, Adam), then the threshold, printed as JSON."""
+    import torch
+
+    from paramcalc.calibration.heap import mmap_threshold
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    optimizer = torch.optim.Adam(model.parameters())
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 4)), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    print(json.dumps(mmap_threshold()))
 
 
 def _in_fresh_process(code: str, timeout: float = 600):

@@ -61,6 +61,9 @@ class DeviceProfile:
     # CPU hosts: what a training step loses per byte of the heap's blocks it hands back and pages in again,
     # by block size: ((block bytes, s per byte), ...) measured on training steps; () where not measured
     page_churn: tuple = field(default=(), compare=False)
+    # CPU hosts: glibc's mmap threshold in a process that imported torch and ran a first training step,
+    # where a training process's own blocks find it (bytes; 0 where not measured: glibc's default)
+    mmap_threshold: int = 0
     # dtype -> "dropout" | "plain" -> [(batch x heads, query length, key length, head width, fwd s, bwd s)]
     attention: dict = field(default_factory=dict, compare=False)
     own_layers: tuple = ()  # kinds timed as the framework's own layers (Keras' on torch), not torch's
@@ -353,7 +356,7 @@ def from_calibration(data: dict) -> DeviceProfile:
         transformer_saved=data.get("transformer_saved") or {},
         mixed_memory=_mixed_memory(data),
         overheads_exclude_update=bool(data.get("overheads_exclude_update")), page_fault_s_per_byte=fault,
-        page_churn=_page_churn(data),
+        page_churn=_page_churn(data), mmap_threshold=int(data.get("mmap_threshold_bytes") or 0),
         attention={dtype: {variant: [(r["batch_heads"], r["query"], r["key"], r["head_dim"], r["forward_s"],
                                       r["backward_s"]) for r in rows] for variant, rows in table.items()}
                    for dtype, table in (data.get("attention") or {}).items()},

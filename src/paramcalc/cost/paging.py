@@ -11,7 +11,8 @@ from paramcalc.cost.updates import temporaries_per_tensor
 # glibc's malloc maps blocks of this size and more from the kernel and returns them on free (its dynamic
 # mmap threshold stops rising here): on a CPU host such tensors are paged in again every step.
 MMAP_CEILING = 32 * 2**20
-# Below the ceiling, the threshold rises to the largest block freed so far (from 128 KiB), and the heap is
+# Below the ceiling, the threshold rises to the largest block freed so far (from 128 KiB, or from where the
+# process's earlier frees left it: a calibration measures that after a first training step), and the heap is
 # trimmed when twice that is free at its top: blocks of the threshold's size are paged in again and again.
 MMAP_FLOOR = 128 * 2**10
 
@@ -24,7 +25,9 @@ def paged_in_blocks(step: Step) -> tuple[list, list]:
     threshold settles at the largest block of the step; blocks of that size freed in the backward pass
     or the update are paged in again every step (the weight gradients and Adam temporaries of an MLP's
     largest layers, the input gradients when activations are the largest blocks, and what a calibrated
-    recurrent kernel keeps for its backward: one block per layer)."""
+    recurrent kernel keeps for its backward: one block per layer). The threshold never falls below where
+    the process starts it (``profile.mmap_threshold``, measured after a first training step): a step whose
+    blocks all lie below that raises it with none of them, and pages none in by this rule."""
     forward, backward = _pass_blocks(step)
     if step.loss and step.est.output_shape:  # what the loss keeps, and the gradients its backward makes
         kept, making = LOSSES[step.loss]
@@ -37,9 +40,10 @@ def paged_in_blocks(step: Step) -> tuple[list, list]:
     temporaries = temporaries_per_tensor(step.optimizer.name, step.update_style)
     update = [weight_bytes * n for n in sizes for _ in range(temporaries)]
     threshold = max([b for b in forward + backward + update if b < MMAP_CEILING], default=0)
+    start = max(MMAP_FLOOR, step.profile.mmap_threshold)
 
     def paged(block: int, again: bool) -> bool:
-        return block >= MMAP_CEILING or (again and block == threshold >= MMAP_FLOOR)
+        return block >= MMAP_CEILING or (again and block == threshold >= start)
     passes = [b for b in forward if paged(b, False)] + [b for b in backward if paged(b, True)]
     return passes, [b for b in update if paged(b, True)]
 
