@@ -176,22 +176,26 @@ def test_heap_blocks_churned_in_a_step_take_the_cost_measured_on_training_steps(
     assert unmeasured.paged_in_seconds == pytest.approx((mapped + heap) * 1e-10)  # one cost for every block
 
 
-def test_heap_blocks_below_where_the_process_starts_glibcs_threshold_are_not_paged_again():
-    """glibc's threshold only rises: a process whose imports left it above a step's largest heap block
-    serves every such block from the heap, and the rule pages none of them in again; blocks mapped
+def test_the_largest_heap_blocks_churn_only_once_together_they_reach_glibcs_trim_threshold():
+    """glibc trims its heap when twice its mmap threshold lies free at the top: the step's largest heap
+    blocks are handed back (and paged in again) when, freed together, they reach twice the larger of
+    their size and where the process started the threshold; fewer, the heap keeps them. Blocks mapped
     apart past the ceiling are paged in whatever the threshold."""
     units = MMAP_CEILING // 4 // 64 + 1
     layers = [Dense(units, name="wide"), Dense(1, name="head")]
     p = _profile(page_fault_s_per_byte=1e-10)
-    mapped, heap = 2 * 64 * units * 4, 3 * units * 4  # the threshold blocks: units floats, 513 KiB
+    mapped, heap = 2 * 64 * units * 4, 3 * units * 4  # three blocks of units floats (513 KiB) at the top
     assert _cost(layers, (1,), 64, p, optimizer="sgd").paged_in_bytes == mapped + heap
-    below = _cost(layers, (1,), 64, replace(p, mmap_threshold=units * 4), optimizer="sgd")
-    assert below.paged_in_bytes == mapped + heap  # the blocks reach where the process started it
-    above = _cost(layers, (1,), 64, replace(p, mmap_threshold=units * 4 + 1), optimizer="sgd")
-    assert above.paged_in_bytes == mapped and above.paged_in_seconds == pytest.approx(mapped * 1e-10)
+    reached = _cost(layers, (1,), 64, replace(p, mmap_threshold=heap // 2), optimizer="sgd")
+    assert reached.paged_in_bytes == mapped + heap
+    kept = _cost(layers, (1,), 64, replace(p, mmap_threshold=heap // 2 + 1), optimizer="sgd")
+    assert kept.paged_in_bytes == mapped and kept.paged_in_seconds == pytest.approx(mapped * 1e-10)
+    # one such block alone never reaches twice its own size: the heap keeps a lone kernel's gradient
+    one = _cost([Dense(units, use_bias=False, name="wide")], (1,), 64, p, optimizer="sgd")
+    assert one.paged_in_bytes == 64 * units * 4  # the wide output alone, mapped apart
     older = {"device": "cpu", "matmul": {"float32": [{"m": 64, "k": 64, "n": 64, "seconds": 1e-5}]},
              "page_fault_s_per_byte": 1e-10}
-    assert from_calibration({**older, "mmap_threshold_bytes": 966656}).mmap_threshold == 966656
+    assert from_calibration({**older, "mmap_threshold_bytes": 2015232}).mmap_threshold == 2015232
     assert from_calibration(older).mmap_threshold == 0  # not measured: glibc's default, as before
 
 

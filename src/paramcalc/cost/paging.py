@@ -13,7 +13,8 @@ from paramcalc.cost.updates import temporaries_per_tensor
 MMAP_CEILING = 32 * 2**20
 # Below the ceiling, the threshold rises to the largest block freed so far (from 128 KiB, or from where the
 # process's earlier frees left it: a calibration measures that after a first training step), and the heap is
-# trimmed when twice that is free at its top: blocks of the threshold's size are paged in again and again.
+# trimmed when twice that is free at its top: blocks of the step's largest size are paged in again and
+# again once, freed together, they reach that much.
 MMAP_FLOOR = 128 * 2**10
 
 
@@ -21,13 +22,15 @@ def paged_in_blocks(step: Step) -> tuple[list, list]:
     """Sizes of the fresh blocks a CPU step pages in: (forward and backward, optimizer update).
 
     The step's fresh blocks are forward outputs, input and weight gradients, what the loss keeps and
-    the gradients its backward makes, and the update's temporaries. Blocks of MMAP_CEILING and more are paged in every time. Below it, the allocator's
-    threshold settles at the largest block of the step; blocks of that size freed in the backward pass
-    or the update are paged in again every step (the weight gradients and Adam temporaries of an MLP's
-    largest layers, the input gradients when activations are the largest blocks, and what a calibrated
-    recurrent kernel keeps for its backward: one block per layer). The threshold never falls below where
-    the process starts it (``profile.mmap_threshold``, measured after a first training step): a step whose
-    blocks all lie below that raises it with none of them, and pages none in by this rule."""
+    the gradients its backward makes, and the update's temporaries. Blocks of MMAP_CEILING and more are
+    paged in every time. Below it, blocks of the step's largest size freed in the backward pass or the
+    update (the weight gradients and Adam temporaries of an MLP's largest layers, the input gradients
+    when activations are the largest blocks, and what a calibrated recurrent kernel keeps for its
+    backward: one block per layer) are paged in again every step when, freed together, they reach
+    glibc's trim threshold, twice its mmap threshold: the larger of that largest block and where the
+    process starts the threshold (``profile.mmap_threshold``, measured after a first training step;
+    glibc's 128 KiB where not measured). The backward's such blocks count together, the update's one
+    tensor's temporaries at a time. Fewer, the heap keeps them."""
     forward, backward = _pass_blocks(step)
     if step.loss and step.est.output_shape:  # what the loss keeps, and the gradients its backward makes
         kept, making = LOSSES[step.loss]
@@ -39,13 +42,17 @@ def paged_in_blocks(step: Step) -> tuple[list, list]:
     backward += [weight_bytes * n for n in sizes]
     temporaries = temporaries_per_tensor(step.optimizer.name, step.update_style)
     update = [weight_bytes * n for n in sizes for _ in range(temporaries)]
-    threshold = max([b for b in forward + backward + update if b < MMAP_CEILING], default=0)
-    start = max(MMAP_FLOOR, step.profile.mmap_threshold)
+    largest = max([b for b in forward + backward + update if b < MMAP_CEILING], default=0)
+    trim = 2 * max(MMAP_FLOOR, step.profile.mmap_threshold, largest)
+    # the backward's blocks are freed together (the gradients when the next step drops them); the
+    # update frees each tensor's temporaries before it starts on the next tensor
+    backward_trimmed = largest >= MMAP_FLOOR and sum(b for b in backward if b == largest) >= trim
+    update_trimmed = largest >= MMAP_FLOOR and largest in update and temporaries * largest >= trim
 
-    def paged(block: int, again: bool) -> bool:
-        return block >= MMAP_CEILING or (again and block == threshold >= start)
-    passes = [b for b in forward if paged(b, False)] + [b for b in backward if paged(b, True)]
-    return passes, [b for b in update if paged(b, True)]
+    def paged(block: int, trimmed: bool) -> bool:
+        return block >= MMAP_CEILING or (trimmed and block == largest)
+    passes = [b for b in forward if paged(b, False)] + [b for b in backward if paged(b, backward_trimmed)]
+    return passes, [b for b in update if paged(b, update_trimmed)]
 
 
 def _pass_blocks(step: Step) -> tuple[list, list]:
