@@ -11,10 +11,12 @@ tensors alive before the step (weights, buffers, optimizer state: the step start
 gradients) plus the highest running sum of the recorded allocations. That is what
 max_memory_allocated measures on CUDA. The process's resident-set rise (ru_maxrss over its value after
 the batch was made; each CPU model runs in a fresh process) is recorded too, as ``rss_peak_bytes``: it
-adds the C library's and oneDNN's caching and never falls, so it is an upper bound. On CPUs the minor
+adds the code pages of the kernels the first steps load, the C library's and oneDNN's caching, and never
+falls, so it is an upper bound. On CPUs the minor
 page faults of each timed step (median, in bytes: ``paged_in_bytes``, the update's share in
 ``update_paged_in_bytes``) measure the fresh pages the step touched, which the step-time model prices as
-``paged_in_seconds``. With ``--steady-heap`` each CPU model is measured again in a fresh process with
+``paged_in_seconds``; where the timed steps left glibc's mmap threshold is recorded beside them
+(``mmap_threshold_bytes``: with twice it, the trim threshold, it decides which blocks churn). With ``--steady-heap`` each CPU model is measured again in a fresh process with
 glibc's heap held steady (``steady_step_s``, ``steady_paged_in_bytes``): the step without the heap's
 page churn, which depends on what the process allocated before and moves small models' steps up to
 2.5x; ``validate.py`` compares it with the prediction less that churn.
@@ -36,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import zoo  # noqa: E402
 
 from paramcalc.calibration import sweeps as calibrate  # noqa: E402  (no framework: torch is imported where it measures)
+from paramcalc.calibration.heap import mmap_threshold  # noqa: E402
 
 
 def batch_for(cfg: dict, device: str, torch):
@@ -55,28 +58,13 @@ def batch_for(cfg: dict, device: str, torch):
     return x, y
 
 
-def _warm_up_cpu(torch) -> None:
-    """One tiny training step of every layer type in the zoo, so that the process's resident set
-    already holds torch's kernels before the baseline is read."""
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4, 2))
-    opt = torch.optim.Adam(model.parameters())
-    model(torch.randn(2, 3, 4, 4)).sum().backward()
-    opt.step()
-    lstm, emb = nn.LSTM(4, 4, batch_first=True), nn.Embedding(10, 4)
-    enc = nn.TransformerEncoderLayer(4, 2, 8, batch_first=True)
-    out = enc(lstm(emb(torch.randint(0, 10, (2, 3))))[0]).mean()
-    out.backward()
-    torch.nn.functional.cross_entropy(torch.randn(2, 3, requires_grad=True), torch.tensor([0, 1])).backward()
-
-
 def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = None) -> dict:
     import torch
 
+    # No warm-up of other layers before the model is built: the blocks a tiny step of each leaves in the
+    # heap serve the model's steps later and change which blocks the heap hands back (docs/accuracy.md).
+    # A user's process builds its model, then trains.
     torch.manual_seed(0)
-    if device != "cuda":
-        _warm_up_cpu(torch)  # load the kernels first: their code pages are no training memory
     x, y = batch_for(cfg, device, torch)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -135,6 +123,9 @@ def measure(cfg: dict, device: str, steps: int, warmup: int, amp: str | None = N
         page = os.sysconf("SC_PAGE_SIZE")
         extra["paged_in_bytes"] = int(statistics.median(faults)) * page
         extra["update_paged_in_bytes"] = int(statistics.median(update_faults)) * page  # of which, the update
+        # where the steps left glibc's mmap threshold, read once they are timed: reading it allocates,
+        # and the room that leaves in the heap changes which blocks the next steps hand back
+        extra["mmap_threshold_bytes"] = mmap_threshold()
         optimizer.zero_grad(set_to_none=True)
         peak = allocator_peak(torch, [model, optimizer], step)
     q = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times), max(times)]

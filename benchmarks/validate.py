@@ -107,6 +107,11 @@ def main() -> None:
     if paged:  # the CPU's fresh pages per step: minor faults measured, the model's paged-in blocks
         print("fresh pages per step, MiB measured / predicted: " +
               ", ".join(f"{name} {m / 2**20:.1f}/{p / 2**20:.1f}" for name, m, p in paged))
+    ends = [m["mmap_threshold_bytes"] for m in measured if m.get("mmap_threshold_bytes")]
+    if ends:  # where the measured steps left glibc's threshold, against where the profile starts it
+        print(f"glibc mmap threshold after the timed steps, MiB: {min(ends) / 2**20:.2f}-{max(ends) / 2**20:.2f} "
+              f"over {len(ends)} processes; the profile starts it at "
+              + (f"{profile.mmap_threshold / 2**20:.2f}" if profile.mmap_threshold else "glibc's 0.12 (not measured)"))
     if args.markdown:
         print("\n| model | amp | measured ms/step | predicted | error | measured peak MiB | predicted | error |")
         print("|---|---|---|---|---|---|---|---|")
