@@ -200,7 +200,8 @@ def _measure(device: str, dtypes: tuple, quick: bool, say: Callable[[str], None]
     say.stage("convolutions")
     profile["convs"] = _conv_throughput(torch, device, dtypes, say, quick)
     say.stage("recurrent layers")
-    profile["recurrent"] = _recurrent_throughput(torch, device, say, quick)
+    profile["recurrent"] = (_recurrent_throughput(torch, device, say, quick) if device == "cuda"
+                            else _recurrent_in_fresh_process(torch, say, quick))
     say.stage("saved tensors")
     profile.update(_saved_tensors(torch, device, say))
     say.stage("attention")
@@ -752,6 +753,30 @@ def _recurrent_throughput(torch, device: str, say, quick: bool = False, make_lay
         say(f"{cell} {batch}x{steps}x{features} -> {hidden}: {forward / steps * 1e6:.1f} us per step forward, "
             f"{max(both - forward, forward) / steps * 1e6:.1f} backward")
     return out
+
+
+def _recurrent_in_fresh_process(torch, say, quick: bool) -> dict:
+    """:func:`_recurrent_throughput` on the CPU in a child process with glibc's heap held steady, as a
+    training process runs the layers: after this calibration's sweeps, in their process, torch's LSTM
+    and GRU ran markedly slower, and by turns (docs/accuracy.md), as Keras' do on TensorFlow. In this
+    process where no child answers."""
+    rows = _in_fresh_process(f"from paramcalc.calibration.sweeps import _recurrent_child as r; r({bool(quick)})")
+    if not rows:
+        return _recurrent_throughput(torch, "cpu", say, quick)
+    for cell, measured in rows.items():
+        for row in measured:
+            say(f"{cell}, {row['work_per_step']} FLOPs per step: {row['forward_s_per_step'] * 1e6:.1f} us per step "
+                f"forward, {row['backward_s_per_step'] * 1e6:.1f} backward (in a fresh process)")
+    return rows
+
+
+def _recurrent_child(quick: bool) -> None:
+    """The child process of :func:`_recurrent_in_fresh_process`: its rows, printed as JSON."""
+    import torch
+
+    with steady_heap():
+        rows = _recurrent_throughput(torch, "cpu", lambda message: None, quick)
+    print(json.dumps(rows))
 
 
 def _keras_tf_recurrent_in_fresh_process(keras, tf, say, quick: bool) -> dict:
