@@ -12,11 +12,11 @@ gradients) plus the highest running sum of the recorded allocations. That is wha
 max_memory_allocated measures on CUDA. The process's resident-set rise (ru_maxrss over its value after
 the batch was made; each CPU model runs in a fresh process) is recorded too, as ``rss_peak_bytes``: it
 adds the code pages of the kernels the first steps load, the C library's and oneDNN's caching, and never
-falls, so it is an upper bound. On CPUs the minor
-page faults of each timed step (median, in bytes: ``paged_in_bytes``, the update's share in
-``update_paged_in_bytes``) measure the fresh pages the step touched, which the step-time model prices as
-``paged_in_seconds``; where the timed steps left glibc's mmap threshold is recorded beside them
-(``mmap_threshold_bytes``: with twice it, the trim threshold, it decides which blocks churn). With ``--steady-heap`` each CPU model is measured again in a fresh process with
+falls, so it is an upper bound. On CPUs the minor page faults of each timed step (median, in bytes:
+``paged_in_bytes``, the update's share in ``update_paged_in_bytes``) measure the fresh pages the step
+touched, which the step-time model prices as ``paged_in_seconds``; where the timed steps left glibc's
+mmap threshold is recorded beside them (``mmap_threshold_bytes``: twice it, the trim threshold, decides
+which blocks churn). With ``--steady-heap`` each CPU model is measured again in a fresh process with
 glibc's heap held steady (``steady_step_s``, ``steady_paged_in_bytes``): the step without the heap's
 page churn, which depends on what the process allocated before and moves small models' steps up to
 2.5x; ``validate.py`` compares it with the prediction less that churn.

@@ -4,8 +4,9 @@ glibc maps a block of the threshold's size or more from the kernel and unmaps it
 a block raises the threshold to its size (up to 32 MiB), and the heap is trimmed once twice the
 threshold lies free at its top. The threshold only rises, so a process starts its training with
 whatever the code before it freed (``import torch`` and torch's lazy setup in a first step free blocks
-well above glibc's 128 KiB). A step whose blocks all lie below it hands none of them back by the rule
-the step-time model prices (:mod:`paramcalc.cost.paging`); docs/accuracy.md gives the figures.
+well above glibc's 128 KiB). A step's heap blocks go back to the kernel, and are paged in again, only
+when enough of them are freed together to pass twice it: the rule the step-time model prices
+(:mod:`paramcalc.cost.paging`); docs/accuracy.md gives the figures.
 
 Pure ctypes: no framework is imported here.
 """
