@@ -760,14 +760,8 @@ def _recurrent_in_fresh_process(torch, say, quick: bool) -> dict:
     training process runs the layers: after this calibration's sweeps, in their process, torch's LSTM
     and GRU ran markedly slower, and by turns (docs/accuracy.md), as Keras' do on TensorFlow. In this
     process where no child answers."""
-    rows = _in_fresh_process(f"from paramcalc.calibration.sweeps import _recurrent_child as r; r({bool(quick)})")
-    if not rows:
-        return _recurrent_throughput(torch, "cpu", say, quick)
-    for cell, measured in rows.items():
-        for row in measured:
-            say(f"{cell}, {row['work_per_step']} FLOPs per step: {row['forward_s_per_step'] * 1e6:.1f} us per step "
-                f"forward, {row['backward_s_per_step'] * 1e6:.1f} backward (in a fresh process)")
-    return rows
+    return _recurrent_rows_in_child(f"from paramcalc.calibration.sweeps import _recurrent_child as r; r({bool(quick)})",
+                                    lambda: _recurrent_throughput(torch, "cpu", say, quick), say, "")
 
 
 def _recurrent_child(quick: bool) -> None:
@@ -783,14 +777,22 @@ def _keras_tf_recurrent_in_fresh_process(keras, tf, say, quick: bool) -> dict:
     """:func:`_recurrent_throughput_keras_tf` in a child process, as a training process runs the layers:
     measured after this calibration's sweeps, in their process, a recurrent layer runs markedly slower
     than in a fresh process or inside a training model. In this process where no child answers."""
-    rows = _in_fresh_process("import os; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3'); import json, keras, "
-                             "tensorflow as tf; from paramcalc.calibration.sweeps import _recurrent_throughput_keras_tf as r; "
-                             f"print(json.dumps(r(keras, tf, lambda message: None, {bool(quick)})))")
+    return _recurrent_rows_in_child(
+        "import os; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3'); import json, keras, tensorflow as tf; "
+        "from paramcalc.calibration.sweeps import _recurrent_throughput_keras_tf as r; "
+        f"print(json.dumps(r(keras, tf, lambda message: None, {bool(quick)})))",
+        lambda: _recurrent_throughput_keras_tf(keras, tf, say, quick), say, "Keras ")
+
+
+def _recurrent_rows_in_child(code: str, here: Callable[[], dict], say, label: str) -> dict:
+    """The recurrent rows a child process running ``code`` prints, each said as measured there, or
+    ``here()``'s where no child answers."""
+    rows = _in_fresh_process(code)
     if not rows:
-        return _recurrent_throughput_keras_tf(keras, tf, say, quick)
+        return here()
     for cell, measured in rows.items():
         for row in measured:
-            say(f"Keras {cell}, {row['work_per_step']} FLOPs per step: {row['forward_s_per_step'] * 1e6:.1f} us per "
+            say(f"{label}{cell}, {row['work_per_step']} FLOPs per step: {row['forward_s_per_step'] * 1e6:.1f} us per "
                 f"step forward, {row['backward_s_per_step'] * 1e6:.1f} backward (in a fresh process)")
     return rows
 
