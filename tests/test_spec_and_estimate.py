@@ -166,3 +166,14 @@ def test_layer_argument_checks():
 def test_identity_and_activation_costs():
     est = estimate(Sequential([Identity(), Activation("softmax"), Dropout(0.0)]), input_shape=(10,))
     assert [r.flops for r in est.layers] == [0, 50, 0]
+
+
+def test_shape_errors_of_merges_name_every_input_shape():
+    # the message is written only when a check fails: it must still name what was received
+    cat = {"inputs": {"a": [3, 4], "b": [5, 6]},
+           "layers": [{"kind": "concatenate", "axis": -1, "name": "cat", "inbound": ["a", "b"]}]}
+    with pytest.raises(paramcalc.ShapeError, match=r"cat.*matching shapes.*\(None, 3, 4\), \(None, 5, 6\)"):
+        estimate(cat)
+    add = {"inputs": {"a": [3], "b": [4]}, "layers": [{"kind": "merge", "op": "add", "name": "sum", "inbound": ["a", "b"]}]}
+    with pytest.raises(paramcalc.ShapeError, match=r"sum.*cannot broadcast shapes \(None, 3\), \(None, 4\).*3 and 4"):
+        estimate(add)

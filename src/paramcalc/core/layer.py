@@ -9,7 +9,7 @@ front-end; there is never a second copy of the maths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 from paramcalc.core.assumptions import Assumption
 from paramcalc.core.dims import Dim, as_dim, equal, format_dim, is_positive, prod
@@ -105,11 +105,14 @@ class Context:
         if positive is None:
                 self.assumptions.append(Assumption(self.layer_name, "positive", value, 0))
 
-    def require_equal(self, received: Dim, expected: Dim, message: str, fix: str | None = None) -> None:
-        """Raise when two sizes differ; record an assumption when that depends on the symbols."""
+    def require_equal(self, received: Dim, expected: Dim, message: str | Callable[[], str],
+                      fix: str | None = None) -> None:
+        """Raise when two sizes differ; record an assumption when that depends on the symbols.
+        ``message`` may be a function that writes it: formatting every shape of a 300-input concatenate
+        on each of its checks would cost more than the check."""
         same = equal(received, expected)
         if same is False:
-            raise self.shape_error(message, fix)
+            raise self.shape_error(message() if callable(message) else message, fix)
         if same is None:
             self.assume_equal(received, expected)
 

@@ -152,7 +152,7 @@ class Conv(_Windowed):
         channels = x.shape[channel_axis]
         if self.in_channels is not None:
             ctx.require_equal(channels, self.in_channels,
-                              f"{self.display_type} expects {self.in_channels} input channels, received "
+                              lambda: f"{self.display_type} expects {self.in_channels} input channels, received "
                               f"{channels} (input shape {ctx.format_shape(x.shape)})")
         per_group = _check_groups(ctx, self.display_type, channels, self.filters, self.groups)
         out = self._output(x, axes, channel_axis, lengths, self.filters)

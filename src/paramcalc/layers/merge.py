@@ -32,7 +32,7 @@ def broadcast(ctx: Context, shapes: Sequence[tuple], owner: str) -> tuple:
         first = sizes[0]
         for other in sizes[1:]:
             ctx.require_equal(other, first,
-                              f"{owner} cannot broadcast shapes {', '.join(ctx.format_shape(s) for s in shapes)}: "
+                              lambda: f"{owner} cannot broadcast shapes {', '.join(ctx.format_shape(s) for s in shapes)}: "
                               f"axis {i - rank} has sizes {first} and {other}")
         out.append(first)
     return tuple(out)
@@ -90,8 +90,8 @@ class Concatenate(Layer):
             for i in range(rank):
                 if i != axis:
                     ctx.require_equal(t.shape[i], inputs[0].shape[i],
-                                      "Concatenate needs matching shapes except on the concat axis, received "
-                                      + ", ".join(ctx.format_shape(s.shape) for s in inputs))
+                                      lambda: "Concatenate needs matching shapes except on the concat axis, "
+                                      "received " + ", ".join(ctx.format_shape(s.shape) for s in inputs))
             total = total + t.shape[axis]
         shape = inputs[0].shape[:axis] + (total,) + inputs[0].shape[axis + 1:]
         return ctx.result(inputs[0].with_shape(shape))
@@ -125,7 +125,7 @@ class Dot(Layer):
             raise ctx.shape_error("Dot cannot contract the batch axis")
         contracted = x.shape[ax[0]]
         ctx.require_equal(y.shape[ax[1]], contracted,
-                          f"Dot: axis sizes differ ({contracted} vs {y.shape[ax[1]]}) for inputs "
+                          lambda: f"Dot: axis sizes differ ({contracted} vs {y.shape[ax[1]]}) for inputs "
                           f"{ctx.format_shape(x.shape)} and {ctx.format_shape(y.shape)}")
         shape = tuple(d for i, d in enumerate(x.shape) if i != ax[0]) + \
             tuple(d for i, d in enumerate(y.shape) if i not in (0, ax[1]))

@@ -101,7 +101,7 @@ class BatchNorm(_Norm):
         channels = x.shape[_axis(ctx, self.axis, x.rank, self.display_type)]
         if self.num_features is not None:
             ctx.require_equal(channels, self.num_features,
-                              f"{self.display_type} expects {self.num_features} features on axis {self.axis}, "
+                              lambda: f"{self.display_type} expects {self.num_features} features on axis {self.axis}, "
                               f"received {channels} (input shape {ctx.format_shape(x.shape)})")
         weights = []
         if self.scale:

@@ -63,7 +63,7 @@ class Split(Layer):
     def _pieces(self, ctx: Context, length: Dim, sizes: tuple | None) -> tuple:
         if sizes is not None:
             total = sum(sizes[1:], sizes[0]) if sizes else 0
-            ctx.require_equal(total, length, f"{self.display_type}: sizes {ctx.format_shape(sizes)} add up to "
+            ctx.require_equal(total, length, lambda: f"{self.display_type}: sizes {ctx.format_shape(sizes)} add up to "
                               f"{total}, the axis has {length}")
             return sizes
         even = exact_div(length, self.chunks)

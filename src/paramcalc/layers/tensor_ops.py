@@ -224,7 +224,7 @@ class MatMul(Layer):
         a_shape = a.shape if a.rank > 1 else (1,) + a.shape
         b_shape = b.shape if b.rank > 1 else b.shape + (1,)
         k = a_shape[-1]
-        ctx.require_equal(b_shape[-2], k, f"matmul: shapes {ctx.format_shape(a.shape)} and "
+        ctx.require_equal(b_shape[-2], k, lambda: f"matmul: shapes {ctx.format_shape(a.shape)} and "
                                           f"{ctx.format_shape(b.shape)} cannot be multiplied ({k} vs {b_shape[-2]})")
         lead = broadcast(ctx, [a_shape[:-2], b_shape[:-2]], "matmul") if (a_shape[:-2] or b_shape[:-2]) else ()
         shape = lead + (a_shape[-2], b_shape[-1])
