@@ -66,11 +66,21 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
         def is_leaf_module(self, m, qualname):  # noqa: D401 - torch's hook
             return module_rule(m) is not None
 
+        def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+            node = super().create_node(kind, target, args, kwargs, name, type_expr)
+            if kind in ("call_function", "call_method") and not _translatable(kind, target):
+                # the translation would stop at this node: stop here, before tracing the rest of the
+                # forward (a Swin or MViT that is then read by running it gains a third of its time)
+                raise _unmodelled(node.name, kind, target).with_layer(node.name)
+            return node
+
     restore = attributes_kept(module)  # tracing sets tensor constants on the module it traces
     try:
         try:
             concrete = {k: v for k, v in _defaults(module).items() if k not in (inputs or ())}
             fx_graph = Tracer().trace(module, concrete_args=concrete)
+        except ParamcalcError:
+            raise
         except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
             raise SpecError(
                 f"could not trace {name} with torch.fx: {type(err).__name__}: "
@@ -81,6 +91,34 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
         return _FxTranslator(module, name, dtype, inputs or ()).translate(fx_graph)
     finally:
         restore()
+
+
+def _rule(op: str, target) -> Callable | None:
+    """The rule that translates a call of ``target`` (a function, or a method's name), None where none."""
+    if op == "call_method":
+        return _FUNCTIONS.get((op, target))
+    key = getattr(target, "__name__", str(target))
+    return (_FUNCTIONS.get(("call_function", target))
+            or _FUNCTIONS.get(("call_function", f"{getattr(target, '__module__', '')}.{key}"))
+            or _FUNCTIONS.get(("call_function", key)))
+
+
+def _translatable(op: str, target) -> bool:
+    """Whether the translator can turn a call of ``target`` into a node, judged as the tracer makes it."""
+    if op == "call_function" and target is operator.getitem:
+        return True
+    if op == "call_function" and target is getattr:
+        return True  # the attribute's name is a node argument; the translator says which it models
+    key = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    return key in _ARITH or _rule(op, target) is not None
+
+
+def _unmodelled(node_name: str, op: str, target) -> SpecError:
+    key = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    what = f"method .{target}()" if op == "call_method" else f"function {getattr(target, '__module__', '')}.{key}"
+    return SpecError(f"cannot model traced node '{node_name}': {what}",
+                     fix="wrap that code in a module and register a rule for it (paramcalc.register_torch_module)",
+                     value=key)
 
 
 def _module_path(node) -> str:
@@ -237,15 +275,9 @@ class _FxTranslator:
         # arithmetic on plain sizes stays plain (or becomes a value node when a size is symbolic)
         if key in _ARITH and not any(self.is_tensor(a) for a in args):
             return self._value_arith(node, _ARITH[key], args)
-        rule = _FUNCTIONS.get((node.op, key)) if node.op == "call_method" else _FUNCTIONS.get(("call_function", target))
-        if rule is None and node.op == "call_function":
-            rule = (_FUNCTIONS.get(("call_function", f"{getattr(target, '__module__', '')}.{key}"))
-                    or _FUNCTIONS.get(("call_function", key)))
+        rule = _rule(node.op, target)
         if rule is None:
-            what = f"method .{target}()" if node.op == "call_method" else f"function {getattr(target, '__module__', '')}.{key}"
-            raise SpecError(f"cannot model traced node '{node.name}': {what}",
-                            fix="wrap that code in a module and register a rule for it "
-                                "(paramcalc.register_torch_module)", value=key)
+            raise _unmodelled(node.name, node.op, target)
         first = len(self.nodes)
         value = rule(self, node, args, kwargs)
         for i in range(first, len(self.nodes)):  # tables show the function's name ("add", "view")
