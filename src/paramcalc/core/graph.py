@@ -303,6 +303,7 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
     values: dict[str, tuple] = {name: (spec,) for name, spec in input_specs.items()}
     calls: list[Node] = []
     first_call: dict[int, Node] = {}
+    memo: dict = {}  # Context.memo
     # a shared layer's weights belong to its first call as the model declares it ("layer", not "layer@1"),
     # even where another call comes first in topological order
     owner: dict[int, str] = {}
@@ -310,7 +311,7 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
         owner.setdefault(id(node.layer), node.name)
     for node in topological_order(graph):
         inputs = tuple(_lookup(values, ref, node.name) for ref in node.inbound)
-        ctx = Context(node.name, node.layer.display_type, assumptions, unset_batch)
+        ctx = Context(node.name, node.layer.display_type, assumptions, unset_batch, memo)
         try:
             inferred = node.layer.infer(inputs, ctx)
         except ParamcalcError as err:

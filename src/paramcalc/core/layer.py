@@ -62,14 +62,17 @@ def format_shape(shape: Sequence[Dim | None]) -> str:
 class Context:
     """Handed to ``infer``: names the layer in errors and records undecidable comparisons."""
 
-    __slots__ = ("layer_name", "layer_type", "assumptions", "unset_batch")
+    __slots__ = ("layer_name", "layer_type", "assumptions", "unset_batch", "memo")
 
     def __init__(self, layer_name: str, layer_type: str, assumptions: list,
-                 unset_batch: Dim | None = None) -> None:
+                 unset_batch: Dim | None = None, memo: dict | None = None) -> None:
         self.layer_name = layer_name
         self.layer_type = layer_type
         self.assumptions = assumptions
         self.unset_batch = unset_batch  # the batch symbol standing for an unset batch size
+        # shared by every layer of one propagation: a rule may keep what it worked out under its own key,
+        # for the same layer in the next repeat of a block (never anything that names the layer)
+        self.memo = {} if memo is None else memo
 
     def format_shape(self, shape: Sequence[Dim]) -> str:
         """A shape for messages: the unset batch axis reads None, as in Keras."""

@@ -144,7 +144,14 @@ class CapturedOp(Layer):
         return family(self.op.split(".")[-1])
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
-        batch = self._batch([spec.shape for spec in inputs], ctx)
+        # everything below follows from these fields and the input shapes alone: the same operation in
+        # the next repeat of a block takes the result worked out for the first
+        key = ("captured", self.op, self.input_forms, self.output_forms, self.output_dtypes, self.reads,
+               self.transposed, self.window, tuple(tuple(spec.shape) for spec in inputs))
+        found = ctx.memo.get(key)
+        if found is not None:
+            return found
+        batch = self._batch([spec.shape for spec in inputs])
         for position, (spec, form) in enumerate(zip(inputs[:self.reads], self.input_forms)):
             expected = _at(form, batch)
             if tuple(spec.shape) != expected:
@@ -155,10 +162,12 @@ class CapturedOp(Layer):
         outputs = [TensorSpec(_at(form, batch), dtype) for form, dtype in zip(self.output_forms, self.output_dtypes)]
         shapes = [_at(form, batch) for form in self.input_forms]
         macs = _macs(self, shapes, outputs[0].shape)
-        return ctx.result(outputs[0], macs=macs, flops=2 * macs + _other_flops(self, shapes, outputs[0].shape),
-                          extra_outputs=outputs[1:])
+        found = ctx.memo[key] = ctx.result(outputs[0], macs=macs,
+                                           flops=2 * macs + _other_flops(self, shapes, outputs[0].shape),
+                                           extra_outputs=outputs[1:])
+        return found
 
-    def _batch(self, shapes: list, ctx: Context | None = None) -> Dim:
+    def _batch(self, shapes: list) -> Dim:
         """The batch size of this call, solved from the first input size that follows it."""
         forms = list(self.input_forms) + [(symbol(BATCH),)] * (len(shapes) - len(self.input_forms))
         for shape, form in zip(shapes, forms):
