@@ -29,7 +29,7 @@ from paramcalc.frontends.torch_modules import (
     module_tree,
     unreached_parameters,
 )
-from paramcalc.frontends.torch_replay import Replayer
+from paramcalc.frontends.torch_replay import Replayer, copy_record, module_states
 from paramcalc.layers import Parameter
 from paramcalc.layers.captured import BATCH, CapturedOp
 
@@ -81,7 +81,8 @@ def capture(module: object, name: str, dtype: str, sample_shapes: tuple, reason:
 def _runs(module: object, name: str, sample_shapes: tuple, integer: set) -> list:
     """The forward run at each of BATCHES; a later run copies at once the calls the first found alike."""
     learned: dict = {}
-    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned) for batch in BATCHES]
+    states = module_states(module) if REPLAY else None
+    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned, states) for batch in BATCHES]
 
 
 def _keywords(module: object) -> set:
@@ -165,9 +166,11 @@ class _Recorder:
         self.entered: dict = {}  # id(module) -> calls running that its hooks entered
 
     # -- the run -------------------------------------------------------------------------------------
-    def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None) -> _Run:
+    def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None,
+            states: dict | None = None) -> _Run:
         """The forward at ``batch``. ``learned``: what the run at another batch size found of calls alike
-        (read, then filled in by this run)."""
+        (read, then filled in by this run); ``states``: the modules' states (``module_states``), where
+        already read."""
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -222,7 +225,7 @@ class _Recorder:
             return t
 
         handles = []
-        replayer = Replayer(self, self.root, dict(learned or {})) if REPLAY else None
+        replayer = Replayer(self, self.root, dict(learned or {}), states) if REPLAY else None
         restore = attributes_kept(self.root)  # before the replayer's ``forward`` attributes, which go too
         for m in self.root.modules():
             if m is not self.root:
@@ -438,7 +441,7 @@ class _Recorder:
         have read a tensor of its own there (a cache each layer makes)."""
         self.constants += 1
         name = self._unique(f"constant_{self.constants}")
-        self.records.append(replace(record, name=name, module=module))
+        self.records.append(copy_record(record, name=name, module=module))
         ref = (name, 0)
         self.shapes[ref] = self.shapes[(record.name, 0)]
         self.from_weights.add(ref)
@@ -460,16 +463,23 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
                         f"{second.batch} (first at {where}): it branches on the batch size", value=where,
                         fix="estimate it with torch.fx (a forward without Python branches on sizes), or report the model")
     nodes = []
+    known_forms: dict = {}  # (shape at the first batch, at the second) -> form: blocks repeat their shapes
+
+    def form_of(x: tuple, y: tuple) -> tuple:
+        found = known_forms.get((x, y))
+        if found is None:
+            found = known_forms[(x, y)] = _form(x, y, first.batch, second.batch)
+        return found
+
     for a, b in zip(first.records, second.records):
         if a.layer is not None:  # the same object for each call of one module: its weights are shared
             layer = a.layer if a.layer.name else replace(a.layer, name=a.name)
             nodes.append(GraphNode(a.name, layer, tuple(a.inbound), module=a.module))
             continue
-        input_forms = tuple(_form(x, y, first.batch, second.batch) for x, y in zip(a.input_shapes, b.input_shapes))
-        output_forms = tuple(_form(x, y, first.batch, second.batch) for x, y in zip(a.output_shapes, b.output_shapes))
+        input_forms = tuple(form_of(x, y) for x, y in zip(a.input_shapes, b.input_shapes))
+        output_forms = tuple(form_of(x, y) for x, y in zip(a.output_shapes, b.output_shapes))
         inbound = list(a.inbound)
-        saves = tuple((ref, _form(first.shapes[ref], second.shapes[ref], first.batch, second.batch), itemsize)
-                      for ref, itemsize in a.saves)
+        saves = tuple((ref, form_of(first.shapes[ref], second.shapes[ref]), itemsize) for ref, itemsize in a.saves)
         made = [*output_forms, *(form for _, form, _ in saves)]
         if any(symbols_of(d) for f in made for d in f) and not any(symbols_of(d) for f in input_forms for d in f):
             inbound.append((sample_shapes[0][0], 0))  # read for the batch size only (arange(x.size(0)))

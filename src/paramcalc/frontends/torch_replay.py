@@ -75,9 +75,10 @@ class _Plan:
 class Replayer:
     """Decides, per call, whether to run a module's forward or copy an earlier call's records."""
 
-    def __init__(self, recorder, root: object, learned: dict | None = None) -> None:
+    def __init__(self, recorder, root: object, learned: dict | None = None, states: dict | None = None) -> None:
         self.recorder = recorder
-        self.states = module_states(root)
+        # the modules' states, which a run leaves as it found them: read once for both runs
+        self.states = module_states(root) if states is None else states
         self.blocks: dict = {}  # exact key -> Block, or None where the call cannot be copied
         self.loose: dict = {}  # loose key -> the first Block recorded under it, or None once calls differed
         self.order: dict = {}  # loose key -> the order in which it first came
@@ -131,7 +132,7 @@ class Replayer:
             return
         records = rec.records[plan.start:]
         if records:  # operations after the call attach what they save to its last record: keep it as it is now
-            records[-1] = replace(records[-1], saves=list(records[-1].saves))
+            records[-1] = copy_record(records[-1], saves=list(records[-1].saves))
         made = {r.name for r in records}
         # an identity module inside returns its input, which the recorder then names after it
         renamed = []
@@ -265,8 +266,8 @@ class _Refs:
             layer = _convert(source, path, rec.memo, record.options)
             name = rec._unique(path)
             self.names[record.name] = name
-            rec.records.append(replace(record, name=name, layer=layer, inbound=[self.ref(r) for r in record.inbound],
-                                       module=path, source=source))
+            rec.records.append(copy_record(record, name=name, layer=layer, module=path, source=source,
+                                           inbound=[self.ref(r) for r in record.inbound]))
             for position in record.positions:
                 rec.shapes[(name, position)] = rec.shapes[(record.name, position)]
             return
@@ -280,8 +281,8 @@ class _Refs:
                 saves.append(entry)
         self.leftover = []
         self.flush()
-        copied = replace(record, name=name, inbound=[self.ref(r) for r in record.inbound],
-                         module=self.module_path(record.module), saves=saves)
+        copied = copy_record(record, name=name, inbound=[self.ref(r) for r in record.inbound],
+                             module=self.module_path(record.module), saves=saves)
         rec.records.append(copied)
         for i, _ in enumerate(record.output_shapes):
             old, new = (record.name, i), (name, i)
@@ -292,6 +293,15 @@ class _Refs:
     def _base(self, record) -> str:
         module = self.module_path(record.module)
         return f"{module}:{record.op.split('.')[-1]}" if module else record.op.split(".")[-1]
+
+
+def copy_record(record, **changes):
+    """A recorder's record with ``changes``, as ``dataclasses.replace`` makes it but without running
+    __init__ again (a copied block makes thousands of them)."""
+    copied = object.__new__(type(record))
+    copied.__dict__.update(record.__dict__)
+    copied.__dict__.update(changes)
+    return copied
 
 
 def _fresh(rec, t, block: Block, inputs: list, refs: _Refs | None):
