@@ -519,15 +519,18 @@ def _with_diagnostics(est: Estimate) -> Estimate:
 def _subs(value: Any, mapping: Mapping[str, Dim], done: dict | None = None) -> Any:
     """``value`` (a Dim or nested tuples of them) with ``mapping`` substituted; ``done`` remembers
     expressions already substituted (a repeated block's rows share theirs)."""
-    if isinstance(value, Sym):
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is Sym:
         if done is None:
             return value.subs(mapping)
         found = done.get(value)
         if found is None:
             found = done[value] = value.subs(mapping)
         return found
-    if type(value) is tuple:
-        return tuple(_subs(v, mapping, done) for v in value)
+    if kind is tuple:
+        return tuple([_subs(v, mapping, done) for v in value])
     return value
 
 
@@ -536,9 +539,14 @@ _ROW_VALUES = tuple(f.name for f in fields(LayerRow)
 
 
 def _subs_row(row: LayerRow, mapping: Mapping[str, Dim], done: dict | None = None) -> LayerRow:
-    changes = {name: _subs(getattr(row, name), mapping, done) for name in _ROW_VALUES}
-    changes["weights"] = tuple(replace(w, shape=_subs(w.shape, mapping, done)) for w in row.weights)
-    return replace(row, **changes)
+    values = row.__dict__
+    # the row's copy, made without its __init__: its values were checked when it was made, and a model
+    # read by running it has thousands of rows
+    copied = object.__new__(LayerRow)
+    copied.__dict__.update(values)
+    copied.__dict__.update({name: _subs(values[name], mapping, done) for name in _ROW_VALUES})
+    copied.__dict__["weights"] = tuple(replace(w, shape=_subs(w.shape, mapping, done)) for w in row.weights)
+    return copied
 
 
 def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
