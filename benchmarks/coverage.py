@@ -1,6 +1,7 @@
 """How many real models paramcalc reads, exactly, and how fast: torchvision's classification, segmentation
-and video models, and Hugging Face transformers architectures from small configs (tests/transformers_zoo.py),
-built with no weights on the meta device; every keras.applications model from its config, and KerasHub
+and video models, and Hugging Face transformers architectures from small configs (tests/transformers_zoo.py; with
+--full-size also five at their configs' default sizes, BERT-base to Llama-2-7B), built with no weights
+on the meta device; every keras.applications model from its config, and KerasHub
 backbones and task models from small arguments (tests/keras_hub_zoo.py), live.
 
 Per family: tried / estimated / exact (parameters, trainable parameters, output shapes, and for torch 2 x
@@ -8,7 +9,8 @@ MACs equal to torch's FlopCounterMode count), the failure classes ranked, and th
 estimate against the framework's own answer, interleaved, --repeat times each: torchinfo.summary() on the
 meta device (torch); rebuilding the model from its config and count_params() (Keras).
 
-    python benchmarks/coverage.py [--repeat 3] [--only resnet50,vit_b_16] [--skip torch] [--json out.json]
+    python benchmarks/coverage.py [--repeat 3] [--only resnet50,vit_b_16] [--skip torch] [--full-size]
+                                  [--json out.json]
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def _one(family: str, name: str, built: tuple, repeat: int, torchinfo) -> dict:
     return _row(family, name, model, shape, checks, theirs, "torchinfo_s", repeat)
 
 
-def _torch_rows(only: set, repeat: int) -> list:
+def _torch_rows(only: set, repeat: int, full_size: bool = False) -> list:
     if load() is None:
         print("torchvision is not installed: pip install torchvision==0.28.0 (it pins the CPU torch 2.13.0)")
         return []
@@ -115,6 +117,9 @@ def _torch_rows(only: set, repeat: int) -> list:
     else:
         rows += [_one(f"hf-{family}", n, _transformers(n), repeat, torchinfo)
                  for n, (family, *_) in transformers_zoo.cases().items() if not only or n in only]
+        if full_size:
+            rows += [_one("hf-full-size", n, _transformers(n), repeat, torchinfo)
+                     for n in transformers_zoo.full_size_cases() if not only or n in only]
     return rows
 
 
@@ -172,13 +177,15 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated model names")
     parser.add_argument("--skip", default="", help="comma-separated frameworks to leave out: torch, keras")
     parser.add_argument("--json", help="write every row here")
+    parser.add_argument("--full-size", action="store_true",
+                        help="also Hugging Face models at their configs' default sizes (BERT-base to Llama-2-7B)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     only = set(filter(None, args.only.split(",")))
     skip = set(filter(None, args.skip.split(",")))
     rows = []
     if "torch" not in skip:
-        rows += _torch_rows(only, args.repeat)
+        rows += _torch_rows(only, args.repeat, args.full_size)
     if "keras" not in skip:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         rows += _keras_rows(only, args.repeat)

@@ -95,12 +95,26 @@ def cases() -> dict:
     }
 
 
+def full_size_cases() -> dict:
+    """Models at their configs' default sizes, as published (12 to 32 layers): where repeated blocks
+    are many. Same form as ``cases()``."""
+    return {
+        "bert-base": ("encoder", "BertModel", "BertConfig", {}, {"input_ids": (128,)}),
+        "gpt2-124m": ("decoder", "GPT2LMHeadModel", "GPT2Config", {}, {"input_ids": (128,)}),
+        "llama-2-7b": ("decoder", "LlamaForCausalLM", "LlamaConfig", {}, {"input_ids": (128,)}),
+        "t5-small": ("encoder-decoder", "T5ForConditionalGeneration", "T5Config", {},
+                     {"input_ids": (128,), "decoder_input_ids": (32,)}),
+        "vit-base": ("vision", "ViTForImageClassification", "ViTConfig", {}, {"pixel_values": (3, 224, 224)}),
+    }
+
+
 def build(name: str):
-    """The model ``name`` on the meta device, in eval mode, and its input shapes."""
+    """The model ``name`` (of ``cases()`` or ``full_size_cases()``) on the meta device, in eval mode, and
+    its input shapes."""
     import torch
 
     transformers = load()
-    _, model_class, config_class, arguments, shapes = cases()[name]
+    _, model_class, config_class, arguments, shapes = {**cases(), **full_size_cases()}[name]
     arguments = dict(arguments)
     attention = arguments.pop("attn_implementation", None)
     config = getattr(transformers, config_class)(**arguments)
