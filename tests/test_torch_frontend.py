@@ -103,6 +103,24 @@ def test_an_operation_torch_fx_cannot_trace_is_read_by_running_the_forward_and_n
     assert any("aten._fft_r2c" in n and "no FLOPs" in n for n in est.notes)  # arithmetic paramcalc does not know
 
 
+def test_torch_fx_stops_tracing_at_the_first_call_no_rule_translates():
+    from paramcalc.frontends.torch_fx import traced
+
+    reached = []
+
+    class Spectral(nn.Module):
+        def forward(self, x):
+            y = torch.fft.fft(x).real
+            reached.append("after fft")  # runs while torch.fx traces, unless the trace stopped before
+            return torch.relu(y)
+
+    with pytest.raises(paramcalc.SpecError, match=r"cannot model traced node 'fft_fft': function torch\._C\._fft\.fft_fft") as info:
+        traced(Spectral(), "Spectral", "float32")
+    assert reached == [] and "register_torch_module" in str(info.value)
+    assert estimate(Spectral(), input_shape=(8,), batch_size=2).output_shape == (2, 8)  # read by running it
+    assert reached == ["after fft", "after fft"]  # the two runs
+
+
 class _FunctionalDropout(nn.Module):
     """Dropout applied as a function of the module's mode, as attention probabilities are in BERT."""
 
