@@ -12,13 +12,18 @@ def kept_by_autograd(model, call, inputs=()) -> int:
 
     weights = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
     kept: dict = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in inputs}
+    # every saved tensor stays alive until the count is done: a storage freed during the forward (a branch
+    # whose graph died) could otherwise leave its address to a later one, and two storages count as one
+    alive = []
 
     def pack(t):
         storage = t.untyped_storage()
         if storage._cdata not in weights:
             kept[storage._cdata] = storage.nbytes()
+            alive.append(t)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        call()
+        output = call()
+    del output, alive
     return sum(kept.values())

@@ -251,7 +251,8 @@ def _pad(rank: int) -> Callable:
 def _rnn(cell: str) -> Callable:
     return lambda m: Recurrent(cell=cell, units=m.hidden_size, layout="torch", num_layers=m.num_layers,
                                bidirectional=m.bidirectional, use_bias=m.bias, batch_first=m.batch_first,
-                               proj_size=getattr(m, "proj_size", 0), input_size=m.input_size)
+                               proj_size=getattr(m, "proj_size", 0), input_size=m.input_size,
+                               dropout=float(m.dropout) if m.num_layers > 1 else 0.0)
 
 
 def _mha(m, need_weights: bool = True) -> MultiHeadAttention:

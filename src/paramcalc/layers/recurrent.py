@@ -7,7 +7,12 @@ Per cell ``g`` gates (simple 1, LSTM 4, GRU 3), per direction and layer:
   with proj_size, weight_hr (proj, h); h_out = proj or h; layers after the first read D*h_out.
 
 FLOPs per step and unit, on top of the matrix products: CELL_FLOPS (adding the two products, the gate
-nonlinearities and the state update).
+nonlinearities and the state update). torch's ``dropout`` runs on each layer's output but the last in
+training: a dropout kernel, and its noise and the input it makes are kept.
+
+What the backward keeps: for torch's LSTM on a CPU in float32, oneDNN's kernel's tensors one by one
+(``onednn_lstm_workspace``); elsewhere what the device's calibration measured per batch x step x unit,
+or a generic rule (gates and states of every step).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from paramcalc.core.work import (
     SavingRules,
     Work,
     inputs_kept,
+    kernel,
     weight_casts,
     whole_bytes,
 )
@@ -36,6 +42,33 @@ CELL_FLOPS = {
     "gru": 18,  # 3 adds, 2 sigmoids, 1 tanh, r*(W h), (1-z)*n + z*h
 }
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+PAGE = 4096  # oneDNN starts each part of an RNN workspace on a page of its own
+
+
+def _good_row(floats: int) -> int:
+    """oneDNN's leading dimension for rows of ``floats`` float32 values (``rnn_utils::get_good_ld``):
+    whole 64-byte lines, and one line more where that is a multiple of 256 values (4K aliasing)."""
+    row = -(-floats // 16) * 16
+    return row + 16 if row % 256 == 0 else row
+
+
+def _pages(size: Dim) -> Dim:
+    return (size + PAGE - 1) // PAGE * PAGE
+
+
+def onednn_lstm_workspace(steps: Dim, batch: Dim, features: int, units: int) -> Dim:
+    """Bytes of the workspace oneDNN's forward-training LSTM keeps for its backward, for one layer and
+    one direction over float32 (torch's ``mkldnn_rnn_layer`` on a CPU): the gates of every step, the
+    hidden state of every step, three blocks of states of every step and the one before, rows as wide
+    as the wider of input and hidden state, and two of cell states; each padded to oneDNN's row width
+    and started on a page. Derived from oneDNN 3.x's ``rnn_utils`` and matched to the byte against
+    torch 2.13 on AVX-512 and AVX2 CPUs."""
+    f32 = 4
+    states = 2 * (steps + 1) * batch  # the layer's input and output side, for every step and the first
+    return (_pages(steps * batch * _good_row(4 * units) * f32) + _pages(steps * batch * _good_row(units) * f32)
+            + 3 * _pages(states * _good_row(max(features, units)) * f32) + 2 * _pages(states * units * f32))
 
 
 @register_layer("rnn")
@@ -61,6 +94,7 @@ class Recurrent(Layer):
     batch_first: bool = True
     proj_size: int = 0
     input_size: Dim | None = None
+    dropout: float = 0.0  # torch: dropout on each layer's output but the last, in training
 
     def __post_init__(self) -> None:
         if self.cell not in GATES:
@@ -76,6 +110,12 @@ class Recurrent(Layer):
         if type(self.num_layers) is not int or self.num_layers < 1:
             raise LayerConfigError(f"num_layers must be a positive integer. Received: {shown(self.num_layers)}",
                                    layer=self.name, value=self.num_layers)
+        if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
+            raise LayerConfigError(f"dropout must be a number in [0, 1). Received: {shown(self.dropout)}",
+                                   layer=self.name, value=self.dropout)
+        if self.dropout and self.layout != "torch":
+            raise LayerConfigError(f"dropout={shown(self.dropout)} is torch's dropout between stacked layers; "
+                                   "Keras' recurrent dropout is not modelled", layer=self.name, value=self.dropout)
 
     @property
     def directions(self) -> int:
@@ -187,20 +227,68 @@ class Recurrent(Layer):
                     products += [(b, h, stack.projection)] * t
         # gates and states of every step, read and written
         memory = self.num_layers * self.directions * t * b * (g + 2) * h * 2
+        dropped = self._dropped(stack)
         return self.described(weight_products=tuple(products), memory_elements=memory,
+                              kernels=(kernel("dropout", dropped),) if dropped else (),
                               host_ops=self.num_layers * self.directions * 2, recurrent=stack,
                               autocast_casts=weight_casts(call), keeps_weight_casts=True,
                               host_repeats=self.num_layers * self.directions)
 
     def saved(self, call, rules: SavingRules) -> list:
         stack = self.stack(call)
+        kept = self._onednn_saved(call, stack, rules)
+        if kept is not None:
+            return kept
         per_unit = rules.measured.get("recurrent_saved", {}).get(self.cell)
+        dropped = self._dropped(stack)
         if per_unit is not None:  # measured: the kernel's workspace, its output and states, per layer
-            kept = self.num_layers * whole_bytes(per_unit) * stack.units_per_layer
-        else:  # gates and states of every step, and the inputs of the layers after the first
+            # with dropout between layers, each layer after the first reads a tensor of its own, and the
+            # noise that made it is kept too
+            kept = self.num_layers * whole_bytes(per_unit) * stack.units_per_layer + 2 * dropped * rules.activation_bytes
+        else:  # gates and states of every step, the inputs of the layers after the first, dropout's noise
             per_layer = stack.units_per_layer * (stack.gates + 2)
-            kept = (self.num_layers * per_layer + stack.units_per_layer * (self.num_layers - 1)) * rules.activation_bytes
+            kept = (self.num_layers * per_layer + stack.units_per_layer * (self.num_layers - 1) + dropped) \
+                * rules.activation_bytes
         return inputs_kept(call, rules)[:1] + [((call.name, "internals"), kept)]
+
+    def _dropped(self, stack: RecurrentWork) -> Dim:
+        """Elements dropout runs over in training: every layer's output but the last (torch)."""
+        return (self.num_layers - 1) * stack.batch * stack.steps * stack.directions * stack.output_width \
+            if self.dropout else 0
+
+    def _onednn_saved(self, call, stack: RecurrentWork, rules: SavingRules) -> list | None:
+        """What autograd keeps of a torch LSTM on a CPU in float32, where torch runs oneDNN's LSTM one
+        layer and one direction at a time (``mkldnn_rnn_layer``), tensor by tensor; None elsewhere (a GRU,
+        a GPU, 16-bit training, a projection, sizes that are not numbers), where the device's measured
+        figure or the generic rule decides. Checked against saved-tensor hooks on real CPU runs
+        (tests/test_recurrent_onednn.py)."""
+        if not (rules.framework == "torch" and rules.cpu and not rules.mixed and rules.activation_bytes == 4
+                and self.layout == "torch" and self.cell == "lstm" and not self.proj_size):
+            return None
+        h, features = stack.units, stack.features
+        if type(h) is not int or type(features) is not int:
+            return None  # oneDNN pads rows to whole cache lines: the padding needs the numbers
+        t, b, d, f32 = stack.steps, stack.batch, stack.directions, 4
+        name = call.name
+        # the input, time first: the batch-first input is copied so; a time-first one is kept as it is
+        kept = [((name, "input, time first"), t * b * features * f32)] if self.batch_first \
+            else inputs_kept(call, rules)[:1]
+        # the initial states: zeros the module makes, or the (h_0, c_0) it was called with
+        kept += inputs_kept(call, rules)[1:3] if len(call.input_shapes) > 1 \
+            else [((name, "initial states"), 2 * self.num_layers * d * b * h * f32)]
+        for layer, width in enumerate(stack.layer_inputs()):
+            if layer and self.dropout:  # between layers in training: the noise, and the input it made
+                kept += [((name, f"layer {layer} dropout noise"), t * b * width * f32),
+                         ((name, f"layer {layer} input"), t * b * width * f32)]
+            elif layer and d == 2:  # the two directions' outputs, joined
+                kept.append(((name, f"layer {layer} input"), t * b * width * f32))
+            for direction in range(d):
+                last = layer == self.num_layers - 1
+                # a one-way stack's last output is the module's output, which later layers may keep too
+                output = (name, 0) if last and d == 1 else (name, f"layer {layer} output {direction}")
+                kept += [(output, t * b * h * f32), ((name, f"layer {layer} final states {direction}"), 2 * b * h * f32),
+                         ((name, f"layer {layer} workspace {direction}"), onednn_lstm_workspace(t, b, width, h))]
+        return kept
 
     def backward_workspace(self, call, rules: SavingRules) -> Dim:
         """What the device's calibration measured a recurrent kernel's backward holds (oneDNN's, or Keras'
