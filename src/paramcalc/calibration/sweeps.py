@@ -21,6 +21,11 @@ from typing import Callable
 SQUARE = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
 SKINNY = [(32, 1024, 256), (128, 1024, 1024), (128, 20020, 300), (128, 300, 300), (128, 300, 100),
           (2048, 1024, 4096), (256, 4096, 4096), (32, 4096, 4096), (4096, 256, 256), (64, 256, 1024)]
+# Products of a batch of 16 samples through a layer of 128 to 1024 features: the forward and the input
+# gradient (16 x f x f), and the weight gradient (f x 16 x f). The shapes above are 2-8 times fuller, and
+# a 16-row product runs at about half their rate (16x512x512 at 90 GFLOP/s on this project's CPU, where
+# interpolating from them gave 150).
+SMALL_BATCH = [shape for f in (128, 512, 1024) for shape in ((16, f, f), (f, 16, f))]
 # Tall products (many positions, few features), their weight gradients (a long inner dimension, with
 # square and narrow outputs: the H100's kernels ran those at a third to two thirds of the square
 # products' rate) and their degenerate cases (one feature in or out), far from the roofline.
@@ -43,7 +48,7 @@ def product_shapes(max_square: int, max_skinny: int, max_side: int, quick: bool)
     """The matrix products a calibration times: squares up to ``max_square``, the skinny shapes up to
     ``max_skinny``, the tall ones up to ``max_side``; then, unless ``quick``, the misaligned and wide
     ones up to ``max_side``."""
-    shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY if max(t) <= max_skinny]
+    shapes = [(s, s, s) for s in SQUARE if s <= max_square] + [t for t in SKINNY + SMALL_BATCH if max(t) <= max_skinny]
     shapes += [t for t in TALL if max(t) <= max_side]
     if not quick:
         shapes += [t for t in MISALIGNED + WIDE if max(t) <= max_side]
