@@ -23,8 +23,8 @@ SKINNY = [(32, 1024, 256), (128, 1024, 1024), (128, 20020, 300), (128, 300, 300)
           (2048, 1024, 4096), (256, 4096, 4096), (32, 4096, 4096), (4096, 256, 256), (64, 256, 1024)]
 # Products of a batch of 16 samples through a layer of 128 to 1024 features: the forward and the input
 # gradient (16 x f x f), and the weight gradient (f x 16 x f). The shapes above are 2-8 times fuller, and
-# a 16-row product runs at about half their rate (16x512x512 at 90 GFLOP/s on this project's CPU, where
-# interpolating from them gave 150).
+# a 16-row product runs at about two thirds of their rate (16x512x512 at 94-103 GFLOP/s on this project's
+# CPU, where interpolating from them gave 148).
 SMALL_BATCH = [shape for f in (128, 512, 1024) for shape in ((16, f, f), (f, 16, f))]
 # Tall products (many positions, few features), their weight gradients (a long inner dimension, with
 # square and narrow outputs: the H100's kernels ran those at a third to two thirds of the square
