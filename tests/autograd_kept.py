@@ -5,9 +5,10 @@ from __future__ import annotations
 
 
 def kept_by_autograd(model, call, inputs=()) -> int:
-    """Bytes of the storages autograd saves while ``call()`` runs ``model``, each once, its parameters and
-    buffers left out (they are counted as weights); with the storages of ``inputs`` (the batch the training
-    loop holds, as paramcalc's ``input_batch`` counts it, kept by autograd or not)."""
+    """Bytes of the storages autograd saves while ``call()`` runs ``model`` (the second time it is called),
+    each once, its parameters and buffers left out (they are counted as weights); with the storages of
+    ``inputs`` (the batch the training loop holds, as paramcalc's ``input_batch`` counts it, kept by
+    autograd or not)."""
     import torch
 
     weights = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
@@ -23,6 +24,10 @@ def kept_by_autograd(model, call, inputs=()) -> int:
             alive.append(t)
         return t
 
+    # a first forward may keep other tensors than the steps after it, and not the same from one process to
+    # the next (ConViT-B's first kept 445.1-451.2 MB over five processes, every later one 451,208,720
+    # bytes): the step counted is a second one, as a training loop's steps are
+    call()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         call()
     return sum(kept.values())  # ``alive`` goes with this call
