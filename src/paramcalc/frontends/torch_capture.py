@@ -20,6 +20,7 @@ from paramcalc.core.dims import symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
 from paramcalc.frontends.torch_attention import fused_attention_mode
+from paramcalc.frontends.torch_meta_memo import MetaMemo
 from paramcalc.frontends.torch_modules import (
     _convert,
     attributes_kept,
@@ -34,6 +35,7 @@ from paramcalc.layers import Parameter
 from paramcalc.layers.captured import BATCH, CapturedOp
 
 REPLAY = True  # copy the records of repeated calls (torch_replay.py); False runs every call
+META_MEMO = True  # answer meta kernels called again alike from memory (torch_meta_memo.py); False runs each
 SUMMARY_DEPTH = 3  # a summary shows the module tree three levels down, as torchinfo does by default
 BATCHES = (2, 3)  # two runs make every size a + c * batch; 1 is avoided, code special-cases it
 # operations whose output shape depends on tensor values, which meta tensors do not have
@@ -82,7 +84,8 @@ def _runs(module: object, name: str, sample_shapes: tuple, integer: set) -> list
     """The forward run at each of BATCHES; a later run copies at once the calls the first found alike."""
     learned: dict = {}
     states = module_states(module) if REPLAY else None
-    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned, states) for batch in BATCHES]
+    memo = MetaMemo() if META_MEMO else None
+    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned, states, memo) for batch in BATCHES]
 
 
 def _keywords(module: object) -> set:
@@ -167,14 +170,15 @@ class _Recorder:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None,
-            states: dict | None = None) -> _Run:
+            states: dict | None = None, memo: MetaMemo | None = None) -> _Run:
         """The forward at ``batch``. ``learned``: what the run at another batch size found of calls alike
         (read, then filled in by this run); ``states``: the modules' states (``module_states``), where
-        already read."""
+        already read; ``memo``: meta kernels' results, where kept across runs."""
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
 
         recorder = self
+        kernel = memo.call if memo is not None else lambda func, args, kwargs: func(*args, **kwargs)
         originals = {}
         tensors = {}
         for names, is_param in ((self.root.named_parameters(remove_duplicate=False), True),
@@ -206,7 +210,7 @@ class _Recorder:
                     return func(*args, **kwargs)
                 recorder.current = func
                 try:
-                    out = func(*args, **kwargs)
+                    out = kernel(func, args, kwargs)
                 except Exception:
                     recorder.failed_in = recorder.failed_in or list(recorder.stack)  # hooks unwind it
                     raise

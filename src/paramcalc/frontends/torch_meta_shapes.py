@@ -1,0 +1,199 @@
+"""Output shapes of the ATen operations whose meta kernels are slow, where the answer is plain.
+
+torch's meta kernels for layer norm, ``addmm``, softmax, reductions and elementwise operations are
+Python references that compute strides, type promotion and broadcasting generally, at 0.1-1.3 ms a call.
+On the cases a model runs most (tensors of one floating dtype, laid out contiguously, Python numbers as
+the other operands) their answer is plain: a new contiguous tensor of that dtype, of the broadcast shape
+(elementwise), of the shape with reduced axes dropped or kept (reductions), or the products' shape.
+Each rule here answers only such a call and returns None for anything else, which then runs torch's own
+kernel (and raises its own error where the call is wrong). The tests compare every answer given here
+with torch's kernel on the models they read (``torch_meta_memo.CHECK``).
+"""
+
+from __future__ import annotations
+
+# floating operations that return their inputs' dtype and broadcast shape, whatever their other arguments
+_ELEMENTWISE = ("add", "sub", "rsub", "mul", "div", "neg", "reciprocal", "relu", "gelu", "silu", "sigmoid", "tanh",
+                "exp", "log", "rsqrt", "sqrt", "pow", "clamp", "abs", "erf", "sin", "cos", "hardtanh", "hardswish",
+                "hardsigmoid", "leaky_relu", "elu", "softplus", "mish", "maximum", "minimum", "square")
+_FLOATING = ("float16", "bfloat16", "float32", "float64")
+_NUMBERS = (int, float, bool, str, type(None))  # a scalar operand, an approximation's name, a rounding mode
+
+
+def shape_rules() -> dict:
+    """ATen operation -> rule(args, kwargs) giving its outputs, or None where the rule does not answer."""
+    import torch
+
+    aten = torch.ops.aten
+    floating = {getattr(torch, name) for name in _FLOATING}
+    tensor = torch.Tensor
+
+    def empty(shape, dtype):
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    def plain(t) -> bool:
+        """A meta tensor laid out as torch.empty would lay it out."""
+        if t.device.type != "meta":
+            return False
+        stride, expected = t.stride(), 1
+        for size, step in zip(reversed(t.shape), reversed(stride)):
+            if step != expected:
+                return False
+            expected *= max(size, 1)
+        return True
+
+    def permuted(t) -> bool:
+        """A meta tensor that fills its storage in some order of its axes, each longer than one (a
+        permuted contiguous tensor): an elementwise kernel lays its output out alike."""
+        if t.device.type != "meta" or 1 in t.shape or 0 in t.shape:
+            return False
+        expected = 1
+        for step, size in sorted(zip(t.stride(), t.shape)):
+            if step != expected:
+                return False
+            expected *= size
+        return True
+
+    def elementwise(args, kwargs):
+        tensors, dtype, layouts = [], None, set()
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, tensor):
+                if dtype is None:
+                    dtype = value.dtype
+                if value.dtype != dtype:
+                    return None
+                tensors.append(value)
+                layouts.add((tuple(value.shape), value.stride()))
+            elif not isinstance(value, _NUMBERS):
+                return None
+        if dtype not in floating:
+            return None
+        if all(plain(t) for t in tensors):
+            shape = _broadcast([t.shape for t in tensors])
+            return None if shape is None else empty(shape, dtype)
+        if len(layouts) == 1 and permuted(tensors[0]):  # every operand alike, permuted: the output too
+            shape, strides = layouts.pop()
+            return torch.empty_strided(shape, strides, dtype=dtype, device="meta")
+        return None
+
+    def where(args, kwargs):
+        if kwargs or len(args) != 3 or not isinstance(args[0], tensor) or args[0].dtype != torch.bool or not plain(args[0]):
+            return None
+        values = elementwise(args[1:], {})
+        if values is None or not plain(values):
+            return None
+        shape = _broadcast([args[0].shape, values.shape])
+        return None if shape is None else empty(shape, values.dtype)
+
+    def addmm(args, kwargs):
+        if len(args) != 3 or any(k not in ("beta", "alpha") for k in kwargs):
+            return None
+        bias, left, right = args  # any layouts: the product is made contiguous (linear's weight comes transposed)
+        if not all(isinstance(t, tensor) and t.device.type == "meta" and t.dtype == left.dtype for t in args) \
+                or left.dtype not in floating:
+            return None
+        if left.dim() != 2 or right.dim() != 2 or left.shape[1] != right.shape[0]:
+            return None
+        shape = (left.shape[0], right.shape[1])
+        if _broadcast([bias.shape, shape]) != shape:
+            return None
+        return empty(shape, left.dtype)
+
+    def layer_norm(args, kwargs):
+        if kwargs or len(args) != 5:
+            return None
+        x, normalized, weight, bias = args[:4]
+        # the kernel makes its input contiguous first: any layout gives contiguous outputs
+        if not (isinstance(x, tensor) and x.device.type == "meta" and x.dtype in (torch.float32, torch.float64)):
+            return None  # half inputs keep float32 statistics on meta, other devices their own dtype
+        axis = x.dim() - len(normalized)
+        if not normalized or axis < 0 or tuple(x.shape[axis:]) != tuple(normalized):
+            return None
+        for t in (weight, bias):
+            if t is not None and not (isinstance(t, tensor) and plain(t) and t.dtype == x.dtype
+                                      and tuple(t.shape) == tuple(normalized)):
+                return None
+        statistics = (*x.shape[:axis], *([1] * len(normalized)))
+        return empty(x.shape, x.dtype), empty(statistics, x.dtype), empty(statistics, x.dtype)
+
+    def softmax(args, kwargs):  # _softmax(x, dim, half_to_float), _safe_softmax(x, dim, dtype=None)
+        if len(args) < 2 or not (isinstance(args[0], tensor) and plain(args[0]) and args[0].dtype in floating):
+            return None
+        if any(a not in (None, False) for a in args[2:]) or any(v is not None for v in kwargs.values()):
+            return None
+        return empty(args[0].shape, args[0].dtype) if _axis(args[1], args[0].dim()) is not None else None
+
+    def triangle(args, kwargs):  # tril, triu
+        x = args[0] if args else None
+        if kwargs or not (isinstance(x, tensor) and plain(x) and x.dim() >= 2):
+            return None
+        return empty(x.shape, x.dtype) if all(isinstance(a, int) for a in args[1:]) else None
+
+    def reduction(args, kwargs):  # mean.dim, sum.dim_IntList (x, dims, keepdim=False, *, dtype=None)
+        if not args or any(v is not None for v in kwargs.values() if not isinstance(v, bool)):
+            return None
+        x, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")
+        keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        if not (isinstance(x, tensor) and plain(x) and x.dtype in floating) or len(args) > 3 or not isinstance(keep, bool):
+            return None
+        rank = x.dim()
+        named = [_axis(d, rank) for d in ([dims] if isinstance(dims, int) else dims or ())]
+        axes = set(named)
+        if not axes or None in axes or len(axes) != len(named) or rank == 0:
+            return None
+        shape = [1 if i in axes else s for i, s in enumerate(x.shape) if keep or i not in axes]
+        return empty(shape, x.dtype)
+
+    def cat(args, kwargs):
+        if kwargs or not args or not isinstance(args[0], (list, tuple)) or not args[0]:
+            return None
+        tensors = args[0]
+        first = tensors[0]
+        if not isinstance(first, tensor):
+            return None
+        dim = _axis(args[1] if len(args) > 1 else 0, first.dim())
+        if dim is None or not all(isinstance(t, tensor) and plain(t) and t.dtype == first.dtype and t.dim() == first.dim()
+                                  and t.numel() > 0 for t in tensors):
+            return None
+        if any(t.shape[:dim] != first.shape[:dim] or t.shape[dim + 1:] != first.shape[dim + 1:] for t in tensors):
+            return None
+        shape = list(first.shape)
+        shape[dim] = sum(t.shape[dim] for t in tensors)
+        return empty(shape, first.dtype)
+
+    rules: dict = {}
+    for name in _ELEMENTWISE:
+        packet = getattr(aten, name, None)
+        for overload in packet.overloads() if packet is not None else ():
+            op = getattr(packet, overload)
+            returns = op._schema.returns
+            if not op._schema.is_mutable and len(returns) == 1 and str(returns[0].type) == "Tensor":
+                rules[op] = elementwise
+    rules.update({aten.where.self: where, aten.addmm.default: addmm, aten.native_layer_norm.default: layer_norm,
+                  aten._softmax.default: softmax, aten._safe_softmax.default: softmax, aten.tril.default: triangle,
+                  aten.triu.default: triangle, aten.mean.dim: reduction, aten.sum.dim_IntList: reduction,
+                  aten.cat.default: cat})
+    return rules
+
+
+def _broadcast(shapes: list):
+    """The shape ``shapes`` broadcast to, or None where they do not broadcast."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = [1] * rank
+    for shape in shapes:
+        for i, size in enumerate(shape, rank - len(shape)):
+            if size != out[i]:
+                if out[i] != 1 and size != 1:
+                    return None
+                if size != 1:
+                    out[i] = size
+    return tuple(out)
+
+
+def _axis(dim, rank: int):
+    """``dim`` counted from the front, or None where it is not an axis of a tensor of that rank."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        return None
+    if -max(rank, 1) <= dim < max(rank, 1):
+        return dim % max(rank, 1)
+    return None
