@@ -61,6 +61,7 @@ class Stack(nn.Module):
 
 def _estimate(model, replay: bool, monkeypatch):
     monkeypatch.setattr(torch_capture, "REPLAY", replay)
+    monkeypatch.setattr(torch_capture, "REPLAY_MIN_REPEATS", 1)  # these stacks are small
     Block.calls = 0
     est = estimate(model, input_shape=(5, 8), batch_size=4, optimizer="adam")
     data = est.to_dict()
@@ -131,6 +132,7 @@ class Cached(nn.Module):
 
 def test_a_forward_that_caches_in_its_attributes_leaves_the_model_as_it_was(monkeypatch):
     model = nn.Sequential(Cached(), Cached()).eval()
+    monkeypatch.setattr(torch_capture, "REPLAY_MIN_REPEATS", 1)
     for replay in (False, True):
         monkeypatch.setattr(torch_capture, "REPLAY", replay)
         before = {name: dict(m.__dict__) for name, m in model.named_modules()}

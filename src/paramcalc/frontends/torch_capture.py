@@ -35,6 +35,10 @@ from paramcalc.layers import Parameter
 from paramcalc.layers.captured import BATCH, CapturedOp
 
 REPLAY = True  # copy the records of repeated calls (torch_replay.py); False runs every call
+# ... where a block class repeats at least this often: below it, the keys cost more than running the calls
+# again, whose kernels the meta memo answers (a 2-layer decoder: 37 ms with copies, 35 without; 12
+# layers: 102 against 141)
+REPLAY_MIN_REPEATS = 4
 META_MEMO = True  # answer meta kernels called again alike from memory (torch_meta_memo.py); False runs each
 SUMMARY_DEPTH = 3  # a summary shows the module tree three levels down, as torchinfo does by default
 BATCHES = (2, 3)  # two runs make every size a + c * batch; 1 is avoided, code special-cases it
@@ -83,9 +87,33 @@ def capture(module: object, name: str, dtype: str, sample_shapes: tuple, reason:
 def _runs(module: object, name: str, sample_shapes: tuple, integer: set) -> list:
     """The forward run at each of BATCHES; a later run copies at once the calls the first found alike."""
     learned: dict = {}
-    states = module_states(module) if REPLAY else None
+    replay = REPLAY and _most_repeated_block(module) >= REPLAY_MIN_REPEATS
+    states = module_states(module) if replay else None
     memo = MetaMemo() if META_MEMO else None
-    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned, states, memo) for batch in BATCHES]
+    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned, states, memo, replay)
+            for batch in BATCHES]
+
+
+def _most_repeated_block(module: object) -> int:
+    """How often the most repeated outermost block repeats (a decoder's layers): what copying repeated
+    calls can save. Blocks are modules holding others, alike by class and parameter count; a block inside
+    a repeated one (each layer's attention) is not counted again."""
+    modules = [m for m in module.modules()]
+    sizes: dict = {}
+    for m in reversed(modules):  # every module after those under it
+        sizes[id(m)] = sum(p.numel() for p in m._parameters.values() if p is not None) + sum(
+            sizes[id(c)] for c in m._modules.values() if c is not None)
+    kinds = {id(m): (type(m), sizes[id(m)]) for m in modules if m._modules}
+    counts: dict = {}
+    for kind in kinds.values():
+        counts[kind] = counts.get(kind, 0) + 1
+    outermost: dict = {}
+    for m in modules:
+        if id(m) in kinds and counts[kinds[id(m)]] > 1:
+            for c in m._modules.values():
+                if c is not None and id(c) in kinds:
+                    outermost[id(c)] = False
+    return max((counts[kind] for key, kind in kinds.items() if outermost.get(key, True)), default=0)
 
 
 def _keywords(module: object) -> set:
@@ -170,10 +198,11 @@ class _Recorder:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None,
-            states: dict | None = None, memo: MetaMemo | None = None) -> _Run:
+            states: dict | None = None, memo: MetaMemo | None = None, replay: bool = True) -> _Run:
         """The forward at ``batch``. ``learned``: what the run at another batch size found of calls alike
         (read, then filled in by this run); ``states``: the modules' states (``module_states``), where
-        already read; ``memo``: meta kernels' results, where kept across runs."""
+        already read; ``memo``: meta kernels' results, where kept across runs; ``replay``: whether
+        repeated calls are copied."""
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -229,7 +258,7 @@ class _Recorder:
             return t
 
         handles = []
-        replayer = Replayer(self, self.root, dict(learned or {}), states) if REPLAY else None
+        replayer = Replayer(self, self.root, dict(learned or {}), states) if replay else None
         restore = attributes_kept(self.root)  # before the replayer's ``forward`` attributes, which go too
         for m in self.root.modules():
             if m is not self.root:
