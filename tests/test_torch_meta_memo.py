@@ -121,6 +121,12 @@ def test_norm_softmax_reduction_and_triangle_rules_answer_as_the_kernel(x, data)
     affine = None if weight is None else torch.empty(
         normalized, dtype=x.dtype if weight == "same" else torch.float16, device="meta")
     same_as_kernel(aten.native_layer_norm.default, x, normalized, affine, affine, 1e-5)
+    channels = x.shape[1:2] if data.draw(st.booleans()) or rank < 2 else (x.shape[1] + 1,)
+    statistics = data.draw(st.sampled_from((None, "same", "half")))
+    running = None if statistics is None else torch.empty(
+        channels, dtype=x.dtype if statistics == "same" else torch.float16, device="meta")
+    same_as_kernel(aten.native_batch_norm.default, x, running, running, running, running, data.draw(st.booleans()),
+                   0.1, 1e-5)
     dim = data.draw(st.integers(-rank - 1, rank))
     same_as_kernel(aten._softmax.default, x, dim, False)
     same_as_kernel(aten._safe_softmax.default, x, dim)
@@ -197,7 +203,8 @@ def test_the_plain_calls_a_model_makes_most_are_answered_by_a_rule():
              (aten.cat.default, ([x, x], 1)), (aten.triu.default, (x, 1)), (aten.pow.Tensor_Scalar, (half, 2)),
              # a permuted input (channels last): elementwise outputs keep its layout, a layer norm's is contiguous
              (aten.gelu.default, (x.permute(0, 2, 1),)), (aten.mul.Tensor, (x.permute(2, 0, 1), x.permute(2, 0, 1))),
-             (aten.native_layer_norm.default, (x.permute(0, 2, 1), [7], None, None, 1e-6))]
+             (aten.native_layer_norm.default, (x.permute(0, 2, 1), [7], None, None, 1e-6)),
+             (aten.native_batch_norm.default, (x, b[:7], b[:7], b[7:14], b[14:21], False, 0.1, 1e-5))]
     rules = shape_rules()
     for func, args in calls:
         answer = rules[func](args, {})

@@ -90,8 +90,13 @@ def _runs(module: object, name: str, sample_shapes: tuple, integer: set) -> list
     replay = REPLAY and _most_repeated_block(module) >= REPLAY_MIN_REPEATS
     states = module_states(module) if replay else None
     memo = MetaMemo() if META_MEMO else None
-    return [_Recorder(module, name).run(sample_shapes, batch, integer, learned, states, memo, replay)
-            for batch in BATCHES]
+    runs = []
+    for batch in BATCHES:
+        recorder = _Recorder(module, name)
+        if runs:
+            recorder.layers_read = {r.name: (r.source, r.layer) for r in runs[0].records if r.source is not None}
+        runs.append(recorder.run(sample_shapes, batch, integer, learned, states, memo, replay))
+    return runs
 
 
 def _most_repeated_block(module: object) -> int:
@@ -195,6 +200,9 @@ class _Recorder:
         self.quiet = False  # True while the recorder itself makes tensors
         self.constants = 0  # tensors read that no module holds as a parameter or buffer
         self.entered: dict = {}  # id(module) -> calls running that its hooks entered
+        # node name -> (module, its layer) of the known modules' calls an earlier run read: the run at
+        # the second batch size calls them again in the same order, and only the first run's layers are kept
+        self.layers_read: dict = {}
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None,
@@ -365,8 +373,9 @@ class _Recorder:
             return
         self.known_depth = 0
         inbound, options = self.frames.pop()
-        layer = _convert(module, name, self.memo, options)
         node_name = self._unique(name)
+        read = self.layers_read.get(node_name)
+        layer = read[1] if read is not None and read[0] is module else _convert(module, name, self.memo, options)
         structure = getattr(layer, "output_structure", None)
         positions = list(_flatten_structure(structure)) if structure is not None else [0]
         record = _Record(node_name, layer, inbound, module=name, source=module, options=dict(options))

@@ -116,6 +116,21 @@ def shape_rules() -> dict:
         statistics = (*x.shape[:axis], *([1] * len(normalized)))
         return empty(x.shape, x.dtype), empty(statistics, x.dtype), empty(statistics, x.dtype)
 
+    def batch_norm(args, kwargs):  # native_batch_norm(x, weight, bias, mean, var, training, momentum, eps)
+        if kwargs or len(args) != 8:
+            return None
+        x, training = args[0], args[5]
+        if not (isinstance(x, tensor) and plain(x) and x.dtype in (torch.float32, torch.float64) and x.dim() >= 2):
+            return None  # half inputs keep float32 statistics
+        channels = (x.shape[1],)
+        for t in args[1:5]:
+            if t is not None and not (isinstance(t, tensor) and t.device.type == "meta" and t.dtype == x.dtype
+                                      and tuple(t.shape) == channels):
+                return None
+        if not isinstance(training, bool) or (not training and (args[3] is None or args[4] is None)):
+            return None
+        return empty(x.shape, x.dtype), empty(channels, x.dtype), empty(channels, x.dtype)
+
     def softmax(args, kwargs):  # _softmax(x, dim, half_to_float), _safe_softmax(x, dim, dtype=None)
         if len(args) < 2 or not (isinstance(args[0], tensor) and plain(args[0]) and args[0].dtype in floating):
             return None
@@ -170,6 +185,7 @@ def shape_rules() -> dict:
             if not op._schema.is_mutable and len(returns) == 1 and str(returns[0].type) == "Tensor":
                 rules[op] = elementwise
     rules.update({aten.where.self: where, aten.addmm.default: addmm, aten.native_layer_norm.default: layer_norm,
+                  aten.native_batch_norm.default: batch_norm,
                   aten._softmax.default: softmax, aten._safe_softmax.default: softmax, aten.tril.default: triangle,
                   aten.triu.default: triangle, aten.mean.dim: reduction, aten.sum.dim_IntList: reduction,
                   aten.cat.default: cat})
