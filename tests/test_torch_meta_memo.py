@@ -192,6 +192,16 @@ def test_an_estimate_is_the_same_with_the_memo_as_without(monkeypatch):
     assert with_memo.params == 4 * (16 * 48 + 48) + 16 * 5 + 5
 
 
+def test_a_tensor_contiguous_with_odd_strides_on_axes_of_length_one_is_answered_as_the_kernel_does():
+    """timm's MaxxViT head: a (2, 1, 1, 768) tensor with strides (768, 1, 1, 1) is contiguous to torch, so
+    layer norm keeps those strides."""
+    x = torch.empty_strided((2, 1, 1, 768), (768, 1, 1, 1), device="meta")
+    for func, args in ((aten.native_layer_norm.default, (x, [768], None, None, 1e-6)), (aten.gelu.default, (x,)),
+                       (aten.add.Tensor, (x, x)), (aten.native_batch_norm.default, (x, None, None, None, None, True,
+                                                                                    0.1, 1e-5))):
+        same_as_kernel(func, *args)
+
+
 def test_the_plain_calls_a_model_makes_most_are_answered_by_a_rule():
     """The rules answer (do not decline) the calls they exist for, exactly as the kernel does."""
     x, w, b = (torch.empty(s, device="meta") for s in ((2, 7, 16), (48, 16), (48,)))

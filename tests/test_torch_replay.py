@@ -141,3 +141,12 @@ def test_a_forward_that_caches_in_its_attributes_leaves_the_model_as_it_was(monk
         assert {name: dict(m.__dict__) for name, m in model.named_modules()} == before
         assert all(m.cache == {} for m in model if isinstance(m, Cached))
         assert "forward" not in model[0].__dict__  # the replay's wrapper is gone
+
+
+def test_copying_is_kept_for_models_whose_blocks_repeat_and_a_shared_module_is_counted_under_each_parent():
+    shared = nn.Linear(8, 8)
+    pairs = [nn.Sequential(shared, nn.Sequential(nn.Linear(8, 8))) for _ in range(2)]
+    model = nn.Sequential(nn.Sequential(*pairs), nn.Linear(8, 8))  # the shared Linear under both pairs
+    assert torch_capture._most_repeated_block(model) == 2
+    assert torch_capture._most_repeated_block(Stack(depth=2)) == 2
+    assert torch_capture._most_repeated_block(Stack(depth=5)) == 5

@@ -103,12 +103,17 @@ def _most_repeated_block(module: object) -> int:
     """How often the most repeated outermost block repeats (a decoder's layers): what copying repeated
     calls can save. Blocks are modules holding others, alike by class and parameter count; a block inside
     a repeated one (each layer's attention) is not counted again."""
-    modules = [m for m in module.modules()]
+    modules = list(module.modules())
     sizes: dict = {}
-    for m in reversed(modules):  # every module after those under it
-        sizes[id(m)] = sum(p.numel() for p in m._parameters.values() if p is not None) + sum(
-            sizes[id(c)] for c in m._modules.values() if c is not None)
-    kinds = {id(m): (type(m), sizes[id(m)]) for m in modules if m._modules}
+
+    def size(m) -> int:  # parameters under ``m``, a module shared by two parents counted in each
+        found = sizes.get(id(m))
+        if found is None:
+            found = sizes[id(m)] = sum(p.numel() for p in m._parameters.values() if p is not None) + sum(
+                size(c) for c in m._modules.values() if c is not None)
+        return found
+
+    kinds = {id(m): (type(m), size(m)) for m in modules if m._modules}
     counts: dict = {}
     for kind in kinds.values():
         counts[kind] = counts.get(kind, 0) + 1

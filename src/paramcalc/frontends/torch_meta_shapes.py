@@ -103,9 +103,12 @@ def shape_rules() -> dict:
         if kwargs or len(args) != 5:
             return None
         x, normalized, weight, bias = args[:4]
-        # the kernel makes its input contiguous first: any layout gives contiguous outputs
         if not (isinstance(x, tensor) and x.device.type == "meta" and x.dtype in (torch.float32, torch.float64)):
             return None  # half inputs keep float32 statistics on meta, other devices their own dtype
+        # the kernel makes its input contiguous first, which copies a strided one to a plain layout; a tensor
+        # torch calls contiguous already keeps its strides on axes of length one, whatever they are
+        if x.is_contiguous() and not plain(x):
+            return None
         axis = x.dim() - len(normalized)
         if not normalized or axis < 0 or tuple(x.shape[axis:]) != tuple(normalized):
             return None
