@@ -220,3 +220,15 @@ def test_the_peak_says_when_it_happens_and_its_parts_add_up():
     assert phases == {"backward", "update"}
     # a symbolic batch has a formula for a peak, and no single moment
     assert estimate(seed_model("flat", 500), optimizer="adam").training.memory.peak_moment is None
+
+
+def test_a_pooled_model_with_an_optimizer_and_no_batch_keeps_its_training_cost_in_the_batch():
+    """Pooling's work once divided a formula in the batch by another: an estimate without batch_size
+    failed with a TypeError. Its training memory is a formula, equal to the estimate at a batch size."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.MaxPool2d(2), nn.AvgPool2d(3), nn.Flatten(), nn.Linear(8 * 25, 10))
+    symbolic = estimate(model, input_shape=(3, 32, 32), optimizer="adam")
+    at_four = estimate(model, input_shape=(3, 32, 32), batch_size=4, optimizer="adam", device="cpu-dev-torch")
+    assert symbolic.subs(B=4).training.memory == at_four.training.memory
+    assert at_four.training.step_seconds > 0

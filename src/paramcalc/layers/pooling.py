@@ -80,9 +80,15 @@ class Pool(Layer):
     def work(self, call) -> Work:
         if self.rank != 2:
             return super().work(call)
-        read, written = prod(call.input_shapes[0]), prod(call.output_shape)
-        # timed per input element where calibrated; else a pass over the input and the output
-        return self.described(kernels=(Kernel(f"{self.op}_pool", read, (read + written) / read),))
+        read = prod(call.input_shapes[0])
+        # timed per input element where calibrated; else a pass over the input and the output, whose
+        # ratio is the same per sample (the batch axis is the first of both)
+        per_read, per_written = prod(call.input_shapes[0][1:]), prod(call.output_shape[1:])
+        if type(per_read) is int and type(per_written) is int and per_read:
+            passes = 1 + per_written / per_read
+        else:  # sizes that are formulas: a time is priced only once they are numbers (Estimate.subs)
+            passes = 2.0
+        return self.described(kernels=(Kernel(f"{self.op}_pool", read, passes),))
 
     def saved(self, call, rules: SavingRules) -> list:
         if self.op == "avg":  # torch's backward reads its input; TensorFlow's only the shape
