@@ -17,6 +17,7 @@ from paramcalc.core.assumptions import Assumption
 from paramcalc.core.dims import Dim, Sym, as_dim, format_dim, symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, ShapeError, SpecError
 from paramcalc.core.graph import DeferredGraph, Node, normalize_shape, propagate
+from paramcalc.core.instances import made
 from paramcalc.core.layer import Layer, format_shape
 from paramcalc.core.spec import TensorSpec, dtype_bytes
 from paramcalc.core.units import FLOP_CONVENTION
@@ -455,6 +456,7 @@ def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) 
 def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_symbol: str, targets,
                assumptions, notes) -> Estimate:
     per_sample = {batch_symbol: 1}
+    per_row: dict = {}  # a repeated block's rows share their FLOP counts
     rows = []
     totals = dict(params=0, trainable=0, non_trainable=0, buffers=0, macs_b=0, flops_b=0)
     module_of = {n.name: n.module for n in getattr(graph, "nodes", ()) if getattr(n, "module", None) is not None}
@@ -473,19 +475,19 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
                 else:
                     non_trainable = non_trainable + weight.numel
         inferred = node.inferred
-        row = LayerRow(
+        row = made(LayerRow, dict(
             name=node.name, type=node.layer.display_type, kind=node.layer.kind,
             input_shapes=tuple(spec.shape for spec in node.inputs if isinstance(spec, TensorSpec)),
             output_shape=inferred.output.shape,
             params=trainable + non_trainable, trainable_params=trainable,
             non_trainable_params=non_trainable, buffers=buffers,
-            macs=_subs(inferred.macs, per_sample), flops=_subs(inferred.flops, per_sample),
+            macs=_subs(inferred.macs, per_sample, per_row), flops=_subs(inferred.flops, per_sample, per_row),
             macs_per_batch=inferred.macs, flops_per_batch=inferred.flops,
             weights=inferred.weights, shared_with=node.shared_with, layer=node.layer,
             output_shapes=tuple(o.shape for o in inferred.outputs),
             inbound=tuple(ref for ref, spec in zip(node.inbound, node.inputs) if isinstance(spec, TensorSpec)),
             module=module_of.get(node.name),
-        )
+        ))
         rows.append(row)
         totals["params"] += row.params
         totals["trainable"] += trainable
@@ -530,7 +532,15 @@ def _subs(value: Any, mapping: Mapping[str, Dim], done: dict | None = None) -> A
             found = done[value] = value.subs(mapping)
         return found
     if kind is tuple:
-        return tuple([_subs(v, mapping, done) for v in value])
+        if done is None:
+            return tuple([_subs(v, mapping, done) for v in value])
+        try:
+            found = done.get(value)  # rows repeat their shapes
+        except TypeError:  # something unhashable inside: nothing to remember it by
+            return tuple([_subs(v, mapping, done) for v in value])
+        if found is None:
+            found = done[value] = tuple([_subs(v, mapping, done) for v in value])
+        return found
     return value
 
 

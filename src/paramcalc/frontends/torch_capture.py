@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from paramcalc.core.dims import symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
+from paramcalc.core.instances import made
 from paramcalc.frontends.torch_attention import fused_attention_mode
 from paramcalc.frontends.torch_meta_memo import MetaMemo
 from paramcalc.frontends.torch_modules import (
@@ -527,16 +528,15 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
         output_forms = tuple(form_of(x, y) for x, y in zip(a.output_shapes, b.output_shapes))
         inbound = list(a.inbound)
         saves = tuple((ref, form_of(first.shapes[ref], second.shapes[ref]), itemsize) for ref, itemsize in a.saves)
-        made = [*output_forms, *(form for _, form, _ in saves)]
-        if any(symbols_of(d) for f in made for d in f) and not any(symbols_of(d) for f in input_forms for d in f):
+        produced = [*output_forms, *(form for _, form, _ in saves)]
+        if any(symbols_of(d) for f in produced for d in f) and not any(symbols_of(d) for f in input_forms for d in f):
             inbound.append((sample_shapes[0][0], 0))  # read for the batch size only (arange(x.size(0)))
-        layer = CapturedOp(name=a.name, type_name=a.op.split(".")[-1], op=a.op, input_forms=input_forms,
-                           output_forms=output_forms, output_dtypes=tuple(a.output_dtypes), reads=len(a.inbound),
-                           weight_inputs=a.weight_inputs, view=a.view, in_place=bool(a.writes), saves=saves,
-                           transposed=a.transposed,
-                           window=a.window, dims=a.dims,
-                           no_gradient=not any(t.requires_grad for t in a.made))
-        nodes.append(GraphNode(a.name, layer, tuple(inbound), module=a.module))
+        layer = made(CapturedOp, dict(
+            name=a.name, type_name=a.op.split(".")[-1], op=a.op, input_forms=input_forms, output_forms=output_forms,
+            output_dtypes=tuple(a.output_dtypes), reads=len(a.inbound), weight_inputs=a.weight_inputs, view=a.view,
+            in_place=bool(a.writes), saves=saves, transposed=a.transposed, window=a.window, dims=a.dims,
+            no_gradient=not any(t.requires_grad for t in a.made)))
+        nodes.append(made(GraphNode, dict(name=a.name, layer=layer, inbound=tuple(inbound), module=a.module)))
     unknown: dict = {}
     for node in nodes:
         if isinstance(node.layer, CapturedOp) and node.layer.family == "unknown":
