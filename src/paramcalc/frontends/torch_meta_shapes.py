@@ -42,39 +42,31 @@ def shape_rules() -> dict:
             expected *= max(size, 1)
         return True
 
-    def permuted(t) -> bool:
-        """A meta tensor that fills its storage in some order of its axes, each longer than one (a
-        permuted contiguous tensor): an elementwise kernel lays its output out alike."""
-        if t.device.type != "meta" or 1 in t.shape or 0 in t.shape:
-            return False
-        expected = 1
-        for step, size in sorted(zip(t.stride(), t.shape)):
-            if step != expected:
-                return False
-            expected *= size
-        return True
-
     def elementwise(args, kwargs):
-        tensors, dtype, layouts = [], None, set()
+        tensors, dtype = [], None
         for value in (*args, *kwargs.values()):
             if isinstance(value, tensor):
                 if dtype is None:
                     dtype = value.dtype
-                if value.dtype != dtype:
+                if value.dtype != dtype or value.device.type != "meta":
                     return None
                 tensors.append(value)
-                layouts.add((tuple(value.shape), value.stride()))
             elif not isinstance(value, _NUMBERS):
                 return None
         if dtype not in floating:
             return None
+        shape = _broadcast([t.shape for t in tensors])
+        if shape is None:
+            return None
         if all(plain(t) for t in tensors):
-            shape = _broadcast([t.shape for t in tensors])
-            return None if shape is None else empty(shape, dtype)
-        if len(layouts) == 1 and permuted(tensors[0]):  # every operand alike, permuted: the output too
-            shape, strides = layouts.pop()
-            return torch.empty_strided(shape, strides, dtype=dtype, device="meta")
-        return None
+            return empty(shape, dtype)
+        # left to the kernels, which differ there (TensorIterator's or the Python reference's order): axes of
+        # length one in the output, and an operand already expanded along an axis of its own
+        if 1 in shape or 0 in shape or any(step == 0 and size > 1 for t in tensors
+                                           for size, step in zip(t.shape, t.stride())):
+            return None
+        strides = [_expanded(tuple(t.shape), t.stride(), shape) for t in tensors]
+        return torch.empty_permuted(shape, _output_order(shape, strides), dtype=dtype, device="meta")
 
     def where(args, kwargs):
         if kwargs or len(args) != 3 or not isinstance(args[0], tensor) or args[0].dtype != torch.bool or not plain(args[0]):
@@ -131,6 +123,8 @@ def shape_rules() -> dict:
                                       and tuple(t.shape) == channels):
                 return None
         if not isinstance(training, bool) or (not training and (args[3] is None or args[4] is None)):
+            return None
+        if training and x.numel() <= channels[0]:  # one value per channel: torch refuses to train on it
             return None
         return empty(x.shape, x.dtype), empty(channels, x.dtype), empty(channels, x.dtype)
 
@@ -207,6 +201,88 @@ def _broadcast(shapes: list):
                 if size != 1:
                     out[i] = size
     return tuple(out)
+
+
+def _expanded(shape: tuple, strides: tuple, to: tuple) -> tuple:
+    """The strides of a tensor expanded to the shape ``to``: 0 on the axes it is broadcast along."""
+    lead = len(to) - len(shape)
+    return (0,) * lead + tuple(step if size == target else 0 for size, step, target in zip(shape, strides, to[lead:]))
+
+
+def _output_order(shape: tuple, strides: list) -> list:
+    """The order in memory of an elementwise output's axes (outermost first), from its operands' strides
+    (each expanded to ``shape``): torch's ``compute_elementwise_output_logical_to_physical_perm``, which
+    the meta kernels use, on plain integers."""
+    rank = len(shape)
+    if rank < 2:
+        return list(range(rank))
+    contiguous = all(_contiguous(shape, s) for s in strides)
+    channels_last = rank == 4 and all(_channels_last(shape, s) for s in strides)
+    if contiguous and not channels_last:
+        return list(range(rank))
+    if channels_last and not contiguous:
+        return [0, *range(2, rank), 1]
+
+    def at_least(a: int, b: int) -> bool:
+        return True if b == 0 else False if a == 0 else a >= b or a % b == 0
+
+    def swap(a: int, b: int) -> int:
+        for step in strides:
+            step_a, step_b = step[a], step[b]
+            if step_a == 0 or step_b == 0:
+                continue
+            if step_a == step_b:
+                if at_least(shape[b], shape[a]):
+                    continue
+                return 1
+            if at_least(step_b, step_a):
+                return -1
+            if at_least(step_a, step_b):
+                return 1
+        return 0
+
+    order = list(reversed(range(rank)))  # innermost first while sorting
+    for i in range(1, rank):
+        moving = i
+        for before in reversed(range(i)):
+            verdict = swap(order[before], order[moving])
+            if verdict > 0:
+                order[before], order[moving] = order[moving], order[before]
+                moving = before
+            elif verdict < 0:
+                break
+    return list(reversed(order))
+
+
+def _contiguous(shape: tuple, strides: tuple) -> bool:
+    """torch's is_contiguous: fewer than two elements, or strides nested as a row-major layout's (axes of
+    length one skipped)."""
+    count = 1
+    for size in shape:
+        count *= size
+    if count < 2:
+        return True
+    expected = expected_max = 1
+    for size, step in zip(reversed(shape), reversed(strides)):
+        if size == 1:
+            continue
+        if step != expected and step != expected_max:
+            return False
+        expected_max *= max(size, 1)
+        expected *= size
+    return True
+
+
+def _channels_last(shape: tuple, strides: tuple) -> bool:
+    """torch's channels-last test of a 4-D tensor (N, C, H, W laid out N, H, W, C)."""
+    expected = 1
+    for axis in (1, 3, 2, 0):
+        if shape[axis] == 1:
+            continue
+        if strides[axis] != expected:
+            return False
+        expected *= shape[axis]
+    return True
 
 
 def _axis(dim, rank: int):
