@@ -222,6 +222,32 @@ def test_the_peak_says_when_it_happens_and_its_parts_add_up():
     assert estimate(seed_model("flat", 500), optimizer="adam").training.memory.peak_moment is None
 
 
+def _torch_models_of_every_family():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    return {
+        "pools": (nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.MaxPool2d(2), nn.AvgPool2d(3), nn.Flatten(),
+                                nn.Linear(8 * 25, 10)), (3, 32, 32)),
+        "norms": (nn.Sequential(nn.Linear(8, 8), nn.Unflatten(1, (2, 4)), nn.LayerNorm(4), nn.GroupNorm(2, 2),
+                                nn.Flatten(), nn.Dropout(0.1), nn.Linear(8, 3)), (8,)),
+        "encoder": (nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2), (5, 16)),
+        "recurrent": (nn.LSTM(6, 8, num_layers=2, batch_first=True), (7, 6)),
+        "embedding": (nn.Sequential(nn.Embedding(50, 8), nn.Flatten(), nn.Linear(40, 2)), (5,)),
+    }
+
+
+@pytest.mark.parametrize("family", ["pools", "norms", "encoder", "recurrent", "embedding"])
+def test_training_cost_without_a_batch_size_is_a_formula_equal_to_the_estimate_at_each_batch(family):
+    """An estimate with an optimizer and no batch_size keeps its training memory in the batch symbol;
+    each batch substituted gives what an estimate at that batch gives. Pooling's work and a norm's
+    statistics once asked a formula for its truth value, and every such model failed with a TypeError."""
+    model, shape = _torch_models_of_every_family()[family]
+    symbolic = estimate(model, input_shape=shape, optimizer="adam")
+    for batch in (1, 3):
+        assert symbolic.subs(B=batch).training.memory == estimate(model, input_shape=shape, batch_size=batch,
+                                                                  optimizer="adam").training.memory
+
+
 def test_a_pooled_model_with_an_optimizer_and_no_batch_keeps_its_training_cost_in_the_batch():
     """Pooling's work once divided a formula in the batch by another: an estimate without batch_size
     failed with a TypeError. Its training memory is a formula, equal to the estimate at a batch size."""

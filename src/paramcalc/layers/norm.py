@@ -40,7 +40,7 @@ class _Norm(Layer):
     def saved(self, call, rules: SavingRules) -> list:
         kept = inputs_kept(call, rules)[:1]
         statistics = self.statistics(call)
-        if statistics:
+        if type(statistics) is not int or statistics:  # a formula in the batch is not 0
             kept.append(((call.name, "statistics"), statistics * STATISTICS_BYTES))
         kept += self.framework_copies(call, rules)
         if rules.mixed and rules.framework in ("keras", "keras-torch"):
