@@ -225,7 +225,18 @@ def test_the_peak_says_when_it_happens_and_its_parts_add_up():
 def _torch_models_of_every_family():
     torch = pytest.importorskip("torch")
     nn = torch.nn
+
+    class Scores(nn.Module):  # a product of two activations, batched: timm's GhostNet, FasterNet, SHViT
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(6, 6)
+
+        def forward(self, x):
+            h = self.proj(x)
+            return torch.matmul(h, h.transpose(-1, -2)).softmax(-1) @ h
+
     return {
+        "products": (Scores(), (4, 6)),
         "pools": (nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.MaxPool2d(2), nn.AvgPool2d(3), nn.Flatten(),
                                 nn.Linear(8 * 25, 10)), (3, 32, 32)),
         "norms": (nn.Sequential(nn.Linear(8, 8), nn.Unflatten(1, (2, 4)), nn.LayerNorm(4), nn.GroupNorm(2, 2),
@@ -236,11 +247,12 @@ def _torch_models_of_every_family():
     }
 
 
-@pytest.mark.parametrize("family", ["pools", "norms", "encoder", "recurrent", "embedding"])
+@pytest.mark.parametrize("family", ["pools", "norms", "encoder", "recurrent", "embedding", "products"])
 def test_training_cost_without_a_batch_size_is_a_formula_equal_to_the_estimate_at_each_batch(family):
     """An estimate with an optimizer and no batch_size keeps its training memory in the batch symbol;
-    each batch substituted gives what an estimate at that batch gives. Pooling's work and a norm's
-    statistics once asked a formula for its truth value, and every such model failed with a TypeError."""
+    each batch substituted gives what an estimate at that batch gives. Pooling's work, a norm's statistics
+    and a product of activations once asked a formula for its truth value or its maximum, and every such
+    model failed with a TypeError."""
     model, shape = _torch_models_of_every_family()[family]
     symbolic = estimate(model, input_shape=shape, optimizer="adam")
     for batch in (1, 3):

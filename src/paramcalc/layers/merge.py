@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from paramcalc.core.dims import Dim, prod
+from paramcalc.core.dims import Dim, exact_div, prod
 from paramcalc.core.errors import LayerConfigError, shown
 from paramcalc.core.layer import Context, Inferred, Layer
 from paramcalc.core.registry import register_layer
@@ -147,6 +147,7 @@ def products_between_activations(call, columns: Dim = 1) -> Work:
     """A product of two activations (no weight): ``columns`` output columns, the last input axis inner."""
     out = prod(call.output_shape)
     inner = call.input_shapes[0][-1]
-    return call.layer.described(activation_products=((out // max(columns, 1), inner, columns),),
+    rows = out // max(columns, 1) if type(columns) is int else exact_div(out, columns)
+    return call.layer.described(activation_products=((rows, inner, columns),),
                                 activation_macs=call.macs_per_batch)
 

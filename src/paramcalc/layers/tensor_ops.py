@@ -238,7 +238,7 @@ class MatMul(Layer):
 
     def work(self, call) -> Work:
         out = call.output_shape
-        return products_between_activations(call, prod(out) // max(prod(out[:-1]), 1))
+        return products_between_activations(call, out[-1] if out else 1)  # the output's last axis
 
     def saved(self, call, rules: SavingRules) -> list:
         return inputs_kept(call, rules)
