@@ -270,3 +270,14 @@ def test_a_pooled_model_with_an_optimizer_and_no_batch_keeps_its_training_cost_i
     at_four = estimate(model, input_shape=(3, 32, 32), batch_size=4, optimizer="adam", device="cpu-dev-torch")
     assert symbolic.subs(B=4).training.memory == at_four.training.memory
     assert at_four.training.step_seconds > 0
+
+
+def test_a_peak_at_the_loss_is_shown_in_the_summary():
+    """A language model's logits over a large vocabulary: the cross-entropy loss's softmax and gradients
+    set the peak between the passes, and the summary says so (it failed with a KeyError)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    model = nn.Sequential(nn.Embedding(100, 8), nn.Linear(8, 50_000))
+    est = estimate(model, input_shape={"input": (16,)}, batch_size=4, optimizer="sgd", loss="cross_entropy")
+    assert est.training.memory.peak_moment.phase == "loss"
+    assert "Peak at the loss, between the passes: " in est.summary()

@@ -162,6 +162,7 @@ def _peak_text(m, optimizer: str) -> str:
     """What is alive at the peak, so that it reads as a sum beside the parts above."""
     moment = m.peak_moment
     when = {"forward": f"in the forward pass, at '{moment.layer}'",
+            "loss": "at the loss, between the passes",
             "backward": f"in the backward pass, at '{moment.layer}'",
             "update": f"in the {optimizer} update"}[moment.phase]
     parts = [("weights", m.weights), ("optimizer state", m.optimizer), ("input batch", m.input_batch),
