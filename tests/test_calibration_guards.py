@@ -27,8 +27,10 @@ BUSY = "import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
 @pytest.mark.skipif(cpu_totals() is None, reason="the kernel's counters (/proc/stat) are Linux's")
 def test_the_watch_sees_other_processes_take_the_machine():
     watch = ContentionWatch()
+    time.sleep(0.6)  # what the machine's other work takes anyway (a shared machine is seldom idle)
+    watch.mark("resting")
     spin_until = time.time() + 0.6
-    while time.time() < spin_until:  # this process's own work is not others'
+    while time.time() < spin_until:  # this process's own work is not others': no more than resting
         pass
     watch.mark("alone")
     cpus = cpu_totals()[2]
@@ -39,8 +41,9 @@ def test_the_watch_sees_other_processes_take_the_machine():
     watch.mark("beside busy processes")
     summary = watch.summary()
     others.wait()
-    alone, busy = watch.spans
-    assert alone.others_share < 0.5 < busy.others_share
+    resting, alone, busy = watch.spans
+    # counted as others', the spin would add a whole CPU's share (0.5 of 2 CPUs)
+    assert alone.others_share < resting.others_share + 0.3 and 0.5 < busy.others_share
     assert summary["worst_step"] == "beside busy processes" and summary["worst_share"] > 0.5
     assert too_busy(summary) and summary["cpus"] == cpus
 
