@@ -36,9 +36,8 @@ from paramcalc.layers import Parameter
 from paramcalc.layers.captured import BATCH, CapturedOp
 
 REPLAY = True  # copy the records of repeated calls (torch_replay.py); False runs every call
-# ... where a block class repeats at least this often: below it, the keys cost more than running the calls
-# again, whose kernels the meta memo answers (a 2-layer decoder: 37 ms with copies, 35 without; 12
-# layers: 102 against 141)
+# ... where a block repeats at least this often: below it, the keys cost more than running the calls again,
+# whose kernels the meta memo answers (docs/accuracy.md: the break-even is between 3 and 4 layers)
 REPLAY_MIN_REPEATS = 4
 META_MEMO = True  # answer meta kernels called again alike from memory (torch_meta_memo.py); False runs each
 SUMMARY_DEPTH = 3  # a summary shows the module tree three levels down, as torchinfo does by default
@@ -654,7 +653,7 @@ def _dtype(t) -> str:
 
 
 def _meta_copy(t):
-    """An empty meta tensor laid out as ``t`` (torch.empty_like runs a Python reference on meta: 40 us)."""
+    """An empty meta tensor laid out as ``t`` (torch.empty_like runs a Python reference on meta)."""
     import torch
 
     if t.is_contiguous():

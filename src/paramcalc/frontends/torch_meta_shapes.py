@@ -1,13 +1,14 @@
 """Output shapes of the ATen operations whose meta kernels are slow, where the answer is plain.
 
-torch's meta kernels for layer norm, ``addmm``, softmax, reductions and elementwise operations are
-Python references that compute strides, type promotion and broadcasting generally, at 0.1-1.3 ms a call.
-On the cases a model runs most (tensors of one floating dtype, laid out contiguously, Python numbers as
-the other operands) their answer is plain: a new contiguous tensor of that dtype, of the broadcast shape
-(elementwise), of the shape with reduced axes dropped or kept (reductions), or the products' shape.
-Each rule here answers only such a call and returns None for anything else, which then runs torch's own
-kernel (and raises its own error where the call is wrong). The tests compare every answer given here
-with torch's kernel on the models they read (``torch_meta_memo.CHECK``).
+torch's meta kernels for layer and batch norm, ``addmm``, softmax, reductions and elementwise operations
+are Python references that work out strides, type promotion and broadcasting in general, slowly. On the
+calls a model makes most (tensors of one floating dtype, Python numbers as the other operands) the answer
+is plain: a new tensor of that dtype, of the broadcast shape (elementwise: contiguous where the operands
+are, else in the order torch's reference computes from their strides), of the shape with reduced axes
+dropped or kept (reductions), or of the product's shape (contiguous). Each rule answers only such a call
+and returns None for anything else, which then runs torch's own kernel (and raises its own error where
+the call is wrong). The tests compare every answer given here with torch's kernel, by property tests and
+on every model they read (``torch_meta_memo.CHECK``).
 """
 
 from __future__ import annotations
