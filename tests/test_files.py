@@ -51,6 +51,21 @@ def test_zip_without_config_is_not_a_keras_archive(tmp_path):
         files.read_keras_config(path)
 
 
+def test_an_archive_whose_config_is_flagged_encrypted_is_a_file_error(tmp_path):
+    """A damaged archive found by the fuzz test: zipfile raised RuntimeError ("password required")."""
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"layers": []}}))
+    raw = bytearray(path.read_bytes())
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        start = raw.index(signature)
+        raw[start + flag_at] |= 0x1
+    path.write_bytes(bytes(raw))
+    assert files.sniff(path) == "keras"
+    with pytest.raises(files.FileFormatError, match="encrypted"):
+        files.read_keras_config(path)
+
+
 def test_compression_bomb_is_refused_before_reading(tmp_path):
     path = tmp_path / "bomb.keras"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:

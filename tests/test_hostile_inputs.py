@@ -213,3 +213,17 @@ def test_an_oversized_h5_config_is_refused_within_a_memory_cap(tmp_path, monkeyp
         handle.attrs["model_config"] = '{"a": "' + "x" * 4096 + '"}'
     with pytest.raises(files.FileFormatError, match="refused once read"):
         files.read_h5_config(small)
+
+
+@pytest.mark.parametrize("index", [1, 2**63])
+def test_a_functional_config_naming_an_output_a_layer_does_not_have_is_a_spec_error(index):
+    """Found by the readers' fuzz test: an output index of 2**63 escaped as IndexError."""
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "name": "a", "config": {"name": "a", "batch_shape": [None, 4]},
+         "inbound_nodes": []},
+        {"class_name": "Dense", "name": "d", "config": {"name": "d", "units": 3}, "inbound_nodes": [
+            {"args": [{"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "keras_history": ["a", 0, 0]}}],
+             "kwargs": {}}]}],
+        "input_layers": [["a", 0, 0]], "output_layers": [["d", 0, index]]}}
+    with pytest.raises(SpecError, match=f"outputs name output {index} of 'd', which has 1 output"):
+        paramcalc.estimate(json.dumps(config))

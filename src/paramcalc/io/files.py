@@ -149,13 +149,18 @@ def read_keras_config(path: str | Path) -> dict:
         if info.file_size > MAX_CONFIG_BYTES:
             raise FileFormatError(f"{path}: config.json declares {info.file_size:,} bytes, over the limit of "
                                   f"{MAX_CONFIG_BYTES:,}", where=str(path))
+        if info.flag_bits & 0x1:  # zip's "encrypted" flag: zipfile would ask for a password
+            raise FileFormatError(f"{path}: config.json is encrypted; Keras writes its archives unencrypted, "
+                                  "so this one was changed or damaged: save the model again with model.save()",
+                                  where=str(path))
         if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
             raise FileFormatError(f"{path}: config.json expands {info.file_size / info.compress_size:,.0f}x, over "
                                   f"the limit of {MAX_COMPRESSION_RATIO}x (a compression bomb?)", where=str(path))
         try:
             with archive.open(info) as member:
                 data = member.read(MAX_CONFIG_BYTES + 1)  # a member whose declared size lies stops here
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as err:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as err:
+            # zipfile raises RuntimeError and ValueError too, on entries its headers describe inconsistently
             raise FileFormatError(f"{path}: config.json is corrupt or its sizes disagree ({err})",
                                   where=str(path)) from None
         if len(data) > MAX_CONFIG_BYTES:
