@@ -165,8 +165,12 @@ def shape_rules() -> dict:
         if not isinstance(first, tensor):
             return None
         dim = _axis(args[1] if len(args) > 1 else 0, first.dim())
-        if dim is None or not all(isinstance(t, tensor) and plain(t) and t.dtype == first.dtype and t.dim() == first.dim()
-                                  and t.numel() > 0 for t in tensors):
+        if dim is None or not all(isinstance(t, tensor) and t.device.type == "meta" and t.dtype == first.dtype
+                                  and t.dim() == first.dim() and t.numel() > 0 for t in tensors):
+            return None
+        # the output takes the inputs' suggested memory format, contiguous below 4-D whatever their layouts;
+        # 4-D and 5-D inputs may suggest channels last, and are answered only when plain
+        if first.dim() >= 4 and not all(plain(t) for t in tensors):
             return None
         if any(t.shape[:dim] != first.shape[:dim] or t.shape[dim + 1:] != first.shape[dim + 1:] for t in tensors):
             return None
