@@ -156,7 +156,7 @@ def test_a_call_again_alike_gets_fresh_tensors_like_the_first():
 def test_the_checked_mode_fails_where_a_rule_differs_from_the_kernel(monkeypatch):
     wrong = dict(shape_rules())
     wrong[aten.relu.default] = lambda args, kwargs: torch.empty(3, device="meta")
-    monkeypatch.setattr(torch_meta_memo, "_rules", lambda: wrong)
+    monkeypatch.setattr(torch_meta_memo, "shape_rules", lambda: wrong)
     monkeypatch.setattr(torch_meta_memo, "CHECK", True)
     with pytest.raises(AssertionError, match="relu"):
         torch_meta_memo.MetaMemo().call(aten.relu.default, (torch.empty(2, device="meta"),), {})

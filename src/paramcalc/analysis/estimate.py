@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from paramcalc.core.assumptions import Assumption
 from paramcalc.core.dims import Dim, Sym, as_dim, format_dim, symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, ShapeError, SpecError
-from paramcalc.core.graph import DeferredGraph, Node, normalize_shape, propagate
+from paramcalc.core.graph import DeferredGraph, Node, lookup, normalize_shape, propagate
 from paramcalc.core.instances import made
 from paramcalc.core.layer import Layer, format_shape
 from paramcalc.core.spec import TensorSpec, dtype_bytes
@@ -272,7 +272,7 @@ def _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, de
         calls, values = propagate(graph, specs, assumptions, unset_batch=unset)
     except ShapeError as error:
         raise _with_batch_axis_hint(error, graph, sample_shapes, batch_dim, batch, unset) from None
-    outputs = tuple(_model_output(values, name, index).shape for name, index in graph.outputs)
+    outputs = tuple(lookup(values, ref).shape for ref in graph.outputs)
 
     result = _aggregate(graph, calls, sample_shapes, outputs, batch_symbol, targets, assumptions, notes)
     result = replace(result, output_names=tuple(name if index == 0 else f"{name}:{index}"
@@ -451,15 +451,6 @@ def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) 
                              f"{format_shape(declared_shape)}")
         resolved.append((name, shape))
     return tuple(resolved)
-
-
-def _model_output(values: dict, name: str, index: int) -> TensorSpec:
-    """The tensor the model's outputs name: output ``index`` of ``name``."""
-    made = values[name]
-    if not 0 <= index < len(made):
-        raise SpecError(f"the model's outputs name output {index} of '{name}', which has {len(made)} output(s)",
-                        layer=name, value=index, fix=f"name an output of '{name}' from 0 to {len(made) - 1}")
-    return made[index]
 
 
 def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_symbol: str, targets,

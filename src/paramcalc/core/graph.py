@@ -310,7 +310,7 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
     for node in graph.nodes:
         owner.setdefault(id(node.layer), node.name)
     for node in topological_order(graph):
-        inputs = tuple(_lookup(values, ref, node.name) for ref in node.inbound)
+        inputs = tuple(lookup(values, ref, node.name) for ref in node.inbound)
         ctx = Context(node.name, node.layer.display_type, assumptions, unset_batch, memo)
         try:
             inferred = node.layer.infer(inputs, ctx)
@@ -334,10 +334,14 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
     return calls, values
 
 
-def _lookup(values: dict, ref: Ref, reader: str) -> TensorSpec:
+def lookup(values: dict, ref: Ref, reader: str | None = None) -> TensorSpec:
+    """The tensor ``ref`` names among ``values`` (name -> outputs), read by layer ``reader`` (None: the
+    model's outputs)."""
     name, index = ref
     outputs = values[name]
     if not 0 <= index < len(outputs):
-        raise SpecError(f"layer '{reader}' takes output {index} of '{name}', which has {len(outputs)} "
-                        f"output(s)", layer=reader, value=index)
+        who = f"layer '{reader}' takes" if reader is not None else "the model's outputs name"
+        raise SpecError(f"{who} output {index} of '{name}', which has {len(outputs)} output(s)",
+                        layer=reader or name, value=index,
+                        fix=f"name an output of '{name}' from 0 to {len(outputs) - 1}")
     return outputs[index]

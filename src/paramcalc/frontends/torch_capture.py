@@ -21,7 +21,7 @@ from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
 from paramcalc.core.instances import made
 from paramcalc.frontends.torch_attention import fused_attention_mode
-from paramcalc.frontends.torch_meta_memo import MetaMemo
+from paramcalc.frontends.torch_meta_memo import MetaMemo, tensors_among
 from paramcalc.frontends.torch_modules import (
     _convert,
     attributes_kept,
@@ -425,8 +425,8 @@ class _Recorder:
         import torch
 
         tensor = torch.Tensor
-        inputs = _tensors(args, tensor) + (_tensors(kwargs.values(), tensor) if kwargs else [])
-        outputs = [out] if isinstance(out, tensor) else _tensors(out, tensor) if isinstance(out, (tuple, list)) else []
+        inputs = tensors_among(args, tensor) + (tensors_among(kwargs.values(), tensor) if kwargs else [])
+        outputs = [out] if isinstance(out, tensor) else tensors_among(out, tensor) if isinstance(out, (tuple, list)) else []
         if not outputs:
             return
         inbound = [self._ref(t) for t in inputs]
@@ -611,18 +611,6 @@ def _flatten_structure(structure) -> list:
     if isinstance(structure, tuple):
         return [p for s in structure for p in _flatten_structure(s)]
     return [structure]
-
-
-def _tensors(values, tensor) -> list:
-    """The tensors among an ATen operation's arguments (or outputs), in order: each a tensor, or a list
-    of them (``Tensor[]``, ``Tensor?[]``), one level deep."""
-    found = []
-    for v in values:
-        if isinstance(v, tensor):
-            found.append(v)
-        elif isinstance(v, (tuple, list)):
-            found.extend(x for x in v if isinstance(x, tensor))
-    return found
 
 
 _OPERATORS: dict = {}  # func -> (its name, every output a view of an input, an output written in place)

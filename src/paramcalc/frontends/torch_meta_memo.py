@@ -1,15 +1,16 @@
 """ATen operations on meta tensors, answered from memory when called again alike.
 
 Many of torch's meta kernels are Python references (``torch._refs``), slower than the Python that
-records them (docs/accuracy.md gives the figures). A meta kernel's result depends only on what it is given, with no values to read: the
-operation, each tensor argument's dtype, shape, strides and storage offset, and the other arguments.
+records them (docs/accuracy.md gives the figures). A meta kernel's result depends only on what it is
+given, with no values to read: the operation, each tensor argument's dtype, shape, strides and storage
+offset, and the other arguments.
 So an operation that writes nothing and returns fresh tensors (a *functional* one), called again on
 arguments alike, gets new empty tensors with the dtypes, shapes and strides its first call returned, and
 its kernel is not run again. The layers of a transformer repeat their shapes, so most calls are answered.
 
 A first call whose answer is plain (``torch_meta_shapes``: tensors of one floating dtype through a layer
-norm, a product, an elementwise operation) is answered by a rule without the kernel
-either; ``CHECK`` (which the tests set) runs the kernel too and fails where the two differ.
+norm, a product, an elementwise operation) is answered by a rule without the kernel either; ``CHECK``
+(which the tests set) runs the kernel too and fails where the two differ.
 
 A call that failed is not remembered (the next one alike fails the same way, with torch's message); a
 call with an argument that cannot be described (a generator, a tensor on another device) always runs.
@@ -38,7 +39,7 @@ class MetaMemo:
         self._empty_strided = torch.empty_strided
         self._plain = (*_SCALARS, torch.dtype, torch.device, torch.layout, torch.memory_format)
         self.results: dict = {}  # key -> (single tensor returned, ((dtype, shape, strides), ...)) or None
-        self.rules = _rules()
+        self.rules = shape_rules()
         self.hits = 0
 
     def call(self, func, args: tuple, kwargs: dict):
@@ -74,7 +75,7 @@ class MetaMemo:
                                   for t in outputs):
             return None
         storages = {t.untyped_storage()._cdata for t in outputs}
-        if len(storages) != len(outputs) or storages & {t.untyped_storage()._cdata for t in _tensors(args, kwargs, self._tensor)}:
+        if len(storages) != len(outputs) or storages & {t.untyped_storage()._cdata for t in tensors_among((*args, *kwargs.values()), self._tensor)}:
             return None
         return single, tuple((t.dtype, tuple(t.shape), t.stride()) for t in outputs)
 
@@ -88,15 +89,6 @@ class MetaMemo:
         if isinstance(value, self._plain):
             return type(value), value  # 1, 1.0 and True are equal keys otherwise, and promote differently
         raise _Indescribable
-
-
-_RULES: list = []
-
-
-def _rules() -> dict:
-    if not _RULES:
-        _RULES.append(shape_rules())
-    return _RULES[0]
 
 
 def _check(func, ours, theirs) -> None:
@@ -120,11 +112,13 @@ def _functional(func) -> bool:
     return found
 
 
-def _tensors(args: tuple, kwargs: dict, tensor) -> list:
+def tensors_among(values, tensor) -> list:
+    """The tensors among an ATen operation's arguments (or outputs), in order: each a tensor, or a list
+    of them (``Tensor[]``, ``Tensor?[]``), one level deep."""
     found = []
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, tensor):
-            found.append(value)
-        elif isinstance(value, (tuple, list)):
-            found.extend(v for v in value if isinstance(v, tensor))
+    for v in values:
+        if isinstance(v, tensor):
+            found.append(v)
+        elif isinstance(v, (tuple, list)):
+            found.extend(x for x in v if isinstance(x, tensor))
     return found

@@ -13,6 +13,8 @@ on every model they read (``torch_meta_memo.CHECK``).
 
 from __future__ import annotations
 
+from functools import cache
+
 # floating operations that return their inputs' dtype and broadcast shape, whatever their other arguments
 _ELEMENTWISE = ("add", "sub", "rsub", "mul", "div", "neg", "reciprocal", "relu", "gelu", "silu", "sigmoid", "tanh",
                 "exp", "log", "rsqrt", "sqrt", "pow", "clamp", "abs", "erf", "sin", "cos", "hardtanh", "hardswish",
@@ -21,6 +23,7 @@ _FLOATING = ("float16", "bfloat16", "float32", "float64")
 _NUMBERS = (int, float, bool, str, type(None))  # a scalar operand, an approximation's name, a rounding mode
 
 
+@cache  # built once per process: the rules close over torch's operations
 def shape_rules() -> dict:
     """ATen operation -> rule(args, kwargs) giving its outputs, or None where the rule does not answer."""
     import torch
