@@ -121,6 +121,40 @@ def test_torch_fx_stops_tracing_at_the_first_call_no_rule_translates():
     assert reached == ["after fft", "after fft"]  # the two runs
 
 
+def test_a_forward_that_reads_its_keyword_arguments_is_run_without_a_trace_first():
+    """torch.fx passes **kwargs as one proxy, which code reading it as a mapping breaks: such a forward
+    (every Hugging Face model's) is read by running it at once. One that never reads them is traced."""
+    from paramcalc.frontends.torch_fx import traced
+
+    reached = []
+
+    class Options(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x, **kwargs):
+            reached.append("forward")
+            return self.linear(x) * kwargs.get("scale", 1.0)
+
+    class Unread(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x, **kwargs):
+            return self.linear(x)
+
+    with pytest.raises(paramcalc.SpecError, match=r"its forward reads \*\*kwargs"):
+        traced(Options(), "Options", "float32")
+    assert reached == []  # refused before torch.fx ran any of it
+    est = estimate(Options(), input_shape=(4,), batch_size=2)
+    assert est.output_shape == (2, 3) and est.params == 15 and reached == ["forward", "forward"]
+    assert any("reads **kwargs" in n for n in est.notes)
+    est = estimate(Unread(), input_shape=("n", 4))  # traced: formulas in n
+    assert str(est.output_shape[1]) == "n" and est.params == 15
+
+
 class _FunctionalDropout(nn.Module):
     """Dropout applied as a function of the module's mode, as attention probabilities are in BERT."""
 

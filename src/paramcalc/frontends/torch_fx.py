@@ -8,6 +8,9 @@ traced node. torch is already imported when this runs: the user handed in a modu
 
 from __future__ import annotations
 
+import dis
+import functools
+import inspect
 import operator
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -62,6 +65,14 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
     user named them (others with a constant default are traced at it)."""
     import torch.fx  # the user handed in a torch module, so torch is already imported
 
+    keywords = _keywords_read(inspect.unwrap(type(module).forward).__code__)
+    if keywords:
+        # torch.fx passes **kwargs as one proxy, which fails wherever code reads it as a mapping (.get,
+        # unpacking, ``in``): every Hugging Face model, which the trace would run for milliseconds first
+        raise SpecError(f"could not trace {name} with torch.fx: its forward reads **{keywords}, which torch.fx "
+                        "passes as one proxy", value=name,
+                        fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential")
+
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m, qualname):  # noqa: D401 - torch's hook
             return module_rule(m) is not None
@@ -91,6 +102,19 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
         return _FxTranslator(module, name, dtype, inputs or ()).translate(fx_graph)
     finally:
         restore()
+
+
+@functools.lru_cache(maxsize=256)
+def _keywords_read(code) -> str:
+    """The name of the ``**kwargs`` argument of the function compiled to ``code`` where its body reads
+    it, else ""; read from the bytecode once per function (code objects do not change)."""
+    if not code.co_flags & inspect.CO_VARKEYWORDS:
+        return ""
+    name = code.co_varnames[code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS)]
+    # LOAD_FAST and its kin (LOAD_FAST_LOAD_FAST names two locals)
+    reads = any(i.argval == name or (type(i.argval) is tuple and name in i.argval)
+                for i in dis.get_instructions(code) if i.opname.startswith(("LOAD_FAST", "LOAD_CLOSURE", "LOAD_DEREF")))
+    return name if reads else ""
 
 
 def _rule(op: str, target) -> Callable | None:
@@ -166,6 +190,8 @@ class _FxTranslator:
                 if node.op == "placeholder" and node.args and node.target not in self.named_inputs:
                     # an argument traced at its default value
                     self.env[node] = node.args[0]
+                elif node.op == "placeholder" and node.target.startswith("*") and not node.users:
+                    continue  # *args or **kwargs the forward never reads: no input to pass
                 elif node.op == "placeholder":
                     self.inputs.append((node.name, None))
                     self.env[node] = ("ref", (node.name, 0))

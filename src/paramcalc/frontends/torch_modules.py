@@ -95,9 +95,10 @@ def _convert(module: object, name: str, memo: dict, options: dict | None = None)
     except ParamcalcError as err:
         raise err.with_layer(name) from None
     again = key != id(module) and id(module) in memo  # called before with other options: the same weights
-    layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(module, layer),
-                    tied=ALL_TIED if again else _tied(module, owned),
-                    stored_shapes=tuple(tuple(p.shape) for p in module.parameters()))
+    params = named_parameters_of(module)
+    layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(params, layer, cls),
+                    tied=ALL_TIED if again else _tied(params, owned),
+                    stored_shapes=tuple(tuple(p.shape) for _, p in params))
     memo[key] = layer
     memo.setdefault(id(module), layer)  # reached: its parameters are counted by a call
     return layer
@@ -141,10 +142,10 @@ def unreached_parameters(root: object, memo: dict, used: set) -> tuple[list, tup
         is_param = isinstance(tensor, torch.nn.Parameter) and not is_buffer
         found.append((name, Parameter(shape=tuple(int(d) for d in tensor.shape), buffer=not is_param,
                                       trainable=bool(is_param and tensor.requires_grad), type_name="unused")))
-    unused = _wholly_unused(modules, {id(t) for _, t, _ in missing})
     count = sum(t.numel() for _, t, b in missing if not b)
-    if not count:
+    if not count:  # buffers alone (a rotary embedding's, which the forward reads through a function)
         return found, ()
+    unused = _wholly_unused(modules, {id(t) for _, t, _ in missing})
     return found, (f"{count:,} parameters belong to modules the forward did not call "
                    f"({', '.join(unused[:6])}{', ...' if len(unused) > 6 else ''}): counted, as the model holds "
                    "them, with no activations or work (in training mode a forward may call them)",)
@@ -161,14 +162,28 @@ def _wholly_unused(modules: dict, unused: set) -> list:
     return names
 
 
-def _tied(module: object, owned: set) -> tuple:
-    """Positions of this module's parameters that an earlier module already owns (weight tying).
+def named_parameters_of(module: object) -> list:
+    """``list(module.named_parameters())``, read straight from the module where it holds no other (a
+    Linear, a Conv: most of the modules a rule reads, each read once per call of a model)."""
+    if module._modules:
+        return list(module.named_parameters())
+    found, seen = [], set()
+    for name, p in module._parameters.items():
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            found.append((name, p))
+    return found
+
+
+def _tied(params: list, owned: set) -> tuple:
+    """Positions of a module's parameters (``params``, as ``named_parameters`` gives them) that an
+    earlier module already owns (weight tying).
 
     paramcalc's weights follow the module's parameter order (Linear: weight, bias -> kernel, bias),
     so a tied parameter is matched by its position.
     """
     tied = []
-    for position, (_, p) in enumerate(module.named_parameters(recurse=True)):
+    for position, (_, p) in enumerate(params):
         if id(p) in owned:
             tied.append(position)
         owned.add(id(p))
@@ -179,15 +194,14 @@ def _tied(module: object, owned: set) -> tuple:
 _WEIGHT_NAMES = {"weight": "kernel"}
 
 
-def _trainable(module: object, layer) -> bool | tuple:
-    params = [(n, p) for n, p in module.named_parameters() if p is not None]
+def _trainable(params: list, layer, cls: type) -> bool | tuple:
     flags = [p.requires_grad for _, p in params]
     if all(flags):
         return layer.trainable
     if not any(flags):
         return False
     if type(layer).__name__ != "Dense":
-        raise SpecError(f"module {type(module).__name__} has some parameters frozen and others not; "
+        raise SpecError(f"module {cls.__name__} has some parameters frozen and others not; "
                         "paramcalc maps per-weight trainability for Linear only",
                         fix="freeze the whole module, or register a rule for it")
     return tuple(_WEIGHT_NAMES.get(n, n) for n, p in params if p.requires_grad)
