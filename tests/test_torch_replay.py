@@ -150,3 +150,21 @@ def test_copying_is_kept_for_models_whose_blocks_repeat_and_a_shared_module_is_c
     assert torch_capture._most_repeated_block(model) == 2
     assert torch_capture._most_repeated_block(Stack(depth=2)) == 2
     assert torch_capture._most_repeated_block(Stack(depth=5)) == 5
+
+
+def test_a_module_read_in_one_walk_is_what_torch_names():
+    """The replayer reads a module's tensors and submodules in one walk: the same names, in the same
+    order, as named_parameters, named_buffers and named_modules with remove_duplicate=False, with a
+    module under two names, a weight tied to another, an unset bias and an unset submodule."""
+    from paramcalc.frontends.torch_replay import _Tree
+
+    shared = nn.Linear(3, 3, bias=False)
+    model = nn.Sequential(nn.Sequential(shared, nn.BatchNorm1d(3)), shared, nn.Linear(3, 3))
+    model[2].weight = shared.weight
+    model.add_module("missing", None)
+    model.register_buffer("scale", torch.ones(1))
+    tree = _Tree(model)
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    assert list(tree.tensors.items()) == named
+    assert tree.own == {id(t): n for n, t in named}
+    assert list(tree.modules.items()) == list(model.named_modules(remove_duplicate=False))

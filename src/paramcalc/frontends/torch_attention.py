@@ -18,18 +18,20 @@ from __future__ import annotations
 import math
 
 
-def fused_attention_mode():
+def fused_attention_mode(device: str = "meta"):
     """A torch function mode that sends fused-eligible ``scaled_dot_product_attention`` calls to the
-    CPU's fused kernel."""
+    CPU's fused kernel, and makes tensors made without a device on ``device``, as ``with
+    torch.device(device)`` does (it is that mode, extended: one mode where two would each cost a Python
+    call on every torch function the forward runs)."""
     import torch
-    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import DeviceContext
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
     fused = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     defaults = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
 
-    class FusedAttention(TorchFunctionMode):
+    class FusedAttention(DeviceContext):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             if func is sdpa:
@@ -43,9 +45,9 @@ def fused_attention_mode():
                         mask = torch.where(mask, zero, masked)
                     return fused(q, call["key"], call["value"], call["dropout_p"], call["is_causal"], attn_mask=mask,
                                  scale=call["scale"])[0]
-            return func(*args, **kwargs)
+            return super().__torch_function__(func, types, args, kwargs)  # the device of tensors it makes
 
-    return FusedAttention()
+    return FusedAttention(device)
 
 
 def _takes_fused_kernel(call: dict) -> bool:

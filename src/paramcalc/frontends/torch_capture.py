@@ -285,8 +285,7 @@ class _Recorder:
                     m.forward = self._forward(m, m.forward, replayer)
         try:
             # tensors the forward makes without a device (torch.zeros(16)) are made on meta too
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Mode(), torch.device("meta"), \
-                    fused_attention_mode():
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Mode(), fused_attention_mode("meta"):
                 output = torch.func.functional_call(self.root, tensors, tuple(args), kwargs, tie_weights=False)
         except ParamcalcError:
             raise

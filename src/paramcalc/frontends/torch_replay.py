@@ -159,7 +159,8 @@ class Replayer:
             self.loose[plan.loose] = None
 
     def _tree(self, module: object) -> "_Tree":
-        """``module``'s tensors and modules by name, read once per run (the forward changes neither)."""
+        """``module``'s tensors and modules by name, read once per run (the forward changes neither; each
+        run swaps in meta copies of its own)."""
         tree = self.trees.get(id(module))
         if tree is None:
             tree = self.trees[id(module)] = _Tree(module)
@@ -460,10 +461,19 @@ class _Tree:
     """A module's parameters and buffers, and the modules under it, by name and by id."""
 
     def __init__(self, module: object) -> None:
-        named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+        # named_parameters, named_buffers and named_modules, all with remove_duplicate=False, in one walk
+        parameters, buffers, self.modules = [], [], {}
+        stack = [("", module)]
+        while stack:
+            path, m = stack.pop()
+            self.modules[path] = m
+            prefix = f"{path}." if path else ""
+            parameters.extend((prefix + k, t) for k, t in m._parameters.items() if t is not None)
+            buffers.extend((prefix + k, t) for k, t in m._buffers.items() if t is not None)
+            stack.extend(reversed([(prefix + k, c) for k, c in m._modules.items() if c is not None]))
+        named = parameters + buffers
         self.tensors = dict(named)
         self.own = {id(t): n for n, t in named}
-        self.modules = dict(module.named_modules(remove_duplicate=False))
         self.submodules = {id(m): n for n, m in self.modules.items()}
 
 
