@@ -154,6 +154,11 @@ def test_a_forward_that_reads_its_keyword_arguments_is_run_without_a_trace_first
     est = estimate(Unread(), input_shape=("n", 4))  # traced: formulas in n
     assert str(est.output_shape[1]) == "n" and est.params == 15
 
+    class Builtin(nn.Module):  # a forward with no Python code to read
+        forward = staticmethod(torch.relu)
+
+    assert estimate(Builtin(), input_shape=(4,), batch_size=2).output_shape == (2, 4)
+
 
 class _FunctionalDropout(nn.Module):
     """Dropout applied as a function of the module's mode, as attention probabilities are in BERT."""

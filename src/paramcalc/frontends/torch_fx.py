@@ -65,7 +65,7 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
     user named them (others with a constant default are traced at it)."""
     import torch.fx  # the user handed in a torch module, so torch is already imported
 
-    keywords = _keywords_read(inspect.unwrap(type(module).forward).__code__)
+    keywords = _keywords_read(getattr(inspect.unwrap(type(module).forward), "__code__", None))
     if keywords:
         # torch.fx passes **kwargs as one proxy, which fails wherever code reads it as a mapping (.get,
         # unpacking, ``in``): every Hugging Face model, which the trace would run for milliseconds first
@@ -107,8 +107,9 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
 @functools.lru_cache(maxsize=256)
 def _keywords_read(code) -> str:
     """The name of the ``**kwargs`` argument of the function compiled to ``code`` where its body reads
-    it, else ""; read from the bytecode once per function (code objects do not change)."""
-    if not code.co_flags & inspect.CO_VARKEYWORDS:
+    it, else "" (also for a forward that is no Python function); read from the bytecode once per
+    function (code objects do not change)."""
+    if code is None or not code.co_flags & inspect.CO_VARKEYWORDS:
         return ""
     name = code.co_varnames[code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS)]
     # LOAD_FAST and its kin (LOAD_FAST_LOAD_FAST names two locals)

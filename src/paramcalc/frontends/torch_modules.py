@@ -95,7 +95,7 @@ def _convert(module: object, name: str, memo: dict, options: dict | None = None)
     except ParamcalcError as err:
         raise err.with_layer(name) from None
     again = key != id(module) and id(module) in memo  # called before with other options: the same weights
-    params = named_parameters_of(module)
+    params = _parameters_of(module)
     layer = replace(layer, name=name, type_name=cls.__name__, trainable=_trainable(params, layer, cls),
                     tied=ALL_TIED if again else _tied(params, owned),
                     stored_shapes=tuple(tuple(p.shape) for _, p in params))
@@ -162,7 +162,7 @@ def _wholly_unused(modules: dict, unused: set) -> list:
     return names
 
 
-def named_parameters_of(module: object) -> list:
+def _parameters_of(module: object) -> list:
     """``list(module.named_parameters())``, read straight from the module where it holds no other (a
     Linear, a Conv: most of the modules a rule reads, each read once per call of a model)."""
     if module._modules:
