@@ -177,3 +177,16 @@ def test_shape_errors_of_merges_name_every_input_shape():
     add = {"inputs": {"a": [3], "b": [4]}, "layers": [{"kind": "merge", "op": "add", "name": "sum", "inbound": ["a", "b"]}]}
     with pytest.raises(paramcalc.ShapeError, match=r"sum.*cannot broadcast shapes \(None, 3\), \(None, 4\).*3 and 4"):
         estimate(add)
+
+
+def test_a_graph_node_takes_its_inbound_references_as_names_or_pairs_and_refuses_others_by_place():
+    from paramcalc import Dense, Graph, GraphNode, SpecError
+
+    def inbound(refs):
+        graph = Graph(inputs=(("a", (3,)),), nodes=(GraphNode("d", Dense(2), refs),), outputs=(("d", 0),))
+        return graph.nodes[0].inbound
+
+    assert inbound(("a",)) == inbound(["a"]) == inbound((["a", 0],)) == inbound((("a", 0),)) == (("a", 0),)
+    for bad in ((("a", -1),), (("a", True),), ((1, 0),), (("a", 0, 1),)):
+        with pytest.raises(SpecError, match=r"layer 'd' inbound\[0\] must be a layer or input name"):
+            inbound(bad)

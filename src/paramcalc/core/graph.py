@@ -87,8 +87,11 @@ class Graph:
                     f"duplicate layer name '{node.name}': node {i} and an earlier {seen[node.name]} are "
                     f"both called '{node.name}'", layer=node.name, fix="give each layer a unique name")
             seen[node.name] = "node"
-            object.__setattr__(node, "inbound", tuple(_as_ref(r, f"layer '{node.name}' inbound[{j}]")
-                                                      for j, r in enumerate(node.inbound)))
+            inbound = node.inbound
+            if type(inbound) is not tuple or not all(_is_ref(r) for r in inbound):
+                # the message names where it fails, so it is written only for references to convert
+                inbound = tuple(_as_ref(r, f"layer '{node.name}' inbound[{j}]") for j, r in enumerate(inbound))
+            object.__setattr__(node, "inbound", inbound)
 
     def graph(self) -> "Graph":
         return self
@@ -116,6 +119,11 @@ class DeferredGraph:
             raise SpecError(f"input_shape names no input {unknown[0]!r}; the model's forward takes: "
                             f"{', '.join(self.accepted)}", where="input_shape", value=unknown[0])
         return DeferredGraph(self.name, tuple((n, None) for n in names), self.accepted, self.build)
+
+
+def _is_ref(ref: object) -> bool:
+    """Whether ``ref`` is already a tensor reference as graphs keep them: a (name, output index) tuple."""
+    return type(ref) is tuple and len(ref) == 2 and type(ref[0]) is str and type(ref[1]) is int and ref[1] >= 0
 
 
 def _as_ref(ref: object, where: str = "a reference") -> Ref:

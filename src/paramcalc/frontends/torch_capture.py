@@ -530,8 +530,9 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
         output_forms = tuple(form_of(x, y) for x, y in zip(a.output_shapes, b.output_shapes))
         inbound = list(a.inbound)
         saves = tuple((ref, form_of(first.shapes[ref], second.shapes[ref]), itemsize) for ref, itemsize in a.saves)
-        produced = [*output_forms, *(form for _, form, _ in saves)]
-        if any(symbols_of(d) for f in produced for d in f) and not any(symbols_of(d) for f in input_forms for d in f):
+        # a form holds the batch where the two runs' shapes differ
+        grows = a.output_shapes != b.output_shapes or any(first.shapes[ref] != second.shapes[ref] for ref, _ in a.saves)
+        if grows and a.input_shapes == b.input_shapes:
             inbound.append((sample_shapes[0][0], 0))  # read for the batch size only (arange(x.size(0)))
         layer = made(CapturedOp, dict(
             name=a.name, type_name=a.op.split(".")[-1], op=a.op, input_forms=input_forms, output_forms=output_forms,

@@ -94,6 +94,7 @@ def _base(op: str) -> str:
     return op[:-1] if op.endswith("_") and not op.endswith("__") else op
 
 
+@lru_cache(maxsize=None)  # a model runs a few dozen operations thousands of times
 def family(op: str) -> str:
     """What the operation ``op`` (an ATen name without its overload) computes, in a word; "unknown" for
     an operation whose arithmetic paramcalc does not know (priced as one pass over its memory, no FLOPs)."""
