@@ -168,3 +168,25 @@ def test_a_module_read_in_one_walk_is_what_torch_names():
     assert list(tree.tensors.items()) == named
     assert tree.own == {id(t): n for n, t in named}
     assert list(tree.modules.items()) == list(model.named_modules(remove_duplicate=False))
+
+
+def test_a_forward_that_changes_its_module_leaves_it_as_it_was():
+    """What a forward writes into its modules (a cache, a new attribute, its parameters re-registered in
+    another order) is put back after a run, and what it left alone stays the same objects."""
+    from paramcalc.frontends.torch_modules import attributes_kept
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    model.cache, model.seen, model.tags = {}, [1], {"a"}
+    weight, bias = model[0].weight, model[0].bias
+    untouched = dict(model[1]._parameters)
+    restore = attributes_kept(model)
+    model.cache["x"] = 1
+    model.seen.append(2)
+    model.tags.add("b")
+    model.extra = 3
+    del model[0]._parameters["weight"]
+    model[0]._parameters["weight"] = weight  # now after the bias
+    restore()
+    assert model.cache == {} and model.seen == [1] and model.tags == {"a"} and not hasattr(model, "extra")
+    assert list(model[0]._parameters) == ["weight", "bias"] and model[0].bias is bias
+    assert model[1]._parameters == untouched and all(model[1]._parameters[k] is v for k, v in untouched.items())
