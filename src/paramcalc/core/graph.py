@@ -121,17 +121,21 @@ class DeferredGraph:
         return DeferredGraph(self.name, tuple((n, None) for n in names), self.accepted, self.build)
 
 
+def _names_output(ref) -> bool:
+    """Whether the list or tuple ``ref`` is (a name, a non-negative output index)."""
+    return len(ref) == 2 and isinstance(ref[0], str) and type(ref[1]) is int and ref[1] >= 0
+
+
 def _is_ref(ref: object) -> bool:
     """Whether ``ref`` is already a tensor reference as graphs keep them: a (name, output index) tuple."""
-    return type(ref) is tuple and len(ref) == 2 and type(ref[0]) is str and type(ref[1]) is int and ref[1] >= 0
+    return type(ref) is tuple and _names_output(ref)
 
 
 def _as_ref(ref: object, where: str = "a reference") -> Ref:
     """A tensor reference: a name, or (name, output index)."""
     if isinstance(ref, str):
         return (ref, 0)
-    if (isinstance(ref, (list, tuple)) and len(ref) == 2 and isinstance(ref[0], str) and type(ref[1]) is int
-            and ref[1] >= 0):
+    if isinstance(ref, (list, tuple)) and _names_output(ref):
         return (ref[0], ref[1])
     raise SpecError(f"{where} must be a layer or input name, or (name, output index); received {shown(ref)}",
                     where=where, value=ref)

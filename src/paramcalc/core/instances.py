@@ -1,8 +1,9 @@
 """Dataclass instances made without their ``__init__``.
 
-A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, one call per field. A model read by running it has thousands of nodes and rows, made from values already checked
-where they were computed, so those are made here: a bare instance whose ``__dict__`` gets the defaults and
-the values given. Only for classes with no ``__post_init__`` (nothing would check or derive a field).
+A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, one call per field. A
+model read by running it has thousands of nodes and rows, made from values already checked where they
+were computed, so those are made here: a bare instance whose ``__dict__`` gets the defaults and the
+values given. Only for classes with no ``__post_init__`` (nothing would check or derive a field).
 """
 
 from __future__ import annotations

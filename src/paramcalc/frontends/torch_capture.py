@@ -90,13 +90,15 @@ def _runs(module: object, name: str, sample_shapes: tuple, integer: set) -> list
     replay = REPLAY and _most_repeated_block(module) >= REPLAY_MIN_REPEATS
     states = module_states(module) if replay else None
     memo = MetaMemo() if META_MEMO else None
-    restore = attributes_kept(module)  # each run leaves the modules' attributes as they were before the first
+    # taken before the first run sets the replayer's ``forward`` attributes: each run puts the modules'
+    # attributes back as they were, those attributes and whatever the forward cached gone
+    restore = attributes_kept(module)
     runs = []
     for batch in BATCHES:
         recorder = _Recorder(module, name)
         if runs:
             recorder.layers_read = {r.name: (r.source, r.layer) for r in runs[0].records if r.source is not None}
-        runs.append(recorder.run(sample_shapes, batch, integer, learned, states, memo, replay, restore))
+        runs.append(recorder.run(sample_shapes, batch, integer, learned, states, memo, replay, restore=restore))
     return runs
 
 
@@ -212,13 +214,13 @@ class _Recorder:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None,
-            states: dict | None = None, memo: MetaMemo | None = None, replay: bool = True,
-            restore=None) -> _Run:
+            states: dict | None = None, memo: MetaMemo | None = None, replay: bool = True, *,
+            restore) -> _Run:
         """The forward at ``batch``. ``learned``: what the run at another batch size found of calls alike
         (read, then filled in by this run); ``states``: the modules' states (``module_states``), where
         already read; ``memo``: meta kernels' results, where kept across runs; ``replay``: whether
         repeated calls are copied; ``restore``: puts the modules' attributes back as they were before
-        (``attributes_kept``), where taken before an earlier run."""
+        the runs (``attributes_kept``), called when this one ends."""
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -275,8 +277,6 @@ class _Recorder:
 
         handles = []
         replayer = Replayer(self, self.root, dict(learned or {}), states) if replay else None
-        if restore is None:  # before the replayer's ``forward`` attributes, which go too
-            restore = attributes_kept(self.root)
         for m in self.root.modules():
             if m is not self.root:
                 handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
