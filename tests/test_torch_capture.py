@@ -451,3 +451,45 @@ def test_a_known_module_on_a_strided_input_keeps_the_copy_its_kernel_makes():
     kept, est = _kept_in_a_cpu_run(_StridedInputs(), torch.randn(2, 3, 10, 10), (3, 10, 10))
     assert est.training.memory.activations + est.training.memory.input_batch == kept
     assert est.params == sum(p.numel() for p in _StridedInputs().parameters())
+
+
+
+def test_an_estimate_leaves_nothing_of_its_runs_alive():
+    # autograd's graph holds the saved-tensor hooks as long as the run's tensors live: a hook holding the
+    # recorder, or keeping an operation's own output, made a cycle through C++ that no collector frees,
+    # and every estimate leaked its records and tensors (a Swin-T 5 MiB, 17,000 objects)
+    import gc
+
+    from paramcalc.frontends.torch_capture import _Record, _Recorder
+
+    def alive() -> tuple:
+        gc.collect()
+        objects = gc.get_objects()
+        return (sum(isinstance(o, (_Record, _Recorder)) for o in objects),
+                sum(isinstance(o, torch.Tensor) and o.is_meta for o in objects))
+
+    model = SizeBranch()
+    estimate(model, input_shape=(8,), batch_size=2)
+    before = alive()
+    for _ in range(3):
+        estimate(model, input_shape=(8,), batch_size=2)
+    assert alive() == before
+
+
+
+def test_a_forward_that_runs_a_backward_of_its_own_is_read():
+    # a physics-informed network returns derivatives of its output: the saved-tensor hooks keep weak
+    # references, which the backward inside the forward still reads
+    class PINN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
+
+        def forward(self, x):
+            x = x.requires_grad_(True)
+            u = self.net(x)
+            (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+            return torch.cat([u, du], dim=-1)
+
+    est = estimate(PINN(), input_shape=(2,), batch_size=3)
+    assert est.params == 2 * 16 + 16 + 16 + 1 and est.output_shape == (3, 3)

@@ -1205,10 +1205,12 @@ def _saved_bytes(torch, layer, x, output: bool = False, autocast=None):
         cast_weight = autocast is not None and t.dtype == autocast and tuple(t.shape) in weight_shapes
         if storage.data_ptr() not in skip and not cast_weight:
             storages[storage.data_ptr()] = storage.nbytes()
-        return t
+        # nothing kept: no backward runs, and an operation's own output kept by its graph is a cycle
+        # through C++ that no collector frees (every layer timed after would find that memory taken)
+        return None
     context = (torch.autocast(device_type=x.device.type, dtype=autocast) if autocast is not None
                else contextlib.nullcontext())
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), context:
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None), context:
         result = layer(x)
     if not output:
         return sum(storages.values())

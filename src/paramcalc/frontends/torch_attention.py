@@ -15,6 +15,7 @@ kernels would keep less with dropout).
 
 from __future__ import annotations
 
+import functools
 import math
 
 
@@ -23,6 +24,13 @@ def fused_attention_mode(device: str = "meta"):
     CPU's fused kernel, and makes tensors made without a device on ``device``, as ``with
     torch.device(device)`` does (it is that mode, extended: one mode where two would each cost a Python
     call on every torch function the forward runs)."""
+    return _fused_attention_class()(device)
+
+
+@functools.cache
+def _fused_attention_class() -> type:
+    """The mode's class, made once: a class made per call lives in a reference cycle, which only
+    Python's garbage collector frees."""
     import torch
     from torch.utils._device import DeviceContext
 
@@ -47,7 +55,7 @@ def fused_attention_mode(device: str = "meta"):
                                  scale=call["scale"])[0]
             return super().__torch_function__(func, types, args, kwargs)  # the device of tensors it makes
 
-    return FusedAttention(device)
+    return FusedAttention
 
 
 def _takes_fused_kernel(call: dict) -> bool:

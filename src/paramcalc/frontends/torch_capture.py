@@ -14,6 +14,8 @@ torch is already imported when this runs: the user handed in a module.
 
 from __future__ import annotations
 
+import functools
+import weakref
 from dataclasses import dataclass, field, replace
 
 from paramcalc.core.dims import symbol, symbols_of
@@ -222,7 +224,6 @@ class _Recorder:
         repeated calls are copied; ``restore``: puts the modules' attributes back as they were before
         the runs (``attributes_kept``), called when this one ends."""
         import torch
-        from torch.utils._python_dispatch import TorchDispatchMode
 
         recorder = self
         kernel = memo.call if memo is not None else lambda func, args, kwargs: func(*args, **kwargs)
@@ -250,30 +251,24 @@ class _Recorder:
             else:
                 args.append(t)
 
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                kwargs = kwargs or {}
-                if recorder.quiet:
-                    return func(*args, **kwargs)
-                recorder.current = func
-                try:
-                    out = kernel(func, args, kwargs)
-                except Exception:
-                    recorder.failed_in = recorder.failed_in or list(recorder.stack)  # hooks unwind it
-                    raise
-                if not recorder.known_depth:
-                    recorder.operation(func, args, kwargs, out)
-                return out
-
         def pre(module, args_, kwargs_):
             recorder.enter(module, module_names.get(id(module), ""), args_, kwargs_)
 
         def post(module, args_, kwargs_, output):
             recorder.leave(module, output)
 
+        # What autograd's graph holds lives as long as the run's tensors, which the recorder holds: a
+        # strong reference to the recorder in the hook, or to an operation's own output kept, would be a
+        # cycle through autograd's C++ graph that no collector frees, leaking every run. The graph keeps
+        # weak references, and the recorder the tensors while the forward runs, for a backward the
+        # forward runs itself (a PINN's derivatives).
+        weak = weakref.ref(self)
+
         def pack(t):
+            recorder = weak()
             recorder.saved(t)
-            return t
+            recorder.keep.append(t)
+            return weakref.ref(t)
 
         handles = []
         replayer = Replayer(self, self.root, dict(learned or {}), states) if replay else None
@@ -285,7 +280,8 @@ class _Recorder:
                     m.forward = self._forward(m, m.forward, replayer)
         try:
             # tensors the forward makes without a device (torch.zeros(16)) are made on meta too
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Mode(), fused_attention_mode("meta"):
+            with torch.autograd.graph.saved_tensors_hooks(pack, _unpacked), _recording_mode()(self, kernel), \
+                    fused_attention_mode("meta"):
                 output = torch.func.functional_call(self.root, tensors, tuple(args), kwargs, tie_weights=False)
         except ParamcalcError:
             raise
@@ -501,6 +497,41 @@ class _Recorder:
         count = self.counts.get(name, 0)
         self.counts[name] = count + 1
         return name if count == 0 else f"{name}_{count}"
+
+
+def _unpacked(kept: weakref.ref):
+    """A saved tensor, for a backward the forward runs itself (alive: the recorder keeps it)."""
+    return kept()
+
+
+@functools.cache
+def _recording_mode() -> type:
+    """The dispatch mode that records each ATen operation for a recorder, its class made once: a class
+    made per run lives in a reference cycle, and would keep the run's records and tensors alive until
+    Python's garbage collector walks them."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RecordingMode(TorchDispatchMode):
+        def __init__(self, recorder: _Recorder, kernel) -> None:
+            super().__init__()
+            self.recorder, self.kernel = recorder, kernel
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            recorder = self.recorder
+            if recorder.quiet:
+                return func(*args, **kwargs)
+            recorder.current = func
+            try:
+                out = self.kernel(func, args, kwargs)
+            except Exception:
+                recorder.failed_in = recorder.failed_in or list(recorder.stack)  # hooks unwind it
+                raise
+            if not recorder.known_depth:
+                recorder.operation(func, args, kwargs, out)
+            return out
+
+    return RecordingMode
 
 
 def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list, integer: set) -> Graph:

@@ -63,8 +63,6 @@ from paramcalc.layers.values import COMPARISONS
 def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -> Graph:
     """``module`` traced with torch.fx; ``inputs``: the forward's arguments that are tensors, where the
     user named them (others with a constant default are traced at it)."""
-    import torch.fx  # the user handed in a torch module, so torch is already imported
-
     keywords = _keywords_read(getattr(inspect.unwrap(type(module).forward), "__code__", None))
     if keywords:
         # torch.fx passes **kwargs as one proxy, which fails wherever code reads it as a mapping (.get,
@@ -72,6 +70,31 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
         raise SpecError(f"could not trace {name} with torch.fx: its forward reads **{keywords}, which torch.fx "
                         "passes as one proxy", value=name,
                         fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential")
+
+    restore = attributes_kept(module)  # tracing sets tensor constants on the module it traces
+    try:
+        try:
+            concrete = {k: v for k, v in _defaults(module).items() if k not in (inputs or ())}
+            fx_graph = _tracer_class()().trace(module, concrete_args=concrete)
+        except ParamcalcError:
+            raise
+        except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
+            raise SpecError(
+                f"could not trace {name} with torch.fx: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}",
+                value=name,
+                fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
+            ) from None
+        return _FxTranslator(module, name, dtype, inputs or ()).translate(fx_graph)
+    finally:
+        restore()
+
+
+@functools.cache
+def _tracer_class() -> type:
+    """torch.fx's tracer with paramcalc's leaves, its class made once (a class made per trace lives in a
+    reference cycle, freed only by Python's garbage collector)."""
+    import torch.fx  # the user handed in a torch module, so torch is already imported
 
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m, qualname):  # noqa: D401 - torch's hook
@@ -85,23 +108,7 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
                 raise _unmodelled(node.name, kind, target).with_layer(node.name)
             return node
 
-    restore = attributes_kept(module)  # tracing sets tensor constants on the module it traces
-    try:
-        try:
-            concrete = {k: v for k, v in _defaults(module).items() if k not in (inputs or ())}
-            fx_graph = Tracer().trace(module, concrete_args=concrete)
-        except ParamcalcError:
-            raise
-        except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
-            raise SpecError(
-                f"could not trace {name} with torch.fx: {type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}",
-                value=name,
-                fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
-            ) from None
-        return _FxTranslator(module, name, dtype, inputs or ()).translate(fx_graph)
-    finally:
-        restore()
+    return Tracer
 
 
 @functools.lru_cache(maxsize=256)
