@@ -1197,6 +1197,7 @@ def _saved_bytes(torch, layer, x, output: bool = False, autocast=None):
     returned is among them. ``autocast``: a 16-bit dtype to run it under autocast, whose 16-bit copies
     of the weights (a parameter's shape) are left out too: the memory model counts them apart."""
     storages: dict = {}
+    alive: list = []
     skip = {p.untyped_storage().data_ptr() for p in layer.parameters()} | {x.untyped_storage().data_ptr()}
     weight_shapes = {tuple(p.shape) for p in layer.parameters()}
 
@@ -1205,8 +1206,10 @@ def _saved_bytes(torch, layer, x, output: bool = False, autocast=None):
         cast_weight = autocast is not None and t.dtype == autocast and tuple(t.shape) in weight_shapes
         if storage.data_ptr() not in skip and not cast_weight:
             storages[storage.data_ptr()] = storage.nbytes()
-        # nothing kept: no backward runs, and an operation's own output kept by its graph is a cycle
-        # through C++ that no collector frees (every layer timed after would find that memory taken)
+        # alive until the forward ends, as in training (a freed one's address could come back as
+        # another's), but not in the graph: no backward runs, and an operation's own output kept by its
+        # graph is a cycle through C++ that no collector frees (layers timed after would find it taken)
+        alive.append(t)
         return None
     context = (torch.autocast(device_type=x.device.type, dtype=autocast) if autocast is not None
                else contextlib.nullcontext())
