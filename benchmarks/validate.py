@@ -73,7 +73,7 @@ def main() -> None:
     profile = from_calibration(json.load(open(args.calibration, encoding="utf-8")))
     print(f"device: {profile.name} ({profile.source}); framework {profile.framework}, Adam")
     print(f"{'model':<28}{'amp':<10}{'measured ms':>12}{'predicted':>11}{'err':>8}"
-          f"{'meas MiB':>11}{'pred MiB':>11}{'err':>8}")
+          f"{'meas MiB':>11}{'pred MiB':>11}{'err':>8}   rounds ms")
     time_errors, memory_errors, rows = [], [], []
     for m in measured:
         if "step_s" not in m:
@@ -89,10 +89,20 @@ def main() -> None:
                      "predicted_peak_bytes": peak, "peak_error": me, "params": est.params,
                      "measured_paged_in_bytes": m.get("paged_in_bytes"),
                      "predicted_paged_in_bytes": cost.paged_in_bytes if profile.page_fault_s_per_byte else None})
+        rounds = sorted(m.get("round_step_s") or [m["step_s"]])
+        rows[-1]["measured_round_step_s"] = rounds
+        # the rounds are fresh processes: their spread is what the machine alone moves a step by
         print(f"{m['config']['name']:<28}{m.get('amp') or '-':<10}{m['step_s'] * 1e3:12.3f}"
               f"{cost.step_seconds * 1e3:11.3f}{te * 100:7.1f}%{m['peak_bytes'] / 2**20:11.1f}"
-              f"{peak / 2**20:11.1f}{me * 100:7.1f}%")
+              f"{peak / 2**20:11.1f}{me * 100:7.1f}%   rounds {rounds[0] * 1e3:.3f}-{rounds[-1] * 1e3:.3f}")
     print(f"step time error: {summary(time_errors)}")
+    wide = [r for r in rows if len(r["measured_round_step_s"]) > 1
+            and r["measured_round_step_s"][-1] > 1.25 * r["measured_round_step_s"][0]]
+    if wide:  # where the machine alone moved a step more than the goal allows a prediction
+        print("rounds spread over 25% (slowest / fastest): " + ", ".join(
+            f"{r['model']} {r['measured_round_step_s'][-1] / r['measured_round_step_s'][0]:.2f}x"
+            + ("" if r["measured_round_step_s"][0] <= r["predicted_step_s"] <= r["measured_round_step_s"][-1]
+               else " (prediction outside)") for r in wide))
     print(f"peak memory error: {summary(memory_errors)}")
     steady = [m for m in measured if "steady_step_s" in m]
     if steady:  # measured with glibc's heap held steady: against the prediction without the heap's churn
