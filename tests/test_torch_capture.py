@@ -285,6 +285,41 @@ def test_a_data_dependent_shape_names_the_operation():
     assert "nonzero" in str(info.value) or "masked_select" in str(info.value) or "index" in str(info.value)
 
 
+
+def test_an_error_in_a_module_s_own_code_names_that_module_not_an_operation():
+    class Checks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.proj(x)
+            if y.shape[-1] != 6:
+                raise ValueError("expected 6 features")
+            return y
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Checks()])
+
+        def forward(self, x):
+            return self.blocks[0](x) if x.shape[-1] == 4 else x
+
+    with pytest.raises(paramcalc.SpecError, match="failed in blocks.0 in its Python code, after aten.") as info:
+        estimate(Outer(), input_shape=(4,))
+    assert info.value.layer == "blocks.0" and "expected 6 features" in str(info.value)
+
+    class Early(nn.Module):
+        def forward(self, x):
+            if x.shape[-1] == 4:
+                raise ValueError("no")
+            return x
+
+    with pytest.raises(paramcalc.SpecError, match="in its Python code, before any operation: ValueError: no"):
+        estimate(Early(), input_shape=(4,))
+
+
 def test_a_symbolic_size_is_refused_with_the_input_named():
     with pytest.raises(paramcalc.SpecError, match="input 'x' has the size n"):
         estimate(SizeBranch(), input_shape={"x": ("n",)})

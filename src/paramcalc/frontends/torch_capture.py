@@ -206,6 +206,7 @@ class _Recorder:
         self.used: set = set()
         self.current = None  # the operation running, for errors
         self.failed_in: list = []  # the modules running when an operation failed
+        self.failed_op: tuple | None = None  # (operation, its exception) of the last operation that failed
         self.pending: list = []  # tensors autograd saved for the operation about to run
         self.quiet = False  # True while the recorder itself makes tensors
         self.constants = 0  # tensors read that no module holds as a parameter or buffer
@@ -303,10 +304,11 @@ class _Recorder:
         return _Run(batch, self.records, outputs, self.shapes, self.used, self.memo, self.root)
 
     def _failure(self, err: Exception, args: list) -> SpecError:
-        func = self.current
+        in_operation = self.failed_op is not None and _raised_from(err, self.failed_op[1])
+        func = self.failed_op[0] if in_operation else self.current
         op = getattr(getattr(func, "_overloadpacket", None), "__name__", str(func))
-        running = self.failed_in or self.stack
-        where = running[-1] if running else self.model_name
+        running = self.failed_in if in_operation else []
+        where = running[-1] if running else self._raising_module(err) or self.model_name
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if op == "_local_scalar_dense":
             return SpecError(
@@ -325,11 +327,27 @@ class _Recorder:
 
         if any(t.dtype.is_floating_point for t in args) and ("indices" in text or "Long" in text or "Int" in text):
             raise _WrongDtype() from None
-        return SpecError(f"running the forward of {self.model_name} on meta tensors failed in {where} at {func}: "
-                         f"{type(err).__name__}: {text}", layer=where, value=str(func),
+        # an operation that failed, or the forward's own Python code (after the last operation it ran)
+        at = (f"at {func}" if in_operation else
+              f"in its Python code, after {func}" if func is not None else "in its Python code, before any operation")
+        return SpecError(f"running the forward of {self.model_name} on meta tensors failed in {where} {at}: "
+                         f"{type(err).__name__}: {text}", layer=where,
+                         value=str(func) if in_operation else type(err).__name__,
                          fix="check input_shape against what the forward expects; a model that runs on real "
                              f"tensors of that shape but not on torch's meta device ({torch.__version__}) needs a rule "
                              "for that module (paramcalc.register_torch_module)")
+
+    def _raising_module(self, err: Exception) -> str:
+        """The name of the innermost module whose forward the exception passed through, from its traceback
+        (the hooks that track the running modules have unwound by then); "" where none."""
+        names = {id(m): name for name, m in self.root.named_modules() if name}
+        tb, found = err.__traceback__, ""
+        while tb is not None:
+            module = tb.tb_frame.f_locals.get("self")
+            if id(module) in names and tb.tb_frame.f_code.co_name == "forward":
+                found = names[id(module)]
+            tb = tb.tb_next
+        return found
 
     def _forward(self, module, forward, replayer):
         """``module``'s forward, through the replayer when its call hooks entered it (code that calls
@@ -499,6 +517,17 @@ class _Recorder:
         return name if count == 0 else f"{name}_{count}"
 
 
+def _raised_from(err: BaseException, origin: BaseException) -> bool:
+    """Whether ``err`` is ``origin`` or was raised while handling it (torch and libraries wrap errors)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if err is origin:
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def _unpacked(kept: weakref.ref):
     """A saved tensor, for a backward the forward runs itself (alive: the recorder keeps it)."""
     return kept()
@@ -524,8 +553,9 @@ def _recording_mode() -> type:
             recorder.current = func
             try:
                 out = self.kernel(func, args, kwargs)
-            except Exception:
+            except Exception as err:
                 recorder.failed_in = recorder.failed_in or list(recorder.stack)  # hooks unwind it
+                recorder.failed_op = (func, err)
                 raise
             if not recorder.known_depth:
                 recorder.operation(func, args, kwargs, out)
