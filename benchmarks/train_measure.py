@@ -217,6 +217,8 @@ def main() -> None:
                     results[key] = result
                 if "step_s" in result:
                     results[key].setdefault("round_step_s", []).append(result["step_s"])
+                    if "paged_in_bytes" in result:  # a round that paged in while another did not tells churn
+                        results[key].setdefault("round_paged_in_bytes", []).append(result["paged_in_bytes"])
                 if "steady_step_s" in result:
                     results[key].setdefault("steady_round_step_s", []).append(result["steady_step_s"])
                 step = result.get("step_s")

@@ -115,8 +115,12 @@ def main() -> None:
     paged = [(r["model"], r["measured_paged_in_bytes"], r["predicted_paged_in_bytes"]) for r in rows
              if r["measured_paged_in_bytes"] is not None and r["predicted_paged_in_bytes"] is not None]
     if paged:  # the CPU's fresh pages per step: minor faults measured, the model's paged-in blocks
-        print("fresh pages per step, MiB measured / predicted: " +
-              ", ".join(f"{name} {m / 2**20:.1f}/{p / 2**20:.1f}" for name, m, p in paged))
+        rounds = {m["config"]["name"]: m["round_paged_in_bytes"] for m in measured if m.get("round_paged_in_bytes")}
+        print("fresh pages per step, MiB measured (the first round; every round's where they differ) / predicted: " +
+              ", ".join(f"{name} {m / 2**20:.1f}"
+                        + (f" ({', '.join(f'{r / 2**20:.1f}' for r in rounds[name])})"
+                           if len(set(rounds.get(name, ()))) > 1 else "") + f"/{p / 2**20:.1f}"
+                        for name, m, p in paged))
     ends = [m["mmap_threshold_bytes"] for m in measured if m.get("mmap_threshold_bytes")]
     if ends:  # where the measured steps left glibc's threshold, against where the profile starts it
         print(f"glibc mmap threshold after the timed steps, MiB: {min(ends) / 2**20:.2f}-{max(ends) / 2**20:.2f} "
