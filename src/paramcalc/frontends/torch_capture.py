@@ -206,7 +206,9 @@ class _Recorder:
         self.used: set = set()
         self.current = None  # the operation running, for errors
         self.failed_in: list = []  # the modules running when an operation failed
-        self.failed_op: tuple | None = None  # (operation, its exception) of the last operation that failed
+        # (operation, its exception) of the last operation that failed, while the run lasts (the
+        # exception's traceback holds the run's frames, which hold the recorder)
+        self.failed_op: tuple | None = None
         self.pending: list = []  # tensors autograd saved for the operation about to run
         self.quiet = False  # True while the recorder itself makes tensors
         self.constants = 0  # tensors read that no module holds as a parameter or buffer
@@ -289,6 +291,7 @@ class _Recorder:
         except Exception as err:  # the user's forward runs here: any failure is reported with its operation
             raise self._failure(err, [*args, *kwargs.values()]) from None
         finally:
+            self.failed_op = None
             for h in handles:
                 h.remove()
             restore()
