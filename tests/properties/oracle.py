@@ -56,11 +56,15 @@ def saved_by_autograd(torch, model, x) -> int:
     once) beyond the parameters, the buffers and the input."""
     held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
     kept: dict = {}
+    alive = []  # each saved tensor until the count is done: a freed storage's address could come back
 
     def pack(t):
         if t.untyped_storage().data_ptr() not in held:
             kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            alive.append(t)
+        # nothing in the graph: an operation's own output kept by its graph is a C++ cycle (a leak)
+        return None
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
         model(x)
+    alive.clear()  # the graph holds the hook, and the hook this list: emptied, it holds no tensor
     return sum(kept.values())

@@ -1215,6 +1215,7 @@ def _saved_bytes(torch, layer, x, output: bool = False, autocast=None):
                else contextlib.nullcontext())
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None), context:
         result = layer(x)
+    alive.clear()  # the graph holds the hook, and the hook this list: emptied, it holds no tensor
     if not output:
         return sum(storages.values())
     return sum(storages.values()), _output(result).untyped_storage().data_ptr() in storages
