@@ -205,9 +205,8 @@ class _Recorder:
         self.tensor_names: dict = {}  # id(meta copy) -> (name, is_parameter, trainable, id(original))
         self.used: set = set()
         self.current = None  # the operation running, for errors
-        self.failed_in: list = []  # the modules running when an operation failed
-        # (operation, its exception) of the last operation that failed, while the run lasts (the
-        # exception's traceback holds the run's frames, which hold the recorder)
+        # (operation, its exception, the modules running) of the last operation that failed, while the
+        # run lasts (the exception's traceback holds the run's frames, which hold the recorder)
         self.failed_op: tuple | None = None
         self.pending: list = []  # tensors autograd saved for the operation about to run
         self.quiet = False  # True while the recorder itself makes tensors
@@ -268,9 +267,9 @@ class _Recorder:
         weak = weakref.ref(self)
 
         def pack(t):
-            recorder = weak()
-            recorder.saved(t)
-            recorder.keep.append(t)
+            running = weak()
+            running.saved(t)
+            running.keep.append(t)
             return weakref.ref(t)
 
         handles = []
@@ -308,9 +307,8 @@ class _Recorder:
 
     def _failure(self, err: Exception, args: list) -> SpecError:
         in_operation = self.failed_op is not None and _raised_from(err, self.failed_op[1])
-        func = self.failed_op[0] if in_operation else self.current
+        func, _, running = self.failed_op if in_operation else (self.current, None, [])
         op = getattr(getattr(func, "_overloadpacket", None), "__name__", str(func))
-        running = self.failed_in if in_operation else []
         where = running[-1] if running else self._raising_module(err) or self.model_name
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if op == "_local_scalar_dense":
@@ -557,8 +555,7 @@ def _recording_mode() -> type:
             try:
                 out = self.kernel(func, args, kwargs)
             except Exception as err:
-                recorder.failed_in = recorder.failed_in or list(recorder.stack)  # hooks unwind it
-                recorder.failed_op = (func, err)
+                recorder.failed_op = (func, err, list(recorder.stack))  # the hooks unwind the stack
                 raise
             if not recorder.known_depth:
                 recorder.operation(func, args, kwargs, out)
