@@ -278,7 +278,7 @@ def _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, de
     result = replace(result, output_names=tuple(name if index == 0 else f"{name}:{index}"
                                                 for name, index in graph.outputs))
     if type(batch) is int:
-        result = _substitute(result, {batch_symbol: batch})
+        result = _substitute(result, {batch_symbol: batch}, diagnosed=False)
     elif batch is not None:
         result = replace(result, batch_size=batch)
     if optimizer is not None or dtype is not None or device is not None or parallel is not None or loss is not None:
@@ -291,8 +291,8 @@ def _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, de
         setup = TrainingSetup(optimizer, dtype or "float32", device, keras_backend,  # no optimizer: Adam, noted
                               parallel, loss)
         cost = _training(result, setup)
-        result = _with_training_notes(_with_diagnostics(replace(result, training_setup=setup, training=cost)))
-    return result
+        result = _with_training_notes(replace(result, training_setup=setup, training=cost))
+    return _with_diagnostics(result)  # once, from the finished estimate (they read its batch and training)
 
 
 def _with_batch_axis_hint(error: ShapeError, graph, sample_shapes: tuple, batch_dim, batch, unset) -> ShapeError:
@@ -508,7 +508,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
         modules=getattr(graph, "modules", ()), summary_depth=getattr(graph, "summary_depth", None),
         forward_mode=getattr(graph, "forward_mode", None),
     )
-    return _with_diagnostics(est)
+    return est
 
 
 def _with_diagnostics(est: Estimate) -> Estimate:
@@ -559,7 +559,9 @@ def _subs_row(row: LayerRow, mapping: Mapping[str, Dim], done: dict | None = Non
     return copied
 
 
-def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
+def _substitute(est: Estimate, mapping: Mapping[str, Dim], diagnosed: bool = True) -> Estimate:
+    """``est`` with ``mapping`` substituted; ``diagnosed``: its diagnostics made anew (``estimate()`` makes
+    them once, at its end)."""
     kept = []
     for assumption in est.assumptions:
         checked = Assumption(assumption.layer, assumption.relation,
@@ -586,7 +588,7 @@ def _substitute(est: Estimate, mapping: Mapping[str, Dim]) -> Estimate:
                   assumptions=tuple(kept), **{name: _subs(getattr(est, name), mapping) for name in scalar})
     if est.training_setup is not None:
         est = _with_training_notes(replace(est, training=_training(est, est.training_setup)))
-    return _with_diagnostics(est)
+    return _with_diagnostics(est) if diagnosed else est
 
 
 # -- plain data ---------------------------------------------------------------------------------------------

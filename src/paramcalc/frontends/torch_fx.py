@@ -81,7 +81,7 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
         except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
             raise SpecError(
                 f"could not trace {name} with torch.fx: {type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}",
+                f"{str(err).splitlines()[0] if str(err) else ''}{_raised_at(err)}",
                 value=name,
                 fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
             ) from None
@@ -97,6 +97,13 @@ def _tracer_class() -> type:
     import torch.fx  # the user handed in a torch module, so torch is already imported
 
     class Tracer(torch.fx.Tracer):
+        def __init__(self):
+            # no module's functions autowrapped: paramcalc translates no ``math`` node, so wrapping math's
+            # functions (patched into the globals of every forward the trace enters: a sixth of a small
+            # model's trace) only changed how a trace that must fail stops; ``math.sqrt`` of a traced size
+            # now raises a TypeError, which the error places at the line that called it
+            super().__init__(autowrap_modules=())
+
         def is_leaf_module(self, m, qualname):  # noqa: D401 - torch's hook
             return module_rule(m) is not None
 
@@ -109,6 +116,25 @@ def _tracer_class() -> type:
             return node
 
     return Tracer
+
+
+def _raised_at(err: Exception) -> str:
+    """Where the innermost Python code the exception passed through called it (`` at file.py:12: <line>``),
+    outside torch itself: a forward that calls a function torch.fx cannot follow on a traced value."""
+    import linecache
+    import os
+
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if f"{os.sep}torch{os.sep}" not in code.co_filename:
+            found = (code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    line = linecache.getline(*found).strip()
+    return f" at {os.path.basename(found[0])}:{found[1]}" + (f": {line}" if line else "")
 
 
 @functools.lru_cache(maxsize=256)
