@@ -7,6 +7,8 @@ transformers imports torchvision where it is installed; ``load()`` goes through 
 
 from __future__ import annotations
 
+import copy
+
 SEQ = 16  # tokens per sample
 _SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 _TEXT = dict(_SMALL, vocab_size=1000)
@@ -67,6 +69,15 @@ def cases() -> dict:
                                                                      vocab_size=1000), _TOKENS),
         "falcon": ("decoder", "FalconForCausalLM", "FalconConfig",
                    dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=1000), _TOKENS),
+        # mixtures of experts (Hugging Face's experts layers run torch's _grouped_mm)
+        "mixtral": ("decoder", "MixtralForCausalLM", "MixtralConfig",
+                    dict(_TEXT, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2), _TOKENS),
+        "qwen2_moe": ("decoder", "Qwen2MoeForCausalLM", "Qwen2MoeConfig",
+                      dict(_TEXT, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                           shared_expert_intermediate_size=64), _TOKENS),
+        "gpt_oss": ("decoder", "GptOssForCausalLM", "GptOssConfig",
+                    dict(_TEXT, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                         layer_types=["sliding_attention", "full_attention"]), _TOKENS),
         # encoder-decoders
         "t5": ("encoder-decoder", "T5ForConditionalGeneration", "T5Config",
                dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, vocab_size=1000), _PAIR),
@@ -133,8 +144,33 @@ def truth(model, shapes: dict) -> tuple:
 
     inputs = {name: torch.zeros(1, *shape, device="meta", dtype=torch.long if name.endswith("_ids") else torch.float32)
               for name, shape in shapes.items()}
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        out = model(**inputs)
+
+    def run(model):
+        counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten._grouped_mm: _grouped_mm_flops})
+        with torch.no_grad(), counter:
+            out = model(**inputs)
+        return out, counter.get_total_flops()
+
+    try:
+        out, flops = run(model)
+    except RuntimeError as err:
+        # torch's meta _grouped_mm takes bfloat16 alone (it ports the CUDA kernel's checks; the CPU's
+        # multiplies float32 too): a mixture of experts is counted in bfloat16, with the same shapes
+        if "BF16" not in str(err):
+            raise
+        out, flops = run(copy.deepcopy(model).to(torch.bfloat16))
     first = out if isinstance(out, torch.Tensor) else out[0]
-    return tuple(first.shape), counter.get_total_flops()
+    return tuple(first.shape), flops
+
+
+def _grouped_mm_flops(a, b, *args, out_shape=None, **kwargs) -> int:
+    """2 FLOPs per multiply-add of torch's _grouped_mm (FlopCounterMode has no formula for it): each row of
+    ``a`` meets one group's columns (a 2-D, b 3-D: a mixture's tokens and its experts; both 3-D: one
+    product per group), or each group is a slice of the contraction (both 2-D) or of b's columns (a 3-D)."""
+    if len(a) == 2 and len(b) == 3:
+        return 2 * a[0] * a[1] * b[2]
+    if len(a) == 3 and len(b) == 3:
+        return 2 * a[0] * a[1] * a[2] * b[2]
+    if len(a) == 2:
+        return 2 * a[0] * a[1] * b[1]
+    return 2 * a[1] * a[2] * b[1]

@@ -228,7 +228,7 @@ class _Recorder:
         import torch
 
         recorder = self
-        kernel = memo.call if memo is not None else lambda func, args, kwargs: func(*args, **kwargs)
+        kernel = _kernel(memo)
         originals = {}
         tensors = {}
         for names, is_param in ((self.root.named_parameters(remove_duplicate=False), True),
@@ -516,6 +516,22 @@ class _Recorder:
         count = self.counts.get(name, 0)
         self.counts[name] = count + 1
         return name if count == 0 else f"{name}_{count}"
+
+
+def _kernel(memo):
+    """What runs an ATen operation on meta tensors: the CPU kernel's answer where the meta kernel refuses
+    what the CPU runs (``torch_meta_cpu``), else the memo, else the meta kernel."""
+    from paramcalc.frontends.torch_meta_cpu import cpu_rules
+
+    rules = cpu_rules()
+    run = memo.call if memo is not None else lambda func, args, kwargs: func(*args, **kwargs)
+
+    def kernel(func, args, kwargs):
+        rule = rules.get(func)
+        out = rule(args, kwargs) if rule is not None else None
+        return run(func, args, kwargs) if out is None else out
+
+    return kernel
 
 
 def _raised_from(err: BaseException, origin: BaseException) -> bool:

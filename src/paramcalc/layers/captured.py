@@ -37,7 +37,8 @@ BATCH = "captured_batch"  # the symbol a recorded size that follows the batch is
 
 # ATen operation (its name without the overload) -> what it computes. Operations not listed move memory
 # and compute nothing a FLOP counter counts (views, copies, indexing, creation).
-PRODUCTS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "addmv", "mv", "dot"}
+PRODUCTS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "addmv", "mv", "dot", "_grouped_mm"}
+_ADDED = {"addmm", "baddbmm", "addbmm", "addmv"}  # products whose first operand is a term added
 CONVOLUTIONS = {"convolution", "_convolution", "mkldnn_convolution", "_slow_conv2d_forward"}
 ATTENTION = {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
@@ -194,7 +195,7 @@ class CapturedOp(Layer):
         if self.view:
             return self.view_work()
         if fam == "product":
-            m, k, n = _product(shapes, out)
+            m, k, n = _product(self.op, shapes)
             if self.weight_inputs:
                 added = prod(out) if len(shapes) > 2 and 0 in self.weight_inputs else 0  # addmm's bias
                 return self.described(weight_products=((m, k, n),), bias_elements=added, host_ops=1)
@@ -250,12 +251,17 @@ def _at(form: tuple, batch: Dim) -> tuple:
     return tuple(subs(size, {BATCH: batch}) if symbols_of(size) else size for size in form)
 
 
-def _product(shapes: list, out: tuple) -> tuple:
-    """(m, k, n) of a matrix product from its operands: the last operands are the two factors (addmm's
-    and baddbmm's first operand is the term added)."""
-    a, b = shapes[-2], shapes[-1]
+def _product(op: str, shapes: list) -> tuple:
+    """(m, k, n) of the matrix product ``op`` from its operands' shapes: the first two are the factors,
+    except where the first is the term added (addmm, baddbmm, addbmm, addmv); _grouped_mm's third is the
+    groups' offsets."""
+    a, b = shapes[1:3] if _base(op.split(".")[-1]) in _ADDED else shapes[:2]
     if len(b) == 1:  # matrix-vector
         return prod(a[:-1]), a[-1], 1
+    if len(a) == 3 and len(b) == 2:  # _grouped_mm's groups of b's columns, each taking all of a's rows
+        return a[1], a[2], b[1]
+    # also _grouped_mm's other layouts: groups of a's rows (a 2-D, b one matrix per group), of the
+    # contraction (both 2-D), or one product per group (both 3-D): each row meets one group's columns once
     return prod(a[:-1]), a[-1], b[-1]
 
 
@@ -267,7 +273,7 @@ def _attention(shapes: list) -> AttentionCore:
 def _macs(layer: CapturedOp, shapes: list, out: tuple) -> Dim:
     fam = layer.family
     if fam == "product":
-        m, k, n = _product(shapes, out)
+        m, k, n = _product(layer.op, shapes)
         return m * k * n
     if fam == "convolution":
         # weight (out_channels, in_channels / groups, *kernel): each output element reads one filter; a
@@ -344,7 +350,8 @@ def _split_outputs(layer: CapturedOp, call, axes: tuple, parts: int) -> tuple | 
             return None
         return tuple(first if len(s) > first.axis else None for s in outs)
     if fam == "product":
-        return product_split(call, axes)
+        # a grouped product's groups (a mixture's experts) are not split the way a product's axes are
+        return product_split(call, axes) if base != "_grouped_mm" else None
     if base in ("cat", "stack"):
         # cat passes over a 1-D empty tensor whatever the others' shape (an empty cache's keys)
         joined = [a for a, s in zip(axes, shapes) if base == "stack" or tuple(s) != (0,)]
