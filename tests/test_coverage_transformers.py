@@ -71,3 +71,27 @@ def test_a_default_size_7b_class_causal_lm_is_exact():
     est = paramcalc.estimate(model, input_shape=shapes, batch_size=1)
     assert est.params == sum(p.numel() for p in model.parameters()) == 6_738_415_616
     assert est.output_shape == output_shape and 2 * est.macs_per_batch == flops
+
+
+def test_a_value_read_that_only_checks_the_inputs_says_which_input_spares_it():
+    """Hugging Face reads values only to check the inputs. DeBERTa looks for padding in the ids when no
+    mask is given, so the estimate needs a mask. BERT reads a given mask to decide whether it can skip it,
+    so the estimate needs none. Each message names the line and the input that avoids it, and that way
+    gives the model exactly."""
+    import torch
+
+    transformers = load()
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000)
+    with torch.device("meta"):
+        deberta = transformers.DebertaModel(transformers.DebertaConfig(**small)).eval()
+    with pytest.raises(paramcalc.SpecError, match="warn_if_padding_and_no_attention_mask") as info:
+        paramcalc.estimate(deberta, input_shape={"input_ids": (16,)})
+    assert "pass the attention mask too" in str(info.value)
+    shapes = {"input_ids": (16,), "attention_mask": (16,)}
+    est = paramcalc.estimate(deberta, input_shape=shapes, batch_size=1)
+    assert est.params == sum(p.numel() for p in deberta.parameters()) and est.output_shape == (1, 16, 64)
+
+    bert, shapes = build("bert")
+    with pytest.raises(paramcalc.SpecError, match="_ignore_bidirectional_mask_sdpa") as info:
+        paramcalc.estimate(bert, input_shape={**shapes, "attention_mask": shapes["input_ids"]})
+    assert "leave the mask out" in str(info.value)

@@ -325,6 +325,24 @@ def test_a_symbolic_size_is_refused_with_the_input_named():
         estimate(SizeBranch(), input_shape={"x": ("n",)})
 
 
+def test_why_torch_fx_could_not_trace_names_the_line_of_the_forward():
+    """A Python function on a traced size (``math.sqrt``) stops torch.fx: the message quotes the line."""
+    import math
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.proj(x) / math.sqrt(x.size(-1))
+
+    est = estimate(Scaled(), input_shape=(4, 8), batch_size=2)
+    assert est.params == 72 and any("math.sqrt(x.size(-1))" in note for note in est.notes)
+    with pytest.raises(paramcalc.SpecError, match=r"test_torch_capture.py:\d+ in forward: return self.proj"):
+        estimate(Scaled(), input_shape=("n", 8))
+
+
 def test_a_forward_that_branches_on_the_batch_is_refused():
     class ByBatch(nn.Module):
         def __init__(self):

@@ -34,6 +34,7 @@ from paramcalc.frontends.torch_modules import (
     unreached_parameters,
 )
 from paramcalc.frontends.torch_replay import Replayer, copy_record, module_states
+from paramcalc.frontends.tracebacks import raising_line
 from paramcalc.layers import Parameter
 from paramcalc.layers.captured import BATCH, CapturedOp
 
@@ -49,6 +50,13 @@ DATA_DEPENDENT = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "
                   "nms", "repeat_interleave", "bincount", "histc")
 _INTEGER_NAMES = ("ids", "indices", "index", "tokens", "token", "labels", "positions")
 _MODULE_INPUTS = ("query", "key", "value", "memory", "tgt", "src")  # tensor keywords a known module reads
+_VALUE_READ_FIX = ("take a path of the model that decides on sizes only (a Hugging Face model: attn_implementation="
+                   "\"eager\"), estimate the part before it, or register a rule for that module "
+                   "(paramcalc.register_torch_module)")
+# Hugging Face's functions that read a tensor's values only to check the inputs: the ids for padding where
+# no mask is given, and a given mask for whether it can be skipped
+_IDS_READ = {"warn_if_padding_and_no_attention_mask"}
+_MASK_READ = {"_ignore_causal_mask_sdpa", "_ignore_bidirectional_mask_sdpa", "flash_attention_mask"}
 
 
 def deferred(module: object, name: str, build) -> DeferredGraph:
@@ -288,7 +296,7 @@ class _Recorder:
         except ParamcalcError:
             raise
         except Exception as err:  # the user's forward runs here: any failure is reported with its operation
-            raise self._failure(err, [*args, *kwargs.values()]) from None
+            raise self._failure(err, [*args, *kwargs.values()], masked=any("mask" in k for k in kwargs)) from None
         finally:
             self.failed_op = None
             for h in handles:
@@ -305,19 +313,21 @@ class _Recorder:
                             value=type(output).__name__)
         return _Run(batch, self.records, outputs, self.shapes, self.used, self.memo, self.root)
 
-    def _failure(self, err: Exception, args: list) -> SpecError:
+    def _failure(self, err: Exception, args: list, masked: bool = False) -> SpecError:
+        """The error to raise for ``err``, raised while the forward ran on ``args``; ``masked``: one of
+        them is a mask the user named."""
         in_operation = self.failed_op is not None and _raised_from(err, self.failed_op[1])
         func, _, running = self.failed_op if in_operation else (self.current, None, [])
         op = getattr(getattr(func, "_overloadpacket", None), "__name__", str(func))
         where = running[-1] if running else self._raising_module(err) or self.model_name
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if op == "_local_scalar_dense":
+            line = raising_line(err)
             return SpecError(
                 f"{where} reads the value of a tensor (Tensor.item(), or a Python branch on a tensor such as "
-                f"`if mask.all()`), which meta tensors do not have ({type(err).__name__}: {text})", layer=where,
-                value=str(func), fix="take a path of the model that decides on sizes only (a Hugging Face model: "
-                                     "attn_implementation=\"eager\"), estimate the part before it, or register a rule "
-                                     "for that module (paramcalc.register_torch_module)")
+                f"`if mask.all()`), which meta tensors do not have ({type(err).__name__}: {text})"
+                + (f", at {line}" if line is not None else ""), layer=where, value=str(func),
+                fix=_value_read_fix(line.function if line is not None else "", masked))
         if any(op == d or op.endswith("::" + d) or f"{d}()" in text for d in DATA_DEPENDENT) or "data-dependent" in text:
             return SpecError(
                 f"{where} calls {func}, whose output's shape depends on the values of a tensor, which meta tensors "
@@ -516,6 +526,17 @@ class _Recorder:
         count = self.counts.get(name, 0)
         self.counts[name] = count + 1
         return name if count == 0 else f"{name}_{count}"
+
+
+def _value_read_fix(function: str, masked: bool) -> str:
+    """What to do about a forward that read a tensor's value in ``function``; ``masked``: a mask was given."""
+    if function in _IDS_READ:
+        return ("pass the attention mask too: Hugging Face looks for padding in the ids when none is given, e.g. "
+                "input_shape={\"input_ids\": (128,), \"attention_mask\": (128,)}")
+    if function in _MASK_READ and masked:
+        return ("leave the mask out of input_shape: Hugging Face reads its values to decide whether it can skip "
+                "it; without one the forward takes the path of a batch with no padding")
+    return _VALUE_READ_FIX
 
 
 def _kernel(memo):

@@ -25,6 +25,7 @@ from paramcalc.frontends.torch_modules import (
     module_tree,
     unreached_parameters,
 )
+from paramcalc.frontends.tracebacks import raising_line
 from paramcalc.layers import (
     GLU,
     Activation,
@@ -81,7 +82,7 @@ def traced(module: object, name: str, dtype: str, inputs: tuple | None = None) -
         except Exception as err:  # tracing runs the user's forward on proxies; any failure lands here
             raise SpecError(
                 f"could not trace {name} with torch.fx: {type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}{_raised_at(err)}",
+                f"{str(err).splitlines()[0] if str(err) else ''}{_at(raising_line(err))}",
                 value=name,
                 fix="make data-dependent control flow a module with a registered rule, or pass an nn.Sequential",
             ) from None
@@ -118,23 +119,8 @@ def _tracer_class() -> type:
     return Tracer
 
 
-def _raised_at(err: Exception) -> str:
-    """Where the innermost Python code the exception passed through called it (`` at file.py:12: <line>``),
-    outside torch itself: a forward that calls a function torch.fx cannot follow on a traced value."""
-    import linecache
-    import os
-
-    found = None
-    tb = err.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if f"{os.sep}torch{os.sep}" not in code.co_filename:
-            found = (code.co_filename, tb.tb_lineno)
-        tb = tb.tb_next
-    if found is None:
-        return ""
-    line = linecache.getline(*found).strip()
-    return f" at {os.path.basename(found[0])}:{found[1]}" + (f": {line}" if line else "")
+def _at(line) -> str:
+    return f" at {line}" if line is not None else ""
 
 
 @functools.lru_cache(maxsize=256)
