@@ -215,3 +215,23 @@ class FunctionalNorms(nn.BatchNorm2d):
 def test_functional_norms_and_unbind_count_the_terms_they_read():
     est = check(nn.Sequential(nn.Conv2d(3, 8, 1), FunctionalNorms()), (3, 4, 5))
     assert est.buffers == sum(b.numel() for b in FunctionalNorms().buffers())
+
+
+class HeadsBySizeTuple(nn.Module):
+    """Attention heads as Hugging Face's PVT-v2 splits them: ``x.size()[:-1] + (heads, width)``, a tuple of
+    sizes read in the graph joined with one written in the code."""
+
+    def __init__(self):
+        super().__init__()
+        self.query = nn.Linear(32, 32)
+
+    def forward(self, x):
+        q = self.query(x)
+        return q.view(q.size()[:-1] + (4, 8)).permute(0, 2, 1, 3)
+
+
+def test_a_size_tuple_joined_with_a_literal_tuple_is_a_shape():
+    est = check(HeadsBySizeTuple(), (16, 32))
+    assert not any("running its forward" in n for n in est.notes)  # torch.fx read it
+    symbolic = paramcalc.estimate(HeadsBySizeTuple(), input_shape=("n", 32))
+    assert symbolic.format_shape(symbolic.output_shape) == "(None, 4, n, 8)"

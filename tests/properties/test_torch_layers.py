@@ -101,6 +101,24 @@ def test_pools(case):
     check_module(module, [shape])
 
 
+@settings(max_examples=150, deadline=None)  # cheap: each a one-layer estimate
+@given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(0, 4), st.booleans(), st.booleans())
+def test_pools_on_inputs_shorter_than_their_window(rank, length, kernel, pad, ceil, average):
+    """Any input length against any window: torch's shape, or an error from both. With ceil_mode a window
+    longer than the input still gives one output (Hugging Face's EfficientNet pools 18 x 18 with 2560)."""
+    pad = min(pad, kernel // 2)
+    kind = "AvgPool" if average else "MaxPool"
+    module = getattr(nn, f"{kind}{rank}d")(kernel, stride=kernel, padding=pad, ceil_mode=ceil).to("meta")
+    shape = (2,) + (length,) * rank
+    try:
+        expected = tuple(module(torch.empty((BATCH,) + shape, device="meta")).shape)
+    except RuntimeError:
+        with pytest.raises(paramcalc.ParamcalcError):
+            paramcalc.estimate(module, input_shape=shape, batch_size=BATCH)
+        return
+    assert paramcalc.estimate(module, input_shape=shape, batch_size=BATCH).output_shape == expected
+
+
 @st.composite
 def norm_case(draw):
     kind = draw(st.sampled_from(["batch", "instance", "layer", "group", "rms"]))

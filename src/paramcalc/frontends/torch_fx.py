@@ -348,6 +348,8 @@ class _FxTranslator:
 
     def _value_arith(self, node, op: str, args: list) -> object:
         a, b = args
+        if op == "add" and any(isinstance(v, tuple) and v and v[0] == "tuple" for v in (a, b)):
+            return self._joined(node, a, b)  # a tuple in the code: ``x.size()[:-1] + (heads, width)``
         if not any(isinstance(v, tuple) and v and v[0] == "ref" for v in (a, b)):
             return _PLAIN_ARITH[op](a, b)
         inbound, operands = [], []
@@ -358,6 +360,29 @@ class _FxTranslator:
             else:
                 operands.append(v)
         return self._add(node.name, ValueOp(op, tuple(operands)), inbound)
+
+    def _joined(self, node, a, b) -> object:
+        """Two tuples of sizes joined: in the translation where every size is known, else a value node
+        (one side a size tuple read in the graph, the other's items ints or sizes read)."""
+        if all(isinstance(v, tuple) and v and v[0] == "tuple" for v in (a, b)):
+            return ("tuple", [*a[1], *b[1]])
+        inbound, operands = [], []
+        for v in (a, b):
+            if isinstance(v, tuple) and v and v[0] == "ref":
+                operands.append(("input", len(inbound)))
+                inbound.append(v[1])
+                continue
+            items = []
+            for item in v[1]:
+                if isinstance(item, tuple) and item and item[0] == "ref":
+                    items.append(("input", len(inbound)))
+                    inbound.append(item[1])
+                elif isinstance(item, int):
+                    items.append(item)
+                else:
+                    raise SpecError(f"node '{node.name}': cannot join {item!r} into a tuple of sizes", value=item)
+            operands.append(tuple(items))
+        return self._add(node.name, ValueOp("concat", tuple(operands)), inbound)
 
     def sizes_arg(self, values: list) -> tuple[tuple, list]:
         """Sizes that may come from the graph: ints stay, graph values become ("input", k)."""
@@ -719,7 +744,8 @@ def _pool(mode: str, rank: int) -> Callable:
         stride = _plain(bound.get("stride"))
         return Pool(op=mode, pool_size=_plain(bound["kernel_size"]), strides=stride if stride not in (None, ()) else None,
                     padding=_plain(bound.get("padding", 0)), dilation=_plain(bound.get("dilation", 1)),
-                    ceil_mode=bool(bound.get("ceil_mode", False)), rank=rank, channels_last=False)
+                    ceil_mode=bool(bound.get("ceil_mode", False)), rank=rank, channels_last=False,
+                    whole_window=mode == "avg" and rank == 3)
     return make
 
 

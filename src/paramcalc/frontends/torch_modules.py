@@ -247,7 +247,8 @@ def _conv_transpose(rank: int) -> Callable:
 
 def _pool(rank: int, op: str) -> Callable:
     return lambda m: Pool(op=op, pool_size=m.kernel_size, strides=m.stride, padding=m.padding,
-                          dilation=getattr(m, "dilation", 1), ceil_mode=m.ceil_mode, rank=rank, channels_last=False)
+                          dilation=getattr(m, "dilation", 1), ceil_mode=m.ceil_mode, rank=rank, channels_last=False,
+                          whole_window=op == "avg" and rank == 3)
 
 
 def _batch_norm(m, per_sample: bool = False) -> BatchNorm:

@@ -45,6 +45,8 @@ class Pool(Layer):
     """Max or average pooling over ``rank`` spatial axes; ``strides`` default to ``pool_size``.
 
     Keras paddings are "valid"/"same"; torch gives amounts, ``dilation`` (max pools) and ``ceil_mode``.
+    ``whole_window``: the kernel refuses an input axis shorter than the window before padding, as torch's
+    3-D average pool does (its 1-D and 2-D ones, and every max pool, pad first).
     """
 
     op: str = "max"
@@ -55,6 +57,7 @@ class Pool(Layer):
     ceil_mode: bool = False
     rank: int = 2
     channels_last: bool = True
+    whole_window: bool = False
 
     def __post_init__(self) -> None:
         owner = self.display_type
@@ -72,6 +75,11 @@ class Pool(Layer):
         shape = list(x.shape)
         for i, axis in enumerate(axes):
             pad = self.padding if isinstance(self.padding, str) else self.padding[i]
+            if self.whole_window:
+                ctx.require_positive(x.shape[axis] - self.pool_size[i] + 1,
+                                     f"input length {x.shape[axis]} on axis {axis} is smaller than the window "
+                                     f"{self.pool_size[i]}, which {self.display_type} refuses before padding",
+                                     fix="use a smaller kernel or a larger input")
             shape[axis] = window_length(ctx, x.shape[axis], self.pool_size[i], self.strides[i],
                                         self.dilation[i], pad, axis, self.ceil_mode)
         out = x.with_shape(tuple(shape))

@@ -13,7 +13,7 @@ from paramcalc.core.layer import Context, Inferred, Layer
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
 from paramcalc.core.work import SavingRules, inputs_kept
-from paramcalc.layers.values import fill
+from paramcalc.layers.values import sizes_filled
 
 
 def _pairs(owner: str, pads: object, layer: str | None, negative: bool = False) -> tuple:
@@ -99,9 +99,7 @@ class UpSample(Layer):
         axes = self.axes if self.axes is not None else tuple(range(2, x.rank))  # torch: after N, C
         sizes = (self.sizes,) * len(axes) if type(self.sizes) is int else self.sizes
         if sizes is not None:  # sizes the traced program computed (``x.shape[-2:]``) arrive as inputs
-            sizes = fill(tuple(sizes), inputs, ctx)
-            if len(sizes) == 1 and isinstance(sizes[0], tuple):
-                sizes = sizes[0]
+            sizes = sizes_filled(tuple(sizes), inputs, ctx)
             if len(sizes) != len(axes):
                 raise ctx.shape_error(f"{self.display_type}: {len(sizes)} sizes for {len(axes)} spatial axes "
                                       f"of an input {ctx.format_shape(x.shape)}")

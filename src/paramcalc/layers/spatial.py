@@ -63,8 +63,10 @@ def window_length(ctx: Context, length: Dim, kernel: int, stride: int, dilation:
         else:
             before, after = padding
         padded = length + before + after
+        # torch's ceil_mode counts a last window that starts inside the input and runs past it, so a window
+        # longer than the input still gives one output (an AvgPool2d(2560, ceil_mode=True) on 18 x 18)
         ctx.require_positive(
-            padded - span + 1,
+            padded - span + (stride if ceil_mode else 1),
             f"output size would be non-positive on axis {axis}: input length {length} with padding "
             f"({before}, {after}) is smaller than the window ({span} = dilation {dilation} x "
             f"(kernel {kernel} - 1) + 1)",

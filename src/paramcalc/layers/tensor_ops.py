@@ -47,10 +47,10 @@ class View(Layer):
         self._set("shape", tuple(dims))
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
-        from paramcalc.layers.values import fill
+        from paramcalc.layers.values import sizes_filled
 
         x = inputs[0]
-        shape = fill(self.shape, inputs, ctx)
+        shape = sizes_filled(self.shape, inputs, ctx)
         message = f"shape '{[str(d) for d in shape]}' is invalid for input of size {x.numel}"
         dims = _fill_inferred(ctx, x.numel, shape, {"mismatch": message, "indivisible": message})
         return ctx.result(x.with_shape(dims))

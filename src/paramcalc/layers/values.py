@@ -36,6 +36,18 @@ def fill(entries: tuple, inputs: Sequence, ctx: Context) -> tuple:
     return tuple(out)
 
 
+def sizes_filled(entries: tuple, inputs: Sequence, ctx: Context) -> tuple:
+    """Sizes given as entries (``x.view(b, -1, h)``), or as one tuple of sizes computed in the graph
+    (``x.view(x.size()[:-1] + (heads, width))``, ``x.expand(y.shape)``)."""
+    sizes = fill(entries, inputs, ctx)
+    return sizes[0] if len(sizes) == 1 and isinstance(sizes[0], tuple) else sizes
+
+
+def _is_items(operand) -> bool:
+    """A tuple of entries (a literal tuple of sizes), not one ("input", k) entry."""
+    return isinstance(operand, tuple) and not (operand and operand[0] == "input")
+
+
 @register_layer("size")
 @dataclass(frozen=True)
 class SizeOf(Layer):
@@ -79,15 +91,17 @@ class Comparison:
 
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 _VALUE_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": floordiv,
-              "mod": lambda a, b: a - b * floordiv(a, b), "getitem": None, **{op: None for op in COMPARISONS}}
+              "mod": lambda a, b: a - b * floordiv(a, b), "getitem": None, "concat": None,
+              **{op: None for op in COMPARISONS}}
 
 
 @register_layer("value_op")
 @dataclass(frozen=True)
 class ValueOp(Layer):
-    """Arithmetic on sizes (``h * w``, ``n // 2``) or picking one from a tuple of sizes.
+    """Arithmetic on sizes (``h * w``, ``n // 2``), picking one from a tuple of sizes, or joining two
+    tuples of sizes (``"concat"``: ``x.size()[:-1] + (heads, width)``).
 
-    ``operands``: ints, or ("input", k) for the k-th inbound value.
+    ``operands``: ints, ("input", k) for the k-th inbound value, or for ``"concat"`` tuples of those.
     """
 
     op: str = "mul"
@@ -100,6 +114,11 @@ class ValueOp(Layer):
                                    layer=self.name, value=self.op)
 
     def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
+        if self.op == "concat":
+            parts = [fill(o, inputs, ctx) if _is_items(o) else fill((o,), inputs, ctx)[0] for o in self.operands]
+            if not all(isinstance(p, tuple) for p in parts):
+                raise ctx.shape_error(f"cannot join {' and '.join(shown(p) for p in parts)}: not tuples of sizes")
+            return ctx.result(ValueSpec(tuple(v for p in parts for v in p)))
         a, b = fill(self.operands, inputs, ctx)
         if self.op == "getitem":
             return ctx.result(ValueSpec(a[b]))
@@ -144,7 +163,7 @@ class Expand(Layer):
 
     def infer(self, inputs: Sequence, ctx: Context) -> Inferred:
         x = inputs[0]
-        sizes = fill(self.sizes, inputs, ctx)
+        sizes = sizes_filled(self.sizes, inputs, ctx)
         lead = len(sizes) - x.rank
         if lead < 0:
             raise ctx.shape_error(f"expand: {len(sizes)} sizes for a tensor of rank {x.rank}")
