@@ -27,7 +27,9 @@ def test_timm_model_is_exact(name):
     counter = FlopCounterMode(display=False)
     try:  # building runs some models' own forward on plain tensors (hybrid embeddings probe their size)
         model, shape = timm_zoo.build(timm, name)
-        with torch.no_grad(), counter:
+        # not under no_grad: FlopCounterMode's module tracker then fails on models that call a module on a
+        # parameter (CaiT's class token, PiT's), with "Expected gradient function to be set"
+        with counter:
             output = model(torch.empty(1, *shape, device="meta"))
     except Exception as error:  # torch's own meta device: nothing paramcalc could read
         pytest.skip(f"torch cannot build or run {name} on the meta device: {str(error).splitlines()[0][:120]}")
