@@ -220,3 +220,35 @@ def test_weight_bytes_as_keras_holds_them(precision):
     held = sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights)
     est = estimate(model, input_shape=(8, 8, 3), batch_size=2, optimizer="sgd", dtype=precision)
     assert est.training.memory.weights == held
+
+
+_AUGMENTATION_ARGUMENTS = {"RandomRotation": (0.1,), "RandomZoom": (0.1,), "RandomTranslation": (0.1, 0.1),
+                           "RandomContrast": (0.1,), "RandomBrightness": (0.1,), "RandomPosterization": (4,),
+                           "GaussianNoise": (0.1,), "RandomColorDegeneration": (0.5,), "RandomHue": (0.1,),
+                           "RandomSaturation": (0.1,), "RandomSharpness": (0.1,), "MaxNumBoundingBoxes": (4,),
+                           "Resizing": (16, 20), "CenterCrop": (16, 20), "RandomCrop": (16, 20)}
+
+
+@pytest.mark.parametrize("channels", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", sorted({*_AUGMENTATION_ARGUMENTS, "RandomFlip", "RandomShear", "RandomPerspective",
+                                         "RandomElasticTransform", "RandomColorJitter", "RandomGrayscale",
+                                         "RandomInvert", "RandomErasing", "RandomGaussianBlur", "Solarization",
+                                         "AutoContrast", "Equalization", "AugMix", "RandAugment", "CutMix", "MixUp",
+                                         "ContrastLimitedAdaptiveHistogramEqualization"}))
+def test_preprocessing_and_augmentation_layers_match_keras(name, channels):
+    """Keras' image preprocessing and augmentation layers (often the first layers of an image model),
+    from the config and live: the output shape Keras gives, and no weights."""
+    if name == "GaussianNoise" and channels == "channels_first":
+        pytest.skip("GaussianNoise has no data format")
+    kwargs = {} if name == "GaussianNoise" else {"data_format": channels}
+    try:
+        layer = getattr(L, name)(*_AUGMENTATION_ARGUMENTS.get(name, ()), **kwargs)
+        shape = (24, 30, 3) if channels == "channels_last" else (3, 24, 30)
+        model = keras.Sequential([keras.Input(shape), layer, L.Conv2D(4, 3, data_format=channels)])
+    except (ValueError, NotImplementedError) as error:  # Keras' own refusal of that data format
+        pytest.skip(f"Keras refuses {name}({channels}): {str(error).splitlines()[0][:80]}")
+    for source in (model, model.get_config()):
+        est = estimate(source, batch_size=2)
+        assert est.params == model.count_params()
+        assert [r.output_shape for r in est.layers] == [(2, *l.output.shape[1:]) for l in model.layers]
+        assert est.layers[0].type == name  # a rule, not Keras' shapes with an estimated cost

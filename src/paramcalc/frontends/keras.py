@@ -20,6 +20,7 @@ from paramcalc.core.graph import Graph, GraphNode
 from paramcalc.core.registry import keras_converter, register_keras_layer
 from paramcalc.layers import (
     Activation,
+    Augment,
     BatchNorm,
     Concatenate,
     Conv,
@@ -390,6 +391,15 @@ def _activation_of(config: dict) -> str:
     return act
 
 
+_AUGMENTATIONS = (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear", "RandomPerspective",
+    "RandomElasticTransform", "RandomContrast", "RandomBrightness", "RandomColorJitter", "RandomHue",
+    "RandomSaturation", "RandomSharpness", "RandomGrayscale", "RandomPosterization", "RandomInvert",
+    "RandomColorDegeneration", "RandomErasing", "RandomGaussianBlur", "Solarization", "AutoContrast",
+    "Equalization", "ContrastLimitedAdaptiveHistogramEqualization", "AugMix", "RandAugment", "CutMix", "MixUp",
+    "MaxNumBoundingBoxes", "GaussianNoise")
+
+
 def _last(c: dict) -> bool:
     return c.get("data_format") in (None, "channels_last")
 
@@ -575,6 +585,10 @@ BUILTINS: dict[str, Callable] = {
     "UpSampling1D": _upsampling(1), "UpSampling2D": _upsampling(2), "UpSampling3D": _upsampling(3),
     "RepeatVector": lambda c: RepeatVector(c["n"]),
     "Rescaling": lambda c: Rescale(),
+    # preprocessing and augmentation: each sample changed in training, its shape kept, or made (height, width)
+    **{name: (lambda c: Augment(channels_last=_last(c))) for name in _AUGMENTATIONS},
+    **{name: (lambda c: Augment(size=(c["height"], c["width"]), channels_last=_last(c)))
+       for name in ("Resizing", "CenterCrop", "RandomCrop")},
     "LayerScale": lambda c: LayerScale(projection_dim=c.get("projection_dim")),  # ConvNeXt's
     "CustomScaleLayer": lambda c: ScaledSum(scale=float(c["scale"])),  # InceptionResNetV2's
     "Add": lambda c: Merge("add"), "Subtract": lambda c: Merge("subtract"),

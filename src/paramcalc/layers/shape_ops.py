@@ -1,5 +1,5 @@
 """Layers that resize or repeat without weights: padding, cropping, upsampling, pixel shuffling,
-RepeatVector, Rescaling; and the TimeDistributed wrapper."""
+RepeatVector, Rescaling, Keras' preprocessing and augmentation layers; and the TimeDistributed wrapper."""
 
 from __future__ import annotations
 
@@ -177,6 +177,40 @@ class Rescale(Layer):
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
         x = ctx.single(inputs)
         return ctx.result(x, flops=2 * x.numel)
+
+
+@register_layer("augment")
+@dataclass(frozen=True)
+class Augment(Layer):
+    """A Keras preprocessing or augmentation layer (RandomFlip, RandomRotation, RandomContrast, ...,
+    GaussianNoise). In training it changes each sample and keeps its shape. With ``size`` (height,
+    width) it resizes or crops the images to that size instead: Resizing, CenterCrop, RandomCrop.
+    ``channels_last`` is the images' data format.
+
+    It has no weights. Its cost is a pass over its memory. It counts no FLOPs, as no counter defines
+    them for image operations. It keeps nothing for the backward: such layers read the data, which
+    needs no gradient, and a noise or a flip has a gradient without saved tensors.
+    """
+
+    size: tuple | None = None
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size is not None and (len(self.size) != 2 or not all(type(d) is int and d > 0 for d in self.size)):
+            raise LayerConfigError(f"{self.display_type} needs a size of two positive ints (height, width). "
+                                   f"Received: {shown(self.size)}", layer=self.name, value=self.size)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if self.size is None:
+            return ctx.result(x)
+        if x.rank != 4:
+            raise ctx.shape_error(f"{self.display_type} expects batches of images, (batch, height, width, channels)"
+                                  f" or channels first; received {ctx.format_shape(x.shape)}")
+        first = 1 if self.channels_last else 2
+        shape = list(x.shape)
+        shape[first:first + 2] = self.size
+        return ctx.result(x.with_shape(tuple(shape)))
 
 
 @register_layer("time_distributed")
