@@ -252,3 +252,35 @@ def test_preprocessing_and_augmentation_layers_match_keras(name, channels):
         assert est.params == model.count_params()
         assert [r.output_shape for r in est.layers] == [(2, *l.output.shape[1:]) for l in model.layers]
         assert est.layers[0].type == name  # a rule, not Keras' shapes with an estimated cost
+
+
+@pytest.mark.parametrize("equation, output_shape, bias_axes, input_shape", [
+    ("abc,cd->abd", (None, 32), "d", (10, 64)),             # a Dense on the last axis
+    ("abc,cde->abde", (None, 8, 16), "de", (10, 64)),       # attention's query heads
+    ("abcd,cde->abe", (None, 64), "e", (10, 8, 16)),        # attention's output projection
+    ("abc,cd->abd", (10, 32), "bd", (10, 64)),              # a bias per position
+    ("...b,bc->...c", (32,), "c", (5, 7, 64)),              # "..." on the left: the batch and the rows
+    ("ab...,bc->ac...", (32,), "c", (64, 7)),               # "..." on the right
+    ("ab,bc->ac", 32, None, (64,)),                         # an int output_shape
+])
+def test_einsum_dense_matches_keras_and_counts_the_products_torch_counts(equation, output_shape, bias_axes, input_shape):
+    """EinsumDense from the config and live: the output shape of a real call, each weight's shape, and
+    2 x MACs equal to torch's FlopCounterMode count of the same einsum."""
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = keras.Sequential([keras.Input(input_shape), L.EinsumDense(equation, output_shape, bias_axes=bias_axes,
+                                                                      activation="relu")])
+    output = model(np.zeros((2, *input_shape), "float32"))
+    kernel = model.layers[0].weights[0]
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.einsum(equation, torch.zeros(2, *input_shape), torch.zeros(tuple(kernel.shape)))
+    for source in (model, model.get_config()):
+        est = estimate(source, batch_size=2)
+        (row,) = est.layers
+        assert row.output_shape == tuple(output.shape) and est.params == model.count_params()
+        assert [w.shape for w in row.weights] == [tuple(w.shape) for w in model.layers[0].weights]
+        assert 2 * row.macs_per_batch == counter.get_total_flops()

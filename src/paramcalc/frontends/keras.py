@@ -30,6 +30,7 @@ from paramcalc.layers import (
     DepthwiseConv,
     Dot,
     Dropout,
+    EinsumDense,
     Embedding,
     Flatten,
     GlobalPool,
@@ -536,6 +537,8 @@ def _relu(c: dict):
 
 BUILTINS: dict[str, Callable] = {
     "Dense": lambda c: Dense(c["units"], activation=_activation_of(c), use_bias=c.get("use_bias", True)),
+    "EinsumDense": lambda c: EinsumDense(c["equation"], c["output_shape"], bias_axes=c.get("bias_axes"),
+                                         activation=_activation_of(c)),
     "Flatten": lambda c: Flatten(),
     "Reshape": lambda c: Reshape(tuple(c["target_shape"])),
     "Permute": lambda c: Permute(tuple(c["dims"])),
