@@ -284,3 +284,16 @@ def test_einsum_dense_matches_keras_and_counts_the_products_torch_counts(equatio
         assert row.output_shape == tuple(output.shape) and est.params == model.count_params()
         assert [w.shape for w in row.weights] == [tuple(w.shape) for w in model.layers[0].weights]
         assert 2 * row.macs_per_batch == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("channels", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("op", ["Average", "Max"])
+def test_adaptive_pooling_matches_keras(op, rank, channels):
+    spatial = (9, 7, 5)[:rank]
+    shape = (*spatial, 4) if channels == "channels_last" else (4, *spatial)
+    layer = getattr(L, f"Adaptive{op}Pooling{rank}D")((3, 2, 1)[:rank] if rank > 1 else 3, data_format=channels)
+    model = keras.Sequential([keras.Input(shape), layer])
+    for source in (model, model.get_config()):
+        est = estimate(source, batch_size=2)
+        assert est.output_shape == (2, *model.layers[0].output.shape[1:]) and est.params == 0

@@ -113,7 +113,7 @@ def test_random_keras_stacks_match_keras(stack, route):
 def test_every_keras_builtin_is_covered_by_a_property_test():
     """Each Keras class the front-end translates is drawn by a property test (here or in
     test_keras_layers.py), or listed with the reason it is checked elsewhere."""
-    from paramcalc.frontends.keras import BUILTINS
+    from paramcalc.frontends.keras import _AUGMENTATIONS, BUILTINS
 
     drawn = {"Dense", "Flatten", "Reshape", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax",
              "Dropout", "SpatialDropout1D", "Identity", "Permute",
@@ -132,7 +132,11 @@ def test_every_keras_builtin_is_covered_by_a_property_test():
                          "ActivityRegularization",
                          "Lambda",  # never run, so taken at its declared shape: tests/test_files.py
                          # Keras' own application layers: tests/test_coverage_keras_applications.py
-                         "LayerScale", "CustomScaleLayer"}
+                         "LayerScale", "CustomScaleLayer",
+                         # every class in both data formats, every equation form, every rank, each against a
+                         # real call or Keras' shapes: test_keras_frontend.py
+                         *_AUGMENTATIONS, "Resizing", "CenterCrop", "RandomCrop", "EinsumDense",
+                         *(f"Adaptive{op}Pooling{r}D" for op in ("Average", "Max") for r in (1, 2, 3))}
     assert set(BUILTINS) == drawn | checked_elsewhere
 
 

@@ -20,6 +20,7 @@ from paramcalc.core.graph import Graph, GraphNode
 from paramcalc.core.registry import keras_converter, register_keras_layer
 from paramcalc.layers import (
     Activation,
+    AdaptivePool,
     Augment,
     BatchNorm,
     Concatenate,
@@ -566,6 +567,9 @@ BUILTINS: dict[str, Callable] = {
     "MaxPooling1D": _pool(1, "max"), "MaxPooling2D": _pool(2, "max"), "MaxPooling3D": _pool(3, "max"),
     "AveragePooling1D": _pool(1, "avg"), "AveragePooling2D": _pool(2, "avg"),
     "AveragePooling3D": _pool(3, "avg"),
+    **{f"Adaptive{op}Pooling{r}D": (lambda c, r=r, o=o: AdaptivePool(o, tuple(c["output_size"]) if isinstance(
+        c["output_size"], (list, tuple)) else c["output_size"], rank=r, channels_last=_last(c)))
+       for r in (1, 2, 3) for op, o in (("Average", "avg"), ("Max", "max"))},
     **{f"Global{op}Pooling{r}D": (lambda c, r=r, o=o: GlobalPool(op=o, rank=r, channels_last=_last(c),
                                                                    keepdims=c.get("keepdims", False)))
        for r in (1, 2, 3) for op, o in (("Average", "avg"), ("Max", "max"))},

@@ -139,11 +139,13 @@ class GlobalPool(Layer):
 @register_layer("adaptive_pool")
 @dataclass(frozen=True)
 class AdaptivePool(Layer):
-    """torch AdaptiveAvg/MaxPool1d/2d/3d: fixed output sizes (None keeps an axis), channels first."""
+    """torch AdaptiveAvg/MaxPool1d/2d/3d and Keras AdaptiveAverage/MaxPooling1D/2D/3D: fixed output sizes
+    (None keeps an axis), channels first (torch) or where ``channels_last`` says (Keras' data_format)."""
 
     op: str = "avg"
     output_size: object = 1
     rank: int = 2
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         _check_op(self.display_type, self.op, self.name)
@@ -159,16 +161,17 @@ class AdaptivePool(Layer):
         if x.rank not in (self.rank + 1, self.rank + 2):
             raise ctx.shape_error(f"{self.display_type} expects an input of rank {self.rank + 2}, "
                                   f"received {ctx.format_shape(x.shape)}")
-        lead = x.shape[:x.rank - self.rank]
-        spatial = x.shape[x.rank - self.rank:]
+        first = 1 if self.channels_last else x.rank - self.rank
+        spatial = x.shape[first:first + self.rank]
         out = tuple(d if s is None else s for d, s in zip(spatial, self.output_size))
-        return ctx.result(x.with_shape(lead + out), flops=x.numel)
+        return ctx.result(x.with_shape(x.shape[:first] + out + x.shape[first + self.rank:]), flops=x.numel)
 
     def saved(self, call, rules: SavingRules) -> list:
         """torch's adaptive average pool to one value per channel is a mean, which keeps nothing; to any
         other size it runs ``_adaptive_avg_pool2d`` (3d), whose backward formula reads the input, so
         autograd keeps it."""
         if self.op == "avg":
-            global_mean = all(size == 1 for size in call.output_shape[-self.rank:])
+            first = 1 if self.channels_last else len(call.output_shape) - self.rank
+            global_mean = all(size == 1 for size in call.output_shape[first:first + self.rank])
             return [] if global_mean else inputs_kept(call, rules)[:1]
         return _max_indices(call, self.op, rules)
