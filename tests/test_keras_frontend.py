@@ -297,3 +297,23 @@ def test_adaptive_pooling_matches_keras(op, rank, channels):
     for source in (model, model.get_config()):
         est = estimate(source, batch_size=2)
         assert est.output_shape == (2, *model.layers[0].output.shape[1:]) and est.params == 0
+
+
+@pytest.mark.parametrize("kv_heads, use_bias", [(2, True), (8, False), (1, True)])
+def test_grouped_query_attention_matches_keras(kv_heads, use_bias):
+    """Keras GroupedQueryAttention from the config and live: every weight's shape, the output of a real
+    call; with as many key and value heads as query heads, the work of a MultiHeadAttention."""
+    import numpy as np
+
+    query, value = keras.Input((10, 64)), keras.Input((12, 64))
+    layer = L.GroupQueryAttention(head_dim=16, num_query_heads=8, num_key_value_heads=kv_heads, use_bias=use_bias)
+    model = keras.Model([query, value], layer(query, value))
+    output = model([np.zeros((2, 10, 64), "float32"), np.zeros((2, 12, 64), "float32")])
+    for source in (model, model.get_config()):
+        est = estimate(source, batch_size=2)
+        (row,) = est.layers
+        assert est.params == model.count_params() and row.output_shape == tuple(output.shape)
+        assert sorted(w.shape for w in row.weights) == sorted(tuple(w.shape) for w in layer.weights)
+    if kv_heads == 8:
+        heads = keras.Model([query, value], L.MultiHeadAttention(8, 16, use_bias=use_bias)(query, value))
+        assert est.macs == estimate(heads, batch_size=2).macs

@@ -497,6 +497,16 @@ def _time_distributed(c: dict):
     return TimeDistributed(layer=layer)
 
 
+def _gqa(c: dict):
+    """Keras GroupedQueryAttention: heads of head_dim, key and value projected to fewer heads that groups of
+    query heads share (Keras repeats them to every query head); the output as wide as the query."""
+    if c.get("use_gate"):
+        raise SpecError("GroupedQueryAttention use_gate=True is not modelled yet", value=True)
+    return MultiHeadAttention(num_heads=c["num_query_heads"], key_dim=c["head_dim"], value_dim=c["head_dim"],
+                              use_bias=c.get("use_bias", True), dropout=float(c.get("dropout") or 0.0),
+                              num_key_value_heads=c["num_key_value_heads"])
+
+
 def _mha(c: dict):
     output_shape = c.get("output_shape")
     if output_shape is not None and not (type(output_shape) is int or len(output_shape) == 1):
@@ -587,6 +597,7 @@ BUILTINS: dict[str, Callable] = {
     "Bidirectional": _bidirectional,
     "TimeDistributed": _time_distributed,
     "MultiHeadAttention": _mha,
+    "GroupQueryAttention": _gqa, "GroupedQueryAttention": _gqa,  # a config's name, and the class's
     "ZeroPadding1D": _padding(1), "ZeroPadding2D": _padding(2), "ZeroPadding3D": _padding(3),
     "Cropping1D": _cropping(1), "Cropping2D": _cropping(2), "Cropping3D": _cropping(3),
     "UpSampling1D": _upsampling(1), "UpSampling2D": _upsampling(2), "UpSampling3D": _upsampling(3),

@@ -62,26 +62,29 @@ SOFTMAX_FLOPS = ACTIVATION_FLOPS["softmax"]
 
 
 def attention_cost(batch: Dim, tq: Dim, tk: Dim, dq: Dim, dk: Dim, dv: Dim, heads: int, key_dim: Dim,
-                   value_dim: Dim, out_dim: Dim, use_bias: bool) -> tuple[Dim, Dim]:
-    """(MACs, FLOPs) of one multi-head attention call."""
-    proj = tq * dq * heads * key_dim + tk * dk * heads * key_dim + tk * dv * heads * value_dim
+                   value_dim: Dim, out_dim: Dim, use_bias: bool, kv_heads: int | None = None) -> tuple[Dim, Dim]:
+    """(MACs, FLOPs) of one multi-head attention call; ``kv_heads``: fewer key and value heads, each shared
+    by a group of query heads (grouped-query attention)."""
+    kv = heads if kv_heads is None else kv_heads
+    proj = tq * dq * heads * key_dim + tk * dk * kv * key_dim + tk * dv * kv * value_dim
     out = tq * heads * value_dim * out_dim
     core = heads * tq * tk * (key_dim + value_dim)
     macs = batch * (proj + out + core)
-    biases = batch * (tq * heads * key_dim + tk * heads * (key_dim + value_dim) + tq * out_dim) if use_bias else 0
+    biases = batch * (tq * heads * key_dim + tk * kv * (key_dim + value_dim) + tq * out_dim) if use_bias else 0
     softmax = batch * heads * tq * tk * SOFTMAX_FLOPS
     return macs, 2 * macs + biases + softmax
 
 
 def attention_weights(prefix: str, dq: Dim, dk: Dim, dv: Dim, heads: int, key_dim: Dim, value_dim: Dim,
-                      out_dim: Dim, use_bias: bool, add_bias_kv: bool = False) -> list[Weight]:
+                      out_dim: Dim, use_bias: bool, add_bias_kv: bool = False, kv_heads: int | None = None) -> list[Weight]:
+    kv = heads if kv_heads is None else kv_heads
     weights = [Weight(f"{prefix}query_kernel", (dq, heads, key_dim)),
-               Weight(f"{prefix}key_kernel", (dk, heads, key_dim)),
-               Weight(f"{prefix}value_kernel", (dv, heads, value_dim)),
+               Weight(f"{prefix}key_kernel", (dk, kv, key_dim)),
+               Weight(f"{prefix}value_kernel", (dv, kv, value_dim)),
                Weight(f"{prefix}output_kernel", (heads, value_dim, out_dim))]
     if use_bias:
-        weights += [Weight(f"{prefix}query_bias", (heads, key_dim)), Weight(f"{prefix}key_bias", (heads, key_dim)),
-                    Weight(f"{prefix}value_bias", (heads, value_dim)), Weight(f"{prefix}output_bias", (out_dim,))]
+        weights += [Weight(f"{prefix}query_bias", (heads, key_dim)), Weight(f"{prefix}key_bias", (kv, key_dim)),
+                    Weight(f"{prefix}value_bias", (kv, value_dim)), Weight(f"{prefix}output_bias", (out_dim,))]
     if add_bias_kv:
         weights += [Weight(f"{prefix}bias_k", (1, 1, heads * key_dim)),
                     Weight(f"{prefix}bias_v", (1, 1, heads * value_dim))]
@@ -97,6 +100,9 @@ class MultiHeadAttention(Layer):
 
     Outputs: the attention output, then the attention scores (Keras: (B, heads, Tq, Tk); torch:
     averaged over heads, (N, L, S)).
+
+    ``num_key_value_heads``: fewer key and value heads than query heads, each shared by a group of them
+    (Keras' GroupedQueryAttention, whose key_dim and value_dim are its head_dim).
     """
 
     num_heads: int = 1
@@ -111,11 +117,16 @@ class MultiHeadAttention(Layer):
     dropout: float = 0.0  # on the attention probabilities while training (time, not shapes)
     # torch: the call's need_weights; False takes F.scaled_dot_product_attention (fused where it can)
     need_weights: bool = True
+    num_key_value_heads: int | None = None
 
     def __post_init__(self) -> None:
         if type(self.num_heads) is not int or self.num_heads < 1:
             raise LayerConfigError(f"num_heads must be a positive integer. Received: {shown(self.num_heads)}",
                                    layer=self.name, value=self.num_heads)
+        kv = self.num_key_value_heads
+        if kv is not None and (type(kv) is not int or kv < 1 or self.num_heads % kv):
+            raise LayerConfigError(f"num_key_value_heads must divide num_heads ({self.num_heads}). Received: "
+                                   f"{shown(kv)}", layer=self.name, value=kv)
         self._set("key_dim", self._size_arg("key_dim", self.key_dim))
         if self.layout not in ("keras", "torch"):
             raise LayerConfigError(f"layout must be 'keras' or 'torch'. Received: {shown(self.layout)}",
@@ -145,10 +156,10 @@ class MultiHeadAttention(Layer):
         value_dim = self.key_dim if self.value_dim is None else self.value_dim
         out_dim = dq if self.output_dim is None else self.output_dim
         weights = attention_weights("", dq, dk, dv, self.num_heads, self.key_dim, value_dim, out_dim,
-                                    self.use_bias, self.add_bias_kv)
+                                    self.use_bias, self.add_bias_kv, self.num_key_value_heads)
         kv_len = tk + 1 if self.add_bias_kv else tk
         macs, flops = attention_cost(batch, tq, kv_len, dq, dk, dv, self.num_heads, self.key_dim, value_dim,
-                                     out_dim, self.use_bias)
+                                     out_dim, self.use_bias, self.num_key_value_heads)
         out = query.with_shape(query.shape[:-1] + (out_dim,))
         if self.layout == "torch":
             scores = query.with_shape((batch, tq, kv_len))
@@ -171,7 +182,8 @@ class MultiHeadAttention(Layer):
         q, k = call.input_shapes[0], call.input_shapes[1]
         b, tq, tk, vd = self._sizes(call)
         h, kd = self.num_heads, self.key_dim
-        products = ((b * tq, q[-1], h * kd), (b * tk, k[-1], h * kd), (b * tk, call.input_shapes[-1][-1], h * vd),
+        kv = h if self.num_key_value_heads is None else self.num_key_value_heads
+        products = ((b * tq, q[-1], h * kd), (b * tk, k[-1], kv * kd), (b * tk, call.input_shapes[-1][-1], kv * vd),
                     (b * tq, h * vd, call.output_shape[-1]))
         # the FLOPs by phase count the scores against the last input read (Keras' key, or its value)
         b_ax, t_ax = (0, 1) if self.batch_first else (1, 0)
