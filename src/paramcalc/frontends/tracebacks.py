@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import linecache
 import os
+import sys
 from dataclasses import dataclass
 
-_SKIPPED = (f"{os.sep}torch{os.sep}", f"{os.sep}paramcalc{os.sep}")
+_PARAMCALC = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,13 @@ class CodeLine:
 
 def raising_line(err: BaseException) -> CodeLine | None:
     """The innermost line of the traceback of ``err`` outside torch and paramcalc; None where none is."""
+    torch = sys.modules.get("torch")
+    skipped = (_PARAMCALC,) + ((os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,) if torch else ())
     found = None
     tb = err.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
-        if not any(part in code.co_filename for part in _SKIPPED):
+        if not os.path.abspath(code.co_filename).startswith(skipped):
             found = (code.co_filename, tb.tb_lineno, code.co_name)
         tb = tb.tb_next
     if found is None:
