@@ -146,6 +146,8 @@ def test_every_kind_is_exercised_by_a_property_test():
         # test_keras_frontend: every Keras preprocessing and augmentation class in both data formats, and
         # EinsumDense in each equation form against a real call and torch's FlopCounterMode
         "augment", "einsum_dense",
+        # test_keras_frontend: Keras Attention and AdditiveAttention, each score mode, against a real call
+        "score_attention",
     }
     builtin = {k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.layers.")}
     assert builtin == covered

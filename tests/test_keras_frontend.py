@@ -317,3 +317,28 @@ def test_grouped_query_attention_matches_keras(kv_heads, use_bias):
     if kv_heads == 8:
         heads = keras.Model([query, value], L.MultiHeadAttention(8, 16, use_bias=use_bias)(query, value))
         assert est.macs == estimate(heads, batch_size=2).macs
+
+
+@pytest.mark.parametrize("make", [lambda: L.Attention(), lambda: L.Attention(use_scale=True),
+                                  lambda: L.Attention(score_mode="concat"),
+                                  lambda: L.Attention(score_mode="concat", use_scale=True),
+                                  lambda: L.AdditiveAttention(), lambda: L.AdditiveAttention(use_scale=False)])
+@pytest.mark.parametrize("with_key", [False, True])
+def test_luong_and_bahdanau_attention_match_keras(make, with_key):
+    """Keras Attention and AdditiveAttention on [query, value(, key)], from the config and live: the output
+    of a real call (the values' width) and the scale weights; the scores are the query's width."""
+    import numpy as np
+
+    query, value, key = keras.Input((10, 32)), keras.Input((12, 20)), keras.Input((12, 32))
+    inputs = [query, value, key] if with_key else [query, keras.Input((12, 32))]
+    layer = make()
+    model = keras.Model(inputs, layer(inputs))
+    data = [np.zeros((2, *tuple(t.shape)[1:]), "float32") for t in inputs]
+    output = model(data)
+    for source in (model, model.get_config()):
+        est = estimate(source, batch_size=2)
+        (row,) = est.layers
+        assert row.output_shape == tuple(output.shape) and est.params == model.count_params()
+        assert sorted(w.shape for w in row.weights) == sorted(tuple(w.shape) for w in layer.weights)
+    if type(layer) is L.Attention and layer.score_mode == "dot":  # query x keys, then probabilities x values
+        assert row.macs_per_batch == 2 * 10 * 12 * (32 + tuple(inputs[1].shape)[-1])

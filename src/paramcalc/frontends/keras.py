@@ -54,6 +54,7 @@ from paramcalc.layers import (
     RMSNorm,
     ScalarOp,
     ScaledSum,
+    ScoreAttention,
     SeparableConv,
     TimeDistributed,
     UpSample,
@@ -597,6 +598,10 @@ BUILTINS: dict[str, Callable] = {
     "Bidirectional": _bidirectional,
     "TimeDistributed": _time_distributed,
     "MultiHeadAttention": _mha,
+    "Attention": lambda c: ScoreAttention(c.get("score_mode", "dot"), use_scale=c.get("use_scale", False),
+                                          dropout=float(c.get("dropout") or 0.0)),
+    "AdditiveAttention": lambda c: ScoreAttention("additive", use_scale=c.get("use_scale", True),
+                                                  dropout=float(c.get("dropout") or 0.0)),
     "GroupQueryAttention": _gqa, "GroupedQueryAttention": _gqa,  # a config's name, and the class's
     "ZeroPadding1D": _padding(1), "ZeroPadding2D": _padding(2), "ZeroPadding3D": _padding(3),
     "Cropping1D": _cropping(1), "Cropping2D": _cropping(2), "Cropping3D": _cropping(3),

@@ -355,3 +355,79 @@ class Transformer(Layer):
         masks = attentions * b * h * t * t + 3 * b * t * e + b * t * f
         internals = self.num_layers * (tensors * rules.activation_bytes + masks)
         return inputs_kept(call, rules)[:1] + [((call.name, "internals"), internals)]
+
+
+@register_layer("score_attention")
+@dataclass(frozen=True)
+class ScoreAttention(Layer):
+    """Keras ``Attention`` (Luong: ``score="dot"``, or ``"concat"``) and ``AdditiveAttention`` (Bahdanau:
+    ``score="additive"``) called on [query, value] or [query, value, key]. There are no projections: the
+    scores are the query against the keys, and the output is their softmax times the values,
+    (B, Tq, value width).
+
+    Weights: ``use_scale`` gives a scalar ``scale`` (dot, concat) or one per feature (additive). Concat
+    also has a scalar ``concat_score_weight``. Dot scores are products. Concat and additive scores are
+    ``sum(tanh(q + k))`` over the features, per-element work on (B, Tq, Tk, features).
+    """
+
+    score: str = "dot"
+    use_scale: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.score not in ("dot", "concat", "additive"):
+            raise LayerConfigError(f"score must be 'dot', 'concat' or 'additive'. Received: {shown(self.score)}",
+                                   layer=self.name, value=self.score)
+
+    def _shapes(self, shapes: Sequence) -> tuple:
+        """(batch, Tq, Tk, query width, value width) of (query, value[, key])."""
+        query, value = shapes[0], shapes[1]
+        key = shapes[2] if len(shapes) > 2 else value
+        return query[0], query[1], key[1], query[-1], value[-1]
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        if len(inputs) not in (2, 3):
+            raise ctx.shape_error(f"{self.display_type} takes [query, value] or [query, value, key], "
+                                  f"received {len(inputs)} inputs")
+        query, value = inputs[0], inputs[1]
+        key = inputs[2] if len(inputs) == 3 else value
+        for name, t in (("query", query), ("value", value), ("key", key)):
+            if t.rank != 3:
+                raise ctx.shape_error(f"{self.display_type} expects 3-D {name} (batch, length, features), "
+                                      f"received {ctx.format_shape(t.shape)}")
+        ctx.require_equal(query.shape[-1], key.shape[-1], f"{self.display_type}: query width {query.shape[-1]} "
+                                                          f"and key width {key.shape[-1]} differ")
+        ctx.require_equal(value.shape[1], key.shape[1], f"{self.display_type}: value length {value.shape[1]} "
+                                                        f"and key length {key.shape[1]} differ")
+        b, tq, tk, d, dv = self._shapes([t.shape for t in inputs])
+        weights = []
+        if self.use_scale:
+            weights.append(Weight("scale", (d,) if self.score == "additive" else ()))
+        if self.score == "concat":
+            weights.append(Weight("concat_score_weight", ()))
+        scores = b * tq * tk
+        if self.score == "dot":
+            macs = scores * (d + dv)
+            flops = 2 * macs + (scores if self.use_scale else 0)
+        else:  # tanh of a sum per feature, (scaled,) summed over the features
+            macs = scores * dv
+            per_feature = 2 + ACTIVATION_FLOPS["tanh"] + (1 if self.use_scale else 0)
+            flops = 2 * macs + scores * d * per_feature + (scores if self.score == "concat" else 0)
+        flops = flops + scores * SOFTMAX_FLOPS
+        return ctx.result(query.with_shape((b, tq, dv)), weights=weights, macs=macs, flops=flops)
+
+    def work(self, call) -> Work:
+        b, tq, tk, d, dv = self._shapes(call.input_shapes)
+        scores = b * tq * tk
+        products = ((b * tq, tk, dv),) if self.score != "dot" else ((b * tq, d, tk), (b * tq, tk, dv))
+        kernels = [kernel("softmax", scores)] + ([kernel("dropout", scores)] if self.dropout else [])
+        if self.score != "dot":
+            kernels.append(kernel("tanh", scores * d))
+        return self.described(activation_products=products, activation_macs=sum(m * k * n for m, k, n in products),
+                              kernels=tuple(kernels), memory_elements=2 * scores * d if self.score != "dot" else 0,
+                              host_ops=4 + len(kernels))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        b, tq, tk, d, _ = self._shapes(call.input_shapes)
+        kept = b * tq * tk * (1 + (d if self.score != "dot" else 0))  # the probabilities; the tanh's outputs
+        return inputs_kept(call, rules) + [((call.name, "internals"), kept * rules.activation_bytes)]
