@@ -235,3 +235,22 @@ def test_a_size_tuple_joined_with_a_literal_tuple_is_a_shape():
     assert not any("running its forward" in n for n in est.notes)  # torch.fx read it
     symbolic = paramcalc.estimate(HeadsBySizeTuple(), input_shape=("n", 32))
     assert symbolic.format_shape(symbolic.output_shape) == "(None, 4, n, 8)"
+
+
+class Swapped(nn.Module):
+    """transpose's aliases, by position and by keyword (MaxViT swaps axes with torch.swapaxes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = torch.swapaxes(self.proj(x), 1, 2)
+        return torch.swapdims(y.swapaxes(1, 2), dim0=-1, dim1=1).transpose(dim0=1, dim1=2)
+
+
+def test_transpose_aliases_are_traced():
+    est = check(Swapped(), (5, 8))
+    assert not any("running its forward" in n for n in est.notes)  # torch.fx read it
+    symbolic = paramcalc.estimate(Swapped(), input_shape=("n", 8))
+    assert symbolic.format_shape(symbolic.output_shape) == "(None, n, 8)"

@@ -648,6 +648,13 @@ def _permute(a, k):
     return Transpose(dims=tuple(dims))
 
 
+def _swap(a, k):
+    """transpose(x, dim0, dim1) and its aliases swapaxes(x, axis0, axis1), swapdims(x, dim0, dim1)."""
+    first = a[1] if len(a) > 1 else k.get("dim0", k.get("axis0"))
+    second = a[2] if len(a) > 2 else k.get("dim1", k.get("axis1"))
+    return Transpose(swap=(first, second))
+
+
 def _functions() -> dict:
     import torch
     import torch.nn.functional as F
@@ -665,7 +672,7 @@ def _functions() -> dict:
     both(("view", "reshape"), (torch.reshape,), _view)
     both(("expand",), (), _expand)
     both(("permute",), (torch.permute,), _unary(_permute))
-    both(("transpose",), (torch.transpose,), _unary(lambda a, k: Transpose(swap=(a[1], a[2]))))
+    both(("transpose", "swapaxes", "swapdims"), (torch.transpose, torch.swapaxes, torch.swapdims), _unary(_swap))
     both(("unsqueeze",), (torch.unsqueeze,), _unary(lambda a, k: Unsqueeze(a[1] if len(a) > 1 else k["dim"])))
     both(("squeeze",), (torch.squeeze,), _unary(lambda a, k: Squeeze(a[1] if len(a) > 1 else k.get("dim"))))
     both(("contiguous", "clone", "detach", "float", "to", "type_as"), (), _unary(lambda a, k: Identity()))
