@@ -578,8 +578,8 @@ BUILTINS: dict[str, Callable] = {
     "MaxPooling1D": _pool(1, "max"), "MaxPooling2D": _pool(2, "max"), "MaxPooling3D": _pool(3, "max"),
     "AveragePooling1D": _pool(1, "avg"), "AveragePooling2D": _pool(2, "avg"),
     "AveragePooling3D": _pool(3, "avg"),
-    **{f"Adaptive{op}Pooling{r}D": (lambda c, r=r, o=o: AdaptivePool(o, tuple(c["output_size"]) if isinstance(
-        c["output_size"], (list, tuple)) else c["output_size"], rank=r, channels_last=_last(c)))
+    **{f"Adaptive{op}Pooling{r}D": (lambda c, r=r, o=o: AdaptivePool(o, c["output_size"], rank=r,
+                                                                     channels_last=_last(c)))
        for r in (1, 2, 3) for op, o in (("Average", "avg"), ("Max", "max"))},
     **{f"Global{op}Pooling{r}D": (lambda c, r=r, o=o: GlobalPool(op=o, rank=r, channels_last=_last(c),
                                                                    keepdims=c.get("keepdims", False)))

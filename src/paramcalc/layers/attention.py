@@ -76,7 +76,8 @@ def attention_cost(batch: Dim, tq: Dim, tk: Dim, dq: Dim, dk: Dim, dv: Dim, head
 
 
 def attention_weights(prefix: str, dq: Dim, dk: Dim, dv: Dim, heads: int, key_dim: Dim, value_dim: Dim,
-                      out_dim: Dim, use_bias: bool, add_bias_kv: bool = False, kv_heads: int | None = None) -> list[Weight]:
+                      out_dim: Dim, use_bias: bool, add_bias_kv: bool = False,
+                      kv_heads: int | None = None) -> list[Weight]:
     kv = heads if kv_heads is None else kv_heads
     weights = [Weight(f"{prefix}query_kernel", (dq, heads, key_dim)),
                Weight(f"{prefix}key_kernel", (dk, kv, key_dim)),
@@ -138,14 +139,8 @@ class MultiHeadAttention(Layer):
                 raise ctx.shape_error(f"{self.display_type} takes (query, key, value), received {len(inputs)} inputs")
             query, key, value = inputs
         else:
-            if len(inputs) not in (2, 3):
-                raise ctx.shape_error(f"{self.display_type} takes (query, value[, key]), received {len(inputs)} inputs")
-            query, value = inputs[0], inputs[1]
-            key = inputs[2] if len(inputs) == 3 else value
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if t.rank != 3:
-                raise ctx.shape_error(f"{self.display_type} expects 3-D {name} (batch, length, features), "
-                                      f"received {ctx.format_shape(t.shape)}")
+            query, value, key = _keras_query_value_key(self.display_type, inputs, ctx)
+        _require_sequences(self.display_type, ctx, query=query, key=key, value=value)
         if self.layout == "torch" and self.embed_dim is not None:
             ctx.require_equal(query.shape[-1], self.embed_dim,
                               f"{self.display_type} expects query width {self.embed_dim}, received {query.shape[-1]}")
@@ -226,6 +221,21 @@ class MultiHeadAttention(Layer):
         # scaled_dot_product_attention's math path on the CPU (dropout): query and key scaled apart, the
         # probabilities, their dropout mask and what is dropped
         return kv + query + key + 3 * probabilities + context
+
+
+def _keras_query_value_key(owner: str, inputs: Sequence[TensorSpec], ctx: Context) -> tuple:
+    """(query, value, key) of a Keras attention call on (query, value[, key]): the key is the value when
+    none is given."""
+    if len(inputs) not in (2, 3):
+        raise ctx.shape_error(f"{owner} takes (query, value[, key]), received {len(inputs)} inputs")
+    return inputs[0], inputs[1], inputs[2] if len(inputs) == 3 else inputs[1]
+
+
+def _require_sequences(owner: str, ctx: Context, **tensors: TensorSpec) -> None:
+    for name, t in tensors.items():
+        if t.rank != 3:
+            raise ctx.shape_error(f"{owner} expects 3-D {name} (batch, length, features), "
+                                  f"received {ctx.format_shape(t.shape)}")
 
 
 def _check_heads(ctx_owner: str, d_model: Dim, heads: int, layer: str | None) -> Dim:
@@ -386,15 +396,8 @@ class ScoreAttention(Layer):
         return query[0], query[1], key[1], query[-1], value[-1]
 
     def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
-        if len(inputs) not in (2, 3):
-            raise ctx.shape_error(f"{self.display_type} takes [query, value] or [query, value, key], "
-                                  f"received {len(inputs)} inputs")
-        query, value = inputs[0], inputs[1]
-        key = inputs[2] if len(inputs) == 3 else value
-        for name, t in (("query", query), ("value", value), ("key", key)):
-            if t.rank != 3:
-                raise ctx.shape_error(f"{self.display_type} expects 3-D {name} (batch, length, features), "
-                                      f"received {ctx.format_shape(t.shape)}")
+        query, value, key = _keras_query_value_key(self.display_type, inputs, ctx)
+        _require_sequences(self.display_type, ctx, query=query, value=value, key=key)
         ctx.require_equal(query.shape[-1], key.shape[-1], f"{self.display_type}: query width {query.shape[-1]} "
                                                           f"and key width {key.shape[-1]} differ")
         ctx.require_equal(value.shape[1], key.shape[1], f"{self.display_type}: value length {value.shape[1]} "

@@ -110,11 +110,15 @@ class Dense(Layer):
         return (split,), self
 
     def saved(self, call, rules: SavingRules) -> list:
-        # its input, for the kernel's gradient only: a frozen Dense reads its weights (counted apart) for
-        # the input gradient, and a bias gradient needs neither
-        kernel_trains = any(self.trains(w) for w in call.weights if w.name != "bias")
-        return (inputs_kept(call, rules)[:1] if kernel_trains else []) + fused_activation_saved(call, self.activation,
-                                                                                               rules)
+        return _kernel_layer_saved(self, call, rules)
+
+
+def _kernel_layer_saved(layer, call, rules: SavingRules) -> list:
+    """What a Dense or EinsumDense keeps: its input, for the kernel's gradient only (a frozen kernel is read
+    for the input gradient, and counted apart; a bias gradient needs neither), and what its activation keeps."""
+    kernel_trains = any(layer.trains(w) for w in call.weights if w.name != "bias")
+    return (inputs_kept(call, rules)[:1] if kernel_trains else []) + fused_activation_saved(call, layer.activation,
+                                                                                            rules)
 
 
 _EINSUM_FORMS = (  # Keras' three forms: no ellipsis, one on the left of input and output, one on the right
@@ -156,8 +160,9 @@ class EinsumDense(Layer):
     def __post_init__(self) -> None:
         parts = einsum_parts(self.equation)
         if parts is None:
-            raise LayerConfigError(f"EinsumDense equations are of the forms ab,bc->ac, ...ab,bc->...ac or ab...,bc->ac...;"
-                                   f" received {shown(self.equation)}", layer=self.name, value=self.equation)
+            raise LayerConfigError("EinsumDense equations are of the forms ab,bc->ac, ...ab,bc->...ac or "
+                                   f"ab...,bc->ac...; received {shown(self.equation)}", layer=self.name,
+                                   value=self.equation)
         outputs = self.output_shape if isinstance(self.output_shape, (tuple, list)) else (self.output_shape,)
         self._set("output_shape", tuple(outputs))
         unknown = [c for c in self.bias_axes or "" if c not in parts[2]]
@@ -233,6 +238,4 @@ class EinsumDense(Layer):
                               has_bias=has_bias, fused_activation=self.activation, autocast_casts=weight_casts(call))
 
     def saved(self, call, rules: SavingRules) -> list:
-        kernel_trains = any(self.trains(w) for w in call.weights if w.name != "bias")
-        return (inputs_kept(call, rules)[:1] if kernel_trains else []) + fused_activation_saved(call, self.activation,
-                                                                                               rules)
+        return _kernel_layer_saved(self, call, rules)
