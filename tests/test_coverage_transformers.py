@@ -19,10 +19,11 @@ if load() is None:
 
 
 @pytest.mark.parametrize("name", list(cases()))
-def test_transformers_model_is_exact(name):
+def test_transformers_model_is_exact(name, replays):
     model, shapes = build(name)
     output_shape, flops = truth(model, shapes)
     est = paramcalc.estimate(model, input_shape=shapes, batch_size=1)
+    assert replays == ["replayed"]  # the second batch size replayed, not run (and checked against a run)
     assert est.params == sum(p.numel() for p in model.parameters())
     assert est.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert est.output_shape == output_shape

@@ -22,7 +22,17 @@ from paramcalc.core.dims import symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import DeferredGraph, Graph, GraphNode
 from paramcalc.core.instances import made
+from paramcalc.frontends import torch_batch_replay
 from paramcalc.frontends.torch_attention import fused_attention_mode
+from paramcalc.frontends.torch_batch_replay import (
+    OPERATION,
+    RECORD,
+    REGISTERED,
+    SAME_SHAPE,
+    NotReplayable,
+    ReplayDiffers,
+    batch_sizes,
+)
 from paramcalc.frontends.torch_meta_memo import MetaMemo, tensors_among
 from paramcalc.frontends.torch_modules import (
     _convert,
@@ -45,6 +55,9 @@ REPLAY_MIN_REPEATS = 4
 META_MEMO = True  # answer meta kernels called again alike from memory (torch_meta_memo.py); False runs each
 SUMMARY_DEPTH = 3  # a summary shows the module tree three levels down, as torchinfo does by default
 BATCHES = (2, 3)  # two runs make every size a + c * batch; 1 is avoided, code special-cases it
+# the second batch size's shapes from the first run's operations replayed (torch_batch_replay.py), the first
+# run at a prime batch; False (or a forward that fails at that batch) runs the forward at each of BATCHES
+BATCH_REPLAY = True
 # operations whose output shape depends on tensor values, which meta tensors do not have
 DATA_DEPENDENT = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_consecutive",
                   "nms", "repeat_interleave", "bincount", "histc")
@@ -95,21 +108,85 @@ def capture(module: object, name: str, dtype: str, sample_shapes: tuple, reason:
 
 
 def _runs(module: object, name: str, sample_shapes: tuple, integer: set) -> list:
-    """The forward run at each of BATCHES; a later run copies at once the calls the first found alike."""
-    learned: dict = {}
+    """The forward's runs at two batch sizes: at two primes, the second replayed from the first where it
+    can be (``torch_batch_replay``); else, or where the forward fails at the first prime, at BATCHES (the
+    user then sees the error of a run at those)."""
     replay = REPLAY and _most_repeated_block(module) >= REPLAY_MIN_REPEATS
-    states = module_states(module) if replay else None
-    memo = MetaMemo() if META_MEMO else None
-    # taken before the first run sets the replayer's ``forward`` attributes: each run puts the modules'
-    # attributes back as they were, those attributes and whatever the forward cached gone
-    restore = attributes_kept(module)
-    runs = []
-    for batch in BATCHES:
-        recorder = _Recorder(module, name)
-        if runs:
-            recorder.layers_read = {r.name: (r.source, r.layer) for r in runs[0].records if r.source is not None}
-        runs.append(recorder.run(sample_shapes, batch, integer, learned, states, memo, replay, restore=restore))
-    return runs
+    setup = dict(states=module_states(module) if replay else None, memo=MetaMemo() if META_MEMO else None,
+                 replay=replay,
+                 # taken before the first run sets the replayer's ``forward`` attributes: each run puts the
+                 # modules' attributes back as they were, those attributes and whatever the forward cached gone
+                 restore=attributes_kept(module))
+    primes = batch_sizes(module, sample_shapes) if BATCH_REPLAY else None
+    if primes is not None:
+        try:
+            return _runs_at(primes, module, name, sample_shapes, integer, logged=True, **setup)
+        except (_WrongDtype, ReplayDiffers):
+            raise
+        except Exception:  # noqa: BLE001 - the forward fails at that batch: the small batches say how
+            pass
+    return _runs_at(BATCHES, module, name, sample_shapes, integer, logged=False, **setup)
+
+
+def _runs_at(batches: tuple, module: object, name: str, sample_shapes: tuple, integer: set, *, logged: bool,
+             states, memo, replay: bool, restore) -> list:
+    """The forward run at the first of ``batches``, and at the second replayed from its operations where
+    ``logged`` and the replay holds, else run as well: that run copies at once the calls the first found
+    alike."""
+    learned: dict = {}
+    recorder = _Recorder(module, name)
+    if logged:
+        recorder.log = []
+    first = recorder.run(sample_shapes, batches[0], integer, learned, states, memo, replay, restore=restore)
+    second = None
+    if logged:
+        try:
+            second = _replayed(first, recorder, batches[1], memo)
+        except NotReplayable:
+            pass
+        except Exception:  # noqa: BLE001 - an integer argument read wrong: torch's kernel refused it
+            pass
+        recorder.log = None
+    if second is None or torch_batch_replay.CHECK:
+        again = _Recorder(module, name)
+        again.layers_read = {r.name: (r.source, r.layer) for r in first.records if r.source is not None}
+        full = again.run(sample_shapes, batches[1], integer, learned, states, memo, replay, restore=restore)
+        if second is not None:
+            _check_replay(second, full)
+        second = full
+    return [first, second]
+
+
+def _replayed(first: _Run, recorder: _Recorder, batch: int, memo) -> _Run:
+    """The run at ``batch``, from the first run's operations replayed (``torch_batch_replay.replay``)."""
+    import torch
+
+    inputs = {id(t): torch.zeros((batch, *t.shape[1:]), dtype=t.dtype, device="meta")
+              for t in recorder.input_tensors}
+    record_shapes, shapes = torch_batch_replay.replay(recorder.log, inputs, first.batch, batch, _kernel(memo))
+    records = []
+    for record in first.records:
+        if record.layer is None:
+            found = record_shapes.get(id(record))
+            if found is None:
+                raise NotReplayable(f"{record.name} was not replayed")
+            record = copy_record(record, input_shapes=found[0], output_shapes=found[1])
+        records.append(record)
+    if shapes.keys() != first.shapes.keys():
+        raise NotReplayable("tensors were registered that the replay did not see")
+    return _Run(batch, records, first.outputs, shapes, first.used, first.memo, first.root)
+
+
+def _check_replay(replayed: _Run, run: _Run) -> None:
+    """Fail where the replay's shapes differ from the forward's run at the same batch size (``CHECK``)."""
+    for a, b in zip(replayed.records, run.records):
+        if (a.name, a.input_shapes, a.output_shapes) != (b.name, b.input_shapes, b.output_shapes):
+            raise ReplayDiffers(f"the replay at batch {run.batch} gives {a.name} {a.input_shapes} -> "
+                                 f"{a.output_shapes}; the run {b.name} {b.input_shapes} -> {b.output_shapes}")
+    differ = [ref for ref in run.shapes if replayed.shapes.get(ref) != run.shapes[ref]]
+    if len(replayed.records) != len(run.records) or differ:
+        raise ReplayDiffers(f"the replay at batch {run.batch} differs from the run: {len(replayed.records)} "
+                             f"against {len(run.records)} records, tensors {differ[:5]}")
 
 
 def _most_repeated_block(module: object) -> int:
@@ -223,6 +300,13 @@ class _Recorder:
         # node name -> (module, its layer) of the known modules' calls an earlier run read: the run at
         # the second batch size calls them again in the same order, and only the first run's layers are kept
         self.layers_read: dict = {}
+        self.log: list | None = None  # the events torch_batch_replay replays, where it will
+        self.input_tensors: list = []  # the forward's inputs, in order
+
+    def logged(self, *event) -> None:
+        """Log an event for the replay at the second batch size, where one will follow."""
+        if self.log is not None:
+            self.log.append(event)
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, sample_shapes: tuple, batch: int, integer: set, learned: dict | None = None,
@@ -256,6 +340,7 @@ class _Recorder:
             int_input = input_name in integer
             t = torch.zeros((batch, *shape), dtype=torch.int64 if int_input else _torch_dtype(self.root), device="meta")
             self._register(t, (input_name, 0))
+            self.input_tensors.append(t)
             if input_name in keywords:  # by name: a dict input_shape may skip arguments (attention_mask)
                 kwargs[input_name] = t
             else:
@@ -471,6 +556,8 @@ class _Recorder:
             record.writes = tuple(self.storage[_storage_id(t)] for t in outputs if _storage_id(t) in self.storage)
         record.saves, self.pending = self.pending, []
         self.records.append(record)
+        if self.log is not None:
+            self.log.append((RECORD, record, inputs, outputs))
         for i, t in enumerate(outputs):
             ref = (name, i)
             # an in-place operation's output is its input's storage, still keyed by whoever made it
@@ -482,6 +569,8 @@ class _Recorder:
         self.refs[id(t)] = ref
         self.keep.append(t)
         self.shapes[ref] = _shape(t)
+        if self.log is not None:
+            self.log.append((REGISTERED, ref, t))
         if not view:  # a view's storage is its base's: kept tensors are keyed by whoever made the storage
             self.storage[_storage_id(t)] = ref
 
@@ -519,6 +608,7 @@ class _Recorder:
         self.records.append(copy_record(record, name=name, module=module))
         ref = (name, 0)
         self.shapes[ref] = self.shapes[(record.name, 0)]
+        self.logged(SAME_SHAPE, ref, (record.name, 0))
         self.from_weights.add(ref)
         return ref
 
@@ -594,6 +684,8 @@ def _recording_mode() -> type:
             except Exception as err:
                 recorder.failed_op = (func, err, list(recorder.stack))  # the hooks unwind the stack
                 raise
+            if recorder.log is not None:
+                recorder.log.append((OPERATION, func, args, kwargs, out))
             if not recorder.known_depth:
                 recorder.operation(func, args, kwargs, out)
             return out

@@ -22,6 +22,12 @@ import inspect
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from paramcalc.frontends.torch_batch_replay import (
+    COPIED_RECORD,
+    COPY,
+    COPY_OUTPUTS,
+    SAME_SHAPE,
+)
 from paramcalc.frontends.torch_modules import leaves
 
 MATCHES_TO_TRUST = 2  # full calls that must record what the first did before integer attributes are ignored
@@ -133,6 +139,8 @@ class Replayer:
         records = rec.records[plan.start:]
         if records:  # operations after the call attach what they save to its last record: keep it as it is now
             records[-1] = copy_record(records[-1], saves=list(records[-1].saves))
+            if records[-1].layer is None:  # an operation's: the replay gives its shapes to the copy
+                rec.logged(COPIED_RECORD, records[-1], rec.records[-1])
         made = {r.name for r in records}
         # an identity module inside returns its input, which the recorder then names after it
         renamed = []
@@ -186,8 +194,19 @@ class Replayer:
         rec = self.recorder
         path = rec.stack[-1] if rec.stack else ""
         inputs = [t for t in leaves((args, kwargs)) if _is_tensor(t)]
+        rec.logged(COPY, inputs, [t for _, _, t in block.inputs])
+        made: list = []  # (the copy's output, the first call's it stands for), for the replay at another batch
+
+        def fresh(t, refs=None):
+            copied = _fresh(rec, t, block, inputs, refs)
+            if copied is not t and block.outputs[id(t)][0] != "input":
+                made.append((copied, t))
+            return copied
+
         if block.known:
-            return _rebuild(block.output, lambda t: _fresh(rec, t, block, inputs, None))
+            output = _rebuild(block.output, fresh)
+            rec.logged(COPY_OUTPUTS, made)
+            return output
         refs = _Refs(rec, block, path, self._tree(module), inputs, alike)
         for ref, itemsize in block.entry_saves:
             entry = (refs.ref(ref), itemsize)
@@ -202,7 +221,9 @@ class Replayer:
                 rec.refs[id(inputs[position])] = refs.ref(ref)
             if storage is not None:
                 rec.storage[_storage_id(inputs[position])] = refs.ref(storage)
-        return _rebuild(block.output, lambda t: _fresh(rec, t, block, inputs, refs))
+        output = _rebuild(block.output, lambda t: fresh(t, refs))
+        rec.logged(COPY_OUTPUTS, made)
+        return output
 
 
 class _Refs:
@@ -271,6 +292,7 @@ class _Refs:
                                            inbound=[self.ref(r) for r in record.inbound]))
             for position in record.positions:
                 rec.shapes[(name, position)] = rec.shapes[(record.name, position)]
+                rec.logged(SAME_SHAPE, (name, position), (record.name, position))
             return
         name = rec._unique(self._base(record))
         self.names[record.name] = name
@@ -285,9 +307,11 @@ class _Refs:
         copied = copy_record(record, name=name, inbound=[self.ref(r) for r in record.inbound],
                              module=self.module_path(record.module), saves=saves)
         rec.records.append(copied)
+        rec.logged(COPIED_RECORD, copied, record)
         for i, _ in enumerate(record.output_shapes):
             old, new = (record.name, i), (name, i)
             rec.shapes[new] = rec.shapes[old]
+            rec.logged(SAME_SHAPE, new, old)
             if old in rec.from_weights:
                 rec.from_weights.add(new)
 
