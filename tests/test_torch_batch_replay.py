@@ -118,3 +118,24 @@ def test_the_prime_batches_divide_no_size_or_integer_of_the_model():
 
     assert torch_batch_replay.batch_sizes(Sized(), (("x", (107 * 3,)),)) == (109, 113)
     assert torch_batch_replay.batch_sizes(nn.Linear(4, 4), (("x", (4,)),)) == (97, 101)
+
+
+class ChangedInPlace(nn.Module):
+    """A tensor whose shape an in-place operation changes (``unsqueeze_``): that operation's record
+    takes the shape it was given, in the run and in the replay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+
+    def forward(self, x):
+        scale = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
+        scale.unsqueeze_(0)
+        return self.fc(x) * scale
+
+
+def test_an_operation_that_changes_a_shape_in_place_records_the_shape_it_was_given(replays):
+    est = estimate(ChangedInPlace(), input_shape=(5,), batch_size=2)  # CHECK compares with a run
+    assert replays == ["replayed"] and est.output_shape == (2, 5)
+    row = next(r for r in est.layers if r.name == "unsqueeze_")
+    assert row.input_shapes == ((5,),) and row.output_shape == (1, 5)

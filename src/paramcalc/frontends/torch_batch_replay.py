@@ -16,12 +16,17 @@ together, which torch's kernels refuse: the replay then gives up (:class:`NotRep
 runs again at the second batch size. ``CHECK`` (the tests set it) runs that forward every time and fails
 where the two differ.
 
+An operation that writes an input in place (``unsqueeze_`` changes its shape) gives its record the shapes
+it was given.
+
 Calls the first run copied (``torch_replay``) dispatched nothing: their outputs at the second batch are
 laid out as their first call's outputs are there, once the copy's tensor arguments are seen to be alike
 at the second batch as well (else the replay gives up).
 """
 
 from __future__ import annotations
+
+from paramcalc.frontends.torch_meta_memo import writes_in_place
 
 CHECK = False  # also run the forward at the second batch size, and fail where the replay differs from it
 # the events a run logs, in the order they happen
@@ -96,6 +101,8 @@ def replay(events: list, inputs: dict, first: int, second: int, kernel) -> tuple
     def shape(t) -> tuple:
         return tuple(at_second.get(id(t), t).shape)
 
+    before: dict = {}  # id(a first-run tensor) -> its shape before the last operation, which wrote it in place
+
     record_shapes: dict = {}
     shapes: dict = {}
     with torch.no_grad():  # shapes only: no autograd graph to build
@@ -103,11 +110,13 @@ def replay(events: list, inputs: dict, first: int, second: int, kernel) -> tuple
             kind = event[0]
             if kind == OPERATION:
                 _, func, args, kwargs, out = event
+                before = {id(t): shape(t) for t in _tensors((args, tuple(kwargs.values())), tensor)} \
+                    if writes_in_place(func) else {}
                 result = kernel(func, argument(args), {k: argument(v) for k, v in kwargs.items()} if kwargs else {})
                 _pair(out, result, at_second, tensor)
             elif kind == RECORD:
                 _, record, ins, outs = event
-                record_shapes[id(record)] = ([shape(t) for t in ins], [shape(t) for t in outs])
+                record_shapes[id(record)] = ([before.get(id(t)) or shape(t) for t in ins], [shape(t) for t in outs])
             elif kind == REGISTERED:
                 shapes[event[1]] = shape(event[2])
             elif kind == SAME_SHAPE:
@@ -132,6 +141,15 @@ def replay(events: list, inputs: dict, first: int, second: int, kernel) -> tuple
                     at_second[id(fresh)] = torch.empty_strided(source.shape, source.stride(), dtype=source.dtype,
                                                                device=source.device)
     return record_shapes, shapes
+
+
+def _tensors(value, tensor) -> list:
+    """The tensors in an operation's output or arguments (nested tuples and lists)."""
+    if isinstance(value, tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v, tensor)]
+    return []
 
 
 def _pair(out, result, at_second: dict, tensor) -> None:

@@ -33,7 +33,7 @@ from paramcalc.frontends.torch_batch_replay import (
     ReplayDiffers,
     batch_sizes,
 )
-from paramcalc.frontends.torch_meta_memo import MetaMemo, tensors_among
+from paramcalc.frontends.torch_meta_memo import MetaMemo, tensors_among, writes_in_place
 from paramcalc.frontends.torch_modules import (
     _convert,
     attributes_kept,
@@ -534,11 +534,13 @@ class _Recorder:
         return True
 
     # -- operations ------------------------------------------------------------------------------------
-    def operation(self, func, args, kwargs, out) -> None:
+    def operation(self, func, args, kwargs, out, before: list | None = None) -> None:
+        """Record an operation that ran; ``before``: its inputs' shapes before it ran, where it writes one
+        in place (``unsqueeze_`` changes its input's shape)."""
         import torch
 
         tensor = torch.Tensor
-        inputs = tensors_among(args, tensor) + (tensors_among(kwargs.values(), tensor) if kwargs else [])
+        inputs = _inputs(args, kwargs)
         outputs = [out] if isinstance(out, tensor) else tensors_among(out, tensor) if isinstance(out, (tuple, list)) else []
         if not outputs:
             return
@@ -546,7 +548,7 @@ class _Recorder:
         op, view, in_place = _operator(func)
         module = self.stack[-1] if self.stack else ""
         name = self._unique(f"{module}:{op}" if module else op)
-        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=[_shape(t) for t in inputs],
+        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=before or [_shape(t) for t in inputs],
                          output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
@@ -679,6 +681,9 @@ def _recording_mode() -> type:
             if recorder.quiet:
                 return func(*args, **kwargs)
             recorder.current = func
+            # an operation that writes an input in place may change its shape: its record takes the shapes
+            # it was given
+            before = [_shape(t) for t in _inputs(args, kwargs)] if writes_in_place(func) else None
             try:
                 out = self.kernel(func, args, kwargs)
             except Exception as err:
@@ -687,7 +692,7 @@ def _recording_mode() -> type:
             if recorder.log is not None:
                 recorder.log.append((OPERATION, func, args, kwargs, out))
             if not recorder.known_depth:
-                recorder.operation(func, args, kwargs, out)
+                recorder.operation(func, args, kwargs, out, before)
             return out
 
     return RecordingMode
@@ -818,6 +823,13 @@ def _operator(func) -> tuple:
         in_place = any(r.alias_info is not None and r.alias_info.is_write for r in returns)
         found = _OPERATORS[func] = (func._overloadpacket.__name__, view, in_place)
     return found
+
+
+def _inputs(args: tuple, kwargs: dict) -> list:
+    """An ATen operation's tensor arguments, in order."""
+    import torch
+
+    return tensors_among(args, torch.Tensor) + (tensors_among(kwargs.values(), torch.Tensor) if kwargs else [])
 
 
 def _shape(t) -> tuple:

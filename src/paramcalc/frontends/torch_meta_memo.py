@@ -112,6 +112,17 @@ def _functional(func) -> bool:
     return found
 
 
+_WRITES: dict = {}  # operation -> whether it writes an argument in place
+
+
+def writes_in_place(func) -> bool:
+    """Whether the ATen operation writes one of its arguments (``add_``, ``unsqueeze_``, an ``out=``)."""
+    found = _WRITES.get(func)
+    if found is None:
+        found = _WRITES[func] = any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
+    return found
+
+
 def tensors_among(values, tensor) -> list:
     """The tensors among an ATen operation's arguments (or outputs), in order: each a tensor, or a list
     of them (``Tensor[]``, ``Tensor?[]``), one level deep."""
