@@ -139,3 +139,93 @@ def test_an_operation_that_changes_a_shape_in_place_records_the_shape_it_was_giv
     assert replays == ["replayed"] and est.output_shape == (2, 5)
     row = next(r for r in est.layers if r.name == "unsqueeze_")
     assert row.input_shapes == ((5,),) and row.output_shape == (1, 5)
+
+
+# Steps a forward takes with the batch size in Python, as real models do: each keeps x of shape (b, n, c)
+# and hands torch integers computed from b. Hypothesis composes them; the replay must give the forward's
+# shapes (CHECK compares every record with a run), without falling back to running it.
+def _step_merge_batch(x, m):
+    b, n, c = x.shape
+    return m.fc(x.reshape(b * n, c)).view(b, n, c)
+
+
+def _step_sequence_first(x, m):
+    return x.transpose(0, 1).contiguous().mul(2.0).transpose(0, 1)
+
+
+def _step_both_halves(x, m):
+    b = x.shape[0]
+    return torch.cat([x, x.flip(0)], dim=0).view(2, b, *x.shape[1:]).sum(0)
+
+
+def _step_per_sample(x, m):
+    b = x.size(0)
+    return x + torch.arange(b, dtype=x.dtype, device=x.device).view(b, 1, 1)
+
+
+def _step_token(x, m):
+    b = x.shape[0]
+    return torch.cat([m.token.expand(b, -1, -1), x], dim=1)[:, 1:]
+
+
+def _step_new_zeros(x, m):
+    b, n, c = x.shape
+    return x + x.new_zeros(b * n * c).view(b, n, c)
+
+
+def _step_flat(x, m):
+    b, n, c = x.shape
+    return x.reshape(b, n * c).unflatten(1, (n, c))
+
+
+def _step_block(x, m):
+    return m.blocks(x)
+
+
+_STEPS = (_step_merge_batch, _step_sequence_first, _step_both_halves, _step_per_sample, _step_token,
+          _step_new_zeros, _step_flat, _step_block)
+
+
+class Steps(nn.Module):
+    def __init__(self, steps: tuple) -> None:
+        super().__init__()
+        self.steps = steps
+        self.fc = nn.Linear(6, 6)
+        self.token = nn.Parameter(torch.zeros(1, 1, 6))
+        self.blocks = nn.Sequential(*(_Block(6) for _ in range(4)))
+
+    def forward(self, x):
+        assert int(x.shape[-1]) == 6  # a size read as a Python int: torch.fx cannot trace it, it runs
+        for step in self.steps:
+            x = step(x, self)
+        return x
+
+
+def test_forwards_that_compute_with_the_batch_replay_as_they_run():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                      HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.sampled_from(_STEPS), min_size=1, max_size=5), st.integers(1, 5))
+    def check(steps, batch):
+        outcomes: list = []
+        replay = torch_batch_replay.replay
+
+        def watched(*args, **kwargs):
+            found = replay(*args, **kwargs)
+            outcomes.append("replayed")
+            return found
+
+        torch_batch_replay.replay = watched
+        try:
+            model = Steps(tuple(steps))
+            est = estimate(model, input_shape=(7, 6), batch_size=batch)
+        finally:
+            torch_batch_replay.replay = replay
+        assert outcomes == ["replayed"]  # a run failing at the prime batch would have left none
+        with torch.device("meta"):
+            out = Steps(tuple(steps)).to("meta")(torch.zeros(batch, 7, 6, device="meta"))
+        assert est.output_shape == tuple(out.shape)
+
+    check()
