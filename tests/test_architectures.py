@@ -148,6 +148,9 @@ def test_every_kind_is_exercised_by_a_property_test():
         "augment", "einsum_dense",
         # test_keras_frontend: Keras Attention and AdditiveAttention, each score mode, against a real call
         "score_attention",
+        # test_keras_frontend: ConvLSTM1D/2D/3D, both data formats, against real calls and torch's
+        # FlopCounterMode count of the same convolutions
+        "conv_lstm",
     }
     builtin = {k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.layers.")}
     assert builtin == covered

@@ -342,3 +342,60 @@ def test_luong_and_bahdanau_attention_match_keras(make, with_key):
         assert sorted(w.shape for w in row.weights) == sorted(tuple(w.shape) for w in layer.weights)
     if type(layer) is L.Attention and layer.score_mode == "dot":  # query x keys, then probabilities x values
         assert row.macs_per_batch == 2 * 10 * 12 * (32 + tuple(inputs[1].shape)[-1])
+
+
+@pytest.mark.parametrize("rank, shape, options", [
+    (2, (5, 9, 8, 3), {}),
+    (2, (5, 9, 8, 3), dict(strides=2, padding="same", return_sequences=True, return_state=True)),
+    (1, (4, 11, 2), dict(dilation_rate=2, return_sequences=True)),
+    (3, (3, 6, 5, 4, 2), dict(use_bias=False, return_state=True)),
+    (2, (5, 3, 9, 8), dict(data_format="channels_first", return_sequences=True)),
+])
+def test_conv_lstm_matches_keras_and_counts_the_convolutions_torch_counts(rank, shape, options):
+    """ConvLSTM1D/2D/3D from the config and live: every output's shape from a real call, each weight's
+    shape, and 2 x MACs equal to torch's FlopCounterMode count of the convolutions each step runs (the
+    input's with the layer's strides, padding and dilation, the state's with "same" padding)."""
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = getattr(L, f"ConvLSTM{rank}D")(4, 3, **options)
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, layer(inputs))
+    outputs = model(np.zeros((2, *shape), "float32"))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    first = options.get("data_format") == "channels_first"
+    channels, spatial = (shape[1], shape[2:]) if first else (shape[-1], shape[1:-1])
+    F = torch.nn.functional
+    conv = getattr(F, f"conv{rank}d")
+    out = tuple(outputs[0].shape[1:]) if not options.get("return_sequences") else tuple(outputs[0].shape[2:])
+    state = out[1:] if first else out[:-1]  # h's spatial sizes, which the recurrent convolution keeps
+    stride = options.get("strides", 1)
+    x = torch.zeros(2, channels, *spatial, device="meta")
+    if options.get("padding") == "same":  # Keras' "same": the extra element of an odd total at the end
+        pads = [max((-(-n // stride) - 1) * stride + 3 - n, 0) for n in spatial]
+        x = F.pad(x, [p for total in reversed(pads) for p in (total // 2, total - total // 2)])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for _ in range(shape[0]):
+            conv(x, torch.zeros(16, channels, *(3,) * rank, device="meta"), stride=stride,
+                 dilation=options.get("dilation_rate", 1))
+            conv(torch.zeros(2, 4, *state, device="meta"), torch.zeros(16, 4, *(3,) * rank, device="meta"),
+                 padding="same")
+    for source in (model, model.get_config()):
+        est = estimate(source, batch_size=2)
+        (row,) = [r for r in est.layers if r.kind == "conv_lstm"]
+        assert row.output_shapes == tuple(tuple(o.shape) for o in outputs)
+        assert est.params == model.count_params()
+        assert [w.shape for w in row.weights] == [tuple(w.shape) for w in layer.weights]
+        assert 2 * row.macs_per_batch == counter.get_total_flops()
+
+
+def test_a_recurrence_makes_its_state_gradients_for_its_weights_even_as_a_first_layer():
+    inputs = keras.Input((10, 8))
+    model = keras.Model(inputs, L.LSTM(16)(inputs))
+    est = estimate(model, batch_size=4, optimizer="adam")
+    recurrence = 4 * 10 * 16 * 4 * 16  # batch x steps x units x 4 gates x units, every step
+    assert est.training.dgrad_flops >= 2 * recurrence  # the model's input needs no gradient; h does
+    assert est.training.wgrad_flops == 2 * est.macs_per_batch  # each product once more, for its weight

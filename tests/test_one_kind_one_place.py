@@ -123,7 +123,7 @@ def test_a_kind_that_does_not_describe_its_work_is_said_to_be_priced_by_default(
 
 def _described_macs(row) -> int:
     work = row.layer.work(row)
-    return sum(m * k * n for m, k, n in work.weight_products) + work.activation_macs
+    return sum(m * k * n for m, k, n in work.weight_products + work.state_products) + work.activation_macs
 
 
 def _drift(est, windowed: dict) -> list:
@@ -143,7 +143,7 @@ class _SelfAttention(nn.Module):
         return self.attention(x, x, x)[0]
 
 
-@pytest.mark.parametrize("name", ["lstm_projected", "gru", "convs", "attention", "transformer", "mlp"])
+@pytest.mark.parametrize("name", ["lstm_projected", "gru", "convs", "attention", "transformer", "mlp", "conv_lstm"])
 def test_the_products_a_torch_kind_describes_are_the_macs_it_counts(name):
     model, shape = {
         "lstm_projected": (nn.LSTM(16, 32, num_layers=2, proj_size=8, batch_first=True, bidirectional=True), (10, 16)),
@@ -153,6 +153,8 @@ def test_the_products_a_torch_kind_describes_are_the_macs_it_counts(name):
         "attention": (_SelfAttention(), (10, 32)),
         "transformer": (nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), (10, 32)),
         "mlp": (nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)), (16,)),
+        "conv_lstm": (paramcalc.Sequential([paramcalc.ConvLSTM(filters=4, kernel_size=3, strides=2, padding="same",
+                                                               return_sequences=True)]), (5, 9, 8, 3)),
     }[name]
     est = paramcalc.estimate(model, input_shape=shape, batch_size=4)
     assert est.macs > 0 and _drift(est, {}) == []

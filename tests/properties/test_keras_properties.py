@@ -137,7 +137,8 @@ def test_every_keras_builtin_is_covered_by_a_property_test():
                          # real call or Keras' shapes: test_keras_frontend.py
                          *_AUGMENTATIONS, "Resizing", "CenterCrop", "RandomCrop", "EinsumDense",
                          "GroupQueryAttention", "GroupedQueryAttention", "Attention", "AdditiveAttention",
-                         *(f"Adaptive{op}Pooling{r}D" for op in ("Average", "Max") for r in (1, 2, 3))}
+                         *(f"Adaptive{op}Pooling{r}D" for op in ("Average", "Max") for r in (1, 2, 3)),
+                         *(f"ConvLSTM{r}D" for r in (1, 2, 3))}
     assert set(BUILTINS) == drawn | checked_elsewhere
 
 

@@ -107,6 +107,9 @@ class Work:
 
     - ``weight_products``: (m, k, n) forward products with a weight; the backward makes the input
       gradient (m, n, k) where the input needs one and the weight gradient where the weight trains.
+    - ``state_products``: (m, k, n) products of a weight with the layer's own state (a recurrence): as
+      weight products, but their input gradient (the state's, step to step) is made whenever the backward
+      runs through the layer, for its weight gradients too, not only where its input needs one.
     - ``activation_products``: (m, k, n) products between two activations, timed twice more backward;
       ``activation_macs``: their multiply-adds, as the FLOPs by phase count them.
     - ``kernels``: per-element kernels; ``memory_elements``: elements moved by other memory-bound passes
@@ -134,6 +137,7 @@ class Work:
     """
 
     weight_products: tuple = ()
+    state_products: tuple = ()
     activation_products: tuple = ()
     activation_macs: Dim = 0
     kernels: tuple = ()

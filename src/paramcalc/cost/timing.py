@@ -225,12 +225,14 @@ class _Timing:
         self.forward = self.backward = 0.0
         self.ops, self.backward_ops = work.host_ops, 0
         self.weight_products, self.activation_products, self.kernels = [], [], list(work.kernels)
+        self.state_products: list = []
         self.memory_bytes = 0
 
     def total(self, casts: tuple) -> tuple[float, float]:
         self._decompose()
         mm = self.profile.matmul_seconds
-        self.forward += sum(mm(m, k, n, self.dtype, self.layouts["forward"]) for m, k, n in self.weight_products)
+        self.forward += sum(mm(m, k, n, self.dtype, self.layouts["forward"])
+                            for m, k, n in self.weight_products + self.state_products)
         self.forward += sum(mm(m, k, n, self.dtype) for m, k, n in self.activation_products)
         self.forward += casts[0]
         self.ops += casts[2]
@@ -259,6 +261,7 @@ class _Timing:
             return
         self.conv_timed = False
         self.weight_products = list(work.weight_products)
+        self.state_products = list(work.state_products)
         self.activation_products = list(work.activation_products)
         self.memory_bytes = work.memory_elements * self.bytes_per
         for core in work.attention:
@@ -283,8 +286,8 @@ class _Timing:
 
     def _weight_gradients(self) -> None:
         mm = self.profile.matmul_seconds
-        for m, k, n in self.weight_products:
-            if self.dgrad:
+        for m, k, n, on_state in [(*p, False) for p in self.weight_products] + [(*p, True) for p in self.state_products]:
+            if self.dgrad or (on_state and self.trains):  # a recurrence's state gradient feeds its weights
                 self.backward += mm(m, n, k, self.dtype, self.layouts["input_grad"])
                 self.backward_ops += 1
             if self.trains:

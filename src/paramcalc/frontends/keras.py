@@ -25,6 +25,7 @@ from paramcalc.layers import (
     BatchNorm,
     Concatenate,
     Conv,
+    ConvLSTM,
     ConvTranspose,
     Crop,
     Dense,
@@ -478,6 +479,15 @@ def _rnn(cell: str) -> Callable:
                                reset_after=c.get("reset_after", True))
 
 
+def _conv_lstm(rank: int) -> Callable:
+    # ``activation`` and ``recurrent_activation`` are the cell's (tanh, sigmoid), not applied after it
+    return lambda c: ConvLSTM(filters=c["filters"], kernel_size=_ints(c["kernel_size"], rank),
+                              strides=_ints(c.get("strides", 1), rank), padding=c.get("padding", "valid"),
+                              dilation=_ints(c.get("dilation_rate", 1), rank), use_bias=c.get("use_bias", True),
+                              return_sequences=c.get("return_sequences", False),
+                              return_state=c.get("return_state", False), rank=rank, channels_last=_last(c))
+
+
 _RNN_CELLS = {"SimpleRNN": "simple", "LSTM": "lstm", "GRU": "gru"}
 
 
@@ -595,6 +605,7 @@ BUILTINS: dict[str, Callable] = {
     "Normalization": _normalization,
     "Embedding": lambda c: Embedding(c["input_dim"], c["output_dim"]),
     "SimpleRNN": _rnn("simple"), "LSTM": _rnn("lstm"), "GRU": _rnn("gru"),
+    "ConvLSTM1D": _conv_lstm(1), "ConvLSTM2D": _conv_lstm(2), "ConvLSTM3D": _conv_lstm(3),
     "Bidirectional": _bidirectional,
     "TimeDistributed": _time_distributed,
     "MultiHeadAttention": _mha,

@@ -218,17 +218,20 @@ class Recurrent(Layer):
     def work(self, call) -> Work:
         stack = self.stack(call)
         b, t, g, h = stack.batch, stack.steps, stack.gates, stack.units
-        products = []
-        for features in stack.layer_inputs():
+        products, recurrence = [], []
+        for layer, features in enumerate(stack.layer_inputs()):
             for _ in range(stack.directions):
-                products.append((b * t, features, g * h))  # the input projection of every step at once
-                products += [(b, stack.output_width, g * h)] * t  # the recurrence, step by step
+                # the input projection of every step at once; a layer after the first reads the one before,
+                # whose weights need its input gradient
+                (recurrence if layer else products).append((b * t, features, g * h))
+                recurrence += [(b, stack.output_width, g * h)] * t  # the recurrence, step by step
                 if stack.projection:
-                    products += [(b, h, stack.projection)] * t
+                    recurrence += [(b, h, stack.projection)] * t
         # gates and states of every step, read and written
         memory = self.num_layers * self.directions * t * b * (g + 2) * h * 2
         dropped = self._dropped(stack)
-        return self.described(weight_products=tuple(products), memory_elements=memory,
+        return self.described(weight_products=tuple(products), state_products=tuple(recurrence),
+                              memory_elements=memory,
                               kernels=(kernel("dropout", dropped),) if dropped else (),
                               host_ops=self.num_layers * self.directions * 2, recurrent=stack,
                               autocast_casts=weight_casts(call), keeps_weight_casts=True,
