@@ -286,7 +286,8 @@ class _Timing:
 
     def _weight_gradients(self) -> None:
         mm = self.profile.matmul_seconds
-        for m, k, n, on_state in [(*p, False) for p in self.weight_products] + [(*p, True) for p in self.state_products]:
+        products = [(*p, False) for p in self.weight_products] + [(*p, True) for p in self.state_products]
+        for m, k, n, on_state in products:
             if self.dgrad or (on_state and self.trains):  # a recurrence's state gradient feeds its weights
                 self.backward += mm(m, n, k, self.dtype, self.layouts["input_grad"])
                 self.backward_ops += 1
