@@ -142,9 +142,7 @@ def _runs_at(batches: tuple, module: object, name: str, sample_shapes: tuple, in
     if logged:
         try:
             second = _replayed(first, recorder, batches[1], memo)
-        except NotReplayable:
-            pass
-        except Exception:  # noqa: BLE001 - an integer argument read wrong: torch's kernel refused it
+        except Exception:  # noqa: BLE001 - NotReplayable, or torch's kernel refused an integer read wrong
             pass
         recorder.log = None
     if second is None or torch_batch_replay.CHECK:
@@ -548,7 +546,8 @@ class _Recorder:
         op, view, in_place = _operator(func)
         module = self.stack[-1] if self.stack else ""
         name = self._unique(f"{module}:{op}" if module else op)
-        record = _Record(name, None, inbound, module=module, op=f"aten.{op}", input_shapes=before or [_shape(t) for t in inputs],
+        record = _Record(name, None, inbound, module=module, op=f"aten.{op}",
+                         input_shapes=before or [_shape(t) for t in inputs],
                          output_shapes=[_shape(t) for t in outputs], output_dtypes=[_dtype(t) for t in outputs],
                          weight_inputs=tuple(i for i, r in enumerate(inbound) if r in self.from_weights), view=view,
                          transposed=bool(op == "convolution" and len(args) > 6 and args[6]), window=_window(op, args),
