@@ -7,9 +7,11 @@ run outside them becomes a :class:`~paramcalc.layers.captured.CapturedOp` named 
 it (``transformer.h.0.attn:addmm``), and each parameter or buffer the code reads directly becomes a
 parameter node, counted once. What autograd saves for the backward is recorded with saved-tensor hooks.
 
-The forward runs at two batch sizes: a size is then ``a + c * batch`` and the estimate keeps the batch
-symbolic, as for any model. Other sizes are fixed: formulas in a size need a forward torch.fx can trace.
-torch is already imported when this runs: the user handed in a module.
+The shapes come at two batch sizes: a size is then ``a + c * batch`` and the estimate keeps the batch
+symbolic, as for any model. The forward runs at the first; the second replays its operations
+(``torch_batch_replay``), or runs the forward again where the replay cannot follow it. Other sizes are
+fixed: formulas in a size need a forward torch.fx can trace. torch is already imported when this runs:
+the user handed in a module.
 """
 
 from __future__ import annotations
