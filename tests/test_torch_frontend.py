@@ -428,3 +428,14 @@ def test_an_adaptive_pool_keeps_its_input_unless_it_is_a_mean(pool):
     kept = kept_by_autograd(model, lambda: model(x), [x])
     est = estimate(model.to("meta"), input_shape=shape, batch_size=2, optimizer="sgd", device="cpu")
     assert est.training.memory.activations + est.training.memory.input_batch == kept
+
+
+def test_a_lazy_module_not_yet_run_is_named_with_the_fix():
+    """A lazy module's parameter has no shape until a forward on real data: the error names the tensor
+    and its class, and says what to do (it was torch's own RuntimeError, from wherever it was read)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(5))
+    with pytest.raises(paramcalc.SpecError, match=r"Sequential\.2\.weight is not initialized \(LazyLinear") as err:
+        paramcalc.estimate(model, input_shape=(3, 8, 8))
+    assert "call the model once on a real batch" in str(err.value)
+    model(torch.zeros(1, 3, 8, 8))  # run once: the module is an nn.Linear now, and is read
+    assert paramcalc.estimate(model, input_shape=(3, 8, 8)).params == 3 * 4 * 9 + 4 + 4 * 36 * 5 + 5

@@ -35,6 +35,7 @@ def from_torch_module(module: object):
     torch.fx, else a DeferredGraph that runs the forward on meta tensors; a forward with arguments that
     default to None is read once input_shape says which of them are inputs."""
     name = type(module).__name__
+    _refuse_lazy(module, name)
     dtype = _dtype_of(module)
     if module_rule(module) is not None:
         layer = _convert(module, name.lower(), {})
@@ -59,6 +60,20 @@ def from_torch_module(module: object):
     except ParamcalcError as err:
         reason = err.message.splitlines()[0]
         return deferred(module, name, lambda shapes: _captured(module, name, dtype, shapes, reason))
+
+
+def _refuse_lazy(module: object, name: str) -> None:
+    """A lazy module's parameters (``nn.LazyLinear``) have no shape until a forward on real data sets it."""
+    from torch.nn.parameter import is_lazy
+
+    for tensor_name, t in (*module.named_parameters(), *module.named_buffers()):
+        if is_lazy(t):
+            owner = tensor_name.rpartition(".")[0]
+            kind = type(module.get_submodule(owner)).__name__
+            raise SpecError(f"{name}.{tensor_name} is not initialized ({kind} is a lazy module: the first "
+                            "forward on real data sets its shape)", value=tensor_name, where=tensor_name,
+                            fix="call the model once on a real batch before estimating it, or give the layer "
+                                "its input size (nn.Linear(in_features, out_features))")
 
 
 def _read(module: object, name: str, dtype: str, sample_shapes: tuple) -> Graph:
