@@ -201,7 +201,7 @@ class Steps(nn.Module):
         return x
 
 
-def test_forwards_that_compute_with_the_batch_replay_as_they_run():
+def test_forwards_that_compute_with_the_batch_replay_as_they_run(replays):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -209,21 +209,9 @@ def test_forwards_that_compute_with_the_batch_replay_as_they_run():
                                                                       HealthCheck.function_scoped_fixture])
     @given(st.lists(st.sampled_from(_STEPS), min_size=1, max_size=5), st.integers(1, 5))
     def check(steps, batch):
-        outcomes: list = []
-        replay = torch_batch_replay.replay
-
-        def watched(*args, **kwargs):
-            found = replay(*args, **kwargs)
-            outcomes.append("replayed")
-            return found
-
-        torch_batch_replay.replay = watched
-        try:
-            model = Steps(tuple(steps))
-            est = estimate(model, input_shape=(7, 6), batch_size=batch)
-        finally:
-            torch_batch_replay.replay = replay
-        assert outcomes == ["replayed"]  # a run failing at the prime batch would have left none
+        replays.clear()
+        est = estimate(Steps(tuple(steps)), input_shape=(7, 6), batch_size=batch)
+        assert replays == ["replayed"]  # a run failing at the prime batch would have left none
         with torch.device("meta"):
             out = Steps(tuple(steps)).to("meta")(torch.zeros(batch, 7, 6, device="meta"))
         assert est.output_shape == tuple(out.shape)

@@ -26,7 +26,7 @@ at the second batch as well (else the replay gives up).
 
 from __future__ import annotations
 
-from paramcalc.frontends.torch_meta_memo import writes_in_place
+from paramcalc.frontends.torch_meta_memo import tensors_among, writes_in_place
 
 CHECK = False  # also run the forward at the second batch size, and fail where the replay differs from it
 # the events a run logs, in the order they happen
@@ -110,7 +110,7 @@ def replay(events: list, inputs: dict, first: int, second: int, kernel) -> tuple
             kind = event[0]
             if kind == OPERATION:
                 _, func, args, kwargs, out = event
-                before = {id(t): shape(t) for t in _tensors((args, tuple(kwargs.values())), tensor)} \
+                before = {id(t): shape(t) for t in tensors_among((*args, *kwargs.values()), tensor)} \
                     if writes_in_place(func) else {}
                 result = kernel(func, argument(args), {k: argument(v) for k, v in kwargs.items()} if kwargs else {})
                 _pair(out, result, at_second, tensor)
@@ -141,15 +141,6 @@ def replay(events: list, inputs: dict, first: int, second: int, kernel) -> tuple
                     at_second[id(fresh)] = torch.empty_strided(source.shape, source.stride(), dtype=source.dtype,
                                                                device=source.device)
     return record_shapes, shapes
-
-
-def _tensors(value, tensor) -> list:
-    """The tensors in an operation's output or arguments (nested tuples and lists)."""
-    if isinstance(value, tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors(v, tensor)]
-    return []
 
 
 def _pair(out, result, at_second: dict, tensor) -> None:
