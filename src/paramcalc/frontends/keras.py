@@ -387,11 +387,18 @@ def convert_layer(class_name: str, config: dict, path: str, module: object = Non
 
 
 # -- built-in Keras classes ---------------------------------------------------------------------------------
+# functions Keras libraries register as serializable, by the name Keras saves them under
+_REGISTERED_ACTIVATIONS = {"keras_hub>gelu_approximate": "gelu"}  # gelu's tanh form: gelu's FLOP count
+
+
 def _activation_of(config: dict) -> str:
     act = config.get("activation", "linear")
-    if isinstance(act, dict):  # a serialized function: only built-in names are known
-        raise SpecError(f"activation {act.get('class_name') or act.get('config')!r} is a custom function",
-                        value=act, fix="register a layer kind for it")
+    if isinstance(act, dict):  # a serialized function: built-in names and the registered ones above
+        name = act.get("config") if act.get("class_name") == "function" else None
+        if name in _REGISTERED_ACTIVATIONS:
+            return _REGISTERED_ACTIVATIONS[name]
+        raise SpecError(f"activation {name or act.get('class_name')!r} is a custom function", value=act,
+                        fix="register a layer kind for it")
     return act
 
 

@@ -33,6 +33,7 @@ from paramcalc.frontends.keras import (
     _policy_name,
     from_keras_config,
 )
+from paramcalc.frontends.keras_trace import SublayerFails, snake_case, traced_call, weights_of_their_own
 from paramcalc.layers.foreign import ForeignLayer
 
 # sizes a symbolic dimension takes while Keras is asked for the shapes an operation makes from it (one
@@ -90,8 +91,12 @@ class _LiveBuilder(GraphBuilder):
     def __init__(self) -> None:
         super().__init__()
         self.owner_of_variable: dict[int, str] = {}  # id of a built variable -> the layer counting it
-        self.foreign_calls: dict[str, list] = {}  # class -> [why Keras infers its shapes, calls]
+        self.foreign_why: dict[str, str] = {}  # class -> why Keras infers its shapes
         self.layer_names: dict[int, str] = {}  # id of a Keras layer -> the name its paramcalc layer has
+        self.renamed: dict[int, str] = {}  # id of an operation a traced call made -> its name there
+        self.bound: dict[int, tuple] = {}  # id of a traced call's placeholder -> the tensor it stands for
+        self.traces: list = []  # what traced calls made, kept alive: the ids above name them
+        self.refused: dict[str, str] = {}  # class -> why its calls are not read as the calls they make
 
     def model(self, model, prefix: str, outer_refs, depth: int, trainable: bool):
         if depth > MAX_NESTING:
@@ -99,7 +104,7 @@ class _LiveBuilder(GraphBuilder):
         graph = live_graph_of(model)
         inputs = []
         for position, tensor in enumerate(graph.inputs):
-            name = prefix + _history(tensor).operation.name
+            name = prefix + self.name_of(_history(tensor).operation)
             if outer_refs is None:
                 inputs.append((name, tuple(tensor.shape[1:])))
                 self.alias[(name, 0, 0)] = (name, 0)
@@ -114,7 +119,7 @@ class _LiveBuilder(GraphBuilder):
         return inputs, [self.ref(t, prefix) for t in graph.outputs]
 
     def call(self, operation, index: int, node, prefix: str, depth: int, trainable: bool) -> None:
-        name = prefix + operation.name
+        name = prefix + self.name_of(operation)
         node_name = name if index == 0 else f"{name}@{index}"
         if live_graph_of(operation) is not None:  # a model called as a layer: inlined
             refs = [self.ref(t, prefix) for t in node.input_tensors]
@@ -126,6 +131,8 @@ class _LiveBuilder(GraphBuilder):
         # outer model both call it (a task model's head reusing its backbone's embedding)
         owner = self.layer_names.setdefault(id(operation), name)
         layer, refs = self.known(operation, owner, node, prefix, trainable)
+        if layer is None and self.expand(operation, (name, index), node, node_name, prefix, depth, trainable):
+            return
         if layer is None:
             layer = self.foreign(operation, owner, node_name, node, trainable)
             refs = [self.ref(t, prefix) for t in node.input_tensors]
@@ -147,7 +154,7 @@ class _LiveBuilder(GraphBuilder):
         try:
             layer = self._layer(name, class_name, operation.get_config(), name, trainable, module)
         except ParamcalcError as err:  # a rule that refuses this configuration: Keras says instead
-            self.foreign_calls.setdefault(class_name, [f"paramcalc's rule refused it: {err.message}", 0])
+            self.foreign_why.setdefault(class_name, f"paramcalc's rule refused it: {err.message}")
             return None, None
         for variable in operation.weights:
             self.owner_of_variable.setdefault(id(variable), name)
@@ -169,25 +176,131 @@ class _LiveBuilder(GraphBuilder):
                                  origin=f"{type(operation).__module__}.{class_name}", built_weights=tuple(weights),
                                  oracle=oracle)
             self.layers[name] = layer
-            self.foreign_calls.setdefault(class_name, ["no paramcalc rule for this class", 0])
+            self.foreign_why.setdefault(class_name, "no paramcalc rule for this class")
         layer = self.layers[name]  # every call is one layer object: its weights count once
         layer.oracle.add(node_name, operation, node)
-        self.foreign_calls[class_name][1] += 1
         return layer
 
+    def expand(self, operation, call: tuple, node, node_name: str, prefix: str, depth: int, trainable: bool) -> bool:
+        """Read a call of a layer without a rule as the calls its ``call()`` makes (``keras_trace``), named
+        under the call's name as a nested model's layers are, where each call the outputs depend on has a
+        rule (or is a layer read so in turn), and each weight of the layer is a weight of one of them: the
+        layer is then exact. Otherwise, False and the builder as it was: the layer is estimated whole, and
+        the reason goes in its note."""
+        class_name = type(operation).__name__
+        if (type(operation).__module__.startswith(_KERAS_OPS) or keras_converter(class_name) is not None
+                or depth >= MAX_NESTING):
+            return False
+        if class_name in self.refused:  # a class's calls are alike: one refusal is enough
+            self.foreign_why.setdefault(class_name, self.refused[class_name])
+            return False
+        own = weights_of_their_own(operation, _has_rule)
+        if own:
+            layer, variable = own[0]
+            why = (f"its weight {getattr(variable, 'path', None) or variable.name} is read by "
+                   f"{'its' if layer is operation else type(layer).__name__ + chr(39) + 's'} own code, not by a layer "
+                   "paramcalc has a rule for")
+            self.refused[class_name] = self.foreign_why[class_name] = f"no paramcalc rule for this class, and {why}"
+            return False
+        state = self._state()
+        try:
+            with traced_call(operation, node, _has_rule) as (originals, inputs, outputs):
+                self.traces.append((inputs, outputs))
+                inner = f"{node_name}/"
+                for original, tensor in zip(originals, inputs):
+                    self.bound[id(tensor)] = self.ref(original, prefix)
+                if len(outputs) != len(node.output_tensors) or not all(map(_is_symbolic, outputs)):
+                    raise _NotExpanded(f"its call() returns {len(outputs)} values where Keras' call returned "
+                                       f"{len(node.output_tensors)} tensors")
+                reached = _nodes_reaching(outputs, roots={id(t) for t in inputs})
+                self._rename(reached)
+                for inner_op, inner_index, inner_node in reached:
+                    self.call(inner_op, inner_index, inner_node, inner, depth + 1,
+                              trainable and bool(getattr(inner_op, "trainable", True)))
+                refs = [self.resolve(self.ref(t, inner), node_name) for t in outputs]
+                self._keep_reached(state[0], refs)
+                self._check_expansion(operation, state[0])
+        except Exception as err:  # noqa: BLE001 - whatever the layer's code raised on placeholders, or a refusal
+            self._restore(state)
+            why = err.args[0] if isinstance(err, (_NotExpanded, SublayerFails)) else \
+                f"its call() fails on symbolic tensors ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+            self.refused[class_name] = self.foreign_why[class_name] = f"no paramcalc rule for this class, and {why}"
+            return False
+        for position, ref in enumerate(refs):
+            self.alias[(*call, position)] = ref
+        return True
+
+    def _rename(self, reached: list) -> None:
+        """Names for the operations of one traced call, by class (``add``, ``add_1``): Keras numbers them
+        across the process."""
+        taken: dict[str, int] = {}
+        for op in [op for op, _, _ in reached if type(op).__module__.startswith(_KERAS_OPS)]:
+            base = snake_case(type(op).__name__)
+            count = taken.get(base, 0)
+            taken[base] = count + 1
+            self.renamed[id(op)] = base if count == 0 else f"{base}_{count}"
+
+    def _keep_reached(self, start: int, refs: list) -> None:
+        """Drop the nodes added since ``start`` that the refs do not read, directly or through others (a
+        mask made for a sublayer's argument that no rule reads)."""
+        added = self.nodes[start:]
+        by_name = {n.name: n for n in added}
+        reached, stack = set(), [r[0] for r in refs]
+        while stack:
+            name = stack.pop()
+            if name in reached or name not in by_name:
+                continue
+            reached.add(name)
+            stack.extend(self.resolve(r, name)[0] for r in by_name[name].inbound)
+        self.nodes[start:] = [n for n in added if n.name in reached]
+
+    def _check_expansion(self, operation, start: int) -> None:
+        """Refuse an expansion holding an operation without a rule (its work would go uncounted), or
+        leaving a weight of the layer to no layer in it (the layer's code reads it itself)."""
+        unknown = sorted({n.layer.type_name for n in self.nodes[start:] if isinstance(n.layer, ForeignLayer)})
+        if unknown:
+            raise _NotExpanded(f"its call() calls layers or Keras operations paramcalc has no rule for "
+                               f"({', '.join(unknown)})")
+        owners = {n.layer.name for n in self.nodes} - {None}
+        loose = [v for v in operation.weights if self.owner_of_variable.get(id(v)) not in owners]
+        if loose:
+            raise _NotExpanded("its call() uses weights outside layer calls on its inputs ("
+                               + ", ".join(str(getattr(v, "path", None) or v.name) for v in loose[:3])
+                               + ": read directly, or by a layer called on constants)")
+
+    def _state(self) -> tuple:
+        return (len(self.nodes), dict(self.alias), dict(self.calls), dict(self.layers),
+                dict(self.owner_of_variable), dict(self.layer_names), dict(self.foreign_why))
+
+    def _restore(self, state: tuple) -> None:
+        start, self.alias, self.calls, self.layers, self.owner_of_variable, self.layer_names, self.foreign_why = state
+        del self.nodes[start:]
+
+    def name_of(self, operation) -> str:
+        return self.renamed.get(id(operation)) or operation.name
+
     def ref(self, tensor, prefix: str) -> tuple:
+        bound = self.bound.get(id(tensor))
+        if bound is not None:
+            return bound
         history = _history(tensor)
-        return ("?", prefix + history.operation.name, history.node_index, history.tensor_index)
+        return ("?", prefix + self.name_of(history.operation), history.node_index, history.tensor_index)
 
     def foreign_notes(self) -> tuple:
         """One note per class read by Keras' shape inference: why, and how its cost is estimated."""
         notes = []
-        for cls, (why, calls) in self.foreign_calls.items():
-            bases = sorted({n.layer.basis(n.name) for n in self.nodes if isinstance(n.layer, ForeignLayer)
-                            and n.layer.type_name == cls})
-            notes.append(f"{cls} ({calls} call{'s' if calls != 1 else ''}): {why}; shape from Keras, cost "
-                         f"estimated as {'; and as '.join(bases)}")
+        for cls, why in self.foreign_why.items():
+            calls = [n for n in self.nodes if isinstance(n.layer, ForeignLayer) and n.layer.type_name == cls]
+            if not calls:
+                continue
+            bases = sorted({n.layer.basis(n.name) for n in calls})
+            notes.append(f"{cls} ({len(calls)} call{'s' if len(calls) != 1 else ''}): {why}; shape from Keras, "
+                         f"cost estimated as {'; and as '.join(bases)}")
         return tuple(notes)
+
+
+class _NotExpanded(Exception):
+    """Why a layer's call is not read as the calls it makes."""
 
 
 def _history(tensor):
@@ -210,9 +323,18 @@ def _tensors(value) -> list:
     return []
 
 
-def _nodes_reaching(outputs) -> list:
-    """(operation, call index, node) of every layer call the outputs depend on, inputs first."""
-    order, state, stack = [], {}, [(t, False) for t in reversed(list(outputs))]
+def _has_rule(layer) -> bool:
+    return keras_converter(type(layer).__name__) is not None
+
+
+def _is_symbolic(value) -> bool:
+    return hasattr(value, "_keras_history") or type(value).__name__ == "KerasTensor"
+
+
+def _nodes_reaching(outputs, roots=frozenset()) -> list:
+    """(operation, call index, node) of every layer call the outputs depend on, inputs first; the walk
+    stops at the tensors whose ids are ``roots``."""
+    order, state, stack = [], {}, [(t, False) for t in reversed(list(outputs)) if id(t) not in roots]
     while stack:
         tensor, expanded = stack.pop()
         history = _history(tensor)
@@ -228,7 +350,7 @@ def _nodes_reaching(outputs) -> list:
         state[key] = "open"
         node = history.operation._inbound_nodes[history.node_index]
         stack.append((tensor, True))
-        stack.extend((t, False) for t in reversed(list(node.input_tensors)))
+        stack.extend((t, False) for t in reversed(list(node.input_tensors)) if id(t) not in roots)
     return order
 
 

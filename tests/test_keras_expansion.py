@@ -1,0 +1,140 @@
+"""A live layer of a class paramcalc has no rule for, whose call() is made of layer calls and Keras operations
+paramcalc has rules for, is read as those calls (frontends/keras_trace.py): exactly what paramcalc says
+of the same layers called in a functional model, named under the layer. Where it is not, the layer is
+estimated whole and its note says why."""
+
+from __future__ import annotations
+
+import pytest
+
+import paramcalc
+
+keras = pytest.importorskip("keras")
+layers = keras.layers
+
+
+class Block(layers.Layer):
+    """The Transformer block of Keras' text classification example."""
+
+    def __init__(self, embed_dim=16, num_heads=2, ff_dim=24, **kwargs):
+        super().__init__(**kwargs)
+        self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim, name="att")
+        self.ffn = keras.Sequential([layers.Dense(ff_dim, activation="relu", name="up"), layers.Dense(embed_dim, name="down")],
+                                    name="ffn")
+        self.norm1 = layers.LayerNormalization(epsilon=1e-6, name="norm1")
+        self.norm2 = layers.LayerNormalization(epsilon=1e-6, name="norm2")
+        self.drop1 = layers.Dropout(0.1, name="drop1")
+        self.drop2 = layers.Dropout(0.1, name="drop2")
+
+    def call(self, inputs):
+        out1 = self.norm1(inputs + self.drop1(self.att(inputs, inputs)))
+        return self.norm2(out1 + self.drop2(self.ffn(out1)))
+
+
+def _classifier(block) -> keras.Model:
+    inputs = keras.Input((10, 16), name="tokens")
+    x = layers.GlobalAveragePooling1D(name="pool")(block(inputs))
+    return keras.Model(inputs, layers.Dense(2, name="head")(x))
+
+
+def _written_out() -> keras.Model:
+    """The classifier with the block's layers called in the functional model itself."""
+    inputs = keras.Input((10, 16), name="tokens")
+    att = layers.MultiHeadAttention(num_heads=2, key_dim=16)(inputs, inputs)
+    out1 = layers.LayerNormalization(epsilon=1e-6)(inputs + layers.Dropout(0.1)(att))
+    ffn = keras.Sequential([layers.Dense(24, activation="relu"), layers.Dense(16)])(out1)
+    x = layers.LayerNormalization(epsilon=1e-6)(out1 + layers.Dropout(0.1)(ffn))
+    return keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling1D()(x)))
+
+
+def _rows(est) -> list:
+    return [(row.kind, row.output_shape, row.params, row.flops) for row in est.layers]
+
+
+def test_a_layer_made_of_known_calls_is_exact_as_those_calls_written_out():
+    model = _classifier(Block(name="block"))
+    est = paramcalc.estimate(model, batch_size=3, optimizer="adam", device="cpu")
+    same = paramcalc.estimate(_written_out(), batch_size=3, optimizer="adam", device="cpu")
+    assert not any(row.kind == "foreign" for row in est.layers) and not est.notes
+    assert _rows(est) == _rows(same)
+    assert (est.params, est.flops) == (same.params, same.flops) == (model.count_params(), same.flops)
+    assert est.training.memory.peak == same.training.memory.peak
+    assert [row.name for row in est.layers] == [  # Keras' operations named by class, numbered in the layer
+        "block/att", "block/drop1", "block/add", "block/norm1", "block/ffn/up", "block/ffn/down", "block/drop2",
+        "block/add_1", "block/norm2", "pool", "head"]
+
+
+def test_reading_a_layer_leaves_the_model_as_it_was_and_names_rows_the_same_each_time():
+    model = _classifier(Block(name="block"))
+    nodes = [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in model._flatten_layers()]
+    first = [row.name for row in paramcalc.estimate(model).layers]
+    assert [row.name for row in paramcalc.estimate(model).layers] == first
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in model._flatten_layers()] == nodes
+    assert "compute_output_spec" not in vars(model.get_layer("block").ffn)
+
+
+class Outer(layers.Layer):
+    """A layer without a rule holding another (a block) and a Dense."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.block = Block(name="inner_block")
+        self.proj = layers.Dense(16, name="proj")
+
+    def call(self, x):
+        return self.proj(self.block(x))
+
+
+def test_layers_inside_layers_are_read_in_turn_and_a_shared_one_counts_once():
+    inputs = keras.Input((10, 16))
+    outer = Outer(name="outer")
+    model = keras.Model(inputs, outer(outer(inputs)))  # one layer called twice
+    est = paramcalc.estimate(model, batch_size=2)
+    assert est.params == model.count_params() and est.output_shape == (2, 10, 16)
+    names = [row.name for row in est.layers]
+    assert "outer/inner_block/att" in names and "outer/proj" in names and "outer@1/proj" in names
+    rows = {row.name: row for row in est.layers}
+    assert rows["outer@1/proj"].shared_with == "outer/proj" and rows["outer@1/proj"].params == 0
+    assert rows["outer@1/proj"].flops == rows["outer/proj"].flops > 0
+
+
+class Picky(layers.Layer):
+    """A layer whose code needs the backend's tensors (a TensorFlow function, say), not Keras' placeholders."""
+
+    def call(self, x):
+        if not keras.ops.is_tensor(x):
+            raise ValueError("needs a backend tensor")
+        return x * 2.0
+
+
+class Holder(layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(4, name="dense")
+        self.picky = Picky(name="picky")
+
+    def call(self, x):
+        return self.picky(self.dense(x))
+
+
+class Sines(layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(4, name="dense")
+
+    def call(self, x):
+        return keras.ops.sin(self.dense(x))
+
+
+@pytest.mark.parametrize("layer, why", [
+    (Holder(name="holder"), "its sublayer picky (Picky) fails on symbolic tensors (ValueError: needs a backend tensor)"),
+    (Sines(name="sines"), "its call() calls layers or Keras operations paramcalc has no rule for (Sin)"),
+])
+def test_a_layer_not_made_of_known_calls_is_estimated_whole_and_says_why(layer, why):
+    inputs = keras.Input((None, 6))
+    model = keras.Model(inputs, layer(inputs))
+    est = paramcalc.estimate(model, input_shape=(5, 6), batch_size=2)
+    assert [row.kind for row in est.layers] == ["foreign"] and est.params == model.count_params() == 28
+    assert est.output_shape == (2, 5, 4)
+    note = next(n for n in est.notes if n.startswith(type(layer).__name__ + " (1 call)"))
+    assert f"no paramcalc rule for this class, and {why}" in note
