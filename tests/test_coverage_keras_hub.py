@@ -11,6 +11,7 @@ import math
 import pytest
 
 import paramcalc
+from paramcalc.core.layer import ALL_TIED
 
 from . import keras_hub_zoo
 
@@ -71,5 +72,34 @@ def test_the_tied_embedding_of_a_causal_lm_counts_once_and_its_reverse_call_is_a
     calls = [row for row in est.layers if row.name.endswith("token_embedding") or row.name.endswith("token_embedding@1")]
     lookup, reverse = calls
     assert lookup.params == 100 * 16 and lookup.flops == 0
-    assert reverse.shared_with == lookup.name and reverse.params == 0
+    assert (lookup.kind, reverse.kind) == ("reversible_embedding",) * 2
+    assert reverse.layer.tied is ALL_TIED and reverse.params == 0  # another layer over the same table
     assert reverse.macs == keras_hub_zoo.SEQ * 16 * 100  # per sample: each position projected onto 100 rows
+
+
+def test_position_embedding_adds_its_table_shaped_as_the_input_and_refuses_longer_inputs():
+    import keras
+
+    tokens = keras.Input((None, 6))
+    model = keras.Model(tokens, keras_hub.layers.PositionEmbedding(sequence_length=10)(tokens))
+    est = paramcalc.estimate(model, input_shape=("s", 6), batch_size=2)
+    row = est.layers[0]
+    assert (row.kind, row.params, row.flops, row.output_shape) == ("position_embedding", 60, 0,
+                                                                   (2, paramcalc.symbol("s"), 6))
+    with pytest.raises(paramcalc.ShapeError, match="holds 10 positions, the input has 11"):
+        paramcalc.estimate(model, input_shape=(11, 6))
+
+
+def test_a_users_class_named_as_a_keras_hub_layer_is_not_read_by_its_rule():
+    import keras
+
+    class PositionEmbedding(keras.layers.Layer):  # a user's own, with another meaning
+        def build(self, shape):
+            self.table = self.add_weight(shape=(shape[-1], shape[-1]), name="table")
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.table)
+
+    tokens = keras.Input((5, 6))
+    est = paramcalc.estimate(keras.Model(tokens, PositionEmbedding()(tokens)))
+    assert [row.kind for row in est.layers] == ["foreign"] and est.params == 36

@@ -397,3 +397,44 @@ def test_a_recurrence_makes_its_state_gradients_for_its_weights_even_as_a_first_
     recurrence = 4 * 10 * 16 * 4 * 16  # batch x steps x units x 4 gates x units, every step
     assert est.training.dgrad_flops >= 2 * recurrence  # the model's input needs no gradient; h does
     assert est.training.wgrad_flops == 2 * est.macs_per_batch  # each product once more, for its weight
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_reversible_embedding_looks_up_and_projects_onto_its_table_live_and_from_config(tie_weights):
+    """keras.layers.ReversibleEmbedding (a causal LM's embedding and tied head): the lookup call reads its
+    table; the reverse call projects each position onto its rows, through the table itself or, untied, a
+    reverse kernel of its own. Both weights are the layer's whichever call is made; the second call is a
+    layer tied to the first, so each weight counts once."""
+    ids = keras.Input((7,), dtype="int32")
+    embedding = keras.layers.ReversibleEmbedding(50, 12, tie_weights=tie_weights, name="tokens")
+    hidden = keras.layers.Dense(12, name="mix")(embedding(ids))
+    model = keras.Model(ids, embedding(hidden, reverse=True))
+    for source in (model, model.get_config()):
+        est = estimate(source, batch_size=3)
+        assert est.params == model.count_params() == 50 * 12 * (1 if tie_weights else 2) + 12 * 12 + 12
+        assert est.output_shape == tuple(model.compute_output_spec(keras.KerasTensor((3, 7), "int32")).shape)
+        lookup, _, head = est.layers
+        assert (lookup.kind, lookup.flops, head.kind, head.params) == ("reversible_embedding", 0,
+                                                                       "reversible_embedding", 0)
+        assert head.macs == 7 * 12 * 50 and head.flops == 2 * 7 * 12 * 50  # per sample
+    trained = estimate(model, batch_size=3, optimizer="adam")
+    assert trained.training.memory.gradients == trained.training.memory.weights  # each weight's gradient once
+
+
+def test_a_soft_capped_reversible_embedding_is_refused_on_a_config_and_estimated_on_a_live_model():
+    ids = keras.Input((7,), dtype="int32")
+    embedding = keras.layers.ReversibleEmbedding(50, 12, logit_soft_cap=30.0)
+    model = keras.Model(ids, embedding(embedding(ids), reverse=True))
+    with pytest.raises(SpecError, match="logit_soft_cap=30.0 has no rule"):
+        estimate(model.get_config())
+    est = estimate(model)
+    assert est.params == model.count_params() and {row.kind for row in est.layers} == {"foreign"}
+
+
+def test_a_registered_keras_hub_activation_is_known_by_its_saved_name():
+    gelu = {"module": "builtins", "class_name": "function", "config": "keras_hub>gelu_approximate",
+            "registered_name": "function"}
+    config = {"layers": [{"class_name": "Dense", "config": {"name": "d", "units": 3, "activation": gelu}}],
+              "build_input_shape": [None, 4]}
+    dense = estimate(config).layers[0]
+    assert dense.flops == 2 * 4 * 3 + 3 + 5 * 3  # the products, the bias, gelu's 5 FLOPs per element

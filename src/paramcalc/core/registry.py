@@ -57,12 +57,22 @@ def lookup_kind(kind: str) -> type | None:
 
 
 def register_keras_layer(class_name: str, convert: Callable) -> None:
-    """Teach the Keras front-end a layer class: ``convert(config_dict) -> paramcalc Layer``."""
+    """Teach the Keras front-end a layer class: ``convert(config_dict) -> paramcalc Layer``. Where the
+    layer depends on a plain keyword argument of the call, name it in ``convert.call_options`` and take
+    it as a keyword argument with its default: ``convert(config, reverse=False)`` (KerasHub's
+    ReversibleEmbedding: a lookup, or with ``reverse=True`` the projection onto its rows)."""
     _KERAS_CLASSES[class_name] = convert
 
 
-def keras_converter(class_name: str) -> Callable | None:
-    return _KERAS_CLASSES.get(class_name)
+def keras_converter(class_name: str, module: object = None) -> Callable | None:
+    """The rule for a Keras class name. A rule for a library's class (``convert.modules``: the module
+    prefixes it is for, ``("keras_hub.",)``) is not one for a user's class of the same name elsewhere;
+    a config that does not say its module takes it."""
+    convert = _KERAS_CLASSES.get(class_name)
+    only = getattr(convert, "modules", None)
+    if only and isinstance(module, str) and module and not module.startswith(tuple(only)):
+        return None
+    return convert
 
 
 def keras_classes() -> dict[str, Callable]:
@@ -104,3 +114,18 @@ def _exact_torch_converter(module_class: type) -> Callable | None:
 
 def torch_modules() -> dict[object, Callable]:
     return dict(_TORCH_MODULES)
+
+
+def chosen_call_options(convert: Callable, options: dict | None) -> tuple | None:
+    """The (name, value) of each call option ``convert`` reads (``convert.call_options``), the call's
+    plain value or the rule's default, so a call that leaves one out and a call that passes the default
+    are one layer; None for a rule that reads none. A layer called again with other options is another
+    paramcalc layer over the same weights (tied to the first)."""
+    names = getattr(convert, "call_options", ())
+    if not names:
+        return None
+    import inspect
+
+    defaults = inspect.signature(convert).parameters
+    given = {k: v for k, v in (options or {}).items() if isinstance(v, (bool, int, float, str))}
+    return tuple((n, given.get(n, defaults[n].default)) for n in sorted(names))

@@ -17,7 +17,12 @@ from typing import Callable
 
 from paramcalc.core.errors import ParamcalcError, SpecError, UnknownLayerError, shown
 from paramcalc.core.graph import Graph, GraphNode
-from paramcalc.core.registry import keras_converter, register_keras_layer
+from paramcalc.core.layer import ALL_TIED
+from paramcalc.core.registry import (
+    chosen_call_options,
+    keras_converter,
+    register_keras_layer,
+)
 from paramcalc.layers import (
     Activation,
     AdaptivePool,
@@ -38,6 +43,7 @@ from paramcalc.layers import (
     GlobalPool,
     GroupNorm,
     Identity,
+    Index,
     LayerNorm,
     LayerScale,
     Merge,
@@ -47,11 +53,13 @@ from paramcalc.layers import (
     Pad,
     Permute,
     Pool,
+    PositionEmbedding,
     PReLU,
     Recurrent,
     RepeatVector,
     Rescale,
     Reshape,
+    ReversibleEmbedding,
     RMSNorm,
     ScalarOp,
     ScaledSum,
@@ -60,6 +68,7 @@ from paramcalc.layers import (
     TimeDistributed,
     UpSample,
 )
+from paramcalc.layers.tensor_ops import index_items
 
 MAX_NESTING = 64  # models inside models
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
@@ -205,24 +214,33 @@ class GraphBuilder:
                         self.alias[(name, k, t)] = out
                 continue
             module = item.get("module")
-            for k, refs in enumerate(calls):
+            for k, (refs, call_kwargs, constants) in enumerate(zip(calls, _call_kwargs(inbound),
+                                                                    _call_constants(inbound))):
                 node_name = name if k == 0 else f"{name}@{k}"
                 if isinstance(module, str) and module.startswith(_KERAS_OPS):
-                    layer = replace(_keras_op(class_name, module, len(refs), path), name=name, type_name=class_name)
+                    layer = replace(_keras_op(class_name, module, len(refs), path, constants), name=name,
+                                    type_name=class_name)
                 else:
-                    layer = self._layer(name, class_name, config, path, layer_trainable, module)
+                    layer = self._layer(name, class_name, config, path, layer_trainable, module, call_kwargs)
                 self.nodes.append(GraphNode(node_name, layer, tuple(refs)))
                 self.calls[(name, k)] = node_name
         outputs = [("?", prefix + n, k, t) for n, k, t in _history_list(doc.get("output_layers"),
                                                                          f"{where}.output_layers")]
         return inputs, outputs
 
-    def _layer(self, name: str, class_name: str, config: dict, path: str, trainable: bool, module: object):
-        if name not in self.layers:
-            layer = convert_layer(class_name, config, path, module)
-            self.layers[name] = replace(layer, name=name, type_name=class_name,
-                                        trainable=layer.trainable if trainable else False)
-        return self.layers[name]
+    def _layer(self, name: str, class_name: str, config: dict, path: str, trainable: bool, module: object,
+               call_kwargs: dict | None = None):
+        """The one paramcalc layer of a Keras layer; where its rule reads call options, one per choice of
+        them, the first met holding the weights and the others tied to it."""
+        chosen = chosen_call_options(keras_converter(class_name, module), call_kwargs)
+        key = name if chosen is None else (name, chosen)
+        if key not in self.layers:
+            layer = convert_layer(class_name, config, path, module, chosen)
+            again = chosen is not None and any(type(k) is tuple and k[0] == name for k in self.layers)
+            self.layers[key] = replace(layer, name=name, type_name=class_name,
+                                       trainable=layer.trainable if trainable else False,
+                                       tied=ALL_TIED if again else layer.tied)
+        return self.layers[key]
 
     def resolve(self, ref: tuple, reader: str) -> tuple:
         """A raw reference as a graph ref, following aliases (nested models' inputs and outputs)."""
@@ -285,9 +303,13 @@ _OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Div
               "TrueDivide": "divide"}
 
 
-def _keras_op(class_name: str, module: str, tensors: int, path: str):
+def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: tuple = ()):
     """A Keras operation node: with two tensors a merge (shapes broadcast), with one tensor and a
-    constant an elementwise op on the tensor."""
+    constant an elementwise op on the tensor; ``x[...]`` (GetItem) with ints, slices, None and Ellipsis
+    an Index. ``constants``: the call's positional arguments that are not tensors, as Python values."""
+    if class_name == "GetItem" and tensors == 1 and len(constants) == 1:
+        key = constants[0]
+        return Index(index_items(key if isinstance(key, (list, tuple)) else [key]))
     op = _OP_MERGES.get(class_name)
     if op is None:
         raise UnknownLayerError(f"the Keras operation '{module}.{class_name}' at {path} is not modelled",
@@ -319,6 +341,35 @@ def _calls(inbound: list, path: str) -> list[list[tuple]]:
             raise SpecError(f"{path}.inbound_nodes[{k}] is neither a Keras 3 nor a Keras 2 call", where=path)
         calls.append(refs)
     return calls
+
+
+def _call_constants(inbound: list) -> list[tuple]:
+    """Each call's positional arguments that are not tensors, as Python values (a Keras 3 config saves a
+    slice as ``{"class_name": "__slice__", ...}``); Keras 2 configs save none."""
+    def value(v):
+        if isinstance(v, dict) and v.get("class_name") == "__slice__":
+            c = v.get("config") or {}
+            return slice(c.get("start"), c.get("stop"), c.get("step"))
+        if isinstance(v, dict) and v.get("class_name") == "__ellipsis__":
+            return Ellipsis
+        return [value(x) for x in v] if isinstance(v, list) else v
+
+    return [tuple(value(a) for a in call.get("args", []) if not (isinstance(a, dict) and
+                                                                 a.get("class_name") == "__keras_tensor__"))
+            if isinstance(call, dict) else () for call in inbound]
+
+
+def _call_kwargs(inbound: list) -> list[dict]:
+    """Each call's keyword arguments (their plain values are call options a rule may read), Keras 3 and
+    Keras 2 formats; ``_calls`` has checked the formats."""
+    found = []
+    for call in inbound:
+        if isinstance(call, dict):
+            found.append(call.get("kwargs") or {})
+        else:  # Keras 2: the kwargs of the call's first input entry
+            first = call[0] if call and isinstance(call[0], (list, tuple)) else ()
+            found.append(first[3] if len(first) > 3 and isinstance(first[3], dict) else {})
+    return found
 
 
 def _collect(value: object, refs: list, depth: int, where: str) -> None:
@@ -365,9 +416,10 @@ def _policy_name(dtype: object) -> str | None:
     return None
 
 
-def convert_layer(class_name: str, config: dict, path: str, module: object = None):
-    """One Keras layer config as a paramcalc layer (not yet named)."""
-    convert = keras_converter(class_name)
+def convert_layer(class_name: str, config: dict, path: str, module: object = None, options: tuple | None = None):
+    """One Keras layer config as a paramcalc layer (not yet named); ``options``: the call options its rule
+    reads (``chosen_call_options``)."""
+    convert = keras_converter(class_name, module)
     layer_name = config.get("name") if isinstance(config.get("name"), str) else None
     if convert is None:
         origin = f"{module}.{class_name}" if isinstance(module, str) and module else class_name
@@ -378,7 +430,7 @@ def convert_layer(class_name: str, config: dict, path: str, module: object = Non
                 "paramcalc.Dense(...)) returning a paramcalc layer",
         )
     try:
-        return convert(config)
+        return convert(config, **dict(options or ()))
     except ParamcalcError as err:
         raise err.with_layer(layer_name or path) from None
     except (KeyError, TypeError, ValueError, IndexError) as err:
@@ -639,5 +691,24 @@ BUILTINS: dict[str, Callable] = {
     "Dot": lambda c: Dot(axes=c["axes"], normalize=c.get("normalize", False)),
 }
 
-for _name, _convert_fn in BUILTINS.items():
+def _reversible_embedding(c: dict, reverse: bool = False):
+    if c.get("logit_soft_cap") is not None:  # cap * tanh(logits / cap): a second pass the kind does not price
+        raise SpecError(f"logit_soft_cap={c['logit_soft_cap']} has no rule", value=c["logit_soft_cap"],
+                        fix="register a rule for ReversibleEmbedding that prices the cap")
+    if c.get("quantization_config") is not None:
+        raise SpecError("a quantized ReversibleEmbedding has no rule", value=c["quantization_config"])
+    return ReversibleEmbedding(c["input_dim"], c["output_dim"], tie_weights=c.get("tie_weights", True), reverse=reverse)
+
+
+_reversible_embedding.call_options = ("reverse",)
+BUILTINS["ReversibleEmbedding"] = _reversible_embedding  # Keras' since 3.13, KerasHub's before
+
+# KerasHub's modeling layers (keras_hub.layers), for models built from its layers or its classes
+KERAS_HUB: dict[str, Callable] = {
+    "PositionEmbedding": lambda c: PositionEmbedding(c["sequence_length"]),
+}
+for _convert_fn in KERAS_HUB.values():
+    _convert_fn.modules = ("keras_hub.", "keras_nlp.")
+
+for _name, _convert_fn in {**BUILTINS, **KERAS_HUB}.items():
     register_keras_layer(_name, _convert_fn)

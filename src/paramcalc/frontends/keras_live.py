@@ -17,6 +17,8 @@ live model the caller already built with it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from paramcalc.core.dims import as_dim, subs, symbol, symbols_of
 from paramcalc.core.errors import ParamcalcError, SpecError
 from paramcalc.core.graph import Graph, GraphNode
@@ -24,7 +26,6 @@ from paramcalc.core.layer import Weight
 from paramcalc.core.registry import keras_converter
 from paramcalc.frontends.keras import (
     _KERAS_OPS,
-    _OP_MERGES,
     _TENSOR_KWARGS,
     MAX_NESTING,
     MODEL_CLASSES,
@@ -33,7 +34,12 @@ from paramcalc.frontends.keras import (
     _policy_name,
     from_keras_config,
 )
-from paramcalc.frontends.keras_trace import SublayerFails, snake_case, traced_call, weights_of_their_own
+from paramcalc.frontends.keras_trace import (
+    SublayerFails,
+    snake_case,
+    traced_call,
+    weights_of_their_own,
+)
 from paramcalc.layers.foreign import ForeignLayer
 
 # sizes a symbolic dimension takes while Keras is asked for the shapes an operation makes from it (one
@@ -144,15 +150,18 @@ class _LiveBuilder(GraphBuilder):
         class_name, module = type(operation).__name__, type(operation).__module__
         args = [self.ref(t, prefix) for t in _tensors(node.arguments.args)]
         if module.startswith(_KERAS_OPS):
-            if class_name not in _OP_MERGES:
+            constants = tuple(a for a in node.arguments.args if not _tensors(a))
+            try:
+                return replace(_keras_op(class_name, module, len(args), name, constants), name=name,
+                               type_name=class_name), args
+            except ParamcalcError:  # no rule for this operation, or for these arguments: Keras says
                 return None, None
-            return _keras_op(class_name, module, len(args), name), args
-        if keras_converter(class_name) is None:
+        if keras_converter(class_name, module) is None:
             return None, None
         kwargs = node.arguments.kwargs
         refs = args + [self.ref(t, prefix) for key in _TENSOR_KWARGS if key in kwargs for t in _tensors(kwargs[key])]
         try:
-            layer = self._layer(name, class_name, operation.get_config(), name, trainable, module)
+            layer = self._layer(name, class_name, operation.get_config(), name, trainable, module, kwargs)
         except ParamcalcError as err:  # a rule that refuses this configuration: Keras says instead
             self.foreign_why.setdefault(class_name, f"paramcalc's rule refused it: {err.message}")
             return None, None
@@ -188,8 +197,7 @@ class _LiveBuilder(GraphBuilder):
         layer is then exact. Otherwise, False and the builder as it was: the layer is estimated whole, and
         the reason goes in its note."""
         class_name = type(operation).__name__
-        if (type(operation).__module__.startswith(_KERAS_OPS) or keras_converter(class_name) is not None
-                or depth >= MAX_NESTING):
+        if type(operation).__module__.startswith(_KERAS_OPS) or _has_rule(operation) or depth >= MAX_NESTING:
             return False
         if class_name in self.refused:  # a class's calls are alike: one refusal is enough
             self.foreign_why.setdefault(class_name, self.refused[class_name])
@@ -324,7 +332,7 @@ def _tensors(value) -> list:
 
 
 def _has_rule(layer) -> bool:
-    return keras_converter(type(layer).__name__) is not None
+    return keras_converter(type(layer).__name__, type(layer).__module__) is not None
 
 
 def _is_symbolic(value) -> bool:

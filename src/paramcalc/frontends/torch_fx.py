@@ -58,6 +58,7 @@ from paramcalc.layers import (
     ValueOp,
     View,
 )
+from paramcalc.layers.tensor_ops import index_items
 from paramcalc.layers.values import COMPARISONS
 
 
@@ -424,20 +425,7 @@ def _is_ref(value) -> bool:
 
 
 def _index_items(index) -> tuple:
-    items = index[1] if isinstance(index, tuple) and index and index[0] == "tuple" else [index]
-    out = []
-    for it in items:
-        if it is None:
-            out.append(("none",))
-        elif it is Ellipsis:
-            out.append(("ellipsis",))
-        elif isinstance(it, slice):
-            out.append(("slice", it.start, it.stop, it.step))
-        elif type(it) is int:
-            out.append(("int", it))
-        else:
-            raise SpecError(f"indexing with {it!r} is not modelled", value=it)
-    return tuple(out)
+    return index_items(index[1] if isinstance(index, tuple) and index and index[0] == "tuple" else [index])
 
 
 _ARITH = {"add": "add", "sub": "sub", "mul": "mul", "floordiv": "floordiv", "iadd": "add", "imul": "mul",

@@ -11,7 +11,11 @@ from typing import Callable
 
 from paramcalc.core.errors import ParamcalcError, SpecError, UnknownLayerError
 from paramcalc.core.layer import ALL_TIED
-from paramcalc.core.registry import register_torch_module, torch_converter
+from paramcalc.core.registry import (
+    chosen_call_options,
+    register_torch_module,
+    torch_converter,
+)
 from paramcalc.layers import (
     GLU,
     Activation,
@@ -82,7 +86,7 @@ def _convert(module: object, name: str, memo: dict, options: dict | None = None)
     its forward takes); a module called again with other options is another layer whose weights are
     the first's (tied)."""
     convert = module_rule(module)
-    chosen = _call_options(convert, options)
+    chosen = chosen_call_options(convert, options)
     key = id(module) if chosen is None else (id(module), chosen)
     if key in memo:  # the same module object again: shared weights
         return memo[key]
@@ -102,20 +106,6 @@ def _convert(module: object, name: str, memo: dict, options: dict | None = None)
     memo[key] = layer
     memo.setdefault(id(module), layer)  # reached: its parameters are counted by a call
     return layer
-
-
-def _call_options(convert, options: dict | None) -> tuple | None:
-    """The (name, value) of each call option ``convert`` reads, the call's plain value or the rule's
-    default (so a call that leaves one out and a call that passes the default are one layer); None for
-    a rule that reads none."""
-    names = getattr(convert, "call_options", ())
-    if not names:
-        return None
-    import inspect
-
-    defaults = inspect.signature(convert).parameters
-    given = {k: v for k, v in (options or {}).items() if isinstance(v, (bool, int, float, str))}
-    return tuple((n, given.get(n, defaults[n].default)) for n in sorted(names))
 
 
 def unreached_parameters(root: object, memo: dict, used: set) -> tuple[list, tuple]:

@@ -5,10 +5,10 @@ and PReLU, an activation with weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from paramcalc.core.dims import Dim, as_dim, floordiv, prod
-from paramcalc.core.errors import DimensionError, LayerConfigError
+from paramcalc.core.errors import DimensionError, LayerConfigError, SpecError
 from paramcalc.core.layer import Context, Inferred, Layer, Weight
 from paramcalc.core.registry import register_layer
 from paramcalc.core.spec import TensorSpec
@@ -175,6 +175,25 @@ class Index(Layer):
 
     def work(self, call) -> Work:
         return self.view_work()
+
+
+def index_items(key: Iterable) -> tuple:
+    """``Index.items`` for the entries of a basic index (``x[:, 0, ..., None]``: slices, ints, None,
+    Ellipsis); a SpecError naming any other entry (a tensor: advanced indexing)."""
+    out = []
+    for it in key:
+        if it is None:
+            out.append(("none",))
+        elif it is Ellipsis:
+            out.append(("ellipsis",))
+        elif isinstance(it, slice) and all(v is None or type(v) is int for v in (it.start, it.stop, it.step)):
+            out.append(("slice", it.start, it.stop, it.step))
+        elif type(it) is int:
+            out.append(("int", it))
+        else:
+            raise SpecError(f"indexing with {it!r} is not modelled", value=repr(it),
+                            fix="index with ints, slices, None and Ellipsis")
+    return tuple(out)
 
 
 def _slice_length(ctx: Context, size: Dim, start, stop, step) -> Dim:
