@@ -138,3 +138,40 @@ def test_a_layer_not_made_of_known_calls_is_estimated_whole_and_says_why(layer, 
     assert est.output_shape == (2, 5, 4)
     note = next(n for n in est.notes if n.startswith(type(layer).__name__ + " (1 call)"))
     assert f"no paramcalc rule for this class, and {why}" in note
+
+
+class CausalBlock(layers.Layer):
+    """Builds its causal mask from the sequence's length, as KerasHub's decoders do: its call() fails on a
+    length left free (None)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.att = layers.MultiHeadAttention(num_heads=2, key_dim=8, name="att")
+
+    def call(self, x):
+        length = keras.ops.shape(x)[1]
+        mask = keras.ops.tril(keras.ops.ones((length, length), dtype="bool"))
+        return self.att(x, x, attention_mask=mask[None])
+
+
+class DropLast(layers.Layer):
+    def call(self, x):
+        return x[:, : keras.ops.shape(x)[1] - 1]
+
+
+def test_a_call_that_needs_numbers_for_free_sizes_is_read_where_they_go_into_no_counted_call():
+    inputs = keras.Input((None, 16))
+    model = keras.Model(inputs, CausalBlock(name="block")(inputs))
+    est = paramcalc.estimate(model, input_shape=("s", 16), batch_size=2)
+    same = paramcalc.estimate(keras.Model(inputs, layers.MultiHeadAttention(num_heads=2, key_dim=8)(inputs, inputs)),
+                              input_shape=("s", 16), batch_size=2)
+    assert [row.name for row in est.layers] == ["block/att"] and not any("estimated" in n for n in est.notes)
+    assert (est.params, est.flops, est.output_shape) == (same.params, same.flops, same.output_shape)
+    assert est.params == model.count_params()
+
+
+def test_a_call_whose_graph_depends_on_the_sizes_it_is_given_is_estimated_whole():
+    inputs = keras.Input((None, 4))
+    est = paramcalc.estimate(keras.Model(inputs, DropLast(name="drop_last")(inputs)), input_shape=(9, 4))
+    assert [row.kind for row in est.layers] == ["foreign"] and est.output_shape[1:] == (8, 4)
+    assert any("what it makes depends on the sizes it is given" in note for note in est.notes)

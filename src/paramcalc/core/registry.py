@@ -128,4 +128,6 @@ def chosen_call_options(convert: Callable, options: dict | None) -> tuple | None
 
     defaults = inspect.signature(convert).parameters
     given = {k: v for k, v in (options or {}).items() if isinstance(v, (bool, int, float, str))}
-    return tuple((n, given.get(n, defaults[n].default)) for n in sorted(names))
+    # an option the rule reads as "given or not" (``convert.tensor_options``): a tensor passed, or None
+    passed = {k: (options or {}).get(k) is not None for k in getattr(convert, "tensor_options", ())}
+    return tuple((n, passed[n] if n in passed else given.get(n, defaults[n].default)) for n in sorted(names))

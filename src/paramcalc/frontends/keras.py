@@ -703,9 +703,21 @@ def _reversible_embedding(c: dict, reverse: bool = False):
 _reversible_embedding.call_options = ("reverse",)
 BUILTINS["ReversibleEmbedding"] = _reversible_embedding  # Keras' since 3.13, KerasHub's before
 
+def _cached_mha(c: dict, cache: bool = False):
+    """KerasHub's CachedMultiHeadAttention: Keras' MultiHeadAttention, which it is, where it is called
+    without a cache (training, and a model's forward); with one it reads keys and values from it."""
+    if cache:
+        raise SpecError("CachedMultiHeadAttention called with a cache (generation) has no rule", value="cache",
+                        fix="estimate the model's forward, which calls it without one")
+    return _mha(c)
+
+
+_cached_mha.call_options = _cached_mha.tensor_options = ("cache",)
+
 # KerasHub's modeling layers (keras_hub.layers), for models built from its layers or its classes
 KERAS_HUB: dict[str, Callable] = {
     "PositionEmbedding": lambda c: PositionEmbedding(c["sequence_length"]),
+    "CachedMultiHeadAttention": _cached_mha,
 }
 for _convert_fn in KERAS_HUB.values():
     _convert_fn.modules = ("keras_hub.", "keras_nlp.")

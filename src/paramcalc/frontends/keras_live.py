@@ -42,6 +42,9 @@ from paramcalc.frontends.keras_trace import (
 )
 from paramcalc.layers.foreign import ForeignLayer
 
+# (batch, other free sizes) a traced call's placeholders take where its code needs numbers for them: two
+# sets, whose expansions must be alike
+STAND_INS = ((7, 11), (13, 17))
 # sizes a symbolic dimension takes while Keras is asked for the shapes an operation makes from it (one
 # more than this, symbol by symbol, gives each output size's dependence on it)
 PROBE_SIZES = (5, 7, 11, 13, 17, 19, 23, 29)
@@ -212,31 +215,63 @@ class _LiveBuilder(GraphBuilder):
             return False
         state = self._state()
         try:
-            with traced_call(operation, node, _has_rule) as (originals, inputs, outputs):
-                self.traces.append((inputs, outputs))
-                inner = f"{node_name}/"
-                for original, tensor in zip(originals, inputs):
-                    self.bound[id(tensor)] = self.ref(original, prefix)
-                if len(outputs) != len(node.output_tensors) or not all(map(_is_symbolic, outputs)):
-                    raise _NotExpanded(f"its call() returns {len(outputs)} values where Keras' call returned "
-                                       f"{len(node.output_tensors)} tensors")
-                reached = _nodes_reaching(outputs, roots={id(t) for t in inputs})
-                self._rename(reached)
-                for inner_op, inner_index, inner_node in reached:
-                    self.call(inner_op, inner_index, inner_node, inner, depth + 1,
-                              trainable and bool(getattr(inner_op, "trainable", True)))
-                refs = [self.resolve(self.ref(t, inner), node_name) for t in outputs]
-                self._keep_reached(state[0], refs)
-                self._check_expansion(operation, state[0])
+            refs = self._expand_once(operation, node, node_name, prefix, depth, trainable, state[0])
         except Exception as err:  # noqa: BLE001 - whatever the layer's code raised on placeholders, or a refusal
             self._restore(state)
-            why = err.args[0] if isinstance(err, (_NotExpanded, SublayerFails)) else \
-                f"its call() fails on symbolic tensors ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
-            self.refused[class_name] = self.foreign_why[class_name] = f"no paramcalc rule for this class, and {why}"
-            return False
+            refs, err = self._expand_at_stand_ins(operation, node, node_name, prefix, depth, trainable, state, err)
+            if refs is None:
+                why = err.args[0] if isinstance(err, (_NotExpanded, SublayerFails)) else \
+                    f"its call() fails on symbolic tensors ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+                self.refused[class_name] = self.foreign_why[class_name] = f"no paramcalc rule for this class, and {why}"
+                return False
         for position, ref in enumerate(refs):
             self.alias[(*call, position)] = ref
         return True
+
+    def _expand_once(self, operation, node, node_name: str, prefix: str, depth: int, trainable: bool, start: int,
+                     stand_in: tuple | None = None) -> list:
+        """The expansion's nodes, added from ``start``, and its output refs; an exception where it fails."""
+        with traced_call(operation, node, _has_rule, stand_in) as (originals, inputs, outputs):
+            self.traces.append((inputs, outputs))
+            inner = f"{node_name}/"
+            for original, tensor in zip(originals, inputs):
+                self.bound[id(tensor)] = self.ref(original, prefix)
+            if len(outputs) != len(node.output_tensors) or not all(map(_is_symbolic, outputs)):
+                raise _NotExpanded(f"its call() returns {len(outputs)} values where Keras' call returned "
+                                   f"{len(node.output_tensors)} tensors")
+            reached = _nodes_reaching(outputs, roots={id(t) for t in inputs})
+            self._rename(reached)
+            for inner_op, inner_index, inner_node in reached:
+                self.call(inner_op, inner_index, inner_node, inner, depth + 1,
+                          trainable and bool(getattr(inner_op, "trainable", True)))
+            refs = [self.resolve(self.ref(t, inner), node_name) for t in outputs]
+            self._keep_reached(start, refs)
+            self._check_expansion(operation, start)
+        return refs
+
+    def _expand_at_stand_ins(self, operation, node, node_name: str, prefix: str, depth: int, trainable: bool,
+                             state: tuple, failed: Exception) -> tuple:
+        """(refs, None) where the call, failing on sizes left free (code that builds a causal mask from
+        ``ops.shape(x)[1]``), expands alike at two sets of stand-in sizes: what it reads of them then goes
+        into no call paramcalc counts. (None, the reason) otherwise; the builder as it was."""
+        if isinstance(failed, (_NotExpanded, SublayerFails)) or \
+                all(d is not None for t in node.input_tensors for d in t.shape[1:]):
+            return None, failed
+        expansions = []
+        try:
+            for stand_in in STAND_INS:
+                refs = self._expand_once(operation, node, node_name, prefix, depth, trainable, state[0], stand_in)
+                expansions.append((refs, [(n.name, n.layer, n.inbound) for n in self.nodes[state[0]:]]))
+                if len(expansions) < len(STAND_INS):
+                    self._restore(state)
+        except Exception as err:  # noqa: BLE001 - as in expand
+            self._restore(state)
+            return None, err if isinstance(err, (_NotExpanded, SublayerFails)) else failed
+        if any(e != expansions[0] for e in expansions[1:]):
+            self._restore(state)
+            return None, _NotExpanded("its call() fails on sizes left free, and what it makes depends on the "
+                                      "sizes it is given")
+        return expansions[-1][0], None
 
     def _rename(self, reached: list) -> None:
         """Names for the operations of one traced call, by class (``add``, ``add_1``): Keras numbers them
@@ -281,7 +316,9 @@ class _LiveBuilder(GraphBuilder):
                 dict(self.owner_of_variable), dict(self.layer_names), dict(self.foreign_why))
 
     def _restore(self, state: tuple) -> None:
-        start, self.alias, self.calls, self.layers, self.owner_of_variable, self.layer_names, self.foreign_why = state
+        """The builder as ``_state()`` saw it (copies again: a state may be restored more than once)."""
+        start, *tables = state
+        self.alias, self.calls, self.layers, self.owner_of_variable, self.layer_names, self.foreign_why = map(dict, tables)
         del self.nodes[start:]
 
     def name_of(self, operation) -> str:

@@ -18,25 +18,28 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def traced_call(operation, node, has_rule):
+def traced_call(operation, node, has_rule, stand_in: tuple | None = None):
     """(the distinct input tensors of ``node``, in order; a fresh placeholder for each, made by no layer;
     the flattened outputs of ``operation.call`` run on the placeholders with ``node``'s other
     arguments). The sublayers' node lists are put back on exit: read the graph inside the ``with``.
 
     A sublayer without a rule (``has_rule(layer)`` false) infers its outputs here by running its own
     ``call()`` on the placeholders too, where Keras would trace it into a backend graph (TensorFlow's
-    tracing costs milliseconds per layer, and each level of nesting would pay it again)."""
+    tracing costs milliseconds per layer, and each level of nesting would pay it again); one with a rule
+    does so where Keras' own inference fails.
+
+    ``stand_in``: (batch, other size) the placeholders take for the sizes ``node`` leaves free (None)."""
     import keras
 
     layers = [operation, *operation._flatten_layers(include_self=False, recursive=True)]
-    patched = [layer for layer in layers[1:] if not has_rule(layer) and "compute_output_spec" not in vars(layer)
-               and getattr(type(layer).compute_output_shape, "_is_default", False)]
+    patched = [layer for layer in layers[1:] if "compute_output_spec" not in vars(layer)
+               and (has_rule(layer) or getattr(type(layer).compute_output_shape, "_is_default", False))]
     failures: list[str] = []  # Keras rewrites the message of an error raised inside a layer call
     for layer in patched:
-        layer.compute_output_spec = _by_symbolic_call(layer, failures)
+        layer.compute_output_spec = (_or_symbolic_call if has_rule(layer) else _by_symbolic_call)(layer, failures)
     try:
         originals = list({id(t): t for t in node.input_tensors}.values())
-        fresh = [keras.KerasTensor(t.shape, dtype=t.dtype, sparse=bool(getattr(t, "sparse", False)))
+        fresh = [keras.KerasTensor(_sizes(t.shape, stand_in), dtype=t.dtype, sparse=bool(getattr(t, "sparse", False)))
                  for t in originals]
         args, kwargs = node.arguments.fill_in({id(t): f for t, f in zip(originals, fresh)})
         with _nodes_kept(layers):
@@ -48,6 +51,12 @@ def traced_call(operation, node, has_rule):
     finally:
         for layer in patched:
             del layer.compute_output_spec
+
+
+def _sizes(shape: tuple, stand_in: tuple | None) -> tuple:
+    if stand_in is None:
+        return tuple(shape)
+    return tuple(stand_in[0 if axis == 0 else 1] if size is None else size for axis, size in enumerate(shape))
 
 
 @contextmanager
@@ -92,6 +101,21 @@ def _by_symbolic_call(layer, failures: list):
             failures.append(f"its sublayer {layer.name} ({type(layer).__name__}) returns values that are not tensors")
             raise SublayerFails(failures[-1])
         return outputs if not given.intersection(map(id, flat)) else original(*args, **kwargs)
+
+    return compute_output_spec
+
+
+def _or_symbolic_call(layer, failures: list):
+    """``layer.compute_output_spec`` as Keras has it, or where that fails (KerasHub's
+    CachedMultiHeadAttention passes Keras' inference a ``cache`` argument it does not take) its
+    ``call()`` run on the placeholders."""
+    original, by_call = layer.compute_output_spec, _by_symbolic_call(layer, failures)
+
+    def compute_output_spec(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - Keras' own inference failed: the layer's code says instead
+            return by_call(*args, **kwargs)
 
     return compute_output_spec
 
