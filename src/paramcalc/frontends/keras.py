@@ -718,6 +718,11 @@ _cached_mha.call_options = _cached_mha.tensor_options = ("cache",)
 KERAS_HUB: dict[str, Callable] = {
     "PositionEmbedding": lambda c: PositionEmbedding(c["sequence_length"]),
     "CachedMultiHeadAttention": _cached_mha,
+    # the decoder families' RMS norms: x * rsqrt(mean(x ** 2, axis=-1) + epsilon) * scale, one (features,)
+    # scale (Qwen3's query and key norms: one (head_dim,) scale over each head)
+    **dict.fromkeys(("LlamaLayerNorm", "MistralLayerNormalization", "MixtralLayerNormalization", "QwenLayerNorm",
+                     "Phi3LayerNorm", "T5LayerNorm"), lambda c: RMSNorm()),
+    "Qwen3LayerNorm": lambda c: RMSNorm(normalized_shape=(c["head_dim"],) if c.get("head_dim") else None),
 }
 for _convert_fn in KERAS_HUB.values():
     _convert_fn.modules = ("keras_hub.", "keras_nlp.")

@@ -106,6 +106,7 @@ class _LiveBuilder(GraphBuilder):
         self.bound: dict[int, tuple] = {}  # id of a traced call's placeholder -> the tensor it stands for
         self.traces: list = []  # what traced calls made, kept alive: the ids above name them
         self.refused: dict[str, str] = {}  # class -> why its calls are not read as the calls they make
+        self.needs_stand_ins: set[str] = set()  # classes whose calls are read at stand-in sizes
 
     def model(self, model, prefix: str, outer_refs, depth: int, trainable: bool):
         if depth > MAX_NESTING:
@@ -215,10 +216,14 @@ class _LiveBuilder(GraphBuilder):
             return False
         state = self._state()
         try:
+            if class_name in self.needs_stand_ins:  # its calls are alike: the free sizes would fail again
+                raise _FreeSizes()
             refs = self._expand_once(operation, node, node_name, prefix, depth, trainable, state[0])
         except Exception as err:  # noqa: BLE001 - whatever the layer's code raised on placeholders, or a refusal
             self._restore(state)
             refs, err = self._expand_at_stand_ins(operation, node, node_name, prefix, depth, trainable, state, err)
+            if refs is not None:
+                self.needs_stand_ins.add(class_name)
             if refs is None:
                 why = err.args[0] if isinstance(err, (_NotExpanded, SublayerFails)) else \
                     f"its call() fails on symbolic tensors ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
@@ -342,6 +347,10 @@ class _LiveBuilder(GraphBuilder):
             notes.append(f"{cls} ({len(calls)} call{'s' if len(calls) != 1 else ''}): {why}; shape from Keras, "
                          f"cost estimated as {'; and as '.join(bases)}")
         return tuple(notes)
+
+
+class _FreeSizes(Exception):
+    """A call known to fail on free sizes: straight to the stand-ins."""
 
 
 class _NotExpanded(Exception):

@@ -26,17 +26,20 @@ def traced_call(operation, node, has_rule, stand_in: tuple | None = None):
     A sublayer without a rule (``has_rule(layer)`` false) infers its outputs here by running its own
     ``call()`` on the placeholders too, where Keras would trace it into a backend graph (TensorFlow's
     tracing costs milliseconds per layer, and each level of nesting would pay it again); one with a rule
-    does so where Keras' own inference fails.
+    does so first, and takes Keras' way where that fails. A layer Keras infers from its
+    ``compute_output_shape`` (no tracing) keeps Keras' way, and runs its ``call()`` where that fails
+    (KerasHub's CachedMultiHeadAttention passes Keras' inference a ``cache`` argument it does not take).
 
     ``stand_in``: (batch, other size) the placeholders take for the sizes ``node`` leaves free (None)."""
     import keras
 
     layers = [operation, *operation._flatten_layers(include_self=False, recursive=True)]
-    patched = [layer for layer in layers[1:] if "compute_output_spec" not in vars(layer)
-               and (has_rule(layer) or getattr(type(layer).compute_output_shape, "_is_default", False))]
+    patched = [layer for layer in layers[1:] if "compute_output_spec" not in vars(layer)]
     failures: list[str] = []  # Keras rewrites the message of an error raised inside a layer call
     for layer in patched:
-        layer.compute_output_spec = (_or_symbolic_call if has_rule(layer) else _by_symbolic_call)(layer, failures)
+        traced_by_keras = getattr(type(layer).compute_output_shape, "_is_default", False)
+        layer.compute_output_spec = (_or_keras if has_rule(layer) else _by_symbolic_call)(layer, failures) \
+            if traced_by_keras else _or_symbolic_call(layer, failures)
     try:
         originals = list({id(t): t for t in node.input_tensors}.values())
         fresh = [keras.KerasTensor(_sizes(t.shape, stand_in), dtype=t.dtype, sparse=bool(getattr(t, "sparse", False)))
@@ -116,6 +119,21 @@ def _or_symbolic_call(layer, failures: list):
             return original(*args, **kwargs)
         except Exception:  # noqa: BLE001 - Keras' own inference failed: the layer's code says instead
             return by_call(*args, **kwargs)
+
+    return compute_output_spec
+
+
+def _or_keras(layer, failures: list):
+    """``layer.compute_output_spec`` as its ``call()`` run on the placeholders, or Keras' own where that
+    fails: a layer with a rule, whose inner calls are not read, need not be traced into a backend graph."""
+    original, by_call = layer.compute_output_spec, _by_symbolic_call(layer, failures)
+
+    def compute_output_spec(*args, **kwargs):
+        try:
+            return by_call(*args, **kwargs)
+        except SublayerFails:
+            del failures[-1:]  # not the reason of any refusal: Keras' way instead
+            return original(*args, **kwargs)
 
     return compute_output_spec
 
