@@ -103,3 +103,33 @@ def test_a_users_class_named_as_a_keras_hub_layer_is_not_read_by_its_rule():
     tokens = keras.Input((5, 6))
     est = paramcalc.estimate(keras.Model(tokens, PositionEmbedding()(tokens)))
     assert [row.kind for row in est.layers] == ["foreign"] and est.params == 36
+
+
+# read as the calls their blocks make, every call by a rule: exact in cost too
+CALLS_READ = ["albert", "bert", "distil_bert", "electra", "roberta", "xlm_roberta", "gpt2", "opt", "bart",
+              "bert_text_classifier", "gpt2_causal_lm"]
+
+
+@pytest.mark.parametrize("name", CALLS_READ)
+def test_keras_hub_models_made_of_generic_blocks_have_no_estimated_row(name):
+    model = _built(name)
+    est = paramcalc.estimate(model, input_shape=keras_hub_zoo.input_shapes(model), batch_size=2)
+    assert not [row.name for row in est.layers if row.kind == "foreign"]
+    assert est.params == model.count_params()
+
+
+def test_a_transformer_encoder_block_is_its_attention_norms_and_feed_forward():
+    est = paramcalc.estimate(_built("bert"), input_shape=keras_hub_zoo.input_shapes(_built("bert")), batch_size=2)
+    block = [(row.name.split("/", 1)[1], row.kind) for row in est.layers if row.name.startswith("transformer_layer_0/")]
+    assert block == [("self_attention_layer", "attention"), ("self_attention_dropout", "dropout"),
+                     ("add", "merge"), ("self_attention_layer_norm", "layer_norm"),
+                     ("feedforward_intermediate_dense", "dense"), ("feedforward_output_dense", "dense"),
+                     ("feedforward_dropout", "dropout"), ("add_1", "merge"), ("feedforward_layer_norm", "layer_norm")]
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral", "qwen2", "phi3"])
+def test_the_decoder_families_rms_norms_are_rms_norms(name):
+    model = _built(name)
+    est = paramcalc.estimate(model, input_shape=keras_hub_zoo.input_shapes(model), batch_size=2)
+    final = next(row for row in est.layers if row.name.endswith("sequence_output_layernorm"))
+    assert (final.kind, final.params, final.flops) == ("rms_norm", 16, 4 * keras_hub_zoo.SEQ * 16)

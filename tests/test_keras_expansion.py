@@ -175,3 +175,57 @@ def test_a_call_whose_graph_depends_on_the_sizes_it_is_given_is_estimated_whole(
     est = paramcalc.estimate(keras.Model(inputs, DropLast(name="drop_last")(inputs)), input_shape=(9, 4))
     assert [row.kind for row in est.layers] == ["foreign"] and est.output_shape[1:] == (8, 4)
     assert any("what it makes depends on the sizes it is given" in note for note in est.notes)
+
+
+class OpsAttention(layers.Layer):
+    """Self-attention written with keras.ops, as users write it: Dense projections, reshape, transpose,
+    matmul, a scaled softmax."""
+
+    def __init__(self, length=10, width=16, heads=2, **kwargs):
+        super().__init__(**kwargs)
+        self.shape_ = (length, width, heads, width // heads)
+        self.q, self.k, self.v, self.o = (layers.Dense(width, name=n) for n in ("q", "k", "v", "o"))
+
+    def call(self, x):
+        ops = keras.ops
+        length, width, heads, head = self.shape_
+        q, k, v = (ops.transpose(ops.reshape(d(x), (-1, length, heads, head)), (0, 2, 1, 3))
+                   for d in (self.q, self.k, self.v))
+        scores = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / head ** 0.5)
+        context = ops.reshape(ops.transpose(ops.matmul(scores, v), (0, 2, 1, 3)), (-1, length, width))
+        return self.o(ops.gelu(context))
+
+
+def test_a_layer_written_with_keras_ops_is_read_by_the_operations_rules():
+    inputs = keras.Input((10, 16))
+    model = keras.Model(inputs, OpsAttention(name="attn")(inputs))
+    est = paramcalc.estimate(model, batch_size=1)
+    assert not any(row.kind == "foreign" for row in est.layers) and est.params == model.count_params()
+    kinds = [row.kind for row in est.layers]
+    assert kinds.count("matmul") == 2 and kinds.count("view") == 4 and kinds.count("transpose") == 5
+    projections = 4 * (2 * 10 * 16 * 16 + 10 * 16)
+    scores = 2 * (2 * 2 * 10 * 10 * 8)  # two products per head
+    elementwise = 2 * 10 * 10 * (1 + 5) + 10 * 16 * 5  # the scaling, softmax, gelu
+    assert est.flops == projections + scores + elementwise
+
+
+def test_keras_operations_in_a_functional_model_are_read_alike_from_its_config_and_live():
+    ops = keras.ops
+    inputs = keras.Input((6, 8))
+    x = ops.reshape(ops.transpose(layers.Dense(8)(inputs), (0, 2, 1)), (-1, 48))
+    y = ops.softmax(ops.matmul(ops.reshape(x, (-1, 6, 8)), ops.transpose(inputs, (0, 2, 1))))
+    model = keras.Model(inputs, ops.silu(y[:, 0]))
+    live, config = paramcalc.estimate(model, batch_size=2), paramcalc.estimate(model.get_config(), batch_size=2)
+    assert [(row.kind, row.output_shape, row.flops) for row in live.layers] == \
+        [(row.kind, row.output_shape, row.flops) for row in config.layers]
+    assert live.output_shape == (2, 6) and not any(row.kind == "foreign" for row in live.layers)
+    assert [row.kind for row in live.layers][1:] == ["transpose", "view", "view", "transpose", "matmul", "activation",
+                                                     "index", "activation"]
+
+
+def test_a_reshape_that_fixes_the_batch_is_not_read_as_a_view():
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.ops.reshape(inputs, (2, 3, 2)))
+    with pytest.raises(paramcalc.UnknownLayerError, match="Reshape"):
+        paramcalc.estimate(model.get_config())
+    assert paramcalc.estimate(model, batch_size=2).layers[0].kind == "foreign"

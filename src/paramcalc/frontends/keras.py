@@ -23,6 +23,7 @@ from paramcalc.core.registry import (
     keras_converter,
     register_keras_layer,
 )
+from paramcalc.frontends.keras_trace import snake_case
 from paramcalc.layers import (
     Activation,
     AdaptivePool,
@@ -46,6 +47,7 @@ from paramcalc.layers import (
     Index,
     LayerNorm,
     LayerScale,
+    MatMul,
     Merge,
     MultiHeadAttention,
     Normalization,
@@ -66,8 +68,11 @@ from paramcalc.layers import (
     ScoreAttention,
     SeparableConv,
     TimeDistributed,
+    Transpose,
     UpSample,
+    View,
 )
+from paramcalc.layers.elementwise import ACTIVATION_ALIASES, ACTIVATION_FLOPS
 from paramcalc.layers.tensor_ops import index_items
 
 MAX_NESTING = 64  # models inside models
@@ -218,7 +223,7 @@ class GraphBuilder:
                                                                     _call_constants(inbound))):
                 node_name = name if k == 0 else f"{name}@{k}"
                 if isinstance(module, str) and module.startswith(_KERAS_OPS):
-                    layer = replace(_keras_op(class_name, module, len(refs), path, constants), name=name,
+                    layer = replace(_keras_op(class_name, module, len(refs), path, constants, config), name=name,
                                     type_name=class_name)
                 else:
                     layer = self._layer(name, class_name, config, path, layer_trainable, module, call_kwargs)
@@ -303,19 +308,44 @@ _OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Div
               "TrueDivide": "divide"}
 
 
-def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: tuple = ()):
+def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: tuple = (),
+              config: dict | None = None):
     """A Keras operation node: with two tensors a merge (shapes broadcast), with one tensor and a
     constant an elementwise op on the tensor; ``x[...]`` (GetItem) with ints, slices, None and Ellipsis
-    an Index. ``constants``: the call's positional arguments that are not tensors, as Python values."""
+    an Index; ``matmul``, ``transpose``, ``reshape`` (a -1 or the batch first) and the activations
+    (``ops.gelu``, ``ops.softmax`` over the last axis, ...) by the kinds torch's have. ``constants``: the
+    call's positional arguments that are not tensors, as Python values; ``config``: the operation's
+    (``axes``, ``newshape``, ``axis``)."""
+    config = config or {}
     if class_name == "GetItem" and tensors == 1 and len(constants) == 1:
         key = constants[0]
         return Index(index_items(key if isinstance(key, (list, tuple)) else [key]))
+    if class_name == "Matmul" and tensors == 2 and not constants:
+        return MatMul()
+    if class_name == "Transpose" and tensors == 1 and not constants and config.get("axes") is not None:
+        return Transpose(dims=tuple(config["axes"]))
+    if class_name == "Reshape" and tensors == 1 and not constants and _batch_first(config.get("newshape")):
+        return View(tuple(config["newshape"]))
+    if tensors == 1 and not constants and config.get("axis", -1) == -1 and \
+            snake_case(class_name) in _OP_ACTIVATIONS:
+        return Activation(snake_case(class_name))
     op = _OP_MERGES.get(class_name)
     if op is None:
         raise UnknownLayerError(f"the Keras operation '{module}.{class_name}' at {path} is not modelled",
                                 value=class_name, fix="wrap it in a layer class and register a rule "
                                 "(paramcalc.register_keras_layer), or use a Keras layer (layers.Add, ...)")
     return Merge(op) if tensors >= 2 else ScalarOp(op)
+
+
+# ``keras.ops`` activations, by the snake-case name of their operation class (``Gelu``: ``gelu``)
+_OP_ACTIVATIONS = {name for name in (*ACTIVATION_FLOPS, *ACTIVATION_ALIASES) if name not in ("linear", "identity")}
+
+
+def _batch_first(newshape) -> bool:
+    """A reshape's target that keeps the batch free: ints, the first -1 (a concrete first size would fix
+    the batch, which paramcalc keeps a symbol)."""
+    return (isinstance(newshape, (list, tuple)) and bool(newshape) and newshape[0] == -1
+            and all(type(d) is int for d in newshape) and list(newshape).count(-1) == 1)
 
 
 def _calls(inbound: list, path: str) -> list[list[tuple]]:
@@ -352,7 +382,7 @@ def _call_constants(inbound: list) -> list[tuple]:
             return slice(c.get("start"), c.get("stop"), c.get("step"))
         if isinstance(v, dict) and v.get("class_name") == "__ellipsis__":
             return Ellipsis
-        return [value(x) for x in v] if isinstance(v, list) else v
+        return [value(x) for x in v] if isinstance(v, (list, tuple)) else v
 
     return [tuple(value(a) for a in call.get("args", []) if not (isinstance(a, dict) and
                                                                  a.get("class_name") == "__keras_tensor__"))

@@ -156,8 +156,8 @@ class _LiveBuilder(GraphBuilder):
         if module.startswith(_KERAS_OPS):
             constants = tuple(a for a in node.arguments.args if not _tensors(a))
             try:
-                return replace(_keras_op(class_name, module, len(args), name, constants), name=name,
-                               type_name=class_name), args
+                return replace(_keras_op(class_name, module, len(args), name, constants, operation.get_config()),
+                               name=name, type_name=class_name), args
             except ParamcalcError:  # no rule for this operation, or for these arguments: Keras says
                 return None, None
         if keras_converter(class_name, module) is None:
