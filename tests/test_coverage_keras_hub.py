@@ -107,7 +107,7 @@ def test_a_users_class_named_as_a_keras_hub_layer_is_not_read_by_its_rule():
 
 # read as the calls their blocks make, every call by a rule: exact in cost too
 CALLS_READ = ["albert", "bert", "distil_bert", "electra", "roberta", "xlm_roberta", "gpt2", "opt", "bart",
-              "bert_text_classifier", "gpt2_causal_lm"]
+              "mistral", "phi3", "qwen2", "qwen3", "bert_text_classifier", "gpt2_causal_lm"]
 
 
 @pytest.mark.parametrize("name", CALLS_READ)
@@ -133,3 +133,17 @@ def test_the_decoder_families_rms_norms_are_rms_norms(name):
     est = paramcalc.estimate(model, input_shape=keras_hub_zoo.input_shapes(model), batch_size=2)
     final = next(row for row in est.layers if row.name.endswith("sequence_output_layernorm"))
     assert (final.kind, final.params, final.flops) == ("rms_norm", 16, 4 * keras_hub_zoo.SEQ * 16)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "mistral", "bart"])
+def test_a_backbones_alike_blocks_copied_give_the_rows_tracing_each_gives(name, monkeypatch):
+    from paramcalc.frontends import keras_alike
+
+    model = _built(name)
+    shapes = keras_hub_zoo.input_shapes(model)
+    copied = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
+    monkeypatch.setattr(keras_alike, "COPY", False)
+    traced = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
+    table = [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in copied.layers]
+    assert table == [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in traced.layers]
+    assert not any(row.kind == "foreign" for row in copied.layers)

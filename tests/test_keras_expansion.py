@@ -229,3 +229,39 @@ def test_a_reshape_that_fixes_the_batch_is_not_read_as_a_view():
     with pytest.raises(paramcalc.UnknownLayerError, match="Reshape"):
         paramcalc.estimate(model.get_config())
     assert paramcalc.estimate(model, batch_size=2).layers[0].kind == "foreign"
+
+
+def test_einsum_repeat_expand_dims_and_cast_are_read_as_keras_shapes_them():
+    ops = keras.ops
+    q, k = keras.Input((5, 4, 8)), keras.Input((5, 2, 8))
+    keys = ops.cast(ops.repeat(k, 2, axis=2), "float32")
+    scores = ops.einsum("bqhd,bkhd->bhqk", q, keys)
+    model = keras.Model([q, k], ops.expand_dims(scores, 1))
+    for source in (model, model.get_config()):
+        est = paramcalc.estimate(source, batch_size=3)
+        assert [row.kind for row in est.layers] == ["repeat", "identity", "einsum", "unsqueeze"]
+        assert est.output_shape == (3, *model.output.shape[1:]) == (3, 1, 4, 5, 5)
+        assert est.layers[2].output_shape == (3, 4, 5, 5)
+        assert est.layers[2].macs == 4 * 5 * 5 * 8 and est.layers[2].flops == 2 * 4 * 5 * 5 * 8  # per sample
+
+
+def _table(est) -> list:
+    return [(row.name, row.kind, row.output_shape, row.params, row.flops, row.shared_with) for row in est.layers]
+
+
+def test_alike_blocks_are_read_once_and_copied_exactly(monkeypatch):
+    from paramcalc.frontends import keras_alike
+
+    inputs = keras.Input((10, 16))
+    x = inputs
+    for k in range(3):  # three blocks of one configuration, and one of another
+        x = Block(name=f"block_{k}")(x)
+    x = Block(ff_dim=8, name="odd")(x)
+    model = keras.Model(inputs, x)
+    copied = paramcalc.estimate(model, batch_size=2, optimizer="adam", device="cpu")
+    monkeypatch.setattr(keras_alike, "COPY", False)
+    traced = paramcalc.estimate(model, batch_size=2, optimizer="adam", device="cpu")
+    assert _table(copied) == _table(traced) and copied.params == model.count_params()
+    assert copied.training.memory.peak == traced.training.memory.peak
+    assert [row.name for row in copied.layers if row.name.endswith("/up")] == [
+        "block_0/ffn/up", "block_1/ffn/up", "block_2/ffn/up", "odd/ffn/up"]

@@ -38,6 +38,7 @@ from paramcalc.layers import (
     DepthwiseConv,
     Dot,
     Dropout,
+    Einsum,
     EinsumDense,
     Embedding,
     Flatten,
@@ -58,17 +59,20 @@ from paramcalc.layers import (
     PositionEmbedding,
     PReLU,
     Recurrent,
+    Repeat,
     RepeatVector,
     Rescale,
     Reshape,
     ReversibleEmbedding,
     RMSNorm,
+    RotaryEmbedding,
     ScalarOp,
     ScaledSum,
     ScoreAttention,
     SeparableConv,
     TimeDistributed,
     Transpose,
+    Unsqueeze,
     UpSample,
     View,
 )
@@ -305,6 +309,7 @@ _KERAS_OPS = "keras.src.ops."
 # Keras operations applied to symbolic tensors in a functional model (``x + 3.0``, ``ops.multiply(a, b)``)
 # are saved as operation nodes of these classes
 _OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
+              "Minimum": "minimum", "Maximum": "maximum",
               "TrueDivide": "divide"}
 
 
@@ -322,6 +327,15 @@ def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: 
         return Index(index_items(key if isinstance(key, (list, tuple)) else [key]))
     if class_name == "Matmul" and tensors == 2 and not constants:
         return MatMul()
+    if class_name == "Einsum" and tensors == 2 and not constants and isinstance(config.get("subscripts"), str):
+        return Einsum(config["subscripts"])
+    if class_name == "Repeat" and tensors == 1 and not constants and type(config.get("repeats")) is int \
+            and type(config.get("axis")) is int:
+        return Repeat(config["repeats"], config["axis"])
+    if class_name == "ExpandDims" and tensors == 1 and not constants and type(config.get("axis")) is int:
+        return Unsqueeze(config["axis"])
+    if class_name == "Cast" and tensors == 1 and not constants:
+        return Identity()  # as torch's .to(dtype) is read
     if class_name == "Transpose" and tensors == 1 and not constants and config.get("axes") is not None:
         return Transpose(dims=tuple(config["axes"]))
     if class_name == "Reshape" and tensors == 1 and not constants and _batch_first(config.get("newshape")):
@@ -753,6 +767,7 @@ KERAS_HUB: dict[str, Callable] = {
     **dict.fromkeys(("LlamaLayerNorm", "MistralLayerNormalization", "MixtralLayerNormalization", "QwenLayerNorm",
                      "Phi3LayerNorm", "T5LayerNorm"), lambda c: RMSNorm()),
     "Qwen3LayerNorm": lambda c: RMSNorm(normalized_shape=(c["head_dim"],) if c.get("head_dim") else None),
+    "RotaryEmbedding": lambda c: RotaryEmbedding(c.get("sequence_axis", 1), c.get("feature_axis", -1)),
 }
 for _convert_fn in KERAS_HUB.values():
     _convert_fn.modules = ("keras_hub.", "keras_nlp.")

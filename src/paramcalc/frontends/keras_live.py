@@ -8,11 +8,13 @@ names the layer call that made it). That graph is walked from the outputs back t
 model is read whatever its class.
 
 Layers of a class paramcalc has a rule for are read as the config path reads them (from
-``get_config()``). Any other layer or Keras operation (``x[:, 0]``, ``ops.*`` on a tensor) becomes a
-:class:`~paramcalc.layers.foreign.ForeignLayer`: its weights counted exactly from the built layer, its
-shapes inferred by Keras itself (``compute_output_spec``) for the shapes paramcalc propagates, and its
-work estimated, which the estimate's notes and the row say. Keras is imported only here, and only for a
-live model the caller already built with it.
+``get_config()``), as are the Keras operations with rules (``x[:, 0]``, ``ops.matmul``). A layer of any
+other class is read as the layer and operation calls its ``call()`` makes (``keras_trace``), where each
+of those has a rule and holds the layer's weights: the layer is then exact. Any other layer or
+operation becomes a :class:`~paramcalc.layers.foreign.ForeignLayer`: its weights counted exactly from
+the built layer, its shapes inferred by Keras itself (``compute_output_spec``) for the shapes paramcalc
+propagates, and its work estimated, which the estimate's notes and the row say (with why it was not read
+as its calls). Keras is imported only here, and only for a live model the caller already built with it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from paramcalc.frontends.keras import (
     _policy_name,
     from_keras_config,
 )
+from paramcalc.frontends.keras_alike import Expanded, alike_key, clone
 from paramcalc.frontends.keras_trace import (
     SublayerFails,
     snake_case,
@@ -107,6 +110,8 @@ class _LiveBuilder(GraphBuilder):
         self.traces: list = []  # what traced calls made, kept alive: the ids above name them
         self.refused: dict[str, str] = {}  # class -> why its calls are not read as the calls they make
         self.needs_stand_ins: set[str] = set()  # classes whose calls are read at stand-in sizes
+        self.expanded: dict[str, Expanded] = {}  # alike_key -> the first such call, read as its calls
+        self.clones: dict[tuple, object] = {}  # (owner, id of the first block's layer) -> its rule's copy
 
     def model(self, model, prefix: str, outer_refs, depth: int, trainable: bool):
         if depth > MAX_NESTING:
@@ -152,7 +157,7 @@ class _LiveBuilder(GraphBuilder):
     def known(self, operation, name: str, node, prefix: str, trainable: bool):
         """(layer, input refs) where paramcalc has a rule for the call; (None, None) otherwise."""
         class_name, module = type(operation).__name__, type(operation).__module__
-        args = [self.ref(t, prefix) for t in _tensors(node.arguments.args)]
+        args = [self.ref(t, prefix) for t in _tensors(_data_arguments(operation, node.arguments.args))]
         if module.startswith(_KERAS_OPS):
             constants = tuple(a for a in node.arguments.args if not _tensors(a))
             try:
@@ -206,6 +211,14 @@ class _LiveBuilder(GraphBuilder):
         if class_name in self.refused:  # a class's calls are alike: one refusal is enough
             self.foreign_why.setdefault(class_name, self.refused[class_name])
             return False
+        key = alike_key(operation, node, trainable)
+        inputs = [self.resolve(self.ref(t, prefix), node_name) for t in {id(t): t for t in node.input_tensors}.values()]
+        if key in self.expanded:  # a block like one read before: its rows, over this block's weights
+            refs = clone(self.expanded[key], self, operation, inputs, node_name)
+            if refs is not None:
+                for position, ref in enumerate(refs):
+                    self.alias[(*call, position)] = ref
+                return True
         own = weights_of_their_own(operation, _has_rule)
         if own:
             layer, variable = own[0]
@@ -226,11 +239,16 @@ class _LiveBuilder(GraphBuilder):
                 self.needs_stand_ins.add(class_name)
             if refs is None:
                 why = err.args[0] if isinstance(err, (_NotExpanded, SublayerFails)) else \
-                    f"its call() fails on symbolic tensors ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+                    f"its call() fails on symbolic tensors ({type(err).__name__}: {(str(err) or '?').splitlines()[0][:160]})"
                 self.refused[class_name] = self.foreign_why[class_name] = f"no paramcalc rule for this class, and {why}"
                 return False
         for position, ref in enumerate(refs):
             self.alias[(*call, position)] = ref
+        if key is not None:
+            added = tuple(GraphNode(n.name, n.layer, tuple(self.resolve(r, n.name) for r in n.inbound))
+                          for n in self.nodes[state[0]:])
+            self.expanded.setdefault(key, Expanded(node_name, added, tuple(refs), tuple(inputs), tuple(
+                operation._flatten_layers(include_self=False, recursive=True))))
         return True
 
     def _expand_once(self, operation, node, node_name: str, prefix: str, depth: int, trainable: bool, start: int,
@@ -256,11 +274,10 @@ class _LiveBuilder(GraphBuilder):
 
     def _expand_at_stand_ins(self, operation, node, node_name: str, prefix: str, depth: int, trainable: bool,
                              state: tuple, failed: Exception) -> tuple:
-        """(refs, None) where the call, failing on sizes left free (code that builds a causal mask from
-        ``ops.shape(x)[1]``), expands alike at two sets of stand-in sizes: what it reads of them then goes
+        """(refs, None) where the call, failing on sizes left free (the batch; code that builds a causal mask
+        from ``ops.shape(x)[1]``), expands alike at two sets of stand-in sizes: what it reads of them then goes
         into no call paramcalc counts. (None, the reason) otherwise; the builder as it was."""
-        if isinstance(failed, (_NotExpanded, SublayerFails)) or \
-                all(d is not None for t in node.input_tensors for d in t.shape[1:]):
+        if isinstance(failed, (_NotExpanded, SublayerFails)):
             return None, failed
         expansions = []
         try:
@@ -375,6 +392,18 @@ def _tensors(value) -> list:
     if isinstance(value, (list, tuple)):
         return [t for item in value for t in _tensors(item)]
     return []
+
+
+def _data_arguments(operation, args: tuple) -> tuple:
+    """A call's positional arguments less those its ``call()`` takes as a mask (``Softmax()(x, mask)``):
+    rules read data, a mask changes no shape or count."""
+    import inspect
+
+    try:
+        names = list(inspect.signature(operation.call).parameters)
+    except (TypeError, ValueError):  # no signature to read: every argument is data
+        return args
+    return tuple(a for k, a in enumerate(args) if k >= len(names) or not names[k].endswith("mask"))
 
 
 def _has_rule(layer) -> bool:

@@ -237,3 +237,25 @@ class TimeDistributed(Layer):
 
     def saved(self, call, rules: SavingRules) -> list:
         return inputs_kept(call, rules)[:1]
+
+
+@register_layer("repeat")
+@dataclass(frozen=True)
+class Repeat(Layer):
+    """``keras.ops.repeat(x, repeats, axis)`` (torch ``repeat_interleave`` with an int): each element
+    repeated ``repeats`` times along ``axis`` (batch = 0, negatives from the end); a copy, no FLOPs."""
+
+    repeats: int = 1
+    axis: int = -1
+
+    def __post_init__(self) -> None:
+        if type(self.repeats) is not int or self.repeats < 1 or type(self.axis) is not int:
+            raise LayerConfigError(f"repeat needs a positive int repeats and an int axis. Received: repeats="
+                                   f"{shown(self.repeats)}, axis={shown(self.axis)}", layer=self.name)
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        x = ctx.single(inputs)
+        if not -x.rank <= self.axis < x.rank:
+            raise ctx.shape_error(f"repeat axis {self.axis} is out of range for {ctx.format_shape(x.shape)}")
+        axis = self.axis % x.rank
+        return ctx.result(x.with_shape(x.shape[:axis] + (x.shape[axis] * self.repeats,) + x.shape[axis + 1:]))

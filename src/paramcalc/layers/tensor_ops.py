@@ -4,6 +4,7 @@ and PReLU, an activation with weights."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -315,3 +316,58 @@ def _reshaped_share(layer: Layer, call, axes: tuple) -> tuple | None:
         return (None,), layer
     out = regrouped_split(call.input_shapes[0], call.output_shape, axes[0])
     return None if out is None else (out, layer)
+
+
+_EINSUM = re.compile(r"([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]*)")
+
+
+@register_layer("einsum")
+@dataclass(frozen=True)
+class Einsum(Layer):
+    """``keras.ops.einsum(equation, a, b)`` on two tensors, letters only (``"aecd,abcd->acbe"``, an
+    attention's scores): each letter's size from the inputs (a letter in both must agree), the output's
+    from its letters. MACs: the product of every letter's size; 2 FLOPs per MAC where a letter is summed
+    over, 1 (a product) where none is."""
+
+    equation: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.equation, str) or not _EINSUM.fullmatch(self.equation.replace(" ", "")):
+            raise LayerConfigError(f"einsum equation {self.equation!r}: paramcalc reads two operands written in "
+                                   "letters (\"abc,acd->abd\"), no ellipsis", layer=self.name, value=self.equation)
+
+    def _letters(self) -> tuple:
+        return _EINSUM.fullmatch(self.equation.replace(" ", "")).groups()
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        if len(inputs) != 2:
+            raise ctx.shape_error(f"einsum {self.equation!r} takes 2 inputs, received {len(inputs)}")
+        first, second, out = self._letters()
+        sizes: dict = {}
+        for letters, spec in zip((first, second), inputs):
+            if len(letters) != spec.rank:
+                raise ctx.shape_error(f"einsum {self.equation!r}: {letters!r} names {len(letters)} axes of an input "
+                                      f"of shape {ctx.format_shape(spec.shape)}")
+            for letter, size in zip(letters, spec.shape):
+                if letter in sizes:
+                    ctx.require_equal(size, sizes[letter], lambda: f"einsum {self.equation!r}: axis {letter!r} is "
+                                      f"{sizes[letter]} in one input and {size} in the other")
+                else:
+                    sizes[letter] = size
+        if set(out) - set(sizes):
+            raise ctx.shape_error(f"einsum {self.equation!r}: output axes {sorted(set(out) - set(sizes))} are in no input")
+        macs = prod(sizes.values())
+        summed = set(sizes) - set(out)
+        return ctx.result(inputs[0].with_shape(tuple(sizes[letter] for letter in out)), macs=macs,
+                          flops=2 * macs if summed else macs)
+
+    def work(self, call) -> Work:
+        first, second, out = self._letters()
+        sizes = dict(zip(first, call.input_shapes[0])) | dict(zip(second, call.input_shapes[1]))
+        inner = prod(sizes[letter] for letter in sizes if letter not in out)
+        columns = sizes[out[-1]] if out else 1
+        rows = prod(sizes[letter] for letter in out[:-1])
+        return self.described(activation_products=((rows, inner, columns),), activation_macs=call.macs_per_batch)
+
+    def saved(self, call, rules: SavingRules) -> list:
+        return inputs_kept(call, rules)
