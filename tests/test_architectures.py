@@ -151,6 +151,12 @@ def test_every_kind_is_exercised_by_a_property_test():
         # test_keras_frontend: ConvLSTM1D/2D/3D, both data formats, against real calls and torch's
         # FlopCounterMode count of the same convolutions
         "conv_lstm",
+        # test_keras_frontend: ReversibleEmbedding's two calls, tied and untied, live and from a config
+        "reversible_embedding",
+        # test_keras_expansion: Keras operations against Keras' shapes, einsum against FlopCounterMode
+        "einsum", "repeat",
+        # test_coverage_keras_hub: KerasHub's position and rotary embeddings in their backbones
+        "position_embedding", "rotary_embedding",
     }
     builtin = {k for k, cls in paramcalc.layer_kinds().items() if cls.__module__.startswith("paramcalc.layers.")}
     assert builtin == covered

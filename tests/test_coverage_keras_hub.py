@@ -147,3 +147,16 @@ def test_a_backbones_alike_blocks_copied_give_the_rows_tracing_each_gives(name, 
     table = [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in copied.layers]
     assert table == [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in traced.layers]
     assert not any(row.kind == "foreign" for row in copied.layers)
+
+
+def test_rotary_embeddings_keep_the_shape_and_count_the_rotation():
+    model = _built("llama")
+    est = paramcalc.estimate(model, input_shape=keras_hub_zoo.input_shapes(model), batch_size=2)
+    rotary = [row for row in est.layers if row.kind == "rotary_embedding"]
+    assert len(rotary) == 4  # the queries and the keys of each of the two blocks
+    for row in rotary:
+        (batch, length, heads, width), = row.input_shapes
+        assert row.output_shape == row.input_shapes[0] and row.params == 0
+        elements = batch * length * heads * width
+        # x * cos + rotate_half(x) * sin, the negation of half; the angles, sines and cosines once per batch
+        assert row.flops_per_batch == 3 * elements + elements // 2 + 3 * length * (width // 2)

@@ -265,3 +265,26 @@ def test_alike_blocks_are_read_once_and_copied_exactly(monkeypatch):
     assert copied.training.memory.peak == traced.training.memory.peak
     assert [row.name for row in copied.layers if row.name.endswith("/up")] == [
         "block_0/ffn/up", "block_1/ffn/up", "block_2/ffn/up", "odd/ffn/up"]
+
+
+@pytest.mark.parametrize("equation, a, b", [
+    ("bqhd,bkhd->bhqk", (3, 5, 4, 8), (3, 6, 4, 8)),  # attention scores
+    ("bhqk,bkhd->bqhd", (3, 4, 5, 6), (3, 6, 4, 8)),  # attention context
+    ("bij,bjk->bik", (3, 5, 7), (3, 7, 2)),
+    ("bi,bi->bi", (3, 4), (3, 4)),  # nothing summed: one product per element
+])
+def test_einsum_flops_are_torchs_flop_counter_count(equation, a, b):
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    first, second = keras.Input(a[1:]), keras.Input(b[1:])
+    est = paramcalc.estimate(keras.Model([first, second], keras.ops.einsum(equation, first, second)), batch_size=a[0])
+    assert est.layers[0].kind == "einsum"
+    with FlopCounterMode(display=False) as counter:
+        out = torch.einsum(equation, torch.zeros(a), torch.zeros(b))
+    assert est.output_shape == tuple(out.shape)
+    summed = set(equation.split("->")[0].replace(",", "")) - set(equation.split("->")[1])
+    if summed:  # torch counts products that sum; an elementwise product it does not count
+        assert est.flops_per_batch == counter.get_total_flops()
+    else:
+        assert counter.get_total_flops() == 0 and est.flops_per_batch == out.numel()

@@ -767,7 +767,9 @@ KERAS_HUB: dict[str, Callable] = {
     **dict.fromkeys(("LlamaLayerNorm", "MistralLayerNormalization", "MixtralLayerNormalization", "QwenLayerNorm",
                      "Phi3LayerNorm", "T5LayerNorm"), lambda c: RMSNorm()),
     "Qwen3LayerNorm": lambda c: RMSNorm(normalized_shape=(c["head_dim"],) if c.get("head_dim") else None),
-    "RotaryEmbedding": lambda c: RotaryEmbedding(c.get("sequence_axis", 1), c.get("feature_axis", -1)),
+    # Llama's changes only how the frequencies are made (once per feature pair)
+    **dict.fromkeys(("RotaryEmbedding", "LlamaRotaryEmbedding"),
+                    lambda c: RotaryEmbedding(c.get("sequence_axis", 1), c.get("feature_axis", -1))),
 }
 for _convert_fn in KERAS_HUB.values():
     _convert_fn.modules = ("keras_hub.", "keras_nlp.")

@@ -3,7 +3,8 @@ on tensors of one shape, so the calls one block's ``call()`` makes (``keras_trac
 other, over its own weights. The first block is traced; each other block's rows are the first's,
 renamed under its own name, with its own sublayers' weights and its own inputs.
 
-Two calls are alike where the layers' classes and configurations (``get_config()`` less the name), the
+Two calls are alike where the layers' classes and configurations (``get_config()`` less the name, or
+where that fails the plain attributes), the
 classes, configurations and weight shapes of all their sublayers in order, whether each trains, and the
 calls' inputs (shapes, dtypes, which arguments are the same tensor, the other arguments) are equal: what
 a layer's ``call()`` makes depends on its configuration and its inputs. A call that is not alike, or
@@ -50,9 +51,20 @@ def alike_key(operation, node, trainable: bool) -> str | None:
 
 
 def _config(layer) -> object:
-    config = dict(layer.get_config())
+    """The layer's configuration less its name; where ``get_config()`` fails (KerasHub's Llama layers
+    read an attribute they never set), its plain attributes less those that name it."""
+    try:
+        config = dict(layer.get_config())
+    except Exception:  # noqa: BLE001 - whatever the library's get_config raises
+        return sorted((k, v) for k, v in vars(layer).items() if _plain(v) and "name" not in k and "path" not in k)
     config.pop("name", None)
     return config
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(map(_plain, value))
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def clone(first: Expanded, builder, operation, inputs: list, node_name: str) -> list | None:

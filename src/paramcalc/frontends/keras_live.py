@@ -323,9 +323,11 @@ class _LiveBuilder(GraphBuilder):
         """Refuse an expansion holding an operation without a rule (its work would go uncounted), or
         leaving a weight of the layer to no layer in it (the layer's code reads it itself)."""
         unknown = sorted({n.layer.type_name for n in self.nodes[start:] if isinstance(n.layer, ForeignLayer)})
-        if unknown:
+        if unknown:  # each with why it was not read as its own calls, where it was tried
+            named = [f"{cls}: {self.refused[cls].split(', and ', 1)[-1]}" if cls in self.refused else cls
+                     for cls in unknown]
             raise _NotExpanded(f"its call() calls layers or Keras operations paramcalc has no rule for "
-                               f"({', '.join(unknown)})")
+                               f"({'; '.join(named)})")
         owners = {n.layer.name for n in self.nodes} - {None}
         loose = [v for v in operation.weights if self.owner_of_variable.get(id(v)) not in owners]
         if loose:
@@ -334,13 +336,14 @@ class _LiveBuilder(GraphBuilder):
                                + ": read directly, or by a layer called on constants)")
 
     def _state(self) -> tuple:
-        return (len(self.nodes), dict(self.alias), dict(self.calls), dict(self.layers),
-                dict(self.owner_of_variable), dict(self.layer_names), dict(self.foreign_why))
+        return (len(self.nodes), dict(self.alias), dict(self.calls), dict(self.layers), dict(self.owner_of_variable),
+                dict(self.layer_names), dict(self.foreign_why), dict(self.expanded), dict(self.clones))
 
     def _restore(self, state: tuple) -> None:
         """The builder as ``_state()`` saw it (copies again: a state may be restored more than once)."""
         start, *tables = state
-        self.alias, self.calls, self.layers, self.owner_of_variable, self.layer_names, self.foreign_why = map(dict, tables)
+        (self.alias, self.calls, self.layers, self.owner_of_variable, self.layer_names, self.foreign_why,
+         self.expanded, self.clones) = map(dict, tables)
         del self.nodes[start:]
 
     def name_of(self, operation) -> str:
