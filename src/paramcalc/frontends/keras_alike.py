@@ -52,11 +52,13 @@ def alike_key(operation, node, trainable: bool) -> str | None:
 
 def _config(layer) -> object:
     """The layer's configuration less its name; where ``get_config()`` fails (KerasHub's Llama layers
-    read an attribute they never set), its plain attributes less those that name it."""
+    read an attribute they never set), its plain public attributes less those that name it (Keras' own
+    private ones record calls, not configuration)."""
     try:
         config = dict(layer.get_config())
     except Exception:  # noqa: BLE001 - whatever the library's get_config raises
-        return sorted((k, v) for k, v in vars(layer).items() if _plain(v) and "name" not in k and "path" not in k)
+        return sorted((k, v) for k, v in vars(layer).items()
+                      if _plain(v) and not k.startswith("_") and "name" not in k and "path" not in k)
     config.pop("name", None)
     return config
 

@@ -62,16 +62,23 @@ def _sizes(shape: tuple, stand_in: tuple | None) -> tuple:
     return tuple(stand_in[0 if axis == 0 else 1] if size is None else size for axis, size in enumerate(shape))
 
 
+# what a layer call records on a layer besides its nodes: whether it was called, and its parent's path
+_CALL_STATE = ("_called", "_parent_path")
+
+
 @contextmanager
 def _nodes_kept(layers: list):
-    """The layers' node lists as they were on entry, again on exit."""
+    """The layers' node lists and call state as they were on entry, again on exit."""
     lengths = [(layer, len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]
+    states = [(layer, {k: vars(layer)[k] for k in _CALL_STATE if k in vars(layer)}) for layer in layers]
     try:
         yield
     finally:
         for layer, inbound, outbound in lengths:
             del layer._inbound_nodes[inbound:]
             del layer._outbound_nodes[outbound:]
+        for layer, state in states:
+            vars(layer).update(state)
 
 
 class SublayerFails(Exception):
