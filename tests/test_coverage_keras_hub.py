@@ -135,7 +135,7 @@ def test_the_decoder_families_rms_norms_are_rms_norms(name):
     assert (final.kind, final.params, final.flops) == ("rms_norm", 16, 4 * keras_hub_zoo.SEQ * 16)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "mistral", "bart"])
+@pytest.mark.parametrize("name", ["gpt2", "mistral", "llama", "bart"])
 def test_a_backbones_alike_blocks_copied_give_the_rows_tracing_each_gives(name, monkeypatch):
     from paramcalc.frontends import keras_alike
 
@@ -146,6 +146,9 @@ def test_a_backbones_alike_blocks_copied_give_the_rows_tracing_each_gives(name, 
     traced = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
     table = [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in copied.layers]
     assert table == [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in traced.layers]
+    monkeypatch.setattr(keras_alike, "COPY", True)  # again, after a trace of every block: read alike
+    again = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
+    assert table == [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in again.layers]
     assert not any(row.kind == "foreign" for row in copied.layers)
 
 
