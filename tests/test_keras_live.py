@@ -115,3 +115,24 @@ def test_a_subclassed_model_without_a_graph_is_refused_with_the_fix():
     with pytest.raises(paramcalc.SpecError, match="no functional graph") as err:
         paramcalc.estimate(Free(), input_shape=(4,))
     assert "keras.Input" in err.value.fix
+
+
+def test_a_class_named_as_a_known_one_whose_get_config_fails_is_estimated_with_the_reason():
+    class RMSNormalization(keras.layers.Layer):  # a library's own class, named as Keras' (KerasHub's Gemma)
+        def __init__(self, scale_init=lambda shape, dtype=None: keras.ops.ones(shape), **kwargs):
+            super().__init__(**kwargs)
+            self.scale_init = scale_init
+
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(shape[-1],), initializer=self.scale_init, name="scale")
+
+        def call(self, x):
+            return x * (1 + self.scale)
+
+        def get_config(self):
+            raise NotImplementedError
+
+    inputs = keras.Input((5, 6))
+    est = paramcalc.estimate(keras.Model(inputs, RMSNormalization()(inputs)), batch_size=2)
+    assert [row.kind for row in est.layers] == ["foreign"] and est.params == 6
+    assert any("its get_config() fails (NotImplementedError)" in note for note in est.notes)

@@ -170,7 +170,14 @@ class _LiveBuilder(GraphBuilder):
         kwargs = node.arguments.kwargs
         refs = args + [self.ref(t, prefix) for key in _TENSOR_KWARGS if key in kwargs for t in _tensors(kwargs[key])]
         try:
-            layer = self._layer(name, class_name, operation.get_config(), name, trainable, module, kwargs)
+            config = operation.get_config()
+        except Exception as err:  # noqa: BLE001 - a class of that name whose get_config fails (KerasHub's
+            # Gemma RMSNormalization): no configuration for the rule to read, Keras says instead
+            self.foreign_why.setdefault(class_name, f"its get_config() fails ({type(err).__name__}), so paramcalc's "
+                                                    "rule for the class name has no configuration to read")
+            return None, None
+        try:
+            layer = self._layer(name, class_name, config, name, trainable, module, kwargs)
         except ParamcalcError as err:  # a rule that refuses this configuration: Keras says instead
             self.foreign_why.setdefault(class_name, f"paramcalc's rule refused it: {err.message}")
             return None, None
