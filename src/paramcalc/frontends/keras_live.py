@@ -70,9 +70,15 @@ def from_keras_model(model: object):
     class_name = type(model).__name__
     if class_name in MODEL_CLASSES:
         try:
-            return from_keras_config(model.get_config())
-        except ParamcalcError:  # a class without a rule, or a configuration a rule refuses: Keras says
+            config = model.get_config()
+        except Exception:  # noqa: BLE001 - a layer whose get_config() fails: the live graph still holds it
+            config = None
             if live_graph_of(model) is None:
+                raise
+        try:
+            return from_live_model(model) if config is None else from_keras_config(config)
+        except ParamcalcError:  # a class without a rule, or a configuration a rule refuses: Keras says
+            if config is None or live_graph_of(model) is None:
                 raise
             return from_live_model(model)
     if live_graph_of(model) is not None:
