@@ -154,7 +154,7 @@ def test_every_kind_is_exercised_by_a_property_test():
         # test_keras_frontend: ReversibleEmbedding's two calls, tied and untied, live and from a config
         "reversible_embedding",
         # test_keras_expansion: Keras operations against Keras' shapes, einsum against FlopCounterMode
-        "einsum", "repeat",
+        "einsum", "repeat", "dot_product_attention",
         # test_coverage_keras_hub: KerasHub's position and rotary embeddings in their backbones
         "position_embedding", "rotary_embedding",
     }

@@ -107,7 +107,8 @@ def test_a_users_class_named_as_a_keras_hub_layer_is_not_read_by_its_rule():
 
 # read as the calls their blocks make, every call by a rule: exact in cost too
 CALLS_READ = ["albert", "bert", "distil_bert", "electra", "roberta", "xlm_roberta", "gpt2", "opt", "bart",
-              "mistral", "phi3", "qwen2", "qwen3", "bert_text_classifier", "gpt2_causal_lm"]
+              "mistral", "phi3", "qwen2", "qwen3", "llama", "llama3", "whisper", "bert_text_classifier", "gpt2_causal_lm",
+              "llama_causal_lm"]
 
 
 @pytest.mark.parametrize("name", CALLS_READ)

@@ -293,3 +293,32 @@ def test_einsum_flops_are_torchs_flop_counter_count(equation, a, b):
         assert est.flops_per_batch == counter.get_total_flops()
     else:
         assert counter.get_total_flops() == 0 and est.flops_per_batch == out.numel()
+
+
+@pytest.mark.parametrize("kv_heads, causal", [(4, False), (2, True)])
+def test_dot_product_attention_counts_torchs_products_and_a_softmax(kv_heads, causal):
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    q, k, v = keras.Input((5, 4, 8)), keras.Input((6, kv_heads, 8)), keras.Input((6, kv_heads, 8))
+    model = keras.Model([q, k, v], keras.ops.dot_product_attention(q, k, v, is_causal=causal))
+    est = paramcalc.estimate(model, batch_size=3)
+    assert [row.kind for row in est.layers] == ["dot_product_attention"] and est.output_shape == (3, 5, 4, 8)
+    # the same attention written out in torch, (batch, heads, length, width), key and value heads repeated:
+    # its counter counts the two products
+    tq, tk, tv = (torch.zeros(3, heads, length, 8) for heads, length in ((4, 5), (kv_heads, 6), (kv_heads, 6)))
+    tk, tv = (t.repeat_interleave(4 // kv_heads, dim=1) for t in (tk, tv))
+    with FlopCounterMode(display=False) as counter:
+        torch.softmax(tq @ tk.transpose(-1, -2), dim=-1) @ tv
+    assert 2 * est.macs_per_batch == counter.get_total_flops()
+    assert est.flops_per_batch == 2 * est.macs_per_batch + 5 * 3 * 4 * 5 * 6  # and the softmax, 5 per score
+
+
+def test_pad_is_read_per_axis_and_a_padded_batch_is_not():
+    inputs = keras.Input((5, 6))
+    model = keras.Model(inputs, keras.ops.pad(inputs, [[0, 0], [1, 2], [0, 0]]))
+    for source in (model, model.get_config()):
+        est = paramcalc.estimate(source, batch_size=2)
+        assert est.layers[0].kind == "pad" and est.output_shape == (2, 8, 6)
+    batch_padded = keras.Model(inputs, keras.ops.pad(inputs, [[1, 0], [0, 0], [0, 0]]))
+    assert paramcalc.estimate(batch_padded, batch_size=2).layers[0].kind == "foreign"

@@ -37,6 +37,7 @@ from paramcalc.layers import (
     Dense,
     DepthwiseConv,
     Dot,
+    DotProductAttention,
     Dropout,
     Einsum,
     EinsumDense,
@@ -227,8 +228,10 @@ class GraphBuilder:
                                                                     _call_constants(inbound))):
                 node_name = name if k == 0 else f"{name}@{k}"
                 if isinstance(module, str) and module.startswith(_KERAS_OPS):
-                    layer = replace(_keras_op(class_name, module, len(refs), path, constants, config), name=name,
-                                    type_name=class_name)
+                    given = frozenset(k for k, v in call_kwargs.items() if isinstance(v, dict)
+                                      and v.get("class_name") == "__keras_tensor__")
+                    layer = replace(_keras_op(class_name, module, len(refs), path, constants, config, given),
+                                    name=name, type_name=class_name)
                 else:
                     layer = self._layer(name, class_name, config, path, layer_trainable, module, call_kwargs)
                 self.nodes.append(GraphNode(node_name, layer, tuple(refs)))
@@ -314,13 +317,14 @@ _OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Div
 
 
 def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: tuple = (),
-              config: dict | None = None):
+              config: dict | None = None, tensor_kwargs: frozenset = frozenset()):
     """A Keras operation node: with two tensors a merge (shapes broadcast), with one tensor and a
     constant an elementwise op on the tensor; ``x[...]`` (GetItem) with ints, slices, None and Ellipsis
     an Index; ``matmul``, ``transpose``, ``reshape`` (a -1 or the batch first) and the activations
     (``ops.gelu``, ``ops.softmax`` over the last axis, ...) by the kinds torch's have. ``constants``: the
     call's positional arguments that are not tensors, as Python values; ``config``: the operation's
-    (``axes``, ``newshape``, ``axis``)."""
+    (``axes``, ``newshape``, ``axis``); ``tensor_kwargs``: the keywords passed a tensor (a mask reads
+    nothing a rule counts; an attention's additive ``bias`` would be a pass of its own)."""
     config = config or {}
     if class_name == "GetItem" and tensors == 1 and len(constants) == 1:
         key = constants[0]
@@ -329,11 +333,16 @@ def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: 
         return MatMul()
     if class_name == "Einsum" and tensors == 2 and not constants and isinstance(config.get("subscripts"), str):
         return Einsum(config["subscripts"])
+    if class_name == "DotProductAttention" and tensors == 3 and not constants and \
+            config.get("attn_logits_soft_cap") is None and "bias" not in tensor_kwargs:
+        return DotProductAttention()
     if class_name == "Repeat" and tensors == 1 and not constants and type(config.get("repeats")) is int \
             and type(config.get("axis")) is int:
         return Repeat(config["repeats"], config["axis"])
     if class_name == "ExpandDims" and tensors == 1 and not constants and type(config.get("axis")) is int:
         return Unsqueeze(config["axis"])
+    if class_name == "Pad" and tensors == 1 and not constants and _axis_pairs(config.get("pad_width")):
+        return Pad(tuple((axis, *pair) for axis, pair in enumerate(config["pad_width"]) if any(pair)))
     if class_name == "Cast" and tensors == 1 and not constants:
         return Identity()  # as torch's .to(dtype) is read
     if class_name == "Transpose" and tensors == 1 and not constants and config.get("axes") is not None:
@@ -353,6 +362,13 @@ def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: 
 
 # ``keras.ops`` activations, by the snake-case name of their operation class (``Gelu``: ``gelu``)
 _OP_ACTIVATIONS = {name for name in (*ACTIVATION_FLOPS, *ACTIVATION_ALIASES) if name not in ("linear", "identity")}
+
+
+def _axis_pairs(pad_width) -> bool:
+    """``ops.pad``'s width as one (before, after) pair of ints per axis, the batch's (0, 0)."""
+    return (isinstance(pad_width, (list, tuple)) and bool(pad_width)
+            and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(type(v) is int and v >= 0 for v in p)
+                    for p in pad_width) and not any(pad_width[0]))
 
 
 def _batch_first(newshape) -> bool:

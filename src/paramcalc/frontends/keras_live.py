@@ -155,8 +155,9 @@ class _LiveBuilder(ExpandingBuilder):
         if module.startswith(_KERAS_OPS):
             constants = tuple(a for a in node.arguments.args if not tensors_in(a))
             try:
-                return replace(_keras_op(class_name, module, len(args), name, constants, operation.get_config()),
-                               name=name, type_name=class_name), args
+                given = frozenset(k for k, v in node.arguments.kwargs.items() if tensors_in(v))
+                op = _keras_op(class_name, module, len(args), name, constants, operation.get_config(), given)
+                return replace(op, name=name, type_name=class_name), args
             except ParamcalcError:  # no rule for this operation, or for these arguments: Keras says
                 return None, None
         if keras_converter(class_name, module) is None:

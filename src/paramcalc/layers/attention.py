@@ -434,3 +434,46 @@ class ScoreAttention(Layer):
         b, tq, tk, d, _ = self._shapes(call.input_shapes)
         kept = b * tq * tk * (1 + (d if self.score != "dot" else 0))  # the probabilities; the tanh's outputs
         return inputs_kept(call, rules) + [((call.name, "internals"), kept * rules.activation_bytes)]
+
+
+@register_layer("dot_product_attention")
+@dataclass(frozen=True)
+class DotProductAttention(Layer):
+    """``keras.ops.dot_product_attention(query, key, value)`` on (batch, length, heads, width) tensors,
+    Keras' layout: scores, their softmax (scaled, masked, causal or not: every score is computed), the
+    weighted values; (batch, Tq, heads, value width) out. Fewer key and value heads than query heads
+    are shared by groups of them (grouped-query attention). No weights.
+
+    FLOPs as a multi-head attention's core: the two products (2 per multiply-add), the softmax 5 per
+    score."""
+
+    def _sizes(self, shapes: Sequence) -> tuple:
+        (b, tq, heads, width), (_, tk, _, _), (_, _, _, value_width) = shapes[:3]
+        return b, tq, tk, heads, width, value_width
+
+    def infer(self, inputs: Sequence[TensorSpec], ctx: Context) -> Inferred:
+        if len(inputs) != 3 or any(t.rank != 4 for t in inputs):
+            raise ctx.shape_error(f"{self.display_type} takes query, key and value of rank 4 (batch, length, heads, "
+                                  f"width), received {', '.join(ctx.format_shape(t.shape) for t in inputs)}")
+        query, key, value = inputs
+        b, tq, tk, heads, width, value_width = self._sizes([t.shape for t in inputs])
+        ctx.require_equal(key.shape[-1], width, f"{self.display_type}: query width {width} and key width "
+                                                f"{key.shape[-1]} differ")
+        ctx.require_equal(value.shape[1], tk, f"{self.display_type}: key length {tk} and value length "
+                                              f"{value.shape[1]} differ")
+        if exact_div(heads, key.shape[2]) is None:
+            raise ctx.shape_error(f"{self.display_type}: {key.shape[2]} key heads do not divide {heads} query heads")
+        scores = b * heads * tq * tk
+        macs = scores * (width + value_width)
+        return ctx.result(query.with_shape((b, tq, heads, value_width)), macs=macs,
+                          flops=2 * macs + scores * SOFTMAX_FLOPS)
+
+    def work(self, call) -> Work:
+        b, tq, tk, heads, width, value_width = self._sizes(call.input_shapes)
+        return self.described(activation_macs=call.macs_per_batch, host_ops=4,
+                              attention=(AttentionCore(b * heads, tq, tk, width, value_width, False),))
+
+    def saved(self, call, rules: SavingRules) -> list:
+        b, tq, tk, heads, _, _ = self._sizes(call.input_shapes)
+        # the query, key and value, and the probabilities (the math path Keras takes on the CPU)
+        return inputs_kept(call, rules) + [((call.name, "probabilities"), b * heads * tq * tk * rules.activation_bytes)]
