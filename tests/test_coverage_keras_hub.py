@@ -69,7 +69,7 @@ def test_a_free_sequence_length_stays_a_symbol(name):
 def test_the_tied_embedding_of_a_causal_lm_counts_once_and_its_reverse_call_is_a_product():
     est = paramcalc.estimate(_built("gpt2_causal_lm"), input_shape=keras_hub_zoo.input_shapes(_built("gpt2_causal_lm")),
                              batch_size=2)
-    calls = [row for row in est.layers if row.name.endswith("token_embedding") or row.name.endswith("token_embedding@1")]
+    calls = [row for row in est.layers if row.name.endswith(("token_embedding", "token_embedding@1"))]
     lookup, reverse = calls
     assert lookup.params == 100 * 16 and lookup.flops == 0
     assert (lookup.kind, reverse.kind) == ("reversible_embedding",) * 2
@@ -107,8 +107,8 @@ def test_a_users_class_named_as_a_keras_hub_layer_is_not_read_by_its_rule():
 
 # read as the calls their blocks make, every call by a rule: exact in cost too
 CALLS_READ = ["albert", "bert", "distil_bert", "electra", "roberta", "xlm_roberta", "gpt2", "opt", "bart",
-              "mistral", "phi3", "qwen2", "qwen3", "llama", "llama3", "whisper", "bert_text_classifier", "gpt2_causal_lm",
-              "llama_causal_lm"]
+              "mistral", "phi3", "qwen2", "qwen3", "llama", "llama3", "whisper", "bert_text_classifier",
+              "gpt2_causal_lm", "llama_causal_lm"]
 
 
 @pytest.mark.parametrize("name", CALLS_READ)
@@ -145,11 +145,12 @@ def test_a_backbones_alike_blocks_copied_give_the_rows_tracing_each_gives(name, 
     copied = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
     monkeypatch.setattr(keras_alike, "COPY", False)
     traced = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
-    table = [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in copied.layers]
-    assert table == [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in traced.layers]
+    def table(est) -> list:
+        return [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in est.layers]
+
+    assert table(copied) == table(traced)
     monkeypatch.setattr(keras_alike, "COPY", True)  # again, after a trace of every block: read alike
-    again = paramcalc.estimate(model, input_shape=shapes, batch_size=2)
-    assert table == [(r.name, r.kind, r.output_shape, r.params, r.flops, r.shared_with, r.inbound) for r in again.layers]
+    assert table(paramcalc.estimate(model, input_shape=shapes, batch_size=2)) == table(copied)
     assert not any(row.kind == "foreign" for row in copied.layers)
 
 

@@ -19,8 +19,8 @@ class Block(layers.Layer):
     def __init__(self, embed_dim=16, num_heads=2, ff_dim=24, **kwargs):
         super().__init__(**kwargs)
         self.att = layers.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim, name="att")
-        self.ffn = keras.Sequential([layers.Dense(ff_dim, activation="relu", name="up"), layers.Dense(embed_dim, name="down")],
-                                    name="ffn")
+        self.ffn = keras.Sequential([layers.Dense(ff_dim, activation="relu", name="up"),
+                                     layers.Dense(embed_dim, name="down")], name="ffn")
         self.norm1 = layers.LayerNormalization(epsilon=1e-6, name="norm1")
         self.norm2 = layers.LayerNormalization(epsilon=1e-6, name="norm2")
         self.drop1 = layers.Dropout(0.1, name="drop1")
@@ -132,7 +132,8 @@ class Sines(layers.Layer):
 
 
 @pytest.mark.parametrize("layer, why", [
-    (Holder(name="holder"), "its sublayer picky (Picky) fails on symbolic tensors (ValueError: needs a backend tensor)"),
+    (Holder(name="holder"),
+     "its sublayer picky (Picky) fails on symbolic tensors (ValueError: needs a backend tensor)"),
     (Sines(name="sines"), "its call() calls layers or Keras operations paramcalc has no rule for (Sin)"),
 ])
 def test_a_layer_not_made_of_known_calls_is_estimated_whole_and_says_why(layer, why):

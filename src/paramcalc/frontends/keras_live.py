@@ -238,8 +238,9 @@ def _data_arguments(operation, args: tuple) -> tuple:
 
 class _KerasOracle:
     """What Keras says of each call of one layer (by the call's node name): the output specs it infers
-    for the input specs paramcalc propagates, and whether the call reads integer ids first. Symbolic sizes: the batch axis goes to Keras as None; a symbol elsewhere
-    is probed at concrete sizes, and each output size is solved as a linear function of the symbols."""
+    for the input specs paramcalc propagates, and whether the call reads integer ids first. Symbolic
+    sizes: the batch axis goes to Keras as None; a symbol elsewhere is probed at concrete sizes, and each
+    output size is solved as a linear function of the symbols."""
 
     def __init__(self) -> None:
         self.calls: dict = {}  # node name -> (operation, Keras node)

@@ -38,7 +38,8 @@ class RotaryEmbedding(Layer):
         x = ctx.single(inputs)
         for axis in (self.sequence_axis, self.feature_axis):
             if not -x.rank <= axis < x.rank:
-                raise ctx.shape_error(f"{self.display_type} axis {axis} is out of range for {ctx.format_shape(x.shape)}")
+                raise ctx.shape_error(f"{self.display_type} axis {axis} is out of range for "
+                                      f"{ctx.format_shape(x.shape)}")
         positions, features = self._sizes(x.shape)
         if type(features) is int and features % 2:
             raise ctx.shape_error(f"{self.display_type} rotates pairs of features: {features} is odd")
