@@ -323,3 +323,11 @@ def test_pad_is_read_per_axis_and_a_padded_batch_is_not():
         assert est.layers[0].kind == "pad" and est.output_shape == (2, 8, 6)
     batch_padded = keras.Model(inputs, keras.ops.pad(inputs, [[1, 0], [0, 0], [0, 0]]))
     assert paramcalc.estimate(batch_padded, batch_size=2).layers[0].kind == "foreign"
+
+
+def test_basic_indexing_is_read_from_a_config_and_live():
+    inputs = keras.Input((5, 6))
+    basic = keras.Model(inputs, inputs[:, 1:4, None])
+    for source in (basic, basic.get_config()):
+        est = paramcalc.estimate(source, batch_size=2)
+        assert est.layers[0].kind == "index" and est.output_shape == (2, 3, 1, 6)

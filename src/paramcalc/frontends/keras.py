@@ -326,7 +326,7 @@ def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: 
     (``axes``, ``newshape``, ``axis``); ``tensor_kwargs``: the keywords passed a tensor (a mask reads
     nothing a rule counts; an attention's additive ``bias`` would be a pass of its own)."""
     config = config or {}
-    if class_name == "GetItem" and tensors == 1 and len(constants) == 1:
+    if class_name == "GetItem" and tensors == 1 and len(constants) == 1 and _basic_index(constants[0]):
         key = constants[0]
         return Index(index_items(key if isinstance(key, (list, tuple)) else [key]))
     if class_name == "Matmul" and tensors == 2 and not constants:
@@ -362,6 +362,17 @@ def _keras_op(class_name: str, module: str, tensors: int, path: str, constants: 
 
 # ``keras.ops`` activations, by the snake-case name of their operation class (``Gelu``: ``gelu``)
 _OP_ACTIVATIONS = {name for name in (*ACTIVATION_FLOPS, *ACTIVATION_ALIASES) if name not in ("linear", "identity")}
+
+
+def _basic_index(key) -> bool:
+    """An index of ints, slices of ints, None and Ellipsis: numpy's basic indexing. A config saves a tuple
+    as a list, as it saves a list of ints (advanced indexing, no rule): a list of ints alone is refused."""
+    if isinstance(key, list) and all(type(it) is int for it in key):
+        return False
+    items = key if isinstance(key, (list, tuple)) else (key,)
+    return all(it is None or it is Ellipsis or type(it) is int or
+               (isinstance(it, slice) and all(v is None or type(v) is int for v in (it.start, it.stop, it.step)))
+               for it in items)
 
 
 def _axis_pairs(pad_width) -> bool:

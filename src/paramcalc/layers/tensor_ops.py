@@ -187,7 +187,7 @@ def index_items(key: Iterable) -> tuple:
             out.append(("none",))
         elif it is Ellipsis:
             out.append(("ellipsis",))
-        elif isinstance(it, slice) and all(v is None or type(v) is int for v in (it.start, it.stop, it.step)):
+        elif isinstance(it, slice):
             out.append(("slice", it.start, it.stop, it.step))
         elif type(it) is int:
             out.append(("int", it))
