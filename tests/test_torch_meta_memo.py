@@ -25,8 +25,11 @@ def tensors(draw, rank=None, shape=None, dtype=None):
     if shape is None:
         shape = tuple(draw(st.lists(st.integers(1, 4), min_size=rank or 0, max_size=rank or 4)))
     dtype = dtype or draw(st.sampled_from(DTYPES))
-    layout = draw(st.sampled_from(("contiguous", "permuted", "expanded", "sliced", "odd")))
+    layout = draw(st.sampled_from(("contiguous", "permuted", "expanded", "sliced", "odd", "channels_last")))
     shape = tuple(shape)
+    if layout == "channels_last" and len(shape) in (4, 5):
+        formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+        return torch.empty(shape, dtype=dtype, device="meta", memory_format=formats[len(shape)])
     if layout == "permuted" and len(shape) >= 2:
         return torch.empty(shape[::-1], dtype=dtype, device="meta").permute(*reversed(range(len(shape))))
     if layout == "expanded" and 1 in shape:
@@ -138,6 +141,83 @@ def test_norm_softmax_reduction_and_triangle_rules_answer_as_the_kernel(x, data)
     same_as_kernel(aten.triu.default, x)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.sampled_from(("add.Tensor", "sub.Tensor", "mul.Tensor", "maximum.default", "floor_divide.default",
+                                   "remainder.Tensor", "eq.Tensor", "le.Tensor", "gt.Tensor", "bitwise_and.Tensor",
+                                   "logical_or.default")))
+def test_integer_comparison_and_boolean_rules_answer_as_the_kernel(data, name):
+    """Integer tensors keep their dtype with integer numbers; comparisons make booleans of any real dtype."""
+    rank = data.draw(st.integers(0, 4))
+    left, right = broadcastable(data.draw, rank)
+    dtype = data.draw(st.sampled_from((torch.int64, torch.int32, torch.bool, torch.float32)))
+    x = data.draw(tensors(shape=left, dtype=dtype))
+    y = data.draw(tensors(shape=right, dtype=data.draw(st.sampled_from((dtype, dtype, torch.int64)))))
+    packet, overload = name.split(".")
+    same_as_kernel(getattr(getattr(aten, packet), overload), x, y)
+    number = data.draw(st.sampled_from((0, 3, -2, True, 0.5)))
+    for func in (aten.add.Tensor, aten.mul.Tensor, aten.sub.Tensor, aten.clamp_max.default, aten.eq.Scalar,
+                 aten.ne.Scalar, aten.lt.Scalar, aten.ge.Scalar, aten.clamp_min.default, aten.clamp.default,
+                 aten.floor_divide.Scalar, aten.remainder.Scalar, aten.rsub.Scalar):
+        same_as_kernel(func, x, number)
+    same_as_kernel(aten.clamp.default, x, None, number)
+    same_as_kernel(aten.abs.default, x)
+    same_as_kernel(aten.neg.default, x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tensors(), st.data())
+def test_roll_clone_norm_fill_and_lookup_rules_answer_as_the_kernel(x, data):
+    rank = x.dim()
+    dims = data.draw(st.lists(st.integers(-rank - 1, rank), max_size=3))
+    shifts = data.draw(st.lists(st.integers(-5, 5), min_size=len(dims) if dims else 1,
+                                max_size=len(dims) + 1 if dims else 2))
+    same_as_kernel(aten.roll.default, x, shifts, dims)
+    same_as_kernel(aten.roll.default, x, shifts[:1])
+    for layout in (None, torch.preserve_format, torch.contiguous_format, torch.channels_last):
+        same_as_kernel(aten.clone.default, x, memory_format=layout)
+    same_as_kernel(aten.clone.default, x)
+    reduced = data.draw(st.sampled_from((None, [-1], [0, -1], dims[:1], dims[:2], 0)))
+    ord_ = data.draw(st.sampled_from((2, 2.0, 1, float("inf"), 0)))
+    same_as_kernel(aten.linalg_vector_norm.default, x, ord_, reduced, data.draw(st.booleans()))
+    mask_shape = data.draw(st.sampled_from((x.shape, x.shape[1:], (1,) * rank, (2,) + tuple(x.shape))))
+    mask = data.draw(tensors(shape=mask_shape, dtype=data.draw(st.sampled_from((torch.bool, torch.bool, torch.int64)))))
+    same_as_kernel(aten.masked_fill.Scalar, x, mask, data.draw(st.sampled_from((0.0, -100.0, 1, True))))
+    indices = data.draw(tensors(dtype=data.draw(st.sampled_from((torch.int64, torch.int32, torch.float32)))))
+    if rank == 2:
+        same_as_kernel(aten.embedding.default, x, indices)
+    same_as_kernel(aten.embedding.default, data.draw(tensors(shape=(5, 3))), indices)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_product_arange_and_channels_last_cat_rules_answer_as_the_kernel(data):
+    dtype = data.draw(st.sampled_from(DTYPES))
+    n, k, m, b = (data.draw(st.integers(1, 4)) for _ in range(4))
+    inner = data.draw(st.sampled_from((k, k, k + 1)))
+    other = data.draw(st.sampled_from((dtype, dtype, torch.float32)))
+    same_as_kernel(aten.mm.default, data.draw(tensors(shape=(n, k), dtype=dtype)),
+                   data.draw(tensors(shape=(inner, m), dtype=other)))
+    same_as_kernel(aten.bmm.default, data.draw(tensors(shape=(b, n, k), dtype=dtype)),
+                   data.draw(tensors(shape=(data.draw(st.sampled_from((b, b, b + 1))), inner, m), dtype=dtype)))
+    bounds = data.draw(st.lists(st.integers(-6, 9), min_size=1, max_size=3))
+    if len(bounds) == 3 and data.draw(st.booleans()):
+        bounds[2] = data.draw(st.sampled_from((1, 2, -1, -3, 0)))
+    overload = {1: aten.arange.default, 2: aten.arange.start, 3: aten.arange.start_step}[len(bounds)]
+    arange_dtype = data.draw(st.sampled_from((None, torch.int32, torch.float32, torch.float16, torch.bool)))
+    same_as_kernel(overload, *bounds, dtype=arange_dtype, device=torch.device("meta"), pin_memory=False)
+    shape = data.draw(st.lists(st.integers(1, 3), min_size=4, max_size=5))
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    parts = []
+    for _ in range(data.draw(st.integers(1, 3))):
+        part = list(shape)
+        part[dim] = data.draw(st.integers(0, 3))
+        parts.append(data.draw(tensors(shape=part, dtype=dtype)))
+    same_as_kernel(aten.cat.default, parts, dim)
+    empty = torch.empty(0, dtype=data.draw(st.sampled_from((dtype, torch.float32))), device="meta")
+    parts.insert(data.draw(st.integers(0, len(parts))), empty)  # an empty 1-D tensor, which torch skips
+    same_as_kernel(aten.cat.default, parts, dim)
+
+
 def test_a_call_again_alike_gets_fresh_tensors_like_the_first():
     memo = torch_meta_memo.MetaMemo()
     x = torch.empty(2, 3, 5, device="meta").transpose(1, 2)  # no rule answers a transposed input
@@ -206,6 +286,8 @@ def test_the_plain_calls_a_model_makes_most_are_answered_by_a_rule():
     """The rules answer (do not decline) the calls they exist for, exactly as the kernel does."""
     x, w, b = (torch.empty(s, device="meta") for s in ((2, 7, 16), (48, 16), (48,)))
     half = torch.empty(2, 7, 16, dtype=torch.bfloat16, device="meta")
+    positions = torch.empty(8, dtype=torch.int64, device="meta")
+    image = torch.empty(2, 3, 4, 4, device="meta", memory_format=torch.channels_last)
     calls = [(aten.native_layer_norm.default, (x, [16], w[0], b[:16].contiguous(), 1e-5)),
              (aten.addmm.default, (b, x.view(14, 16), w.t().contiguous())), (aten.add.Tensor, (x, x[:1])),
              (aten.mul.Scalar, (half, 0.5)), (aten.gelu.default, (half,)), (aten._safe_softmax.default, (x, -1)),
@@ -214,9 +296,23 @@ def test_the_plain_calls_a_model_makes_most_are_answered_by_a_rule():
              # a permuted input (channels last): elementwise outputs keep its layout, a layer norm's is contiguous
              (aten.gelu.default, (x.permute(0, 2, 1),)), (aten.mul.Tensor, (x.permute(2, 0, 1), x.permute(2, 0, 1))),
              (aten.native_layer_norm.default, (x.permute(0, 2, 1), [7], None, None, 1e-6)),
-             (aten.native_batch_norm.default, (x, b[:7], b[:7], b[7:14], b[14:21], False, 0.1, 1e-5))]
+             (aten.native_batch_norm.default, (x, b[:7], b[:7], b[7:14], b[14:21], False, 0.1, 1e-5)),
+             # Swin's shifted windows, a transposed tensor made contiguous, cosine attention's norm, products
+             (aten.roll.default, (x, [3, -3], [1, 2])),
+             (aten.clone.default, (x.transpose(1, 2),), {"memory_format": torch.contiguous_format}),
+             (aten.linalg_vector_norm.default, (x, 2.0, [-1], True)), (aten.mm.default, (x[0], w.t())),
+             (aten.bmm.default, (x, x.transpose(1, 2))), (aten.embedding.default, (w, positions.view(2, 4))),
+             (aten.masked_fill.Scalar, (x, x > 0, -100.0)), (aten.cat.default, ([image, image], 1)),
+             (aten.cat.default, ([torch.empty(0, device="meta"), x.transpose(1, 2)], -2)),  # a cache, empty at first
+             # T5's relative position buckets and the masks made from positions: integers and booleans
+             (aten.sub.Tensor, (positions[None], positions[:, None])), (aten.floor_divide.default, (positions, 2)),
+             (aten.clamp_min.default, (positions, 0)), (aten.le.Tensor, (positions[None], positions[:, None])),
+             (aten.ne.Scalar, (x, 0)), (aten.bitwise_and.Tensor, (positions > 0, positions < 5)),
+             (aten.arange.default, (8,), {"device": torch.device("meta"), "pin_memory": False}),
+             (aten.arange.start_step, (1, 9, 2), {"dtype": torch.int32, "device": torch.device("meta")})]
     rules = shape_rules()
-    for func, args in calls:
-        answer = rules[func](args, {})
+    for func, args, *keywords in calls:
+        kwargs = keywords[0] if keywords else {}
+        answer = rules[func](args, kwargs)
         assert answer is not None, func
-        assert described(answer) == described(func(*args)), func
+        assert described(answer) == described(func(*args, **kwargs)), func

@@ -41,10 +41,13 @@ class MetaMemo:
         self.results: dict = {}  # key -> (single tensor returned, ((dtype, shape, strides), ...)) or None
         self.rules = shape_rules()
         self.hits = 0
+        # operations seen returning a tensor of their input's storage, though their schema says nothing of
+        # it (``_unsafe_view``): never remembered, so not described either
+        self.aliasing: set = set()
 
     def call(self, func, args: tuple, kwargs: dict):
         """``func(*args, **kwargs)``, or fresh tensors like its first result on arguments alike."""
-        if not _functional(func):
+        if not _functional(func) or func in self.aliasing:
             return func(*args, **kwargs)
         try:
             key = (func, self._describe(args), self._describe(tuple(kwargs.items())) if kwargs else ())
@@ -63,10 +66,10 @@ class MetaMemo:
         elif CHECK:
             _check(func, out, func(*args, **kwargs))
         if found is False:
-            self.results[key] = self._result(out, args, kwargs)
+            self.results[key] = self._result(func, out, args, kwargs)
         return out
 
-    def _result(self, out, args: tuple, kwargs: dict):
+    def _result(self, func, out, args: tuple, kwargs: dict):
         """What ``out`` is made of, or None where a later call must run (an output that is not a fresh
         meta tensor of its own storage)."""
         single = isinstance(out, self._tensor)
@@ -75,7 +78,10 @@ class MetaMemo:
                                   for t in outputs):
             return None
         storages = {t.untyped_storage()._cdata for t in outputs}
-        if len(storages) != len(outputs) or storages & {t.untyped_storage()._cdata for t in tensors_among((*args, *kwargs.values()), self._tensor)}:
+        if len(storages) != len(outputs):
+            return None
+        if storages & {t.untyped_storage()._cdata for t in tensors_among((*args, *kwargs.values()), self._tensor)}:
+            self.aliasing.add(func)
             return None
         return single, tuple((t.dtype, tuple(t.shape), t.stride()) for t in outputs)
 
