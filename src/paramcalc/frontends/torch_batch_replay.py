@@ -87,19 +87,20 @@ def replay(events: list, inputs: dict, first: int, second: int, kernel) -> tuple
 
     tensor = torch.Tensor
     at_second: dict = dict(inputs)  # id(a first-run tensor) -> the replay's tensor in its place
+    found = at_second.get
 
     def argument(value):
-        if isinstance(value, tensor):
-            return at_second.get(id(value), value)  # one the run did not make is the same for any batch
         kind = type(value)
         if kind is int:
             return value // first * second if value % first == 0 and value and -_LIMIT < value < _LIMIT else value
         if kind is list or kind is tuple:
-            return kind(argument(v) for v in value)
+            return kind([argument(v) for v in value])
+        if isinstance(value, tensor):
+            return found(id(value), value)  # one the run did not make is the same for any batch
         return value
 
     def shape(t) -> tuple:
-        return tuple(at_second.get(id(t), t).shape)
+        return tuple(found(id(t), t).shape)
 
     before: dict = {}  # id(a first-run tensor) -> its shape before the last operation, which wrote it in place
 
@@ -108,34 +109,41 @@ def replay(events: list, inputs: dict, first: int, second: int, kernel) -> tuple
     with torch.no_grad():  # shapes only: no autograd graph to build
         for event in events:
             kind = event[0]
-            if kind == OPERATION:
+            if kind == REGISTERED:
+                shapes[event[1]] = shape(event[2])
+            elif kind == OPERATION:
                 _, func, args, kwargs, out = event
                 before = {id(t): shape(t) for t in tensors_among((*args, *kwargs.values()), tensor)} \
                     if writes_in_place(func) else {}
                 result = kernel(func, argument(args), {k: argument(v) for k, v in kwargs.items()} if kwargs else {})
-                _pair(out, result, at_second, tensor)
+                if type(out) is tensor:
+                    if not isinstance(result, tensor):
+                        raise NotReplayable("an operation returned other than a tensor")
+                    at_second[id(out)] = result
+                else:
+                    _pair(out, result, at_second, tensor)
             elif kind == RECORD:
                 _, record, ins, outs = event
-                record_shapes[id(record)] = ([before.get(id(t)) or shape(t) for t in ins], [shape(t) for t in outs])
-            elif kind == REGISTERED:
-                shapes[event[1]] = shape(event[2])
+                if before:
+                    record_shapes[id(record)] = ([before.get(id(t)) or shape(t) for t in ins], [shape(t) for t in outs])
+                else:
+                    record_shapes[id(record)] = ([shape(t) for t in ins], [shape(t) for t in outs])
             elif kind == SAME_SHAPE:
                 if event[2] not in shapes:
                     raise NotReplayable(f"{event[2]} has no shape")
                 shapes[event[1]] = shapes[event[2]]
             elif kind == COPY:
                 _, copy_inputs, first_inputs = event
-                if [_layout(at_second.get(id(t), t)) for t in copy_inputs] != \
-                        [_layout(at_second.get(id(t), t)) for t in first_inputs]:
+                if [_layout(found(id(t), t)) for t in copy_inputs] != [_layout(found(id(t), t)) for t in first_inputs]:
                     raise NotReplayable("a copied call's arguments differ from its first call's at the second batch")
             elif kind == COPIED_RECORD:
-                found = record_shapes.get(id(event[2]))
-                if found is None:
+                copied = record_shapes.get(id(event[2]))
+                if copied is None:
                     raise NotReplayable(f"{event[2].name} has no shapes")
-                record_shapes[id(event[1])] = found
+                record_shapes[id(event[1])] = copied
             else:  # COPY_OUTPUTS
                 for fresh, original in event[1]:
-                    source = at_second.get(id(original))
+                    source = found(id(original))
                     if source is None:
                         raise NotReplayable("a copied call's output was not made by an operation")
                     at_second[id(fresh)] = torch.empty_strided(source.shape, source.stride(), dtype=source.dtype,

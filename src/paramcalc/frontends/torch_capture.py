@@ -672,6 +672,12 @@ def _recording_mode() -> type:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class RecordingMode(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            # torch wraps a mode's __torch_dispatch__ to keep torch.compile out of it: four eval-frame
+            # switches on every operation, for a forward that runs eagerly on meta tensors anyway
+            return False
+
         def __init__(self, recorder: _Recorder, kernel) -> None:
             super().__init__()
             self.recorder, self.kernel = recorder, kernel
