@@ -14,6 +14,7 @@ from paramcalc.core.dims import (
     format_count,
     is_positive,
     prod,
+    total,
 )
 
 n, m = symbol("n"), symbol("m")
@@ -136,3 +137,10 @@ def test_as_dim_symbols():
 
 def test_math_prod_agrees():
     assert math.prod([3, n]) == 3 * n
+
+
+def test_total_is_the_sum():
+    values = [3, n * m, -(n * m), 2 * n + 1, 0, floordiv(n, 3), 7 * n]
+    assert total(values) == sum(values, 0) == 9 * n + 4 + floordiv(n, 3)
+    assert total([n, -n, 5]) == 5 and type(total([n, -n, 5])) is int
+    assert total([]) == 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from paramcalc.core.assumptions import Assumption
-from paramcalc.core.dims import Dim, Sym, as_dim, format_dim, symbol, symbols_of
+from paramcalc.core.dims import Dim, Sym, as_dim, format_dim, symbol, symbols_of, total
 from paramcalc.core.errors import ParamcalcError, ShapeError, SpecError
 from paramcalc.core.graph import DeferredGraph, Node, lookup, normalize_shape, propagate
 from paramcalc.core.instances import made
@@ -274,11 +274,12 @@ def _estimate(model, input_shape, batch_size, target_shape, optimizer, dtype, de
         raise _with_batch_axis_hint(error, graph, sample_shapes, batch_dim, batch, unset) from None
     outputs = tuple(lookup(values, ref).shape for ref in graph.outputs)
 
-    result = _aggregate(graph, calls, sample_shapes, outputs, batch_symbol, targets, assumptions, notes)
+    concrete = batch if type(batch) is int else None
+    result = _aggregate(graph, calls, sample_shapes, outputs, batch_symbol, targets, assumptions, notes, concrete)
     result = replace(result, output_names=tuple(name if index == 0 else f"{name}:{index}"
                                                 for name, index in graph.outputs))
-    if type(batch) is int:
-        result = _substitute(result, {batch_symbol: batch}, diagnosed=False)
+    if concrete is not None:
+        result = _substitute(result, {batch_symbol: batch}, diagnosed=False, rows_at_it=True)
     elif batch is not None:
         result = replace(result, batch_size=batch)
     if optimizer is not None or dtype is not None or device is not None or parallel is not None or loss is not None:
@@ -454,11 +455,14 @@ def _resolve_inputs(graph, input_shape: object, batch_symbol: str, notes: list) 
 
 
 def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_symbol: str, targets,
-               assumptions, notes) -> Estimate:
+               assumptions, notes, batch: int | None = None) -> Estimate:
+    """The estimate's rows and totals from the propagated ``nodes``; ``batch``: the rows' shapes and
+    FLOPs are made at that batch size (the totals stay in the batch symbol, for ``_substitute``)."""
     per_sample = {batch_symbol: 1}
     per_row: dict = {}  # a repeated block's rows share their FLOP counts
+    at = _At({batch_symbol: batch}) if batch is not None else None
     rows = []
-    totals = dict(params=0, trainable=0, non_trainable=0, buffers=0, macs_b=0, flops_b=0)
+    sums: dict = {name: [] for name in ("params", "trainable", "non_trainable", "buffers", "macs_b", "flops_b")}
     module_of = {n.name: n.module for n in getattr(graph, "nodes", ()) if getattr(n, "module", None) is not None}
     for node in nodes:
         if getattr(node.layer, "is_value", False):
@@ -475,26 +479,33 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
                 else:
                     non_trainable = non_trainable + weight.numel
         inferred = node.inferred
+        input_shapes = tuple(spec.shape for spec in node.inputs if isinstance(spec, TensorSpec))
+        output_shapes = tuple(o.shape for o in inferred.outputs)
+        macs, flops, weights = inferred.macs, inferred.flops, inferred.weights
+        if at is not None:
+            input_shapes, output_shapes = tuple(map(at, input_shapes)), tuple(map(at, output_shapes))
+            macs, flops, weights = at(macs), at(flops), at.weights(weights)
+            trainable, non_trainable, buffers = at(trainable), at(non_trainable), at(buffers)
         row = made(LayerRow, dict(
             name=node.name, type=node.layer.display_type, kind=node.layer.kind,
-            input_shapes=tuple(spec.shape for spec in node.inputs if isinstance(spec, TensorSpec)),
-            output_shape=inferred.output.shape,
+            input_shapes=input_shapes, output_shape=output_shapes[0],
             params=trainable + non_trainable, trainable_params=trainable,
             non_trainable_params=non_trainable, buffers=buffers,
             macs=_subs(inferred.macs, per_sample, per_row), flops=_subs(inferred.flops, per_sample, per_row),
-            macs_per_batch=inferred.macs, flops_per_batch=inferred.flops,
-            weights=inferred.weights, shared_with=node.shared_with, layer=node.layer,
-            output_shapes=tuple(o.shape for o in inferred.outputs),
+            macs_per_batch=macs, flops_per_batch=flops,
+            weights=weights, shared_with=node.shared_with, layer=node.layer,
+            output_shapes=output_shapes,
             inbound=tuple(ref for ref, spec in zip(node.inbound, node.inputs) if isinstance(spec, TensorSpec)),
             module=module_of.get(node.name),
         ))
         rows.append(row)
-        totals["params"] += row.params
-        totals["trainable"] += trainable
-        totals["non_trainable"] += non_trainable
-        totals["buffers"] += buffers
-        totals["macs_b"] += inferred.macs
-        totals["flops_b"] += inferred.flops
+        sums["params"].append(row.params)
+        sums["trainable"].append(trainable)
+        sums["non_trainable"].append(non_trainable)
+        sums["buffers"].append(buffers)
+        sums["macs_b"].append(inferred.macs)
+        sums["flops_b"].append(inferred.flops)
+    totals = {name: total(values) for name, values in sums.items()}
     est = Estimate(
         name=graph.name, framework=graph.framework, dtype=graph.dtype, input_shape=inputs[0][1],
         inputs=inputs, output_shapes=outputs, input_dtypes=dict(getattr(graph, "input_dtypes", {})),
@@ -509,6 +520,29 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
         forward_mode=getattr(graph, "forward_mode", None),
     )
     return est
+
+
+class _At:
+    """Values with ``mapping`` substituted, each worked out once: the rows of a repeated block share
+    their shape and FLOP objects (the propagation's memo), so those are remembered by identity."""
+
+    def __init__(self, mapping: Mapping[str, Dim]) -> None:
+        self.mapping = mapping
+        self.by_id: dict = {}
+        self.done: dict = {}
+        self.kept: list = []  # the values remembered by id: an id stays theirs while they live
+
+    def __call__(self, value: Any) -> Any:
+        if type(value) is int:
+            return value
+        found = self.by_id.get(id(value))
+        if found is None:
+            found = self.by_id[id(value)] = _subs(value, self.mapping, self.done)
+            self.kept.append(value)
+        return found
+
+    def weights(self, weights: tuple) -> tuple:
+        return tuple(w if all(type(d) is int for d in w.shape) else replace(w, shape=self(w.shape)) for w in weights)
 
 
 def _with_diagnostics(est: Estimate) -> Estimate:
@@ -559,9 +593,9 @@ def _subs_row(row: LayerRow, mapping: Mapping[str, Dim], done: dict | None = Non
     return copied
 
 
-def _substitute(est: Estimate, mapping: Mapping[str, Dim], diagnosed: bool = True) -> Estimate:
+def _substitute(est: Estimate, mapping: Mapping[str, Dim], diagnosed: bool = True, rows_at_it: bool = False) -> Estimate:
     """``est`` with ``mapping`` substituted; ``diagnosed``: its diagnostics made anew (``estimate()`` makes
-    them once, at its end)."""
+    them once, at its end); ``rows_at_it``: its rows were made with ``mapping`` substituted already."""
     kept = []
     for assumption in est.assumptions:
         checked = Assumption(assumption.layer, assumption.relation,
@@ -582,7 +616,8 @@ def _substitute(est: Estimate, mapping: Mapping[str, Dim], diagnosed: bool = Tru
               "macs_per_batch", "flops_per_batch", "input_shape", "output_shape", "target_shape",
               "output_shapes")
     done: dict = {}
-    est = replace(est, batch_size=batch, layers=tuple(_subs_row(r, mapping, done) for r in est.layers),
+    layers = est.layers if rows_at_it else tuple(_subs_row(r, mapping, done) for r in est.layers)
+    est = replace(est, batch_size=batch, layers=layers,
                   training=None,
                   inputs=tuple((name, _subs(shape, mapping)) for name, shape in est.inputs),
                   assumptions=tuple(kept), **{name: _subs(getattr(est, name), mapping) for name in scalar})

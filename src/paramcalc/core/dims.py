@@ -389,6 +389,22 @@ def _sign(value: "Sym") -> int | None:
     return sign if decisive else None
 
 
+def total(values: Iterable[Dim]) -> Dim:
+    """The sum of ``values``, their terms added into one polynomial (``sum()`` makes a new one at every
+    addition: thousands of rows' FLOPs)."""
+    terms: dict = {}
+    constant = 0
+    for value in values:
+        if type(value) is int:
+            constant += value
+        else:
+            for mono, coeff in _terms_of(value).items():
+                terms[mono] = terms.get(mono, 0) + coeff
+    if constant:
+        terms[()] = terms.get((), 0) + constant
+    return _make(terms)
+
+
 def prod(values: Iterable[Dim]) -> Dim:
     """Exact product of dimensions (never numpy: it would wrap at 2**63)."""
     result: Dim = 1
