@@ -48,7 +48,7 @@ from paramcalc.frontends.torch_modules import (
 from paramcalc.frontends.torch_replay import Replayer, copy_record, module_states
 from paramcalc.frontends.tracebacks import raising_line
 from paramcalc.layers import Parameter
-from paramcalc.layers.captured import BATCH, CapturedOp
+from paramcalc.layers.captured import BATCH, CapturedOp, family
 
 REPLAY = True  # copy the records of repeated calls (torch_replay.py); False runs every call
 # ... where a block repeats at least this often: below it, the keys cost more than running the calls again,
@@ -708,44 +708,45 @@ def _recording_mode() -> type:
 def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list, integer: set) -> Graph:
     """One graph from the runs: every size as ``a + c * batch`` from its values at the two batches."""
     first, second = runs
-    if [(r.name, r.inbound) for r in first.records] != [(r.name, r.inbound) for r in second.records]:
-        where = next((a.name for a, b in zip(first.records, second.records) if (a.name, a.inbound) != (b.name, b.inbound)),
-                     "its end")
-        raise SpecError(f"the forward of {name} runs other operations at batch {first.batch} than at batch "
-                        f"{second.batch} (first at {where}): it branches on the batch size", value=where,
-                        fix="estimate it with torch.fx (a forward without Python branches on sizes), or report the model")
     nodes = []
     known_forms: dict = {}  # (shape at the first batch, at the second) -> form: blocks repeat their shapes
+    first_shapes, second_shapes = first.shapes, second.shapes
+    batches = first.batch, second.batch
+    unknown: dict = {}  # operations whose arithmetic paramcalc does not know -> calls
 
     def form_of(x: tuple, y: tuple) -> tuple:
         found = known_forms.get((x, y))
         if found is None:
-            found = known_forms[(x, y)] = _form(x, y, first.batch, second.batch)
+            found = known_forms[(x, y)] = _form(x, y, *batches)
         return found
 
     for a, b in zip(first.records, second.records):
+        if a.name != b.name or a.inbound != b.inbound:
+            _branches(name, first, second, a.name)
         if a.layer is not None:  # the same object for each call of one module: its weights are shared
             layer = a.layer if a.layer.name else replace(a.layer, name=a.name)
             nodes.append(GraphNode(a.name, layer, tuple(a.inbound), module=a.module))
             continue
-        input_forms = tuple(form_of(x, y) for x, y in zip(a.input_shapes, b.input_shapes))
-        output_forms = tuple(form_of(x, y) for x, y in zip(a.output_shapes, b.output_shapes))
-        inbound = list(a.inbound)
-        saves = tuple((ref, form_of(first.shapes[ref], second.shapes[ref]), itemsize) for ref, itemsize in a.saves)
+        input_forms = tuple([form_of(x, y) for x, y in zip(a.input_shapes, b.input_shapes)])
+        output_forms = tuple([form_of(x, y) for x, y in zip(a.output_shapes, b.output_shapes)])
+        inbound = tuple(a.inbound)
+        saves = tuple([(ref, form_of(first_shapes[ref], second_shapes[ref]), itemsize) for ref, itemsize in a.saves])
         # a form holds the batch where the two runs' shapes differ
-        grows = a.output_shapes != b.output_shapes or any(first.shapes[ref] != second.shapes[ref] for ref, _ in a.saves)
-        if grows and a.input_shapes == b.input_shapes:
-            inbound.append((sample_shapes[0][0], 0))  # read for the batch size only (arange(x.size(0)))
+        if a.input_shapes == b.input_shapes and (a.output_shapes != b.output_shapes or any(
+                first_shapes[ref] != second_shapes[ref] for ref, _ in a.saves)):
+            inbound += ((sample_shapes[0][0], 0),)  # read for the batch size only (arange(x.size(0)))
+        op = a.op
+        type_name = op[op.rfind(".") + 1:]
+        if family(type_name) == "unknown":
+            unknown[op] = unknown.get(op, 0) + 1
         layer = made(CapturedOp, dict(
-            name=a.name, type_name=a.op.split(".")[-1], op=a.op, input_forms=input_forms, output_forms=output_forms,
+            name=a.name, type_name=type_name, op=op, input_forms=input_forms, output_forms=output_forms,
             output_dtypes=tuple(a.output_dtypes), reads=len(a.inbound), weight_inputs=a.weight_inputs, view=a.view,
             in_place=bool(a.writes), saves=saves, transposed=a.transposed, window=a.window, dims=a.dims,
             no_gradient=not any(t.requires_grad for t in a.made)))
-        nodes.append(made(GraphNode, dict(name=a.name, layer=layer, inbound=tuple(inbound), module=a.module)))
-    unknown: dict = {}
-    for node in nodes:
-        if isinstance(node.layer, CapturedOp) and node.layer.family == "unknown":
-            unknown[node.layer.op] = unknown.get(node.layer.op, 0) + 1
+        nodes.append(made(GraphNode, dict(name=a.name, layer=layer, inbound=inbound, module=a.module)))
+    if len(first.records) != len(second.records):
+        _branches(name, first, second, "its end")
     if unknown:
         notes.append("paramcalc does not know the arithmetic of " + ", ".join(
             f"{op} ({count} call{'s' if count > 1 else ''})" for op, count in unknown.items())
@@ -759,6 +760,12 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
                  modules=module_tree(first.root), summary_depth=SUMMARY_DEPTH,
                  input_dtypes={n: "int64" for n in sorted(integer)},
                  forward_mode="train" if first.root.training else "eval")
+
+
+def _branches(name: str, first: _Run, second: _Run, where: str) -> None:
+    raise SpecError(f"the forward of {name} runs other operations at batch {first.batch} than at batch "
+                    f"{second.batch} (first at {where}): it branches on the batch size", value=where,
+                    fix="estimate it with torch.fx (a forward without Python branches on sizes), or report the model")
 
 
 _DIM_ARGUMENTS: dict = {}  # operation -> (position, name, default) of its arguments that name axes
