@@ -308,6 +308,9 @@ def test_the_plain_calls_a_model_makes_most_are_answered_by_a_rule():
              (aten.sub.Tensor, (positions[None], positions[:, None])), (aten.floor_divide.default, (positions, 2)),
              (aten.clamp_min.default, (positions, 0)), (aten.le.Tensor, (positions[None], positions[:, None])),
              (aten.ne.Scalar, (x, 0)), (aten.bitwise_and.Tensor, (positions > 0, positions < 5)),
+             # a causal mask made for one sample, expanded to the batch, turned into additive values
+             (aten.where.self, (torch.empty(1, 1, 7, 7, dtype=torch.bool, device="meta").expand(2, 1, 7, 7),
+                                x.new_empty(()), x.new_empty(()))),
              (aten.arange.default, (8,), {"device": torch.device("meta"), "pin_memory": False}),
              (aten.arange.start_step, (1, 9, 2), {"dtype": torch.int32, "device": torch.device("meta")})]
     rules = shape_rules()

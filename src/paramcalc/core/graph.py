@@ -322,7 +322,10 @@ def propagate(graph: Graph, input_specs: dict, assumptions: list,
     for node in graph.nodes:
         owner.setdefault(id(node.layer), node.name)
     for node in topological_order(graph):
-        inputs = tuple(lookup(values, ref, node.name) for ref in node.inbound)
+        try:
+            inputs = tuple([values[name][index] for name, index in node.inbound])
+        except IndexError:  # an output the node it names does not have: the error says which
+            inputs = tuple(lookup(values, ref, node.name) for ref in node.inbound)
         ctx = Context(node.name, node.layer.display_type, assumptions, unset_batch, memo)
         try:
             inferred = node.layer.infer(inputs, ctx)

@@ -184,14 +184,26 @@ def shape_rules() -> dict:
             return None
         return empty(x.shape, x.dtype)
 
-    def where(args, kwargs):
-        if kwargs or len(args) != 3 or not isinstance(args[0], tensor) or args[0].dtype != torch.bool or not plain(args[0]):
+    def expanded_plain(t) -> bool:
+        """A meta tensor laid out by torch.empty, or such a tensor expanded (stride 0 on the axes it was
+        broadcast along): a mask made for one sample, then for the batch."""
+        expected = 1
+        for size, step in zip(reversed(t.shape), reversed(t.stride())):
+            if step == 0 and size > 1:
+                continue
+            if step != expected:
+                return False
+            expected *= max(size, 1)
+        return t.device.type == "meta"
+
+    def where(args, kwargs):  # plain or expanded operands: torch's reference makes a contiguous output
+        if kwargs or len(args) != 3 or not all(isinstance(t, tensor) and expanded_plain(t) for t in args):
             return None
-        values = elementwise(args[1:], {}, floating | integers)
-        if values is None or not plain(values):
+        condition, x, y = args
+        if condition.dtype != torch.bool or x.dtype != y.dtype or x.dtype not in floating | integers:
             return None
-        shape = _broadcast([args[0].shape, values.shape])
-        return None if shape is None else empty(shape, values.dtype)
+        shape = _broadcast([t.shape for t in args])
+        return None if shape is None or 0 in shape else empty(shape, x.dtype)
 
     def addmm(args, kwargs):
         if len(args) != 3 or any(k not in ("beta", "alpha") for k in kwargs):

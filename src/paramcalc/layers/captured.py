@@ -149,7 +149,7 @@ class CapturedOp(Layer):
         # everything below follows from these fields and the input shapes alone: the same operation in
         # the next repeat of a block takes the result worked out for the first
         key = ("captured", self.op, self.input_forms, self.output_forms, self.output_dtypes, self.reads,
-               self.transposed, self.window, tuple(tuple(spec.shape) for spec in inputs))
+               self.transposed, self.window, tuple([tuple(spec.shape) for spec in inputs]))
         found = ctx.memo.get(key)
         if found is not None:
             return found
