@@ -461,6 +461,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
     per_sample = {batch_symbol: 1}
     per_row: dict = {}  # a repeated block's rows share their FLOP counts
     at = _At({batch_symbol: batch}) if batch is not None else None
+    per_inferred: dict = {}  # id(Inferred) -> its row values (kept alive by ``nodes``)
     rows = []
     sums: dict = {name: [] for name in ("params", "trainable", "non_trainable", "buffers", "macs_b", "flops_b")}
     module_of = {n.name: n.module for n in getattr(graph, "nodes", ()) if getattr(n, "module", None) is not None}
@@ -479,20 +480,29 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
                 else:
                     non_trainable = non_trainable + weight.numel
         inferred = node.inferred
-        input_shapes = tuple(spec.shape for spec in node.inputs if isinstance(spec, TensorSpec))
-        output_shapes = tuple(o.shape for o in inferred.outputs)
-        macs, flops, weights = inferred.macs, inferred.flops, inferred.weights
+        input_shapes = tuple([spec.shape for spec in node.inputs if isinstance(spec, TensorSpec)])
+        # what follows from the inference alone, shared by the rows of a repeated block's calls
+        found = per_inferred.get(id(inferred))
+        if found is None:
+            output_shapes = tuple([o.shape for o in inferred.outputs])
+            macs, flops, weights = inferred.macs, inferred.flops, inferred.weights
+            if at is not None:
+                output_shapes, macs, flops = tuple(map(at, output_shapes)), at(macs), at(flops)
+                weights = at.weights(weights)
+            found = per_inferred[id(inferred)] = (output_shapes, macs, flops, weights,
+                                                  _subs(inferred.macs, per_sample, per_row),
+                                                  _subs(inferred.flops, per_sample, per_row))
+        output_shapes, macs, flops, weights, sample_macs, sample_flops = found
         if at is not None:
-            input_shapes, output_shapes = tuple(map(at, input_shapes)), tuple(map(at, output_shapes))
-            macs, flops, weights = at(macs), at(flops), at.weights(weights)
-            trainable, non_trainable, buffers = at(trainable), at(non_trainable), at(buffers)
+            input_shapes = tuple(map(at, input_shapes))
+            if not type(trainable) is type(non_trainable) is type(buffers) is int:
+                trainable, non_trainable, buffers = at(trainable), at(non_trainable), at(buffers)
         row = made(LayerRow, dict(
             name=node.name, type=node.layer.display_type, kind=node.layer.kind,
             input_shapes=input_shapes, output_shape=output_shapes[0],
             params=trainable + non_trainable, trainable_params=trainable,
             non_trainable_params=non_trainable, buffers=buffers,
-            macs=_subs(inferred.macs, per_sample, per_row), flops=_subs(inferred.flops, per_sample, per_row),
-            macs_per_batch=macs, flops_per_batch=flops,
+            macs=sample_macs, flops=sample_flops, macs_per_batch=macs, flops_per_batch=flops,
             weights=weights, shared_with=node.shared_with, layer=node.layer,
             output_shapes=output_shapes,
             inbound=tuple(ref for ref, spec in zip(node.inbound, node.inputs) if isinstance(spec, TensorSpec)),
@@ -593,7 +603,8 @@ def _subs_row(row: LayerRow, mapping: Mapping[str, Dim], done: dict | None = Non
     return copied
 
 
-def _substitute(est: Estimate, mapping: Mapping[str, Dim], diagnosed: bool = True, rows_at_it: bool = False) -> Estimate:
+def _substitute(est: Estimate, mapping: Mapping[str, Dim], diagnosed: bool = True,
+                rows_at_it: bool = False) -> Estimate:
     """``est`` with ``mapping`` substituted; ``diagnosed``: its diagnostics made anew (``estimate()`` makes
     them once, at its end); ``rows_at_it``: its rows were made with ``mapping`` substituted already."""
     kept = []

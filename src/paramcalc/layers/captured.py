@@ -174,9 +174,8 @@ class CapturedOp(Layer):
         forms = list(self.input_forms) + [(symbol(BATCH),)] * (len(shapes) - len(self.input_forms))
         for shape, form in zip(shapes, forms):
             for size, recorded in zip(shape, form):
-                if BATCH in symbols_of(recorded):
-                    per = subs(recorded, {BATCH: 1}) - subs(recorded, {BATCH: 0})
-                    batch = exact_div(size - subs(recorded, {BATCH: 0}), per)
+                if type(recorded) is not int and BATCH in symbols_of(recorded):
+                    batch = _solved(recorded, size)
                     if batch is not None:
                         return batch
         return symbol(BATCH)  # nothing it reads follows the batch: neither does anything it makes
@@ -244,6 +243,14 @@ class CapturedOp(Layer):
     @property
     def display_type(self) -> str:
         return self.type_name or self.op
+
+
+@lru_cache(maxsize=4096)  # every operation on a tensor of one shape solves the same size again
+def _solved(recorded: Dim, size: Dim) -> Dim | None:
+    """The batch at which the recorded size ``recorded`` (``a + c * BATCH``) is ``size``; None where
+    none is."""
+    constant = subs(recorded, {BATCH: 0})
+    return exact_div(size - constant, subs(recorded, {BATCH: 1}) - constant)
 
 
 @lru_cache(maxsize=8192)  # a repeated block's operations share their forms: each is solved once
