@@ -52,8 +52,9 @@ from paramcalc.layers.captured import BATCH, CapturedOp, family
 
 REPLAY = True  # copy the records of repeated calls (torch_replay.py); False runs every call
 # ... where a block repeats at least this often: below it, the keys cost more than running the calls again,
-# whose kernels the meta memo answers (docs/accuracy.md: the break-even is between 3 and 4 layers)
-REPLAY_MIN_REPEATS = 4
+# whose kernels the meta memo and its shape rules answer (docs/accuracy.md: the break-even is between 4
+# and 6 layers)
+REPLAY_MIN_REPEATS = 5
 META_MEMO = True  # answer meta kernels called again alike from memory (torch_meta_memo.py); False runs each
 SUMMARY_DEPTH = 3  # a summary shows the module tree three levels down, as torchinfo does by default
 BATCHES = (2, 3)  # two runs make every size a + c * batch; 1 is avoided, code special-cases it
