@@ -120,8 +120,9 @@ def unreached_parameters(root: object, memo: dict, used: set) -> tuple[list, tup
     modules = dict(root.named_modules())
     reached = set(memo.get("parameters", ())) | used
     for module in modules.values():
-        if id(module) in memo:
-            reached.update(id(t) for t in module.buffers())
+        if id(module) in memo:  # a module a rule read: its buffers, and those of the modules it holds
+            buffers = module.buffers() if module._modules else module._buffers.values()
+            reached.update(id(t) for t in buffers if t is not None)
     missing = [(name, tensor, is_buffer) for tensors, is_buffer in
                ((root.named_parameters(), False), (root.named_buffers(), True))
                for name, tensor in tensors if id(tensor) not in reached]
