@@ -495,7 +495,7 @@ def _aggregate(graph, nodes: list[Node], inputs: tuple, outputs: tuple, batch_sy
         output_shapes, macs, flops, weights, sample_macs, sample_flops = found
         if at is not None:
             input_shapes = tuple(map(at, input_shapes))
-            if not type(trainable) is type(non_trainable) is type(buffers) is int:
+            if not all(type(count) is int for count in (trainable, non_trainable, buffers)):
                 trainable, non_trainable, buffers = at(trainable), at(non_trainable), at(buffers)
         row = made(LayerRow, dict(
             name=node.name, type=node.layer.display_type, kind=node.layer.kind,

@@ -723,7 +723,7 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
 
     for a, b in zip(first.records, second.records):
         if a.name != b.name or a.inbound != b.inbound:
-            _branches(name, first, second, a.name)
+            raise _branching(name, first, second, a.name)
         if a.layer is not None:  # the same object for each call of one module: its weights are shared
             layer = a.layer if a.layer.name else replace(a.layer, name=a.name)
             nodes.append(GraphNode(a.name, layer, tuple(a.inbound), module=a.module))
@@ -747,7 +747,7 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
             no_gradient=not any(t.requires_grad for t in a.made)))
         nodes.append(made(GraphNode, dict(name=a.name, layer=layer, inbound=inbound, module=a.module)))
     if len(first.records) != len(second.records):
-        _branches(name, first, second, "its end")
+        raise _branching(name, first, second, "its end")
     if unknown:
         notes.append("paramcalc does not know the arithmetic of " + ", ".join(
             f"{op} ({count} call{'s' if count > 1 else ''})" for op, count in unknown.items())
@@ -763,8 +763,9 @@ def _merge(runs: list, sample_shapes: tuple, name: str, dtype: str, notes: list,
                  forward_mode="train" if first.root.training else "eval")
 
 
-def _branches(name: str, first: _Run, second: _Run, where: str) -> None:
-    raise SpecError(f"the forward of {name} runs other operations at batch {first.batch} than at batch "
+def _branching(name: str, first: _Run, second: _Run, where: str) -> SpecError:
+    """The error for a forward that ran other operations at the two batch sizes, first at ``where``."""
+    return SpecError(f"the forward of {name} runs other operations at batch {first.batch} than at batch "
                     f"{second.batch} (first at {where}): it branches on the batch size", value=where,
                     fix="estimate it with torch.fx (a forward without Python branches on sizes), or report the model")
 
