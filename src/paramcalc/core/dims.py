@@ -161,7 +161,9 @@ class Sym:
         if type(other) is int:
             if other == 1:
                 return self
-            return _make({m: c * other for m, c in self._terms.items()})
+            if other == 0:
+                return 0
+            return Sym._from_terms({m: c * other for m, c in self._terms.items()})  # no term vanishes
         if isinstance(other, Sym):
             terms: dict = {}
             for m1, c1 in self._terms.items():
@@ -406,9 +408,16 @@ def total(values: Iterable[Dim]) -> Dim:
 
 
 def prod(values: Iterable[Dim]) -> Dim:
-    """Exact product of dimensions (never numpy: it would wrap at 2**63)."""
-    result: Dim = 1
+    """Exact product of dimensions (never numpy: it would wrap at 2**63). The integers are multiplied
+    first: a shape with a symbolic batch makes one polynomial, not one per axis."""
+    constant, symbolic = 1, []
     for v in values:
+        if type(v) is int:
+            constant *= v
+        else:
+            symbolic.append(v)
+    result: Dim = constant
+    for v in symbolic:
         result = result * v
     return result
 
