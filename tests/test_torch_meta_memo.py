@@ -67,6 +67,19 @@ def broadcastable(draw, rank):
     return base, other[draw(st.integers(0, rank)):]
 
 
+def cat_operands(data, min_rank: int, max_rank: int, dtype) -> tuple:
+    """One to three tensors of any layouts that agree but on one axis (of length 0 to 3), and that axis;
+    ``dtype()`` draws each one's dtype."""
+    shape = data.draw(st.lists(st.integers(1, 3), min_size=min_rank, max_size=max_rank))
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    parts = []
+    for _ in range(data.draw(st.integers(1, 3))):
+        part = list(shape)
+        part[dim] = data.draw(st.integers(0, 3))
+        parts.append(data.draw(tensors(shape=part, dtype=dtype())))
+    return parts, dim
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data(), st.sampled_from(("add.Tensor", "mul.Tensor", "sub.Tensor", "div.Tensor", "maximum.default",
                                    "pow.Tensor_Tensor")))
@@ -104,13 +117,7 @@ def test_where_addmm_and_cat_rules_answer_as_the_kernel(data):
     same_as_kernel(aten.addmm.default, data.draw(tensors(shape=bias_shape, dtype=dtype)),
                    data.draw(tensors(shape=(n, k), dtype=dtype)),
                    data.draw(tensors(shape=(data.draw(st.sampled_from((k, k, m))), m), dtype=dtype)), beta=1, alpha=1)
-    shape = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
-    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
-    parts = []
-    for _ in range(data.draw(st.integers(1, 3))):
-        part = list(shape)
-        part[dim] = data.draw(st.integers(0, 3))
-        parts.append(data.draw(tensors(shape=part, dtype=data.draw(st.sampled_from((x.dtype, x.dtype, torch.int64))))))
+    parts, dim = cat_operands(data, 1, 3, lambda: data.draw(st.sampled_from((x.dtype, x.dtype, torch.int64))))
     same_as_kernel(aten.cat.default, parts, dim)
 
 
@@ -205,13 +212,7 @@ def test_product_arange_and_channels_last_cat_rules_answer_as_the_kernel(data):
     overload = {1: aten.arange.default, 2: aten.arange.start, 3: aten.arange.start_step}[len(bounds)]
     arange_dtype = data.draw(st.sampled_from((None, torch.int32, torch.float32, torch.float16, torch.bool)))
     same_as_kernel(overload, *bounds, dtype=arange_dtype, device=torch.device("meta"), pin_memory=False)
-    shape = data.draw(st.lists(st.integers(1, 3), min_size=4, max_size=5))
-    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
-    parts = []
-    for _ in range(data.draw(st.integers(1, 3))):
-        part = list(shape)
-        part[dim] = data.draw(st.integers(0, 3))
-        parts.append(data.draw(tensors(shape=part, dtype=dtype)))
+    parts, dim = cat_operands(data, 4, 5, lambda: dtype)  # 4-D and 5-D: channels last where each input is
     same_as_kernel(aten.cat.default, parts, dim)
     empty = torch.empty(0, dtype=data.draw(st.sampled_from((dtype, torch.float32))), device="meta")
     parts.insert(data.draw(st.integers(0, len(parts))), empty)  # an empty 1-D tensor, which torch skips

@@ -315,14 +315,10 @@ def shape_rules() -> dict:
         return empty(shape, first.dtype)
 
     rules: dict = {}
-    for name in _ELEMENTWISE:
-        packet = getattr(aten, name, None)
-        for overload in packet.overloads() if packet is not None else ():
-            op = getattr(packet, overload)
-            returns = op._schema.returns
-            if not op._schema.is_mutable and len(returns) == 1 and str(returns[0].type) == "Tensor":
-                rules[op] = elementwise
-    for names, rule in ((_INTEGER_KEPT, integer), (_COMPARISONS, comparison), (_BITWISE, bitwise)):
+    # every functional overload of each operation named; one named twice (add on floats, then on integers)
+    # takes the first rule that answers
+    for names, rule in ((_ELEMENTWISE, elementwise), (_INTEGER_KEPT, integer), (_COMPARISONS, comparison),
+                        (_BITWISE, bitwise)):
         for name in names:
             packet = getattr(aten, name, None)
             for overload in packet.overloads() if packet is not None else ():
