@@ -227,3 +227,18 @@ def test_a_functional_config_naming_an_output_a_layer_does_not_have_is_a_spec_er
         "input_layers": [["a", 0, 0]], "output_layers": [["d", 0, index]]}}
     with pytest.raises(SpecError, match=f"outputs name output {index} of 'd', which has 1 output"):
         paramcalc.estimate(json.dumps(config))
+
+
+@pytest.mark.parametrize("args", [-1, "a", {"0": 1}])
+def test_a_keras_call_whose_arguments_are_not_a_list_is_a_spec_error(args):
+    """Found by the readers' fuzz test: a call's ``args`` of -1 escaped as TypeError when its constants
+    were read."""
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "name": "a", "config": {"name": "a", "batch_shape": [None, 4]},
+         "inbound_nodes": []},
+        {"class_name": "Add", "name": "add", "config": {"name": "add"}, "inbound_nodes": [
+            {"args": args, "kwargs": {}}]}],
+        "input_layers": [["a", 0, 0]], "output_layers": [["add", 0, 0]]}}
+    with pytest.raises(SpecError, match=r"inbound_nodes\[0\]\.args must be a list of the call's arguments, "
+                                        f"received {type(args).__name__}"):
+        paramcalc.estimate(json.dumps(config))

@@ -396,7 +396,11 @@ def _calls(inbound: list, path: str) -> list[list[tuple]]:
         refs: list[tuple] = []
         where = f"{path}.inbound_nodes[{k}]"
         if isinstance(call, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-            _collect(call.get("args", []), refs, 0, f"{where}.args")
+            args = call.get("args", [])
+            if not isinstance(args, (list, tuple)):
+                raise SpecError(f"{where}.args must be a list of the call's arguments, received "
+                                f"{type(args).__name__}", where=f"{where}.args", value=args)
+            _collect(args, refs, 0, f"{where}.args")
             kwargs = call.get("kwargs") or {}
             if not isinstance(kwargs, dict):
                 raise SpecError(f"{where}.kwargs must be an object, received {type(kwargs).__name__}",
@@ -416,7 +420,8 @@ def _calls(inbound: list, path: str) -> list[list[tuple]]:
 
 def _call_constants(inbound: list) -> list[tuple]:
     """Each call's positional arguments that are not tensors, as Python values (a Keras 3 config saves a
-    slice as ``{"class_name": "__slice__", ...}``); Keras 2 configs save none."""
+    slice as ``{"class_name": "__slice__", ...}``); Keras 2 configs save none. ``_calls`` has checked the
+    formats."""
     def value(v):
         if isinstance(v, dict) and v.get("class_name") == "__slice__":
             c = v.get("config") or {}
